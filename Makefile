@@ -1,0 +1,44 @@
+# pg_streamview — PGXS build.
+#
+# `make test` and `make demo` are the two entry points of README.md: each one
+# installs what is missing (as root, through apt), builds, installs, and runs.
+# They work even before pg_config exists, which is why PGXS is included only
+# when it can be found.
+
+EXTENSION   = pg_streamview
+MODULE_big  = pg_streamview
+OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
+DATA        = $(wildcard sql/pg_streamview--*.sql)
+DOCS        = $(wildcard docs/*.md)
+PG_CONFIG  ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+
+PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+              -Wno-sign-compare -fvisibility=hidden
+ifdef WERROR
+PG_CPPFLAGS += -Werror
+endif
+SHLIB_LINK  = -lrdkafka
+
+REGRESS      = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
+REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=pgtap
+
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+include $(PGXS)
+endif
+
+MOCKBROKER = test/mockbroker/sv_mockbroker
+
+$(MOCKBROKER): test/mockbroker/sv_mockbroker.c
+	$(MAKE) -C test/mockbroker
+
+.PHONY: test demo mockbroker
+mockbroker: $(MOCKBROKER)
+
+# Everything: dependencies, build, install, pg_regress, TAP; prints "N passed, M failed".
+test:
+	bash test/bin/run_tests.sh
+
+# Build, install, start a throwaway PostgreSQL and broker, stream events, show views.
+demo:
+	bash demo/demo.sh

@@ -1,0 +1,206 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_streamview.h
+ *	  Private declarations shared by the modules of pg_streamview.
+ *
+ * One section per source file.  Nothing here includes librdkafka: kafka.c is
+ * the only file that does, and it hands the rest of the extension plain,
+ * palloc'd copies of messages.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_STREAMVIEW_H
+#define PG_STREAMVIEW_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+
+#define STREAMVIEW_SCHEMA		"streamview"
+#define STREAMVIEW_EXTENSION	"pg_streamview"
+
+/* An advisory-lock class id ("sv") that makes one worker per source. */
+#define STREAMVIEW_LOCK_CLASS	0x7376
+
+/* in pg_streamview.c: settings */
+extern char *streamview_database;
+extern int	streamview_batch_size;
+extern int	streamview_batch_timeout_ms;
+extern int	streamview_launcher_naptime_ms;
+extern int	streamview_restart_delay_s;
+extern int	streamview_max_restart_delay_s;
+
+/* in shmem.c */
+extern void streamview_shmem_init(void);
+extern void streamview_register_launcher_latch(void);
+extern void streamview_wake_launcher(void);
+
+/* in launcher.c */
+extern PGDLLEXPORT void streamview_launcher_main(Datum arg);
+extern void streamview_register_launcher(void);
+
+/* in consumer.c */
+extern PGDLLEXPORT void streamview_source_main(Datum arg);
+
+/* in window.c */
+typedef enum SvWindowKind
+{
+	SV_WINDOW_TUMBLE,
+	SV_WINDOW_HOP
+} SvWindowKind;
+
+typedef struct SvWindow
+{
+	SvWindowKind kind;
+	int64		size_us;
+	int64		slide_us;		/* == size_us for tumbling windows */
+} SvWindow;
+
+#define SV_MAX_WINDOWS_PER_EVENT 1024
+
+extern int64 streamview_interval_usecs(const Interval *iv, const char *what);
+extern TimestampTz streamview_window_floor(TimestampTz ts, int64 step_us);
+extern int	streamview_window_starts(const SvWindow *w, TimestampTz ts, TimestampTz *starts);
+
+/* in catalog.c: a source as the worker sees it */
+typedef struct SvColumn
+{
+	char	   *name;
+	Oid			type;
+	int			npath;
+	char	  **path;
+	bool		required;
+	bool		has_default;
+	Datum		default_value;
+	int16		typlen;
+	bool		typbyval;
+	FmgrInfo	input;			/* the type's input function */
+	Oid			ioparam;
+} SvColumn;
+
+typedef struct SvPathNode SvPathNode;	/* parse.c: trie of column paths */
+
+typedef struct SvSource
+{
+	int32		source_id;
+	char	   *name;
+	char	   *brokers;
+	char	   *topic;
+	int			ncolumns;
+	SvColumn   *columns;
+	int			event_time_col;
+	int			event_id_col;	/* -1 when the source has no event_id */
+	int64		ooo_us;
+	int64		idle_timeout_us;	/* -1: partitions never count as idle */
+	List	   *option_names;
+	List	   *option_values;
+	Oid			owner;
+	SvPathNode *paths;			/* built by parse.c on first use */
+} SvSource;
+
+/* Per version and partition: position in the log, event-time high mark, ledger. */
+typedef struct SvPartState
+{
+	bool		known;			/* a row exists (or will) in streamview.offsets */
+	bool		dirty;			/* changed in the current batch */
+	int64		next_offset;	/* -1: from the start of the log */
+	bool		has_max;
+	TimestampTz max_event_time;
+	int64		consumed;
+	int64		applied;
+	int64		duplicates;
+	int64		too_late;
+	int64		dead_lettered;
+	int64		log_end;		/* -1 unknown */
+	TimestampTz last_message_at;
+} SvPartState;
+
+typedef struct SvVersion
+{
+	int32		version_id;
+	int32		version;
+	char	   *view_name;
+	char	   *state;
+	Oid			owner;
+	int64		lateness_us;
+	SvWindow	window;
+	char	   *batch_sql;
+	char	   *definition_hash;
+	Oid			batch_relid;	/* pg_temp.sv_batch_<version_id> */
+	SPIPlanPtr	plan;
+	int			nparts;
+	SvPartState *parts;			/* indexed by partition number */
+	bool		has_watermark;
+	TimestampTz watermark;
+	bool		failed;			/* failed in this worker; not routed any more */
+} SvVersion;
+
+extern SvSource *streamview_load_source(int32 source_id);
+extern List *streamview_load_versions(const SvSource *src);
+extern char *streamview_versions_signature(int32 source_id);
+extern void streamview_record_worker_error(const char *source_name, const char *message,
+										   const char *detail);
+extern void streamview_clear_source_error(int32 source_id);
+extern Oid	streamview_extension_owner(void);
+
+/* in parse.c: one message, parsed once */
+typedef enum SvReason
+{
+	SV_REASON_NONE = 0,
+	SV_REASON_INVALID_JSON,
+	SV_REASON_MISSING_FIELD,
+	SV_REASON_INVALID_VALUE,
+	SV_REASON_TOO_LATE,
+	SV_REASON_QUERY_ERROR
+} SvReason;
+
+typedef struct SvEvent
+{
+	int32		partition;
+	int64		offset;
+	char	   *key;			/* NULL for a null key */
+	int			keylen;
+	char	   *payload;		/* NULL for a null payload */
+	int			paylen;
+	SvReason	reason;			/* SV_REASON_NONE when readable */
+	char	   *error;
+	Datum	   *values;
+	bool	   *nulls;
+	TimestampTz event_time;
+	char	   *event_id;
+} SvEvent;
+
+extern const char *streamview_reason_name(SvReason reason);
+extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
+
+/* in kafka.c: the only file that knows librdkafka */
+typedef struct SvKafka SvKafka;
+
+extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
+extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);
+extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets);
+extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms);
+extern int	streamview_kafka_wait_fd(SvKafka *k);
+extern void streamview_kafka_drain_fd(SvKafka *k);
+extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
+extern void streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_offsets);
+extern char *streamview_kafka_report(SvKafka *k);
+extern void streamview_kafka_close(SvKafka *k);
+
+/* in apply.c: classify a batch per version and write it in the current transaction */
+extern void streamview_apply_batch(const SvSource *src, List *versions,
+								   SvEvent *events, int nevents);
+extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
+extern void streamview_refresh_watermarks(const SvSource *src, List *versions, bool force);
+
+/* in api.c */
+extern Oid	streamview_caller(void);
+extern const char *streamview_caller_search_path(void);
+extern void streamview_as_extension_owner(Oid *save_user, int *save_sec);
+extern void streamview_restore_user(Oid save_user, int save_sec);
+
+#endif							/* PG_STREAMVIEW_H */

@@ -1,0 +1,303 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Reading a source and its versions from the streamview catalog.
+ *
+ * Callers are inside a transaction with SPI connected.  What is loaded is
+ * copied into a memory context of its own (one per source, one per version
+ * set) so that it outlives the transaction and can be dropped whole when the
+ * catalog changes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+static char *
+sv_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	return SPI_getvalue(tup, desc, col);
+}
+
+static int64
+sv_int8(HeapTuple tup, TupleDesc desc, int col, int64 if_null)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? if_null : DatumGetInt64(d);
+}
+
+static void
+sv_load_columns(SvSource *src, const char *event_time, const char *event_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(src->source_id)};
+	MemoryContext cxt = GetMemoryChunkContext(src);
+
+	SPI_execute_with_args("SELECT name, type::oid, array_length(path, 1), array_to_string(path, '.'), "
+						  "required, default_value FROM streamview.source_columns "
+						  "WHERE source_id = $1 ORDER BY attnum",
+						  1, argtypes, args, NULL, true, 0);
+	src->ncolumns = SPI_processed;
+	src->columns = MemoryContextAllocZero(cxt, src->ncolumns * sizeof(SvColumn));
+	src->event_id_col = -1;
+	for (int c = 0; c < src->ncolumns; c++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[c];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SvColumn   *col = &src->columns[c];
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		char	   *dflt = sv_text(tup, desc, 6);
+		char	   *path = sv_text(tup, desc, 4);
+		Oid			infunc;
+		bool		isnull;
+
+		col->name = pstrdup(sv_text(tup, desc, 1));
+		col->type = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		col->npath = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		col->path = palloc(col->npath * sizeof(char *));
+		for (int i = 0; i < col->npath; i++)
+		{
+			char	   *dot = strchr(path, '.');
+
+			if (dot)
+				*dot = '\0';
+			col->path[i] = pstrdup(path);
+			path = dot ? dot + 1 : path + strlen(path);
+		}
+		col->required = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		get_typlenbyval(col->type, &col->typlen, &col->typbyval);
+		getTypeInputInfo(col->type, &infunc, &col->ioparam);
+		fmgr_info_cxt(infunc, &col->input, cxt);
+		if (dflt != NULL)
+		{
+			col->has_default = true;
+			col->default_value = InputFunctionCall(&col->input, dflt, col->ioparam, -1);
+		}
+		if (strcmp(col->name, event_time) == 0)
+			src->event_time_col = c;
+		if (event_id && strcmp(col->name, event_id) == 0)
+			src->event_id_col = c;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* The source, or NULL when it no longer exists. */
+SvSource *
+streamview_load_source(int32 source_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(source_id)};
+	MemoryContext cxt;
+	SvSource   *src;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	char	   *event_time;
+	char	   *event_id;
+	uint64		nopts;
+
+	SPI_execute_with_args("SELECT name, brokers, topic, event_time, event_id, "
+						  "(extract(epoch FROM max_out_of_orderness) * 1000000)::int8, "
+						  "(extract(epoch FROM idle_timeout) * 1000000)::int8, owner::oid "
+						  "FROM streamview.sources WHERE source_id = $1",
+						  1, argtypes, args, NULL, true, 1);
+	if (SPI_processed == 0)
+		return NULL;
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "pg_streamview source", ALLOCSET_DEFAULT_SIZES);
+	src = MemoryContextAllocZero(cxt, sizeof(SvSource));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	src->source_id = source_id;
+	src->name = MemoryContextStrdup(cxt, sv_text(tup, desc, 1));
+	src->brokers = MemoryContextStrdup(cxt, sv_text(tup, desc, 2));
+	src->topic = MemoryContextStrdup(cxt, sv_text(tup, desc, 3));
+	event_time = pstrdup(sv_text(tup, desc, 4));
+	event_id = sv_text(tup, desc, 5) ? pstrdup(sv_text(tup, desc, 5)) : NULL;
+	src->ooo_us = sv_int8(tup, desc, 6, 0);
+	src->idle_timeout_us = sv_int8(tup, desc, 7, -1);
+	src->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &(bool){false}));
+
+	sv_load_columns(src, event_time, event_id);
+
+	SPI_execute_with_args("SELECT key, value FROM streamview.sources, jsonb_each_text(options) "
+						  "WHERE source_id = $1 ORDER BY key",
+						  1, argtypes, args, NULL, true, 0);
+	nopts = SPI_processed;
+	for (uint64 i = 0; i < nopts; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		src->option_names = lappend(src->option_names,
+									pstrdup(sv_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+		src->option_values = lappend(src->option_values,
+									 pstrdup(sv_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+		MemoryContextSwitchTo(old);
+	}
+	return src;
+}
+
+static void
+sv_load_offsets(SvVersion *v)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(v->version_id)};
+	MemoryContext cxt = GetMemoryChunkContext(v);
+	int			maxp = -1;
+
+	SPI_execute_with_args("SELECT partition, next_offset, max_event_time, consumed, applied, "
+						  "duplicates, too_late, dead_lettered, log_end, last_message_at "
+						  "FROM streamview.offsets WHERE version_id = $1 ORDER BY partition",
+						  1, argtypes, args, NULL, true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		maxp = Max(maxp, (int) sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, 0));
+	v->nparts = Max(maxp + 1, 1);
+	v->parts = MemoryContextAllocZero(cxt, v->nparts * sizeof(SvPartState));
+	for (int p = 0; p < v->nparts; p++)
+	{
+		v->parts[p].next_offset = -1;
+		v->parts[p].log_end = -1;
+	}
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SvPartState *ps = &v->parts[sv_int8(tup, desc, 1, 0)];
+		bool		isnull;
+		Datum		d;
+
+		ps->known = true;
+		ps->next_offset = sv_int8(tup, desc, 2, -1);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		ps->has_max = !isnull;
+		ps->max_event_time = isnull ? 0 : DatumGetTimestampTz(d);
+		ps->consumed = sv_int8(tup, desc, 4, 0);
+		ps->applied = sv_int8(tup, desc, 5, 0);
+		ps->duplicates = sv_int8(tup, desc, 6, 0);
+		ps->too_late = sv_int8(tup, desc, 7, 0);
+		ps->dead_lettered = sv_int8(tup, desc, 8, 0);
+		ps->log_end = sv_int8(tup, desc, 9, -1);
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		ps->last_message_at = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+}
+
+#define SV_ACTIVE_STATES "('live', 'caught_up', 'replaying')"
+
+/*
+ * The versions of the source's views that the source worker maintains, each
+ * in a memory context of its own (a child of TopMemoryContext).
+ */
+List *
+streamview_load_versions(const SvSource *src)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(src->source_id)};
+	List	   *result = NIL;
+	uint64		n;
+	SPITupleTable *tt;
+
+	SPI_execute_with_args("SELECT ver.version_id, ver.version, ver.view_name, ver.state, v.owner::oid, "
+						  "(extract(epoch FROM v.allowed_lateness) * 1000000)::int8, ver.window_kind, "
+						  "(extract(epoch FROM ver.window_size) * 1000000)::int8, "
+						  "(extract(epoch FROM ver.window_slide) * 1000000)::int8, ver.batch_sql, "
+						  "ver.definition_hash, ver.watermark "
+						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
+						  "WHERE v.source_id = $1 AND ver.state IN " SV_ACTIVE_STATES
+						  " ORDER BY ver.version_id",
+						  1, argtypes, args, NULL, true, 0);
+	n = SPI_processed;
+	tt = SPI_tuptable;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		TupleDesc	desc = tt->tupdesc;
+		MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "pg_streamview version",
+												  ALLOCSET_SMALL_SIZES);
+		SvVersion  *v = MemoryContextAllocZero(cxt, sizeof(SvVersion));
+		bool		isnull;
+		Datum		wm;
+
+		v->version_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		v->version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		v->view_name = MemoryContextStrdup(cxt, sv_text(tup, desc, 3));
+		v->state = MemoryContextStrdup(cxt, sv_text(tup, desc, 4));
+		v->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		v->lateness_us = sv_int8(tup, desc, 6, 0);
+		v->window.kind = strcmp(sv_text(tup, desc, 7), "hop") == 0 ? SV_WINDOW_HOP : SV_WINDOW_TUMBLE;
+		v->window.size_us = sv_int8(tup, desc, 8, 0);
+		v->window.slide_us = sv_int8(tup, desc, 9, 0);
+		v->batch_sql = MemoryContextStrdup(cxt, sv_text(tup, desc, 10));
+		v->definition_hash = MemoryContextStrdup(cxt, sv_text(tup, desc, 11));
+		wm = SPI_getbinval(tup, desc, 12, &isnull);
+		v->has_watermark = !isnull;
+		v->watermark = isnull ? 0 : DatumGetTimestampTz(wm);
+		sv_load_offsets(v);
+		/* sv_load_offsets ran another query: re-read from the saved table */
+		result = lappend(result, v);
+	}
+	return result;
+}
+
+/*
+ * A short text that changes whenever the set of versions this source's
+ * worker maintains changes; NULL when the source is gone.  Takes KEY SHARE
+ * locks on the source and its views, so that drop_source() and drop_view()
+ * (which lock those rows FOR UPDATE) wait for the batch to commit.
+ */
+char *
+streamview_versions_signature(int32 source_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(source_id)};
+	char	   *sig;
+
+	SPI_execute_with_args("SELECT 1 FROM streamview.sources WHERE source_id = $1 FOR KEY SHARE",
+						  1, argtypes, args, NULL, false, 1);
+	if (SPI_processed == 0)
+		return NULL;
+	SPI_execute_with_args("SELECT 1 FROM streamview.views WHERE source_id = $1 FOR KEY SHARE",
+						  1, argtypes, args, NULL, false, 0);
+	SPI_execute_with_args("SELECT coalesce(string_agg(ver.version_id || ':' || ver.state, ',' "
+						  "ORDER BY ver.version_id), '') "
+						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
+						  "WHERE v.source_id = $1 AND ver.state IN " SV_ACTIVE_STATES,
+						  1, argtypes, args, NULL, true, 1);
+	sig = sv_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return MemoryContextStrdup(TopMemoryContext, sig ? sig : "");
+}
+
+/* Keep the reason a worker stopped (in the caller's transaction). */
+void
+streamview_record_worker_error(const char *source_name, const char *message, const char *detail)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', detail ? ' ' : 'n'};
+
+	args[0] = CStringGetTextDatum(source_name);
+	args[1] = CStringGetTextDatum(message);
+	args[2] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+	SPI_execute_with_args("WITH e AS (INSERT INTO streamview.worker_errors (source_name, message, detail) "
+						  "VALUES ($1, $2, $3)) "
+						  "UPDATE streamview.sources SET last_error = $2, last_error_at = now() "
+						  "WHERE name = $1",
+						  3, argtypes, args, nulls, false, 0);
+}
+
+void
+streamview_clear_source_error(int32 source_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(source_id)};
+
+	SPI_execute_with_args("UPDATE streamview.sources SET last_error = NULL "
+						  "WHERE source_id = $1 AND last_error IS NOT NULL",
+						  1, argtypes, args, NULL, false, 0);
+}

@@ -1,0 +1,790 @@
+/*-------------------------------------------------------------------------
+ *
+ * compile.c
+ *	  Turns a stream view's SELECT into the SQL that maintains it.
+ *
+ * The user writes an ordinary grouped SELECT over the source's name:
+ *
+ *	 SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id,
+ *			count(*) AS n, sum(amount) AS revenue
+ *	 FROM purchases WHERE amount > 0 GROUP BY 1, 2
+ *
+ * We parse-analyse it against a stand-in temporary table that has the
+ * source's columns (so PostgreSQL itself resolves names, types, operators
+ * and functions, with the caller's search_path and privileges), check that
+ * every output is the window, a group key or an aggregate that can be
+ * merged incrementally, and then deparse the parts again with only
+ * pg_catalog on the search_path, so that the generated SQL means the same
+ * thing in a worker whatever its own search_path.
+ *
+ * The result is the compiled form, as jsonb, including two format strings
+ * that SQL fills in with the version's table names:
+ *	 batch_select: INSERT INTO %1$s ... SELECT ... FROM %2$s ... GROUP BY ...
+ *				   ON CONFLICT (window_start, keys) DO UPDATE SET <merge>
+ *	 view_select:  the user-facing view over table %1$s, with is_final from
+ *				   allowed lateness %2$L and version id %3$s.
+ * Each batch's events are loaded into %2$s (one row per event and window,
+ * column sv_window_start holding the window), so the per-batch statement
+ * pre-aggregates the batch and upserts one row per (window, keys) touched.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_aggregate.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/clauses.h"
+#include "optimizer/optimizer.h"
+#include "parser/analyze.h"
+#include "parser/parse_func.h"
+#include "parser/parser.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/ruleutils.h"
+
+typedef enum SvAggKind
+{
+	SV_AGG_COUNT,
+	SV_AGG_SUM,
+	SV_AGG_MIN,
+	SV_AGG_MAX,
+	SV_AGG_AVG,
+	SV_AGG_BOOL_AND,
+	SV_AGG_BOOL_OR
+} SvAggKind;
+
+static const char *const sv_agg_names[] = {
+	"count", "sum", "min", "max", "avg", "bool_and", "bool_or"
+};
+
+typedef struct SvOutput
+{
+	char	   *name;
+	bool		is_key;
+	SvAggKind	agg;
+	char	   *expr_sql;		/* key expression, or the aggregate call */
+	char	   *type_sql;
+	/* avg only: */
+	char	   *count_sql;
+	char	   *avg_type_sql;
+	Oid			avg_type;
+} SvOutput;
+
+typedef struct SvCompiled
+{
+	SvWindow	window;
+	char	   *window_size_sql;
+	char	   *window_slide_sql;
+	char	   *where_sql;
+	List	   *outputs;		/* of SvOutput *, in select-list order */
+} SvCompiled;
+
+/* ---------- small helpers ---------- */
+
+static char *
+sv_escape_percent(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (; *s; s++)
+	{
+		if (*s == '%')
+			appendStringInfoChar(&buf, '%');
+		appendStringInfoChar(&buf, *s);
+	}
+	return buf.data;
+}
+
+static void
+sv_json_kv(StringInfo buf, const char *key, const char *value, bool comma)
+{
+	if (comma)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+	if (value)
+		escape_json(buf, value);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+/*
+ * The source named in the query's FROM clause.  Raw parse only, so that the
+ * caller can find the source before anything is analysed.
+ */
+static char *
+sv_raw_source_name(const char *query)
+{
+	List	   *stmts = raw_parser(query, RAW_PARSE_DEFAULT);
+	RawStmt    *raw;
+	SelectStmt *select;
+	Node	   *from;
+
+	if (list_length(stmts) != 1 ||
+		!IsA((raw = linitial_node(RawStmt, stmts))->stmt, SelectStmt))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a stream view query must be a single SELECT"),
+				 errhint("Write SELECT streamview.tumble(ts, '1 minute') AS window_start, ..., count(*) FROM source GROUP BY 1, ....")));
+	select = (SelectStmt *) raw->stmt;
+	if (select->op != SETOP_NONE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a stream view query cannot use UNION, INTERSECT or EXCEPT"),
+				 errhint("Create one stream view per query.")));
+	if (list_length(select->fromClause) != 1 ||
+		!IsA((from = linitial(select->fromClause)), RangeVar))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a stream view query must read exactly one source"),
+				 errdetail("Joins, subqueries and functions in FROM are not supported."),
+				 errhint("Write FROM <source name>, with the name given to streamview.create_source().")));
+	if (((RangeVar *) from)->schemaname != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("source name \"%s.%s\" must not be schema-qualified",
+						((RangeVar *) from)->schemaname, ((RangeVar *) from)->relname),
+				 errhint("Sources are not tables; name them as given to streamview.create_source().")));
+	return ((RangeVar *) from)->relname;
+}
+
+PG_FUNCTION_INFO_V1(streamview_query_source);
+PGDLLEXPORT Datum streamview_query_source(PG_FUNCTION_ARGS);
+
+Datum
+streamview_query_source(PG_FUNCTION_ARGS)
+{
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *name = sv_raw_source_name(query);
+	bool		isnull;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+
+	args[0] = CStringGetTextDatum(name);
+	SPI_connect();
+	SPI_execute_with_args("SELECT 1 FROM streamview.sources WHERE name = $1",
+						  1, argtypes, args, NULL, true, 1);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("source \"%s\" does not exist", name),
+				 errhint("Create it with streamview.create_source(), or check the FROM clause.")));
+	(void) isnull;
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+/*
+ * Creates pg_temp.<source> with the source's columns, for parse analysis.
+ * Returns its OID and the event time column's attribute number.
+ */
+static Oid
+sv_create_stand_in(const char *source, AttrNumber *event_time_attno)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	StringInfoData sql;
+	char	   *event_time;
+	Oid			relid;
+
+	args[0] = CStringGetTextDatum(source);
+	SPI_execute_with_args("SELECT c.name, format_type(c.type, NULL), s.event_time "
+						  "FROM streamview.sources s JOIN streamview.source_columns c USING (source_id) "
+						  "WHERE s.name = $1 ORDER BY c.attnum",
+						  1, argtypes, args, NULL, true, 0);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("source \"%s\" does not exist", source)));
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TEMP TABLE %s (", quote_identifier(source));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		appendStringInfo(&sql, "%s%s %s", i ? ", " : "",
+						 quote_identifier(SPI_getvalue(tup, desc, 1)),
+						 SPI_getvalue(tup, desc, 2));
+	}
+	appendStringInfoString(&sql, ") ON COMMIT DROP");
+	event_time = pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+
+	if (OidIsValid(get_relname_relid(source, LookupCreationNamespace("pg_temp"))))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("a temporary table named \"%s\" hides the source", source),
+				 errhint("Drop or rename the temporary table in this session, then try again.")));
+	SPI_execute(sql.data, false, 0);
+	relid = get_relname_relid(source, LookupCreationNamespace("pg_temp"));
+	*event_time_attno = get_attnum(relid, event_time);
+	return relid;
+}
+
+/* ---------- validation ---------- */
+
+static Oid
+sv_window_func_oid(const char *name, int nargs)
+{
+	Oid			argtypes[3] = {TIMESTAMPTZOID, INTERVALOID, INTERVALOID};
+
+	return LookupFuncName(list_make2(makeString(STREAMVIEW_SCHEMA), makeString((char *) name)),
+						  nargs, argtypes, false);
+}
+
+static int64
+sv_const_interval(Node *arg, const char *what)
+{
+	Node	   *folded = eval_const_expressions(NULL, arg);
+	Const	   *c;
+	int64		us;
+
+	if (!IsA(folded, Const) || ((Const *) folded)->constisnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a constant interval", what),
+				 errhint("Write a literal such as '1 minute'.")));
+	c = (Const *) folded;
+	us = streamview_interval_usecs(DatumGetIntervalP(c->constvalue), what);
+	if (us <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be positive", what)));
+	return us;
+}
+
+static bool
+sv_check_window(Node *expr, AttrNumber event_time_attno, const char *event_time,
+				SvCompiled *c)
+{
+	FuncExpr   *f;
+	Node	   *ts;
+
+	if (!IsA(expr, FuncExpr))
+		return false;
+	f = (FuncExpr *) expr;
+	if (f->funcid == sv_window_func_oid("tumble", 2))
+		c->window.kind = SV_WINDOW_TUMBLE;
+	else if (f->funcid == sv_window_func_oid("hop", 3))
+		c->window.kind = SV_WINDOW_HOP;
+	else
+		return false;
+
+	ts = linitial(f->args);
+	if (!IsA(ts, Var) || ((Var *) ts)->varattno != event_time_attno)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the window must be computed from the event time column \"%s\"", event_time),
+				 errdetail("Watermarks, lateness and is_final are defined on event time."),
+				 errhint("Write streamview.tumble(%s, '1 minute').", event_time)));
+	c->window.size_us = sv_const_interval(lsecond(f->args), "window size");
+	c->window.slide_us = c->window.size_us;
+	c->window_size_sql = deparse_expression(eval_const_expressions(NULL, lsecond(f->args)),
+											NIL, false, false);
+	c->window_slide_sql = c->window_size_sql;
+	if (c->window.kind == SV_WINDOW_HOP)
+	{
+		c->window.slide_us = sv_const_interval(lthird(f->args), "window slide");
+		c->window_slide_sql = deparse_expression(eval_const_expressions(NULL, lthird(f->args)),
+												 NIL, false, false);
+		if (c->window.slide_us > c->window.size_us)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("window slide must not be larger than the window size")));
+		if (c->window.size_us / c->window.slide_us >= SV_MAX_WINDOWS_PER_EVENT)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("a hopping window may cover at most %d slides", SV_MAX_WINDOWS_PER_EVENT - 1),
+					 errhint("Use a larger slide.")));
+	}
+	return true;
+}
+
+static void
+sv_check_query_shape(Query *q, Oid stand_in)
+{
+	RangeTblEntry *rte;
+
+	if (q->commandType != CMD_SELECT || q->utilityStmt != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a stream view query must be a single SELECT")));
+	if (list_length(q->rtable) != 1 ||
+		(rte = linitial_node(RangeTblEntry, q->rtable))->rtekind != RTE_RELATION ||
+		rte->relid != stand_in)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a stream view query must read exactly one source"),
+				 errdetail("Joins, subqueries and functions in FROM are not supported.")));
+	if (q->cteList || q->hasSubLinks)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("subqueries are not supported in a stream view query")));
+	if (q->hasWindowFuncs)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("window functions (OVER) are not supported in a stream view query"),
+				 errhint("Event-time windows are written streamview.tumble() or streamview.hop() in GROUP BY.")));
+	if (q->hasTargetSRFs)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-returning functions are not supported in a stream view query")));
+	if (q->distinctClause || q->sortClause || q->limitCount || q->limitOffset)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("DISTINCT, ORDER BY, LIMIT and OFFSET are not supported in a stream view query"),
+				 errhint("Apply them when reading the view.")));
+	if (q->havingQual)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("HAVING is not supported in a stream view query"),
+				 errdetail("A group that fails HAVING now may pass it after later events."),
+				 errhint("Filter on the aggregate when reading the view.")));
+	if (q->groupingSets)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("GROUPING SETS, ROLLUP and CUBE are not supported in a stream view query")));
+	if (contain_volatile_functions((Node *) q->targetList) ||
+		contain_volatile_functions(q->jointree->quals))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a stream view query must not call volatile functions"),
+				 errdetail("A view is a deterministic function of the log; a rebuild must compute the same rows."),
+				 errhint("Remove calls such as random(), clock_timestamp() or nextval().")));
+}
+
+static SvAggKind
+sv_check_aggregate(Aggref *agg, const char *colname)
+{
+	char	   *name = get_func_name(agg->aggfnoid);
+
+	if (get_func_namespace(agg->aggfnoid) == PG_CATALOG_NAMESPACE &&
+		agg->aggkind == AGGKIND_NORMAL && agg->aggdistinct == NIL && agg->aggorder == NIL)
+	{
+		for (int k = 0; k < lengthof(sv_agg_names); k++)
+			if (strcmp(name, sv_agg_names[k]) == 0)
+				return (SvAggKind) k;
+		if (strcmp(name, "every") == 0)
+			return SV_AGG_BOOL_AND;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("aggregate %s%s in column \"%s\" cannot be maintained incrementally",
+					name, agg->aggdistinct ? " (DISTINCT)" : "", colname),
+			 errdetail("A stream view merges each batch into its stored rows, so every aggregate must be mergeable."),
+			 errhint("Use count, sum, min, max, avg, bool_and or bool_or; for distinct counts and percentiles, "
+					 "keep sketches with the hll or tdigest extensions.")));
+	return SV_AGG_COUNT;		/* keep compiler quiet */
+}
+
+/* ---------- deparsing ---------- */
+
+static char *
+sv_deparse(Node *expr, List *ctx)
+{
+	return deparse_expression(expr, ctx, false, false);
+}
+
+static char *
+sv_agg_args_sql(Aggref *agg, List *ctx)
+{
+	if (agg->aggstar || agg->args == NIL)
+		return "*";
+	return sv_deparse((Node *) linitial_node(TargetEntry, agg->args)->expr, ctx);
+}
+
+static char *
+sv_agg_call(const char *fname, Aggref *agg, List *ctx)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s(%s)", fname, sv_agg_args_sql(agg, ctx));
+	if (agg->aggfilter)
+		appendStringInfo(&buf, " FILTER (WHERE %s)", sv_deparse((Node *) agg->aggfilter, ctx));
+	return buf.data;
+}
+
+static SvOutput *
+sv_compile_aggregate(TargetEntry *tle, List *ctx)
+{
+	Aggref	   *agg = (Aggref *) tle->expr;
+	SvOutput   *o = palloc0(sizeof(SvOutput));
+
+	o->name = pstrdup(tle->resname);
+	o->agg = sv_check_aggregate(agg, tle->resname);
+	o->type_sql = format_type_with_typemod(agg->aggtype, -1);
+	if (o->agg == SV_AGG_COUNT)
+		o->expr_sql = sv_agg_call("count", agg, ctx);
+	else if (o->agg == SV_AGG_AVG)
+	{
+		Oid			argtype = exprType((Node *) linitial_node(TargetEntry, agg->args)->expr);
+		Oid			sumfn = LookupFuncName(list_make1(makeString("sum")), 1, &argtype, false);
+
+		o->expr_sql = sv_agg_call("sum", agg, ctx);
+		o->count_sql = sv_agg_call("count", agg, ctx);
+		o->type_sql = format_type_be(get_func_rettype(sumfn));
+		o->avg_type = agg->aggtype;
+		o->avg_type_sql = format_type_be(agg->aggtype);
+	}
+	else
+		o->expr_sql = sv_agg_call(sv_agg_names[o->agg], agg, ctx);
+	return o;
+}
+
+static void
+sv_check_column_name(List *outputs, const char *name)
+{
+	ListCell   *lc;
+
+	if (strcmp(name, "window_start") == 0 || strcmp(name, "window_end") == 0 ||
+		strcmp(name, "is_final") == 0 || strncmp(name, "sv_", 3) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_COLUMN),
+				 errmsg("column name \"%s\" is reserved in a stream view", name),
+				 errhint("Give the column another name with AS.")));
+	foreach(lc, outputs)
+		if (strcmp(((SvOutput *) lfirst(lc))->name, name) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("column \"%s\" appears more than once in the stream view query", name),
+					 errhint("Give each column its own name with AS.")));
+}
+
+/* Walks the analysed query and fills c.  Runs with search_path = pg_catalog. */
+static void
+sv_compile_query(Query *q, Oid stand_in, const char *source, AttrNumber et_attno,
+				 const char *event_time, SvCompiled *c)
+{
+	List	   *ctx = deparse_context_for(source, stand_in);
+	Index		window_ref = 0;
+	ListCell   *lc;
+
+	sv_check_query_shape(q, stand_in);
+	if (q->groupClause == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a stream view query must GROUP BY an event-time window"),
+				 errhint("Add streamview.tumble(%s, '1 minute') to the select list and GROUP BY.", event_time)));
+
+	foreach(lc, q->groupClause)
+	{
+		SortGroupClause *sgc = lfirst_node(SortGroupClause, lc);
+		TargetEntry *tle = get_sortgroupclause_tle(sgc, q->targetList);
+
+		if (sv_check_window((Node *) tle->expr, et_attno, event_time, c))
+		{
+			if (window_ref != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("a stream view query must GROUP BY exactly one window")));
+			window_ref = sgc->tleSortGroupRef;
+			if (tle->resjunk)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("the window must appear in the select list"),
+						 errhint("Write streamview.tumble(%s, '1 minute') AS window_start.", event_time)));
+			if (strcmp(tle->resname, "window_start") != 0 &&
+				strcmp(tle->resname, "tumble") != 0 && strcmp(tle->resname, "hop") != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("the window column must be named window_start, not \"%s\"", tle->resname),
+						 errdetail("Every stream view has the columns window_start and window_end.")));
+		}
+		else if (tle->resjunk)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("every GROUP BY expression must appear in the select list"),
+					 errdetail("Group keys form the key of the view's rows."),
+					 errhint("Add %s to the select list.", sv_deparse((Node *) tle->expr, ctx))));
+	}
+	if (window_ref == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a stream view query must GROUP BY an event-time window"),
+				 errhint("Add streamview.tumble(%s, '1 minute') to the select list and GROUP BY.", event_time)));
+
+	foreach(lc, q->targetList)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		SvOutput   *o;
+
+		if (tle->resjunk || tle->ressortgroupref == window_ref)
+			continue;
+		sv_check_column_name(c->outputs, tle->resname);
+		if (tle->ressortgroupref != 0)
+		{
+			o = palloc0(sizeof(SvOutput));
+			o->name = pstrdup(tle->resname);
+			o->is_key = true;
+			o->expr_sql = sv_deparse((Node *) tle->expr, ctx);
+			o->type_sql = format_type_with_typemod(exprType((Node *) tle->expr),
+												   exprTypmod((Node *) tle->expr));
+		}
+		else if (IsA(tle->expr, Aggref))
+			o = sv_compile_aggregate(tle, ctx);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("column \"%s\" must be a group key or a single aggregate", tle->resname),
+					 errdetail("Expressions over aggregates cannot be merged batch by batch."),
+					 errhint("Select the aggregates themselves, and compute \"%s\" in a view over the stream view.",
+							 tle->resname)));
+		c->outputs = lappend(c->outputs, o);
+	}
+	if (q->jointree->quals)
+		c->where_sql = sv_deparse(q->jointree->quals, ctx);
+}
+
+/* ---------- SQL generation ---------- */
+
+static char *
+sv_merge_sql(const SvOutput *o, const char *col)
+{
+	const char *q = quote_identifier(col);
+
+	switch (o->agg)
+	{
+		case SV_AGG_COUNT:
+			return psprintf("%s = t.%s + excluded.%s", q, q, q);
+		case SV_AGG_SUM:
+		case SV_AGG_AVG:
+			return psprintf("%s = coalesce(t.%s + excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
+		case SV_AGG_MIN:
+			return psprintf("%s = least(t.%s, excluded.%s)", q, q, q);
+		case SV_AGG_MAX:
+			return psprintf("%s = greatest(t.%s, excluded.%s)", q, q, q);
+		case SV_AGG_BOOL_AND:
+			return psprintf("%s = coalesce(t.%s AND excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
+		case SV_AGG_BOOL_OR:
+			return psprintf("%s = coalesce(t.%s OR excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
+	}
+	return NULL;
+}
+
+static char *
+sv_count_col(const SvOutput *o)
+{
+	return psprintf("%s__count", o->name);
+}
+
+static char *
+sv_build_batch_select(const SvCompiled *c)
+{
+	StringInfoData cols,
+				sel,
+				grp,
+				conflict,
+				merge;
+	ListCell   *lc;
+	int			pos = 2;
+
+	initStringInfo(&cols);
+	initStringInfo(&sel);
+	initStringInfo(&grp);
+	initStringInfo(&conflict);
+	initStringInfo(&merge);
+	appendStringInfoString(&cols, "window_start, window_end");
+	appendStringInfo(&sel, "sv_window_start, sv_window_start + %s", c->window_size_sql);
+	appendStringInfoString(&grp, "1");
+	appendStringInfoString(&conflict, "window_start");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		appendStringInfo(&cols, ", %s", quote_identifier(o->name));
+		appendStringInfo(&sel, ", %s", o->expr_sql);
+		pos++;
+		if (o->is_key)
+		{
+			appendStringInfo(&grp, ", %d", pos);
+			appendStringInfo(&conflict, ", %s", quote_identifier(o->name));
+			continue;
+		}
+		appendStringInfo(&merge, "%s%s", merge.len ? ", " : "", sv_merge_sql(o, o->name));
+		if (o->agg == SV_AGG_AVG)
+		{
+			char	   *cc = sv_count_col(o);
+			SvOutput	counter = {.agg = SV_AGG_COUNT};
+
+			appendStringInfo(&cols, ", %s", quote_identifier(cc));
+			appendStringInfo(&sel, ", %s", o->count_sql);
+			pos++;
+			appendStringInfo(&merge, ", %s", sv_merge_sql(&counter, cc));
+		}
+	}
+	return psprintf("INSERT INTO %%1$s AS t (%s) SELECT %s FROM %%2$s%s%s GROUP BY %s "
+					"ON CONFLICT (%s) DO %s%s",
+					sv_escape_percent(cols.data), sv_escape_percent(sel.data),
+					c->where_sql ? " WHERE " : "",
+					c->where_sql ? sv_escape_percent(c->where_sql) : "",
+					grp.data, sv_escape_percent(conflict.data),
+					merge.len ? "UPDATE SET " : "NOTHING", sv_escape_percent(merge.data));
+}
+
+static char *
+sv_build_view_select(const SvCompiled *c)
+{
+	StringInfoData sel;
+	ListCell   *lc;
+
+	initStringInfo(&sel);
+	appendStringInfoString(&sel, "SELECT t.window_start, t.window_end");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+		const char *q = quote_identifier(o->name);
+
+		if (o->agg == SV_AGG_AVG && !o->is_key)
+		{
+			const char *cc = quote_identifier(sv_count_col(o));
+
+			if (o->avg_type == INTERVALOID)
+				appendStringInfo(&sel, ", CASE WHEN t.%s > 0 THEN t.%s / t.%s::float8 END AS %s",
+								 cc, q, cc, q);
+			else
+				appendStringInfo(&sel, ", CASE WHEN t.%s > 0 THEN t.%s::%s / t.%s::%s END AS %s",
+								 cc, q, o->avg_type_sql, cc, o->avg_type_sql, q);
+		}
+		else
+			appendStringInfo(&sel, ", t.%s", q);
+	}
+	sel.data = sv_escape_percent(sel.data);
+	sel.len = strlen(sel.data);
+	sel.maxlen = sel.len + 1;
+	appendStringInfoString(&sel,
+						   ", coalesce(t.window_end + %2$L::interval <= "
+						   "(SELECT v.watermark FROM streamview.versions v WHERE v.version_id = %3$s), false)"
+						   " AS is_final FROM %1$s t");
+	return sel.data;
+}
+
+static Datum
+sv_compiled_jsonb(const SvCompiled *c)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	sv_json_kv(&buf, "window_kind", c->window.kind == SV_WINDOW_TUMBLE ? "tumble" : "hop", false);
+	sv_json_kv(&buf, "window_size", c->window_size_sql, true);
+	sv_json_kv(&buf, "window_slide", c->window_slide_sql, true);
+	sv_json_kv(&buf, "where", c->where_sql, true);
+	appendStringInfoString(&buf, ",\"outputs\":[");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		appendStringInfoString(&buf, first ? "{" : ",{");
+		sv_json_kv(&buf, "name", o->name, false);
+		sv_json_kv(&buf, "kind", o->is_key ? "key" : sv_agg_names[o->agg], true);
+		sv_json_kv(&buf, "sql", o->expr_sql, true);
+		sv_json_kv(&buf, "type", o->avg_type_sql ? o->avg_type_sql : o->type_sql, true);
+		appendStringInfoChar(&buf, '}');
+		first = false;
+	}
+	appendStringInfoString(&buf, "],\"table_columns\":[{\"name\":\"window_start\",\"type\":\"timestamptz NOT NULL\"},"
+						   "{\"name\":\"window_end\",\"type\":\"timestamptz NOT NULL\"}");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		appendStringInfoString(&buf, ",{");
+		sv_json_kv(&buf, "name", o->name, false);
+		sv_json_kv(&buf, "type", psprintf("%s%s", o->type_sql,
+										  (o->is_key || o->agg != SV_AGG_COUNT) ? "" : " NOT NULL"), true);
+		appendStringInfoChar(&buf, '}');
+		if (o->agg == SV_AGG_AVG && !o->is_key)
+		{
+			appendStringInfoString(&buf, ",{");
+			sv_json_kv(&buf, "name", sv_count_col(o), false);
+			sv_json_kv(&buf, "type", "bigint NOT NULL", true);
+			appendStringInfoChar(&buf, '}');
+		}
+	}
+	appendStringInfoString(&buf, "],\"conflict_columns\":[\"window_start\"");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		if (o->is_key)
+		{
+			appendStringInfoChar(&buf, ',');
+			escape_json(&buf, o->name);
+		}
+	}
+	appendStringInfoChar(&buf, ']');
+	sv_json_kv(&buf, "batch_select", sv_build_batch_select(c), true);
+	sv_json_kv(&buf, "view_select", sv_build_view_select(c), true);
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+
+PG_FUNCTION_INFO_V1(streamview_compile);
+PGDLLEXPORT Datum streamview_compile(PG_FUNCTION_ARGS);
+
+/*
+ * streamview._compile(source, query) → jsonb.  Analysis runs as the calling
+ * role with its search_path (names in the query mean what they mean to the
+ * user); deparsing runs with search_path = pg_catalog (the generated SQL
+ * names everything else explicitly).
+ */
+Datum
+streamview_compile(PG_FUNCTION_ARGS)
+{
+	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	SvCompiled	c = {0};
+	AttrNumber	et_attno;
+	Oid			stand_in;
+	List	   *raw;
+	Query	   *q;
+	Oid			save_user;
+	int			save_sec;
+	int			nest;
+	Datum		result;
+	char	   *event_time;
+
+	SPI_connect();
+	stand_in = sv_create_stand_in(source, &et_attno);
+	event_time = get_attname(stand_in, et_attno, false);
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	nest = NewGUCNestLevel();
+	if (OidIsValid(streamview_caller()))
+		SetUserIdAndSecContext(streamview_caller(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (streamview_caller_search_path())
+		(void) set_config_option("search_path", streamview_caller_search_path(),
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	raw = raw_parser(query, RAW_PARSE_DEFAULT);
+	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), query, NULL, 0, NULL);
+	AtEOXact_GUC(true, nest);
+	SetUserIdAndSecContext(save_user, save_sec);
+
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	sv_compile_query(q, stand_in, source, et_attno, event_time, &c);
+	result = sv_compiled_jsonb(&c);
+	AtEOXact_GUC(true, nest);
+
+	SPI_execute(psprintf("DROP TABLE pg_temp.%s", quote_identifier(source)), false, 0);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}

@@ -1,0 +1,333 @@
+/*-------------------------------------------------------------------------
+ *
+ * kafka.c
+ *	  Everything pg_streamview does with librdkafka, and the only file that
+ *	  includes its headers.
+ *
+ * Rules this file keeps:
+ *  - librdkafka's own threads never call into PostgreSQL.  Logs and errors
+ *	  are routed to librdkafka's main queue (log.queue=true) and served only
+ *	  by rd_kafka_poll() on the worker's thread, where the callbacks merely
+ *	  copy text into a fixed buffer; streamview_kafka_report() ereports it
+ *	  after rd_kafka_poll() has returned, so no ERROR ever unwinds through
+ *	  librdkafka frames.
+ *  - No librdkafka object escapes: messages are copied into palloc'd
+ *	  SvEvents and destroyed at once.
+ *  - Partitions are assigned explicitly (rd_kafka_assign) at offsets read
+ *	  from PostgreSQL, which is where offsets are authoritative.  The group
+ *	  coordinator gets the same offsets afterwards, for lag tools only.
+ *  - The consumer queue signals a pipe when it becomes non-empty, so the
+ *	  worker can sleep on a WaitEventSet with its latch and that pipe.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#define SV_KAFKA_MAX_NOTES 16
+#define SV_KAFKA_NOTE_LEN 512
+
+struct SvKafka
+{
+	rd_kafka_t *rk;
+	rd_kafka_queue_t *queue;	/* consumer queue: fetched messages */
+	rd_kafka_topic_t *topic;
+	char	   *topic_name;
+	int			nparts;
+	int			pipefd[2];
+	int			nnotes;
+	int			note_level[SV_KAFKA_MAX_NOTES];
+	char		notes[SV_KAFKA_MAX_NOTES][SV_KAFKA_NOTE_LEN];
+	char		last_error[SV_KAFKA_NOTE_LEN];
+};
+
+/* Defaults that differ from librdkafka's, before the user's options. */
+static const char *const sv_defaults[][2] = {
+	{"enable.auto.commit", "false"},
+	{"enable.auto.offset.store", "false"},
+	{"enable.partition.eof", "false"},
+	{"auto.offset.reset", "earliest"},
+	/* keep the prefetch queue deep: 2.0.2's defaults pause fetching */
+	{"queued.min.messages", "1000000"},
+	/* but bound it in bytes (per partition) */
+	{"queued.max.messages.kbytes", "16384"},
+	{"fetch.wait.max.ms", "50"},
+	{"log.queue", "true"},
+	{"log_level", "5"},
+};
+
+static void
+sv_note(SvKafka *k, int level, const char *fmt, const char *a, const char *b)
+{
+	if (k->nnotes >= SV_KAFKA_MAX_NOTES)
+		return;
+	k->note_level[k->nnotes] = level;
+	snprintf(k->notes[k->nnotes], SV_KAFKA_NOTE_LEN, fmt, a, b);
+	k->nnotes++;
+}
+
+/* Served only from rd_kafka_poll() on our thread (log.queue=true). */
+static void
+sv_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	SvKafka    *k = rd_kafka_opaque(rk);
+
+	if (k != NULL && level <= 4)
+		sv_note(k, WARNING, "librdkafka %s: %s", fac, buf);
+}
+
+static void
+sv_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	SvKafka    *k = opaque;
+
+	snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "%s: %s",
+			 rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+	sv_note(k, LOG, "Kafka error: %s%s", k->last_error, "");
+}
+
+static void
+sv_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+			const char *source_name)
+{
+	char		errstr[512];
+
+	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	{
+		rd_kafka_conf_destroy(conf);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Kafka option \"%s\" for source \"%s\"", name, source_name),
+				 errdetail_internal("%s", errstr),
+				 errhint("Options are librdkafka configuration properties.")));
+	}
+}
+
+SvKafka *
+streamview_kafka_open(const SvSource *src, const char *group_id)
+{
+	SvKafka    *k = palloc0(sizeof(SvKafka));
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char		errstr[512];
+	ListCell   *n,
+			   *v;
+
+	for (int i = 0; i < lengthof(sv_defaults); i++)
+		sv_conf_set(conf, sv_defaults[i][0], sv_defaults[i][1], src->name);
+	sv_conf_set(conf, "bootstrap.servers", src->brokers, src->name);
+	sv_conf_set(conf, "group.id", group_id, src->name);
+	sv_conf_set(conf, "client.id", psprintf("pg_streamview/%s", src->name), src->name);
+	forboth(n, src->option_names, v, src->option_values)
+		sv_conf_set(conf, lfirst(n), lfirst(v), src->name);
+	rd_kafka_conf_set_log_cb(conf, sv_log_cb);
+	rd_kafka_conf_set_error_cb(conf, sv_error_cb);
+	rd_kafka_conf_set_opaque(conf, k);
+
+	if (pipe(k->pipefd) != 0)
+	{
+		rd_kafka_conf_destroy(conf);
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not create pipe: %m")));
+	}
+	fcntl(k->pipefd[0], F_SETFL, O_NONBLOCK);
+	fcntl(k->pipefd[1], F_SETFL, O_NONBLOCK);
+
+	k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (k->rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not create Kafka consumer for source \"%s\"", src->name),
+				 errdetail_internal("%s", errstr)));
+	}
+	rd_kafka_set_log_queue(k->rk, NULL);	/* logs to the main queue */
+	k->queue = rd_kafka_queue_get_consumer(k->rk);
+	rd_kafka_queue_io_event_enable(k->queue, k->pipefd[1], "1", 1);
+	k->topic_name = pstrdup(src->topic);
+	k->topic = rd_kafka_topic_new(k->rk, src->topic, NULL);
+	return k;
+}
+
+/* Number of partitions of the topic, or 0 when it does not exist (yet). */
+int
+streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t err;
+	int			n = 0;
+
+	err = rd_kafka_metadata(k->rk, 0, k->topic, &md, timeout_ms);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "metadata for topic %s: %s",
+				 k->topic_name, rd_kafka_err2str(err));
+		return 0;
+	}
+	if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		n = md->topics[0].partition_cnt;
+	else if (md->topic_cnt == 1)
+		snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "topic %s: %s",
+				 k->topic_name, rd_kafka_err2str(md->topics[0].err));
+	rd_kafka_metadata_destroy(md);
+	return n;
+}
+
+/* Assign partitions 0..nparts-1 at the given offsets (-1: the beginning). */
+void
+streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(nparts);
+	rd_kafka_resp_err_t err;
+
+	for (int p = 0; p < nparts; p++)
+		rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
+			start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
+	err = rd_kafka_assign(k->rk, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not assign partitions of topic \"%s\"", k->topic_name),
+				 errdetail_internal("%s", rd_kafka_err2str(err))));
+	k->nparts = nparts;
+}
+
+static char *
+sv_copy_bytes(const void *p, size_t len)
+{
+	char	   *copy = palloc(len + 1);
+
+	memcpy(copy, p, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/*
+ * Up to max messages, waiting at most timeout_ms for the first.  Copies them
+ * into out[] (in CurrentMemoryContext) and returns how many.  Consumer
+ * errors (broker down, ...) are noted for streamview_kafka_report(); they do
+ * not stop the stream, librdkafka keeps retrying.
+ */
+int
+streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
+{
+	rd_kafka_message_t **msgs = palloc(max * sizeof(rd_kafka_message_t *));
+	ssize_t		got = rd_kafka_consume_batch_queue(k->queue, timeout_ms, msgs, max);
+	int			n = 0;
+
+	for (ssize_t i = 0; i < got; i++)
+	{
+		rd_kafka_message_t *m = msgs[i];
+
+		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			SvEvent    *ev = &out[n++];
+
+			memset(ev, 0, sizeof(SvEvent));
+			ev->partition = m->partition;
+			ev->offset = m->offset;
+			if (m->key)
+			{
+				ev->key = sv_copy_bytes(m->key, m->key_len);
+				ev->keylen = m->key_len;
+			}
+			if (m->payload)
+			{
+				ev->payload = sv_copy_bytes(m->payload, m->len);
+				ev->paylen = m->len;
+			}
+		}
+		else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+		{
+			snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "partition %d: %s",
+					 (int) m->partition, rd_kafka_message_errstr(m));
+			sv_note(k, LOG, "Kafka consumer error: %s%s", k->last_error, "");
+		}
+		rd_kafka_message_destroy(m);
+	}
+	pfree(msgs);
+	return n;
+}
+
+int
+streamview_kafka_wait_fd(SvKafka *k)
+{
+	return k->pipefd[0];
+}
+
+void
+streamview_kafka_drain_fd(SvKafka *k)
+{
+	char		buf[64];
+
+	while (read(k->pipefd[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+/* The partition's log end offset as last seen by the fetcher, or -1. */
+int64
+streamview_kafka_log_end(SvKafka *k, int32 partition)
+{
+	int64_t		lo = -1,
+				hi = -1;
+
+	if (rd_kafka_get_watermark_offsets(k->rk, k->topic_name, partition, &lo, &hi) !=
+		RD_KAFKA_RESP_ERR_NO_ERROR)
+		return -1;
+	return hi;
+}
+
+/* Advisory: tell the group coordinator where we are, for lag tools. */
+void
+streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_offsets)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(nparts);
+
+	for (int p = 0; p < nparts; p++)
+		if (next_offsets[p] >= 0)
+			rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset = next_offsets[p];
+	if (list->cnt > 0)
+		(void) rd_kafka_commit(k->rk, list, 1);
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/*
+ * Serve librdkafka's callbacks, then report what they noted.  Returns the
+ * latest error seen since the last call (palloc'd), or NULL.
+ */
+char *
+streamview_kafka_report(SvKafka *k)
+{
+	char	   *last = NULL;
+
+	rd_kafka_poll(k->rk, 0);
+	for (int i = 0; i < k->nnotes; i++)
+		ereport(k->note_level[i], (errmsg_internal("%s", k->notes[i])));
+	k->nnotes = 0;
+	if (k->last_error[0] != '\0')
+	{
+		last = pstrdup(k->last_error);
+		k->last_error[0] = '\0';
+	}
+	return last;
+}
+
+void
+streamview_kafka_close(SvKafka *k)
+{
+	if (k == NULL)
+		return;
+	if (k->topic)
+		rd_kafka_topic_destroy(k->topic);
+	if (k->queue)
+		rd_kafka_queue_destroy(k->queue);
+	if (k->rk)
+		rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	close(k->pipefd[0]);
+	close(k->pipefd[1]);
+	k->rk = NULL;
+}

@@ -1,0 +1,230 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The launcher: keeps one source worker running per source.
+ *
+ * A static background worker, registered at preload, connected to
+ * streamview.database.  Each round (every streamview.launcher_naptime, or at
+ * once when an API call commits and sets our latch) it reads the sources and
+ * reconciles them with the workers it started:
+ *  - a source without a running worker gets one, unless that source's worker
+ *	  failed recently: then it waits restart_delay · 2^(failures-1), capped at
+ *	  max_restart_delay (a worker that ran for a minute is forgiven);
+ *  - a worker whose source is gone is terminated.
+ * Workers record why they failed themselves (streamview.worker_errors).
+ * A worker also takes a session advisory lock on its source, so even a
+ * second launcher (after a launcher crash) cannot make two consumers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+typedef struct SvWorkerSlot
+{
+	int32		source_id;
+	char		name[NAMEDATALEN];
+	Oid			owner;
+	BackgroundWorkerHandle *handle;
+	TimestampTz started_at;
+	TimestampTz next_start;
+	int			failures;
+	bool		seen;			/* still in the catalog this round */
+} SvWorkerSlot;
+
+static List *slots = NIL;
+
+void
+streamview_register_launcher(void)
+{
+	BackgroundWorker bgw = {0};
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_streamview");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "streamview_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+static SvWorkerSlot *
+sv_find_slot(int32 source_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, slots)
+		if (((SvWorkerSlot *) lfirst(lc))->source_id == source_id)
+			return lfirst(lc);
+	return NULL;
+}
+
+static void
+sv_start_worker(SvWorkerSlot *slot)
+{
+	BackgroundWorker bgw = {0};
+	pid_t		pid;
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_streamview");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "streamview_source_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview consumer for source %s", slot->name);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview consumer");
+	bgw.bgw_main_arg = Int32GetDatum(slot->source_id);
+	bgw.bgw_notify_pid = MyProcPid;
+	memcpy(bgw.bgw_extra, &MyDatabaseId, sizeof(Oid));
+	memcpy(bgw.bgw_extra + sizeof(Oid), &slot->owner, sizeof(Oid));
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &slot->handle))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a worker for source \"%s\"", slot->name),
+				 errhint("Raise max_worker_processes.")));
+		slot->handle = NULL;
+		slot->next_start = GetCurrentTimestamp() + streamview_restart_delay_s * USECS_PER_SEC;
+		return;
+	}
+	if (WaitForBackgroundWorkerStartup(slot->handle, &pid) != BGWH_STARTED)
+		slot->handle = NULL;
+	slot->started_at = GetCurrentTimestamp();
+}
+
+/* A worker stopped: note the failure and when to try again. */
+static void
+sv_worker_stopped(SvWorkerSlot *slot)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int64		delay;
+
+	if (TimestampDifferenceExceeds(slot->started_at, now, 60 * 1000))
+		slot->failures = 0;
+	slot->failures++;
+	delay = (int64) streamview_restart_delay_s * USECS_PER_SEC << Min(slot->failures - 1, 16);
+	delay = Min(delay, (int64) streamview_max_restart_delay_s * USECS_PER_SEC);
+	slot->next_start = now + delay;
+	pfree(slot->handle);
+	slot->handle = NULL;
+	ereport(LOG,
+			(errmsg("pg_streamview worker for source \"%s\" stopped; restarting in %.1f s",
+					slot->name, delay / 1e6)));
+}
+
+static void
+sv_reconcile_source(int32 source_id, const char *name, Oid owner)
+{
+	SvWorkerSlot *slot = sv_find_slot(source_id);
+	pid_t		pid;
+
+	if (slot == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		slot = palloc0(sizeof(SvWorkerSlot));
+		slot->source_id = source_id;
+		slots = lappend(slots, slot);
+		MemoryContextSwitchTo(old);
+	}
+	strlcpy(slot->name, name, NAMEDATALEN);
+	slot->owner = owner;
+	slot->seen = true;
+	if (slot->handle && GetBackgroundWorkerPid(slot->handle, &pid) == BGWH_STOPPED)
+		sv_worker_stopped(slot);
+	if (slot->handle == NULL && GetCurrentTimestamp() >= slot->next_start)
+		sv_start_worker(slot);
+}
+
+static void
+sv_reconcile(void)
+{
+	ListCell   *lc;
+	bool		have_extension;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "reconciling source workers");
+
+	foreach(lc, slots)
+		((SvWorkerSlot *) lfirst(lc))->seen = false;
+
+	have_extension = OidIsValid(get_extension_oid(STREAMVIEW_EXTENSION, true));
+	if (have_extension)
+	{
+		SPI_execute("SELECT source_id, name, owner::oid FROM streamview.sources ORDER BY source_id",
+					true, 0);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			bool		isnull;
+
+			sv_reconcile_source(DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)),
+								SPI_getvalue(tup, SPI_tuptable->tupdesc, 2),
+								DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)));
+		}
+	}
+
+	foreach(lc, slots)
+	{
+		SvWorkerSlot *slot = lfirst(lc);
+
+		if (slot->seen)
+			continue;
+		if (slot->handle)
+		{
+			TerminateBackgroundWorker(slot->handle);
+			pfree(slot->handle);
+		}
+		slots = foreach_delete_current(slots, lc);
+		pfree(slot);
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+streamview_launcher_main(Datum arg)
+{
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(streamview_database, NULL, 0);
+	streamview_register_launcher_latch();
+	ereport(LOG, (errmsg("pg_streamview launcher started in database \"%s\"", streamview_database)));
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		sv_reconcile();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 streamview_launcher_naptime_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

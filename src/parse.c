@@ -1,0 +1,341 @@
+/*-------------------------------------------------------------------------
+ *
+ * parse.c
+ *	  Parse a message once, from bytes straight to the typed column values.
+ *
+ * PostgreSQL's own JSON lexer (common/jsonapi.h) walks the payload with
+ * semantic callbacks; no json or jsonb value is built.  A trie of the
+ * source's column paths ("payload.amount" is payload → amount) tells, at
+ * each field, whether it is one we want.  The tokens we want are then turned
+ * into Datums by each type's input function.
+ *
+ * A message that cannot be read is never an ERROR for the worker: it gets a
+ * reason (invalid_json, missing_field, invalid_value) and an explanation,
+ * and becomes a dead letter.  Type input functions report bad values by
+ * throwing, so each conversion runs under PG_TRY; only data exceptions
+ * (SQLSTATE class 22) are caught, which these pure functions raise without
+ * holding any resource, so no subtransaction is needed.  Anything else is
+ * re-thrown.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include <math.h>
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/elog.h"
+#include "utils/memutils.h"
+
+struct SvPathNode
+{
+	char	   *key;
+	int			column;			/* -1 unless a column ends here */
+	int			nchildren;
+	SvPathNode **children;
+};
+
+#define SV_MAX_DEPTH 64
+
+typedef struct SvParseState
+{
+	const SvSource *src;
+	JsonLexContext *lex;
+	SvPathNode *stack[SV_MAX_DEPTH];	/* trie node of each open object */
+	int			depth;
+	SvPathNode *field;			/* node of the field whose value comes next */
+	char	  **tokens;			/* per column: the scalar's text */
+	JsonTokenType *types;
+	bool	   *not_scalar;		/* per column: an object or array was found */
+} SvParseState;
+
+static const char *const sv_reason_names[] = {
+	NULL, "invalid_json", "missing_field", "invalid_value", "too_late", "query_error"
+};
+
+const char *
+streamview_reason_name(SvReason reason)
+{
+	return sv_reason_names[reason];
+}
+
+static SvPathNode *
+sv_path_child(SvPathNode *node, const char *key, bool create)
+{
+	for (int i = 0; i < node->nchildren; i++)
+		if (strcmp(node->children[i]->key, key) == 0)
+			return node->children[i];
+	if (!create)
+		return NULL;
+	node->children = node->nchildren
+		? repalloc(node->children, (node->nchildren + 1) * sizeof(SvPathNode *))
+		: palloc(sizeof(SvPathNode *));
+	node->children[node->nchildren] = palloc0(sizeof(SvPathNode));
+	node->children[node->nchildren]->key = pstrdup(key);
+	node->children[node->nchildren]->column = -1;
+	return node->children[node->nchildren++];
+}
+
+/* Build the trie in the source's own memory context. */
+static SvPathNode *
+sv_build_paths(const SvSource *src)
+{
+	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext((void *) src));
+	SvPathNode *root = palloc0(sizeof(SvPathNode));
+
+	root->column = -1;
+	for (int c = 0; c < src->ncolumns; c++)
+	{
+		SvPathNode *node = root;
+
+		for (int i = 0; i < src->columns[c].npath; i++)
+			node = sv_path_child(node, src->columns[c].path[i], true);
+		node->column = c;
+	}
+	MemoryContextSwitchTo(old);
+	return root;
+}
+
+static void
+sv_object_start(void *state)
+{
+	SvParseState *ps = state;
+	SvPathNode *node = ps->depth == 0 ? ps->src->paths : ps->field;
+
+	if (node && node->column >= 0)
+		ps->not_scalar[node->column] = true;
+	if (ps->depth < SV_MAX_DEPTH)
+		ps->stack[ps->depth] = node;
+	ps->depth++;
+	ps->field = NULL;
+}
+
+static void
+sv_object_end(void *state)
+{
+	((SvParseState *) state)->depth--;
+}
+
+static void
+sv_array_start(void *state)
+{
+	SvParseState *ps = state;
+
+	if (ps->field && ps->field->column >= 0)
+		ps->not_scalar[ps->field->column] = true;
+	if (ps->depth < SV_MAX_DEPTH)
+		ps->stack[ps->depth] = NULL;	/* nothing inside arrays is addressed */
+	ps->depth++;
+	ps->field = NULL;
+}
+
+static void
+sv_field_start(void *state, char *fname, bool isnull)
+{
+	SvParseState *ps = state;
+	SvPathNode *parent = ps->depth <= SV_MAX_DEPTH ? ps->stack[ps->depth - 1] : NULL;
+
+	ps->field = parent ? sv_path_child(parent, fname, false) : NULL;
+}
+
+static void
+sv_scalar(void *state, char *token, JsonTokenType type)
+{
+	SvParseState *ps = state;
+
+	if (ps->depth > 0 && ps->field && ps->field->column >= 0)
+	{
+		/* Last occurrence of a duplicated key wins, as in jsonb. */
+		ps->tokens[ps->field->column] = token;
+		ps->types[ps->field->column] = type;
+		ps->not_scalar[ps->field->column] = false;
+	}
+	ps->field = NULL;
+}
+
+static void
+sv_reject(SvEvent *ev, SvReason reason, const char *fmt,...) pg_attribute_printf(3, 4);
+
+static void
+sv_reject(SvEvent *ev, SvReason reason, const char *fmt,...)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	ev->reason = reason;
+	ev->error = buf.data;
+}
+
+/* Epoch milliseconds (a JSON number) as a timestamptz. */
+static bool
+sv_epoch_ms(const char *token, TimestampTz *result)
+{
+	char	   *end;
+	double		ms = strtod(token, &end);
+	double		us;
+
+	if (*end != '\0' || isnan(ms))
+		return false;
+	us = ms * 1000.0 - (double) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	if (!(us >= (double) MIN_TIMESTAMP && us < (double) END_TIMESTAMP))
+		return false;
+	*result = (TimestampTz) rint(us);
+	return true;
+}
+
+/*
+ * Convert one scalar token with the column type's input function.  Returns
+ * false, with ev->error set, when the value is not valid for the type.
+ */
+static bool
+sv_convert(const SvColumn *col, const char *token, JsonTokenType type, Datum *value,
+		   SvEvent *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	if (col->type == TIMESTAMPTZOID && type == JSON_TOKEN_NUMBER)
+	{
+		TimestampTz ts;
+
+		if (!sv_epoch_ms(token, &ts))
+		{
+			sv_reject(ev, SV_REASON_INVALID_VALUE,
+					  "column \"%s\": %s is not a valid epoch time in milliseconds", col->name, token);
+			return false;
+		}
+		*value = TimestampTzGetDatum(ts);
+		return true;
+	}
+	PG_TRY();
+	{
+		*value = InputFunctionCall((FmgrInfo *) &col->input, (char *) token, col->ioparam, -1);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *err;
+
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		sv_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": %s", col->name, err->message);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static bool
+sv_fill_column(const SvSource *src, int c, SvParseState *ps, SvEvent *ev)
+{
+	const SvColumn *col = &src->columns[c];
+	const char *token = ps->tokens[c];
+	bool		is_event_time = (c == src->event_time_col);
+
+	if (ps->not_scalar[c])
+	{
+		sv_reject(ev, SV_REASON_INVALID_VALUE,
+				  "column \"%s\": expected a scalar, found an object or array", col->name);
+		return false;
+	}
+	if (token == NULL || ps->types[c] == JSON_TOKEN_NULL)
+	{
+		if (col->required || is_event_time)
+		{
+			sv_reject(ev, SV_REASON_MISSING_FIELD, "%s \"%s\" is %s",
+					  is_event_time ? "event time field" : "required field",
+					  col->name, token == NULL ? "missing" : "null");
+			return false;
+		}
+		ev->nulls[c] = !col->has_default || token != NULL;
+		ev->values[c] = ev->nulls[c] ? (Datum) 0 : col->default_value;
+		return true;
+	}
+	ev->nulls[c] = false;
+	return sv_convert(col, token, ps->types[c], &ev->values[c], ev);
+}
+
+/*
+ * Parse ev->payload into ev->values/nulls/event_time/event_id, or set
+ * ev->reason and ev->error.  Allocates in CurrentMemoryContext (the batch's).
+ */
+void
+streamview_parse_event(const SvSource *src, SvEvent *ev)
+{
+	SvParseState ps = {0};
+	JsonSemAction sem = {0};
+	JsonParseErrorType rc;
+
+	ev->reason = SV_REASON_NONE;
+	ev->values = palloc0(src->ncolumns * sizeof(Datum));
+	ev->nulls = palloc0(src->ncolumns * sizeof(bool));
+	if (ev->payload == NULL)
+	{
+		sv_reject(ev, SV_REASON_INVALID_JSON, "message has no payload (null value)");
+		return;
+	}
+	if (!pg_verify_mbstr(PG_UTF8, ev->payload, ev->paylen, true) ||
+		memchr(ev->payload, '\0', ev->paylen) != NULL)
+	{
+		sv_reject(ev, SV_REASON_INVALID_JSON, "payload is not valid UTF-8 text");
+		return;
+	}
+	if (src->paths == NULL)
+		((SvSource *) src)->paths = sv_build_paths(src);
+
+	ps.src = src;
+	ps.tokens = palloc0(src->ncolumns * sizeof(char *));
+	ps.types = palloc0(src->ncolumns * sizeof(JsonTokenType));
+	ps.not_scalar = palloc0(src->ncolumns * sizeof(bool));
+	ps.lex = makeJsonLexContextCstringLen(ev->payload, ev->paylen, PG_UTF8, true);
+	sem.semstate = &ps;
+	sem.object_start = sv_object_start;
+	sem.object_end = sv_object_end;
+	sem.array_start = sv_array_start;
+	sem.array_end = sv_object_end;
+	sem.object_field_start = sv_field_start;
+	sem.scalar = sv_scalar;
+
+	if (ev->paylen == 0 || (rc = pg_parse_json(ps.lex, &sem)) != JSON_SUCCESS)
+	{
+		sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s",
+				  ev->paylen == 0 ? "the payload is empty" : json_errdetail(rc, ps.lex));
+		return;
+	}
+	if (ps.lex->input[strspn(ps.lex->input, " \t\r\n")] != '{')
+	{
+		sv_reject(ev, SV_REASON_INVALID_JSON, "the payload is not a JSON object");
+		return;
+	}
+
+	for (int c = 0; c < src->ncolumns; c++)
+		if (!sv_fill_column(src, c, &ps, ev))
+			return;
+
+	ev->event_time = DatumGetTimestampTz(ev->values[src->event_time_col]);
+	if (TIMESTAMP_NOT_FINITE(ev->event_time))
+	{
+		sv_reject(ev, SV_REASON_INVALID_VALUE, "event time \"%s\" is not finite",
+				  src->columns[src->event_time_col].name);
+		return;
+	}
+	/* The id as written in the message: "42" and 42 are the same id. */
+	if (src->event_id_col >= 0 && !ev->nulls[src->event_id_col])
+		ev->event_id = ps.tokens[src->event_id_col];
+}

@@ -1,0 +1,68 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_streamview.c
+ *	  Module load: settings, shared memory hooks, the launcher.
+ *
+ * pg_streamview only works preloaded (shared_preload_libraries): its launcher
+ * is a static background worker, registered here once.  Loaded any other way
+ * (a plain LOAD, or CREATE EXTENSION without preloading) it refuses with a
+ * hint rather than half-working.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+char	   *streamview_database = NULL;
+int			streamview_batch_size = 10000;
+int			streamview_batch_timeout_ms = 100;
+int			streamview_launcher_naptime_ms = 1000;
+int			streamview_max_restart_delay_s = 60;
+int			streamview_restart_delay_s = 1;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_streamview must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_streamview to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	/* Alphabetical. */
+	DefineCustomIntVariable("streamview.batch_size",
+							"Most messages a source worker applies in one transaction.",
+							NULL, &streamview_batch_size, 10000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.batch_timeout",
+							"Longest a source worker waits to fill a batch before applying it.",
+							NULL, &streamview_batch_timeout_ms, 100, 1, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("streamview.database",
+							   "Database in which the launcher runs stream sources.",
+							   NULL, &streamview_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.launcher_naptime",
+							"How often the launcher checks sources and workers.",
+							NULL, &streamview_launcher_naptime_ms, 1000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.max_restart_delay",
+							"Longest back-off before restarting a failed source worker.",
+							NULL, &streamview_max_restart_delay_s, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.restart_delay",
+							"First back-off before restarting a failed source worker; doubles on each failure.",
+							NULL, &streamview_restart_delay_s, 1, 0, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("streamview");
+
+	streamview_shmem_init();
+	streamview_register_launcher();
+}
