@@ -8,12 +8,12 @@
 EXTENSION   = pg_streamview
 MODULE_big  = pg_streamview
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
-DATA        = $(wildcard sql/pg_streamview--*.sql)
-DOCS        = $(wildcard docs/*.md)
+DATA       := $(wildcard sql/pg_streamview--*.sql)
+DOCS       := $(wildcard docs/*.md)
 PG_CONFIG  ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 
 PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
-              -Wno-sign-compare -fvisibility=hidden
+              -Wno-sign-compare -fvisibility=hidden '-DPGDLLEXPORT=__attribute__((visibility("default")))'
 ifdef WERROR
 PG_CPPFLAGS += -Werror
 endif

@@ -270,7 +270,7 @@ BEGIN
             USING ERRCODE = 'invalid_name',
                   HINT = 'A source name starts with a letter or underscore and has only letters, digits and underscores.';
     END IF;
-    IF EXISTS (SELECT 1 FROM streamview.sources s WHERE s.name = create_source.name) THEN
+    IF EXISTS (SELECT 1 FROM streamview.sources s WHERE s.name = _create_source_impl.name) THEN
         RAISE EXCEPTION 'source "%" already exists', name
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
@@ -378,7 +378,7 @@ DECLARE
     sid int;
     v   record;
 BEGIN
-    SELECT s.source_id INTO sid FROM streamview.sources s WHERE s.name = drop_source.name FOR UPDATE;
+    SELECT s.source_id INTO sid FROM streamview.sources s WHERE s.name = _drop_source_impl.name FOR UPDATE;
     IF sid IS NULL THEN
         RAISE EXCEPTION 'source "%" does not exist', name
             USING ERRCODE = 'undefined_object',
@@ -394,7 +394,7 @@ BEGIN
         END IF;
         PERFORM streamview._drop_view_impl(caller, v.name);
     END LOOP;
-    DELETE FROM streamview.dead_letters d WHERE d.source_name = drop_source.name;
+    DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
     DELETE FROM streamview.sources s WHERE s.source_id = sid;
     PERFORM streamview._notify_launcher();
 END $$;
@@ -552,7 +552,7 @@ DECLARE
     v   streamview.views;
     ver record;
 BEGIN
-    SELECT * INTO v FROM streamview.views w WHERE w.name = drop_view.name FOR UPDATE;
+    SELECT * INTO v FROM streamview.views w WHERE w.name = _drop_view_impl.name FOR UPDATE;
     IF v.view_id IS NULL THEN
         RAISE EXCEPTION 'stream view "%" does not exist', name
             USING ERRCODE = 'undefined_object',
@@ -637,7 +637,7 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
 
 CREATE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
-       pg_catalog.greatest(o.log_end - o.next_offset, 0) AS lag,
+       greatest(o.log_end - o.next_offset, 0) AS lag,
        o.max_event_time, o.max_event_time - s.max_out_of_orderness AS watermark,
        o.consumed, o.applied, o.duplicates, o.too_late, o.dead_lettered,
        o.consumed = o.applied + o.duplicates + o.too_late + o.dead_lettered AS balanced,
@@ -649,12 +649,12 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
 
 CREATE VIEW streamview.status AS
 SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
-       pg_catalog.coalesce(pg_catalog.sum(o.consumed), 0)::bigint AS consumed,
-       pg_catalog.coalesce(pg_catalog.sum(o.applied), 0)::bigint AS applied,
-       pg_catalog.coalesce(pg_catalog.sum(o.duplicates), 0)::bigint AS duplicates,
-       pg_catalog.coalesce(pg_catalog.sum(o.too_late), 0)::bigint AS too_late,
-       pg_catalog.coalesce(pg_catalog.sum(o.dead_lettered), 0)::bigint AS dead_lettered,
-       pg_catalog.sum(pg_catalog.greatest(o.log_end - o.next_offset, 0))::bigint AS lag,
+       coalesce(pg_catalog.sum(o.consumed), 0)::bigint AS consumed,
+       coalesce(pg_catalog.sum(o.applied), 0)::bigint AS applied,
+       coalesce(pg_catalog.sum(o.duplicates), 0)::bigint AS duplicates,
+       coalesce(pg_catalog.sum(o.too_late), 0)::bigint AS too_late,
+       coalesce(pg_catalog.sum(o.dead_lettered), 0)::bigint AS dead_lettered,
+       pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint AS lag,
        pg_catalog.count(o.partition)::int AS partitions,
        s.name AS source_name, ver.table_name, pg_catalog.max(o.updated_at) AS last_batch_at,
        ver.error

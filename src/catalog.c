@@ -3,7 +3,10 @@
  * catalog.c
  *	  Reading a source and its versions from the streamview catalog.
  *
- * Callers are inside a transaction with SPI connected.  What is loaded is
+ * Callers are inside a transaction with SPI connected.  Note that every SPI
+ * call returns with CurrentMemoryContext set to SPI's procedure context,
+ * which SPI_finish frees; long-lived data is allocated in explicit contexts.
+ * What is loaded is
  * copied into a memory context of its own (one per source, one per version
  * set) so that it outlives the transaction and can be dropped whole when the
  * catalog changes.
@@ -188,6 +191,16 @@ sv_load_offsets(SvVersion *v)
 	}
 }
 
+static List *
+lappend_cxt(MemoryContext cxt, List *list, void *datum)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	list = lappend(list, datum);
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
 #define SV_ACTIVE_STATES "('live', 'caught_up', 'replaying')"
 
 /*
@@ -239,8 +252,8 @@ streamview_load_versions(const SvSource *src)
 		v->has_watermark = !isnull;
 		v->watermark = isnull ? 0 : DatumGetTimestampTz(wm);
 		sv_load_offsets(v);
-		/* sv_load_offsets ran another query: re-read from the saved table */
-		result = lappend(result, v);
+		/* SPI calls leave CurrentMemoryContext in SPI's: be explicit */
+		result = lappend_cxt(TopMemoryContext, result, v);
 	}
 	return result;
 }

@@ -86,6 +86,8 @@ typedef struct SvCompiled
 	SvWindow	window;
 	char	   *window_size_sql;
 	char	   *window_slide_sql;
+	char	   *window_size_text;
+	char	   *window_slide_text;
 	char	   *where_sql;
 	List	   *outputs;		/* of SvOutput *, in select-list order */
 } SvCompiled;
@@ -246,7 +248,7 @@ sv_window_func_oid(const char *name, int nargs)
 }
 
 static int64
-sv_const_interval(Node *arg, const char *what)
+sv_const_interval(Node *arg, const char *what, char **text)
 {
 	Node	   *folded = eval_const_expressions(NULL, arg);
 	Const	   *c;
@@ -259,6 +261,7 @@ sv_const_interval(Node *arg, const char *what)
 				 errhint("Write a literal such as '1 minute'.")));
 	c = (Const *) folded;
 	us = streamview_interval_usecs(DatumGetIntervalP(c->constvalue), what);
+	*text = DatumGetCString(DirectFunctionCall1(interval_out, c->constvalue));
 	if (us <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -290,14 +293,15 @@ sv_check_window(Node *expr, AttrNumber event_time_attno, const char *event_time,
 				 errmsg("the window must be computed from the event time column \"%s\"", event_time),
 				 errdetail("Watermarks, lateness and is_final are defined on event time."),
 				 errhint("Write streamview.tumble(%s, '1 minute').", event_time)));
-	c->window.size_us = sv_const_interval(lsecond(f->args), "window size");
+	c->window.size_us = sv_const_interval(lsecond(f->args), "window size", &c->window_size_text);
 	c->window.slide_us = c->window.size_us;
 	c->window_size_sql = deparse_expression(eval_const_expressions(NULL, lsecond(f->args)),
 											NIL, false, false);
 	c->window_slide_sql = c->window_size_sql;
+	c->window_slide_text = c->window_size_text;
 	if (c->window.kind == SV_WINDOW_HOP)
 	{
-		c->window.slide_us = sv_const_interval(lthird(f->args), "window slide");
+		c->window.slide_us = sv_const_interval(lthird(f->args), "window slide", &c->window_slide_text);
 		c->window_slide_sql = deparse_expression(eval_const_expressions(NULL, lthird(f->args)),
 												 NIL, false, false);
 		if (c->window.slide_us > c->window.size_us)
@@ -682,8 +686,8 @@ sv_compiled_jsonb(const SvCompiled *c)
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	sv_json_kv(&buf, "window_kind", c->window.kind == SV_WINDOW_TUMBLE ? "tumble" : "hop", false);
-	sv_json_kv(&buf, "window_size", c->window_size_sql, true);
-	sv_json_kv(&buf, "window_slide", c->window_slide_sql, true);
+	sv_json_kv(&buf, "window_size", c->window_size_text, true);
+	sv_json_kv(&buf, "window_slide", c->window_slide_text, true);
 	sv_json_kv(&buf, "where", c->where_sql, true);
 	appendStringInfoString(&buf, ",\"outputs\":[");
 	foreach(lc, c->outputs)
@@ -785,6 +789,7 @@ streamview_compile(PG_FUNCTION_ARGS)
 	AtEOXact_GUC(true, nest);
 
 	SPI_execute(psprintf("DROP TABLE pg_temp.%s", quote_identifier(source)), false, 0);
+	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }

@@ -406,6 +406,7 @@ streamview_source_main(Datum arg)
 	Oid			owner;
 	sigjmp_buf	local_sigjmp_buf;
 	bool		locked;
+	char	   *group_id;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	memcpy(&owner, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
@@ -449,12 +450,13 @@ streamview_source_main(Datum arg)
 		proc_exit(0);
 	}
 	streamview_clear_source_error(worker.source_id);
+	group_id = MemoryContextStrdup(TopMemoryContext,
+								   psprintf("pg_streamview.%s.%s", get_database_name(dboid),
+											worker.src->name));
 	sv_commit();
 	pgstat_report_appname(psprintf("pg_streamview source %s", worker.src->name));
 
-	worker.kafka = streamview_kafka_open(worker.src,
-										 psprintf("pg_streamview.%s.%s", get_database_name(dboid),
-												  worker.src->name));
+	worker.kafka = streamview_kafka_open(worker.src, group_id);
 	sv_check_partitions(true);
 	sv_note_error(NULL);
 	ereport(LOG, (errmsg("pg_streamview consuming topic \"%s\" for source \"%s\" (%d partitions, %d versions)",

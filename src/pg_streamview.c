@@ -25,7 +25,7 @@ int			streamview_launcher_naptime_ms = 1000;
 int			streamview_max_restart_delay_s = 60;
 int			streamview_restart_delay_s = 1;
 
-void		_PG_init(void);
+PGDLLEXPORT void _PG_init(void);
 
 void
 _PG_init(void)
