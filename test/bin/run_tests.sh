@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, build, install, then run every test
+# (pg_regress for the SQL surface, Perl TAP for the broker, workers, crashes)
+# as the server user in a scratch directory, and print "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+. test/bin/common.sh
+
+sv_install_deps || exit 1
+sv_build_install || { echo "0 passed, 1 failed"; exit 1; }
+
+WORK=$(mktemp -d /tmp/pg_streamview-test.XXXXXX)
+cleanup() {
+    # Stop anything a test left behind: brokers and servers under $WORK.
+    for pidf in "$WORK"/tree/tmp_check/*/broker.pid "$WORK"/*/broker.pid; do
+        [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null
+    done
+    pkill -f "$WORK" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+# A copy the server user can read and write, wherever this clone lives.
+mkdir -p "$WORK/tree"
+tar -C "$ROOT" --exclude=.git -cf - . | tar -C "$WORK/tree" -xf -
+chown -R "$(sv_server_user)" "$WORK"
+cd "$WORK/tree"
+
+passed=0
+failed=0
+
+sv_log "pg_regress (SQL surface)"
+tests=$(ls test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)
+sv_as_server_user "$SV_PGXS_DIR/src/test/regress/pg_regress" \
+    --temp-instance="$WORK/regress-instance" --temp-config=test/pg_streamview.conf \
+    --inputdir=test --outputdir="$WORK/regress" --bindir="$SV_PG_BIN" \
+    --port=55431 $tests > "$WORK/regress.log" 2>&1
+cat "$WORK/regress.log"
+ok=$(grep -cE '\.\.\. ok|^ok ' "$WORK/regress.log")
+bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/regress.log")
+passed=$((passed + ok)); failed=$((failed + bad))
+if [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
+    [ "$ok" -eq 0 ] && [ "$bad" -eq 0 ] && failed=$((failed + 1))
+    cat "$WORK/regress/regression.diffs" 2>/dev/null
+fi
+
+sv_log "TAP (broker, workers, crashes)"
+sv_as_server_user env TESTDIR="$WORK/tree" PG_REGRESS="$SV_PGXS_DIR/src/test/regress/pg_regress" \
+    PERL5LIB="$SV_PGXS_DIR/src/test/perl:$WORK/tree/t/lib" \
+    prove -v -j1 t/ > "$WORK/tap.log" 2>&1
+tap_rc=$?
+cat "$WORK/tap.log"
+ok=$(grep -cE '^\s*ok [0-9]+' "$WORK/tap.log")
+bad=$(grep -cE '^\s*not ok [0-9]+' "$WORK/tap.log")
+passed=$((passed + ok)); failed=$((failed + bad))
+if [ $tap_rc -ne 0 ] && [ "$bad" -eq 0 ]; then
+    failed=$((failed + 1))    # a script died or planned more tests than it ran
+fi
+if [ $tap_rc -ne 0 ]; then
+    for f in "$WORK"/tree/tmp_check/log/*; do
+        [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 60 "$f"; }
+    done
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
