@@ -204,7 +204,7 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT ARRAY['text', 'varchar', 'bigint', 'integer', 'smallint', 'numeric',
                    'double precision', 'real', 'boolean', 'timestamptz', 'timestamp',
-                   'date', 'uuid', 'jsonb']::regtype[] $$;
+                   'date', 'uuid']::regtype[] $$;
 
 CREATE FUNCTION streamview._interval_arg(value text, what text, allow_zero bool DEFAULT false)
 RETURNS interval

@@ -1,0 +1,49 @@
+-- Who may do what: the API is closed to PUBLIC; objects a role creates
+-- belong to it; catalog tables and broker options stay private.
+CREATE EXTENSION IF NOT EXISTS pg_streamview;
+\set SHOW_CONTEXT never
+CREATE ROLE sv_alice LOGIN;
+CREATE ROLE sv_bob LOGIN;
+GRANT CREATE ON SCHEMA public TO sv_alice, sv_bob;
+
+SET ROLE sv_alice;
+SELECT streamview.create_source('clicks', '127.0.0.1:9', 'clicks', '{"ts":"timestamptz","page":"text"}', 'ts');
+RESET ROLE;
+
+GRANT EXECUTE ON FUNCTION
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text),
+  streamview.drop_source(text, bool),
+  streamview.create_view(text, text, text),
+  streamview.drop_view(text) TO sv_alice, sv_bob;
+
+SET ROLE sv_alice;
+SELECT streamview.create_source('clicks', '127.0.0.1:9', 'clicks', '{"ts":"timestamptz","page":"text"}', 'ts',
+                                options => '{"sasl.password":"secret"}');
+SELECT streamview.create_view('clicks_per_page', $$
+  SELECT streamview.tumble(ts, '1 hour') AS window_start, page, count(*) AS n FROM clicks GROUP BY 1, 2 $$);
+SELECT name, options FROM streamview.source_list;
+SELECT count(*) FROM streamview.sources;
+SELECT count(*) FROM streamview.offsets;
+SELECT * FROM clicks_per_page;
+RESET ROLE;
+
+SELECT c.relname, pg_get_userbyid(c.relowner) AS owner
+  FROM pg_class c WHERE c.relname LIKE 'clicks_per_page%' ORDER BY 1;
+SELECT name, owner FROM streamview.views;
+
+-- bob sees no options, and may neither read alice's source nor drop her objects
+SET ROLE sv_bob;
+SELECT name, options FROM streamview.source_list;
+SELECT streamview.create_view('bobs_view', $$
+  SELECT streamview.tumble(ts, '1 hour') AS window_start, count(*) AS n FROM clicks GROUP BY 1 $$);
+SELECT streamview.drop_view('clicks_per_page');
+SELECT streamview.drop_source('clicks');
+RESET ROLE;
+
+SET ROLE sv_alice;
+SELECT streamview.drop_source('clicks', cascade => true);
+RESET ROLE;
+SELECT count(*) AS sources FROM streamview.sources;
+DROP OWNED BY sv_alice, sv_bob;
+DROP ROLE sv_alice;
+DROP ROLE sv_bob;
