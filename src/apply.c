@@ -16,8 +16,8 @@
  * Applied events are written to the version's temporary batch table (one row
  * per event and window it falls in) and the version's compiled statement
  * pre-aggregates them and upserts one row per (window, keys) touched.  That
- * statement runs as the view's owner.  Catalog bookkeeping runs as the
- * extension's owner.
+ * statement runs as the view's owner; everything else as the worker's user,
+ * the extension's owner (the launcher starts workers as that role).
  *
  * If the statement fails with a data exception (a division by zero in the
  * user's expression, say), the batch is applied again one event at a time
@@ -349,7 +349,12 @@ sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
+		Oid			save_user;
+		int			save_sec;
+
+		sv_become(v->owner, &save_user, &save_sec);
 		SPI_execute(psprintf("DELETE FROM pg_temp.sv_batch_%d", v->version_id), false, 0);
+		SetUserIdAndSecContext(save_user, save_sec);
 		sv_fill_batch_table(src, v, events, idx, n);
 		sv_run_statement(v);
 		ReleaseCurrentSubTransaction();
@@ -697,8 +702,6 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 	int			nunreadable = 0;
 	SvVersionBatch *vbs = palloc0(list_length(versions) * sizeof(SvVersionBatch));
 	ListCell   *lc;
-	Oid			save_user;
-	int			save_sec;
 
 	for (int i = 0; i < nevents; i++)
 	{
@@ -718,7 +721,6 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		sv_apply_version(src, v, events, vb);
 	}
 
-	sv_become(streamview_extension_owner(), &save_user, &save_sec);
 	sv_store_dead_letters(src, NULL, events, unreadable, nunreadable, SV_REASON_NONE);
 	foreach(lc, versions)
 	{
@@ -734,5 +736,4 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		sv_store_offsets(v);
 	}
 	streamview_refresh_watermarks(src, versions, false);
-	SetUserIdAndSecContext(save_user, save_sec);
 }

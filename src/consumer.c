@@ -18,8 +18,8 @@
  * partition at the lowest stored offset of any version (a new version starts
  * from the beginning of the log), so each version sees every message once.
  *
- * Runs as the source's owner; view statements run as each view's owner,
- * catalog writes as the extension's owner (apply.c).
+ * Connects as the extension's owner, which does the catalog bookkeeping;
+ * each view's statement runs as that view's owner (apply.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -152,14 +152,7 @@ sv_note_error(const char *error)
 		return;
 	sv_begin("recording source error");
 	if (error)
-	{
-		Oid			u;
-		int			s;
-
-		streamview_as_extension_owner(&u, &s);
 		streamview_record_worker_error(worker.src->name, error, NULL);
-		streamview_restore_user(u, s);
-	}
 	sv_commit();
 	if (worker.last_error)
 		pfree(worker.last_error);
@@ -281,14 +274,7 @@ sv_housekeeping(void)
 	sig = streamview_versions_signature(worker.source_id);
 	changed = (sig == NULL || strcmp(sig, worker.signature) != 0);
 	if (!changed)
-	{
-		Oid			u;
-		int			s;
-
-		streamview_as_extension_owner(&u, &s);
 		streamview_refresh_watermarks(worker.src, worker.versions, false);
-		streamview_restore_user(u, s);
-	}
 	sv_commit();
 	if (changed)
 		sv_reload_and_assign();
@@ -380,13 +366,8 @@ sv_fail(void)
 	{
 		PG_TRY();
 		{
-			Oid			u;
-			int			s;
-
 			sv_begin("recording worker error");
-			streamview_as_extension_owner(&u, &s);
 			streamview_record_worker_error(worker.src->name, err->message, err->detail);
-			streamview_restore_user(u, s);
 			sv_commit();
 		}
 		PG_CATCH();

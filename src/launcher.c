@@ -127,6 +127,10 @@ sv_worker_stopped(SvWorkerSlot *slot)
 					slot->name, delay / 1e6)));
 }
 
+/*
+ * Source workers connect as the extension's owner (catalog bookkeeping is
+ * theirs) and run each view's statement as that view's owner.
+ */
 static void
 sv_reconcile_source(int32 source_id, const char *name, Oid owner)
 {
@@ -169,16 +173,16 @@ sv_reconcile(void)
 	have_extension = OidIsValid(get_extension_oid(STREAMVIEW_EXTENSION, true));
 	if (have_extension)
 	{
-		SPI_execute("SELECT source_id, name, owner::oid FROM streamview.sources ORDER BY source_id",
-					true, 0);
+		Oid			extowner = streamview_extension_owner();
+
+		SPI_execute("SELECT source_id, name FROM streamview.sources ORDER BY source_id", true, 0);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			bool		isnull;
 
 			sv_reconcile_source(DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)),
-								SPI_getvalue(tup, SPI_tuptable->tupdesc, 2),
-								DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)));
+								SPI_getvalue(tup, SPI_tuptable->tupdesc, 2), extowner);
 		}
 	}
 
