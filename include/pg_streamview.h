@@ -137,11 +137,17 @@ typedef struct SvVersion
 	bool		has_watermark;
 	TimestampTz watermark;
 	bool		failed;			/* failed in this worker; not routed any more */
+	int64		max_rate;		/* replay: events per second, 0 = unlimited */
+	int32		live_version_id;	/* the view's live version (0: none) */
 } SvVersion;
 
 extern SvSource *streamview_load_source(int32 source_id);
-extern List *streamview_load_versions(const SvSource *src);
-extern char *streamview_versions_signature(int32 source_id);
+extern List *streamview_load_versions(const SvSource *src, int32 replay_version);
+extern char *streamview_versions_signature(int32 source_id, int32 replay_version);
+extern bool streamview_caught_up(SvVersion *v);
+extern void streamview_mark_caught_up(SvVersion *v);
+extern void streamview_mark_failed(int32 version_id, const char *error);
+extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
 extern void streamview_record_worker_error(const char *source_name, const char *message,
 										   const char *detail);
 extern void streamview_clear_source_error(int32 source_id);
@@ -187,6 +193,7 @@ extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeo
 extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
+extern int64 streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms);
 extern void streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_offsets);
 extern char *streamview_kafka_report(SvKafka *k);
 extern void streamview_kafka_close(SvKafka *k);

@@ -74,10 +74,14 @@ CREATE TABLE streamview.versions (
     extension_version text NOT NULL,
     schema_version    int NOT NULL DEFAULT 1,
     start_offsets     jsonb,
+    start_from        timestamptz,
+    max_rate          bigint CHECK (max_rate > 0),
     watermark         timestamptz,
     error             text,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by        name NOT NULL,
+    replay_started_at timestamptz,
+    caught_up_at      timestamptz,
     validated_at      timestamptz,
     swapped_at        timestamptz,
     swapped_by        name,
@@ -137,6 +141,41 @@ CREATE TABLE streamview.dead_letters (
     UNIQUE NULLS NOT DISTINCT (source_name, partition, "offset", view_name, version)
 );
 
+-- User invariants checked by validate(): rows violating predicate are counted.
+CREATE TABLE streamview.checks (
+    view_id    int NOT NULL REFERENCES streamview.views ON DELETE CASCADE,
+    name       text NOT NULL,
+    predicate  text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (view_id, name)
+);
+
+-- Every validation ever run, one row per check.
+CREATE TABLE streamview.validations (
+    validation_id bigserial PRIMARY KEY,
+    view_name     text NOT NULL,
+    version       int NOT NULL,
+    run           bigint NOT NULL,
+    "check"       text NOT NULL,
+    passed        bool NOT NULL,
+    detail        text,
+    validated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    validated_by  name NOT NULL
+);
+CREATE SEQUENCE streamview.validation_runs;
+
+-- Every swap and rollback: what the view read before and after, who, when.
+CREATE TABLE streamview.swaps (
+    swap_id      bigserial PRIMARY KEY,
+    view_name    text NOT NULL,
+    from_version int,
+    to_version   int NOT NULL,
+    forced       bool NOT NULL,
+    is_rollback  bool NOT NULL,
+    swapped_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    swapped_by   name NOT NULL
+);
+
 -- Why workers stopped, newest last.  Kept for the DBA; never read by the code.
 CREATE TABLE streamview.worker_errors (
     worker_error_id bigserial PRIMARY KEY,
@@ -154,6 +193,9 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.offsets', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.seen_ids', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.checks', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.validations', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
 
 -- Catalog tables are written by the extension's functions (as the extension
 -- owner), never directly by users.
@@ -571,6 +613,483 @@ BEGIN
 END $$;
 
 ------------------------------------------------------------------------------
+-- Versions: rebuild, wait, validate, swap, roll back, drop
+------------------------------------------------------------------------------
+
+CREATE FUNCTION streamview._count_as(role regrole, query text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'streamview_count_as'
+LANGUAGE C VOLATILE STRICT;
+
+-- The view, locked against concurrent changes, after an ownership check.
+CREATE FUNCTION streamview._lock_view(caller regrole, view_name text)
+RETURNS streamview.views
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    SELECT * INTO v FROM streamview.views w WHERE w.name = view_name FOR UPDATE;
+    IF v.view_id IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" does not exist', view_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
+    END IF;
+    PERFORM streamview._check_owner(caller, v.owner, 'stream view', view_name);
+    RETURN v;
+END $$;
+
+CREATE FUNCTION streamview._get_version(v streamview.views, version int)
+RETURNS streamview.versions
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r streamview.versions;
+BEGIN
+    SELECT * INTO r FROM streamview.versions x WHERE x.view_id = v.view_id AND x.version = _get_version.version;
+    IF r.version_id IS NULL THEN
+        RAISE EXCEPTION 'version % of stream view "%" does not exist', version, v.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('See SELECT version, state FROM streamview.versions WHERE view_name = %L.', v.name);
+    END IF;
+    RETURN r;
+END $$;
+
+CREATE FUNCTION streamview._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
+                                         start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v      streamview.views;
+    live   streamview.versions;
+    busy   int;
+    ver    int;
+    vrow   int;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    SELECT x.version INTO busy FROM streamview.versions x
+     WHERE x.view_id = v.view_id AND x.state = 'replaying';
+    IF busy IS NOT NULL THEN
+        RAISE EXCEPTION 'a rebuild of stream view "%" is already running (version %)', view_name, busy
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
+    END IF;
+    IF max_rate IS NOT NULL AND max_rate <= 0 THEN
+        RAISE EXCEPTION 'max_rate must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the most events per second the replay may apply, or NULL for no limit.';
+    END IF;
+    IF start_from IS NOT NULL AND start_from <> 'earliest' THEN
+        BEGIN
+            PERFORM start_from::timestamptz;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+            RAISE EXCEPTION 'invalid start_from "%"', start_from
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use ''earliest'' or a timestamp.';
+        END;
+        RAISE EXCEPTION 'rebuilding from a point in time is not supported yet'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Use start_from => ''earliest'': the new version replays the whole log.';
+    END IF;
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
+    vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
+    UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
+    PERFORM streamview._notify_launcher();
+    RETURN ver;
+END $$;
+
+CREATE FUNCTION streamview._wait_for_impl(caller regrole, view_name text, version int,
+                                          timeout interval DEFAULT '10 minutes')
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v        streamview.views;
+    r        streamview.versions;
+    p        record;
+    deadline timestamptz := clock_timestamp() + timeout;
+    noticed  timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO v FROM streamview.views w WHERE w.name = view_name;
+    IF v.view_id IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" does not exist', view_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    r := streamview._get_version(v, version);
+    IF r.xmin::text::bigint = (pg_current_xact_id()::text::bigint & 4294967295) THEN
+        RAISE EXCEPTION 'version % of stream view "%" was created in this transaction', version, view_name
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'Its replay starts only once the transaction that called rebuild() commits.',
+                  HINT = 'Commit first, then call streamview.wait_for().';
+    END IF;
+    LOOP
+        SELECT * INTO r FROM streamview.versions x WHERE x.version_id = r.version_id;
+        IF r.state IN ('caught_up', 'live') THEN
+            RETURN r.state;
+        ELSIF r.state = 'failed' THEN
+            RAISE EXCEPTION 'rebuild of stream view "%" version % failed', view_name, version
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = coalesce(r.error, 'no error was recorded'),
+                      HINT = 'Fix the cause, drop the version with streamview.drop_version() and rebuild again.';
+        ELSIF r.state = 'retired' THEN
+            RAISE EXCEPTION 'version % of stream view "%" was dropped', version, view_name
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'timed out after % waiting for stream view "%" version % to catch up',
+                            timeout, view_name, version
+                USING ERRCODE = 'query_canceled',
+                      HINT = 'The replay goes on; see streamview.rebuilds, and call wait_for() again.';
+        END IF;
+        IF clock_timestamp() - noticed >= interval '2 seconds' THEN
+            SELECT * INTO p FROM streamview.rebuilds b
+             WHERE b.view_name = _wait_for_impl.view_name AND b.version = _wait_for_impl.version;
+            RAISE NOTICE 'stream view "%" version %: % of % events (% %%), % events/s, eta %',
+                view_name, version, coalesce(p.done, 0), coalesce(p.total::text, '?'),
+                coalesce(p.percent::text, '?'), coalesce(p.rate::text, '?'), coalesce(p.eta::text, '?');
+            noticed := clock_timestamp();
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION streamview._add_check_impl(caller regrole, view_name text, name text, predicate text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v    streamview.views;
+    live streamview.versions;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    IF EXISTS (SELECT 1 FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _add_check_impl.name) THEN
+        RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    BEGIN
+        PERFORM streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                     live.view_sql, predicate));
+    EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
+        RAISE EXCEPTION 'invalid check "%" for stream view "%": %', name, view_name, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A check is a boolean expression over the view''s columns, such as revenue >= 0.';
+    END;
+    INSERT INTO streamview.checks (view_id, name, predicate) VALUES (v.view_id, name, predicate);
+END $$;
+
+-- Differences between two versions over the windows final in both.
+CREATE FUNCTION streamview._compare(v streamview.views, a streamview.versions, b streamview.versions,
+                                    OUT comparable bool, OUT only_a bigint, OUT only_b bigint,
+                                    OUT differ bigint, OUT samples text, OUT totals text,
+                                    OUT totals_equal bool, OUT horizon timestamptz, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys_a text[];
+    keys_b text[];
+    cols   text[];
+    sums   text[];
+    jn     text;
+    q      text;
+    r      record;
+BEGIN
+    SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_a
+      FROM jsonb_array_elements(a.definition->'outputs') o WHERE o->>'kind' = 'key';
+    SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_b
+      FROM jsonb_array_elements(b.definition->'outputs') o WHERE o->>'kind' = 'key';
+    horizon := least(a.watermark, b.watermark) - v.allowed_lateness;
+    comparable := coalesce(keys_a, '{}') = coalesce(keys_b, '{}');
+    IF NOT comparable THEN
+        note := format('the versions group by different keys (%s and %s)',
+                       coalesce(array_to_string(keys_a, ', '), 'none'), coalesce(array_to_string(keys_b, ', '), 'none'));
+        RETURN;
+    END IF;
+    IF horizon IS NULL THEN
+        only_a := 0; only_b := 0; differ := 0; totals_equal := true;
+        note := 'no window is final in both versions yet';
+        RETURN;
+    END IF;
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO cols
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+     WHERE oa->>'kind' <> 'key';
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO sums
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+     WHERE oa->>'kind' IN ('count', 'sum') AND ob->>'kind' IN ('count', 'sum');
+    SELECT string_agg(format('x.%1$I IS NOT DISTINCT FROM y.%1$I', k), ' AND ')
+      INTO jn FROM unnest(array['window_start'] || coalesce(keys_a, '{}')) k;
+    q := format($q$
+        WITH x AS (SELECT * FROM (%1$s) s WHERE s.window_end <= %3$L),
+             y AS (SELECT * FROM (%2$s) s WHERE s.window_end <= %3$L),
+             j AS (SELECT x, y FROM x FULL JOIN y ON %4$s)
+        SELECT count(*) FILTER (WHERE y IS NULL) AS only_a,
+               count(*) FILTER (WHERE x IS NULL) AS only_b,
+               count(*) FILTER (WHERE x IS NOT NULL AND y IS NOT NULL AND %5$s) AS differ,
+               (SELECT string_agg(d, '; ') FROM (
+                    SELECT CASE WHEN y IS NULL THEN 'only in version %6$s: ' || (x)::text
+                                WHEN x IS NULL THEN 'only in version %7$s: ' || (y)::text
+                                ELSE 'differs: ' || (x)::text || ' vs ' || (y)::text END AS d
+                      FROM j WHERE y IS NULL OR x IS NULL OR %5$s LIMIT 5) s) AS samples,
+               %8$s AS totals
+          FROM j $q$,
+        a.view_sql, b.view_sql, horizon, jn,
+        coalesce((SELECT '(' || string_agg(format('(x).%1$I IS DISTINCT FROM (y).%1$I', c), ' OR ') || ')'
+                    FROM unnest(cols) c), 'false'),
+        a.version, b.version,
+        coalesce((SELECT 'concat_ws(''; '', ' || string_agg(
+                      format('%1$L || '': '' || coalesce(sum((x).%1$I), 0) || '' vs '' || coalesce(sum((y).%1$I), 0)', c), ', ')
+                      || ')' FROM unnest(sums) c), '''''')
+    );
+    EXECUTE q INTO r;
+    only_a := r.only_a; only_b := r.only_b; differ := r.differ;
+    samples := r.samples; totals := nullif(r.totals, '');
+    totals_equal := NOT EXISTS (
+        SELECT 1 FROM unnest(string_to_array(coalesce(totals, ''), '; ')) t
+         WHERE t <> '' AND split_part(split_part(t, ': ', 2), ' vs ', 1) <> split_part(t, ' vs ', 2));
+END $$;
+
+CREATE FUNCTION streamview._validate_impl(caller regrole, view_name text, version int,
+                                          expect_identical bool DEFAULT false)
+RETURNS TABLE ("check" text, passed bool, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v       streamview.views;
+    cand    streamview.versions;
+    live    streamview.versions;
+    run_id  bigint := nextval('streamview.validation_runs');
+    n       bigint;
+    m       bigint;
+    cmp     record;
+    chk     record;
+    results text[][] := '{}';
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    cand := streamview._get_version(v, version);
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+
+    -- 1. caught up to the same offsets as the live version
+    SELECT count(*) FILTER (WHERE o.next_offset IS DISTINCT FROM l.next_offset), count(*)
+      INTO n, m
+      FROM (SELECT * FROM streamview.offsets WHERE version_id = cand.version_id) o
+      FULL JOIN (SELECT * FROM streamview.offsets WHERE version_id = live.version_id) l USING (partition);
+    "check" := 'caught_up';
+    passed := cand.state IN ('caught_up', 'live') AND n = 0;
+    detail := CASE WHEN cand.state NOT IN ('caught_up', 'live')
+                   THEN format('version %s is %s', cand.version, cand.state)
+                   WHEN n = 0 THEN format('same offsets as live version %s in %s partitions', live.version, m)
+                   ELSE format('%s of %s partitions are at other offsets than live version %s', n, m, live.version) END;
+    RETURN NEXT;
+    INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
+    VALUES (v.name, cand.version, run_id, 'caught_up', passed, detail, caller::name);
+
+    -- 2. the per-partition ledger balances
+    SELECT count(*) FILTER (WHERE o.consumed <> o.applied + o.duplicates + o.too_late + o.dead_lettered),
+           sum(o.consumed)
+      INTO n, m FROM streamview.offsets o WHERE o.version_id = cand.version_id;
+    "check" := 'ledger';
+    passed := n = 0;
+    detail := format('consumed = applied + duplicates + too_late + dead_lettered in every partition (%s consumed)', coalesce(m, 0));
+    IF n > 0 THEN
+        detail := format('%s partitions do not balance', n);
+    END IF;
+    RETURN NEXT;
+    INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
+    VALUES (v.name, cand.version, run_id, 'ledger', passed, detail, caller::name);
+
+    -- 3. differences from the live version over windows final in both
+    IF cand.version_id <> live.version_id THEN
+        SELECT * INTO cmp FROM streamview._compare(v, live, cand);
+        "check" := 'differences';
+        IF NOT cmp.comparable THEN
+            passed := NOT expect_identical;
+            detail := 'not compared: ' || cmp.note;
+        ELSIF cmp.note IS NOT NULL THEN
+            passed := true;
+            detail := cmp.note;
+        ELSE
+            passed := NOT expect_identical OR (cmp.only_a + cmp.only_b + cmp.differ = 0 AND cmp.totals_equal);
+            detail := format('windows ending by %s: %s rows only in live version %s, %s only in version %s, %s differ',
+                             cmp.horizon, cmp.only_a, live.version, cmp.only_b, cand.version, cmp.differ)
+                      || coalesce('; totals ' || cmp.totals, '')
+                      || coalesce('; e.g. ' || cmp.samples, '');
+        END IF;
+        RETURN NEXT;
+        INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
+        VALUES (v.name, cand.version, run_id, 'differences', passed, detail, caller::name);
+    END IF;
+
+    -- 4. user invariants, evaluated as the view's owner
+    FOR chk IN SELECT c.name, c.predicate FROM streamview.checks c WHERE c.view_id = v.view_id ORDER BY c.name LOOP
+        n := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                  cand.view_sql, chk.predicate));
+        "check" := 'check ' || chk.name;
+        passed := n = 0;
+        detail := format('%s rows violate %s', n, chk.predicate);
+        RETURN NEXT;
+        INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
+        VALUES (v.name, cand.version, run_id, 'check ' || chk.name, passed, detail, caller::name);
+    END LOOP;
+
+    UPDATE streamview.versions x SET validated_at = now() WHERE x.version_id = cand.version_id;
+END $$;
+
+-- Point the view at version target; runs in the caller's transaction.
+CREATE FUNCTION streamview._do_swap(caller regrole, v streamview.views, target streamview.versions,
+                                    forced bool, is_rollback bool)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    live   streamview.versions;
+    failed bigint;
+    acl    aclitem[];
+    g      record;
+    vname  text := format('%I.%I', v.schema_name, v.name);
+BEGIN
+    IF target.state = 'live' THEN
+        RAISE EXCEPTION 'version % of stream view "%" is already live', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF target.state = 'replaying' THEN
+        RAISE EXCEPTION 'version % of stream view "%" is still replaying', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Wait for it with streamview.wait_for(), then validate it.';
+    ELSIF target.state = 'failed' THEN
+        RAISE EXCEPTION 'version % of stream view "%" has failed', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = coalesce(target.error, ''),
+                  HINT = 'Drop it with streamview.drop_version() and rebuild.';
+    ELSIF target.state = 'retired' THEN
+        RAISE EXCEPTION 'version % of stream view "%" was dropped', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NOT forced THEN
+        SELECT count(*) FILTER (WHERE NOT x.passed) INTO failed
+          FROM streamview.validations x
+         WHERE x.view_name = v.name AND x.version = target.version
+           AND x.run = (SELECT max(y.run) FROM streamview.validations y
+                         WHERE y.view_name = v.name AND y.version = target.version);
+        IF failed IS NULL OR failed > 0 THEN
+            RAISE EXCEPTION 'version % of stream view "%" has not passed validation', target.version, v.name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = CASE WHEN failed IS NULL THEN 'It was never validated.'
+                                    ELSE format('%s checks of its latest validation failed.', failed) END,
+                      HINT = format('Run streamview.validate(%L, %s), or pass force => true.', v.name, target.version);
+        END IF;
+    END IF;
+
+    -- Readers see the old rows or the new rows: the view's definition changes
+    -- under an exclusive lock, in this transaction.
+    SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = to_regclass(vname);
+    BEGIN
+        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql);
+    EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
+        -- The column list changed: replace the view (grants are carried over).
+        BEGIN
+            EXECUTE format('DROP VIEW %s', vname);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
+                            v.name, target.version
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'The new version has other columns; drop or change the dependent views first.';
+        END;
+        EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
+        EXECUTE format('ALTER VIEW %s OWNER TO %I', vname, v.owner);
+        FOR g IN SELECT x.grantee, x.privilege_type, x.is_grantable FROM aclexplode(acl) x
+                  WHERE x.grantee <> v.owner::oid LOOP
+            EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, vname,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END,
+                           CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', vname,
+                   format('stream view (pg_streamview), version %s', target.version));
+
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    UPDATE streamview.versions x SET state = 'caught_up' WHERE x.version_id = live.version_id;
+    UPDATE streamview.versions x SET state = 'live', swapped_at = now(), swapped_by = caller::name
+     WHERE x.version_id = target.version_id;
+    INSERT INTO streamview.swaps (view_name, from_version, to_version, forced, is_rollback, swapped_by)
+    VALUES (v.name, live.version, target.version, forced, is_rollback, caller::name);
+    PERFORM streamview._notify_launcher();
+END $$;
+
+CREATE FUNCTION streamview._swap_impl(caller regrole, view_name text, version int, force bool DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    PERFORM streamview._do_swap(caller, v, streamview._get_version(v, version), force, false);
+END $$;
+
+CREATE FUNCTION streamview._rollback_impl(caller regrole, view_name text)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v    streamview.views;
+    prev int;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    SELECT s.from_version INTO prev FROM streamview.swaps s
+     WHERE s.view_name = v.name ORDER BY s.swap_id DESC LIMIT 1;
+    IF prev IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" has no previous version to roll back to', view_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'It has never been swapped.';
+    END IF;
+    PERFORM streamview._do_swap(caller, v, streamview._get_version(v, prev), true, true);
+    RETURN prev;
+END $$;
+
+CREATE FUNCTION streamview._drop_version_impl(caller regrole, view_name text, version int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+    r streamview.versions;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    r := streamview._get_version(v, version);
+    IF r.state = 'live' THEN
+        RAISE EXCEPTION 'cannot drop version % of stream view "%" because it is live', version, view_name
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Swap another version in first with streamview.swap() or streamview.rollback(), or drop the whole view with streamview.drop_view().';
+    ELSIF r.state = 'retired' THEN
+        RAISE EXCEPTION 'version % of stream view "%" was already dropped', version, view_name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF r.table_name IS NOT NULL THEN
+        EXECUTE format('DROP TABLE IF EXISTS %s', r.table_name);
+    END IF;
+    UPDATE streamview.versions x SET state = 'retired', retired_at = now(), table_name = NULL
+     WHERE x.version_id = r.version_id;
+    DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
+    DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
+    PERFORM streamview._notify_launcher();
+END $$;
+
+------------------------------------------------------------------------------
 -- The SQL API
 --
 -- Each public function is the C dispatcher streamview_api_dispatch: it records
@@ -619,6 +1138,56 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_view(text) IS
 'drops a stream view, all its versions and their tables';
 
+CREATE FUNCTION streamview.rebuild(view_name text, query text DEFAULT NULL,
+                                   start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
+RETURNS int
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.rebuild(text, text, text, bigint) IS
+'starts a new version of a stream view that replays the log (optionally with a new query); returns its number';
+
+CREATE FUNCTION streamview.wait_for(view_name text, version int, timeout interval DEFAULT '10 minutes')
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.wait_for(text, int, interval) IS
+'waits until a version has caught up with the live one (reporting progress), fails or times out';
+
+CREATE FUNCTION streamview.add_check(view_name text, name text, predicate text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.add_check(text, text, text) IS
+'registers an invariant (a boolean expression over the view''s columns) that validate() checks';
+
+CREATE FUNCTION streamview.validate(view_name text, version int, expect_identical bool DEFAULT false)
+RETURNS TABLE ("check" text, passed bool, detail text)
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE ROWS 8;
+COMMENT ON FUNCTION streamview.validate(text, int, bool) IS
+'checks a version against the live one (offsets, ledger, differences, invariants) and records the result';
+
+CREATE FUNCTION streamview.swap(view_name text, version int, force bool DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.swap(text, int, bool) IS
+'makes a validated version the one the view reads, atomically; the old version stays maintained';
+
+CREATE FUNCTION streamview.rollback(view_name text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.rollback(text) IS
+'swaps the view back to the version it read before the last swap; returns that version';
+
+CREATE FUNCTION streamview.drop_version(view_name text, version int)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.drop_version(text, int) IS
+'retires a version that is not live: stops maintaining it and drops its table; its history is kept';
+
 -- Internals run only through the dispatcher.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
@@ -665,7 +1234,32 @@ SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver
  GROUP BY ver.version_id, ver.view_name, ver.version, ver.state, ver.watermark, s.name,
           ver.table_name, ver.error;
 
-GRANT SELECT ON streamview.status, streamview.partitions, streamview.source_list TO PUBLIC;
+-- Progress of rebuilds: events replayed out of those in the log when asked.
+CREATE VIEW streamview.rebuilds AS
+SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
+       CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
+            WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
+       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
+            THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
+       ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
+  FROM streamview.versions ver
+  JOIN streamview.views v ON v.view_id = ver.view_id
+  LEFT JOIN LATERAL (
+      SELECT sum(greatest(coalesce(mine.next_offset, s.start) - s.start, 0))::bigint AS done,
+             sum(greatest(coalesce(live.log_end, live.next_offset, mine.log_end, s.start) - s.start, 0))::bigint AS total,
+             extract(epoch FROM coalesce(ver.caught_up_at, now()) - ver.replay_started_at) AS elapsed
+        FROM (SELECT e.key::int AS partition, e.value::bigint AS start
+                FROM jsonb_each_text(ver.start_offsets) e) s
+        LEFT JOIN streamview.offsets mine
+               ON mine.version_id = ver.version_id AND mine.partition = s.partition
+        LEFT JOIN streamview.versions lv ON lv.view_id = ver.view_id AND lv.state = 'live'
+        LEFT JOIN streamview.offsets live
+               ON live.version_id = lv.version_id AND live.partition = s.partition) p ON true
+ WHERE ver.start_offsets IS NOT NULL OR ver.state = 'replaying';
+
+GRANT SELECT ON streamview.status, streamview.partitions, streamview.source_list,
+                streamview.rebuilds TO PUBLIC;
 GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network
@@ -673,4 +1267,11 @@ GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text),
                        streamview.drop_source(text, bool),
                        streamview.create_view(text, text, text),
-                       streamview.drop_view(text) FROM PUBLIC;
+                       streamview.drop_view(text),
+                       streamview.rebuild(text, text, text, bigint),
+                       streamview.wait_for(text, int, interval),
+                       streamview.add_check(text, text, text),
+                       streamview.validate(text, int, bool),
+                       streamview.swap(text, int, bool),
+                       streamview.rollback(text),
+                       streamview.drop_version(text, int) FROM PUBLIC;

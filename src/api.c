@@ -24,6 +24,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
+#include "parser/parser.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -105,25 +106,18 @@ streamview_api_dispatch(PG_FUNCTION_ARGS)
 	Oid			prev_ns = sv_caller_namespace;
 	Oid			save_user;
 	int			save_sec;
-	Datum		result;
+	volatile Datum result = (Datum) 0;
 	List	   *path;
 
-	/* Find _<name>_impl(regrole, <our argument types>). */
-	argtypes = palloc((nargs + 1) * sizeof(Oid));
-	argtypes[0] = REGROLEOID;
-	for (int i = 0; i < nargs; i++)
-		argtypes[i + 1] = get_fn_expr_argtype(fcinfo->flinfo, i);
-	if (fcinfo->flinfo->fn_expr == NULL)
+	/* Find _<name>_impl(regrole, <our declared argument types>). */
 	{
 		Oid		   *decl;
-		char	  **names;
-		char	   *modes;
-		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+		int			ndecl;
 
-		get_func_arg_info(tup, &decl, &names, &modes);
-		for (int i = 0; i < nargs; i++)
-			argtypes[i + 1] = decl[i];
-		ReleaseSysCache(tup);
+		(void) get_func_signature(fn, &decl, &ndecl);
+		argtypes = palloc((nargs + 1) * sizeof(Oid));
+		argtypes[0] = REGROLEOID;
+		memcpy(argtypes + 1, decl, nargs * sizeof(Oid));
 	}
 	impl = LookupFuncName(list_make2(makeString(STREAMVIEW_SCHEMA),
 									 makeString(psprintf("_%s_impl", get_func_name(fn)))),
@@ -135,7 +129,9 @@ streamview_api_dispatch(PG_FUNCTION_ARGS)
 	sv_caller_namespace = path ? linitial_oid(path) : InvalidOid;
 
 	fmgr_info(impl, &flinfo);
-	InitFunctionCallInfoData(*call, &flinfo, nargs + 1, fcinfo->fncollation, NULL, NULL);
+	/* resultinfo passes through: set-returning functions (validate) work too */
+	InitFunctionCallInfoData(*call, &flinfo, nargs + 1, fcinfo->fncollation,
+							 fcinfo->context, fcinfo->resultinfo);
 	call->args[0].value = ObjectIdGetDatum(sv_caller);
 	call->args[0].isnull = false;
 	for (int i = 0; i < nargs; i++)
@@ -200,4 +196,49 @@ streamview_notify_launcher(PG_FUNCTION_ARGS)
 	}
 	sv_wake_at_commit = true;
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(streamview_count_as);
+PGDLLEXPORT Datum streamview_count_as(PG_FUNCTION_ARGS);
+
+/*
+ * streamview._count_as(role, query) → bigint: run one SELECT that returns a
+ * single count, as role, in a security-restricted operation.  The API's
+ * implementations run as the extension owner; anything that embeds text a
+ * user wrote (an invariant's predicate) goes through here instead, so it can
+ * do no more than the view's owner could.
+ */
+Datum
+streamview_count_as(PG_FUNCTION_ARGS)
+{
+	Oid			role = PG_GETARG_OID(0);
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	List	   *raw = raw_parser(query, RAW_PARSE_DEFAULT);
+	Oid			save_user;
+	int			save_sec;
+	int64		count = 0;
+	bool		isnull = true;
+
+	if (list_length(raw) != 1 || !IsA(linitial_node(RawStmt, raw)->stmt, SelectStmt))
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("a check must be a single boolean expression")));
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	SPI_connect();
+	SPI_execute(query, true, 2);
+	if (SPI_processed == 1 && SPI_tuptable->tupdesc->natts == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			count = DatumGetInt64(d);
+	}
+	SPI_finish();
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (isnull)
+		elog(ERROR, "streamview._count_as: the query must return one count");
+	PG_RETURN_INT64(count);
 }

@@ -201,17 +201,23 @@ lappend_cxt(MemoryContext cxt, List *list, void *datum)
 	return list;
 }
 
-#define SV_ACTIVE_STATES "('live', 'caught_up', 'replaying')"
+/*
+ * Which versions a worker maintains: a source worker (replay_version 0) the
+ * live and caught-up ones; a replay worker just its replaying version.
+ */
+#define SV_WORKER_VERSIONS \
+	"CASE WHEN $2 = 0 THEN ver.state IN ('live', 'caught_up') " \
+	"ELSE ver.version_id = $2 AND ver.state = 'replaying' END"
 
 /*
  * The versions of the source's views that the source worker maintains, each
  * in a memory context of its own (a child of TopMemoryContext).
  */
 List *
-streamview_load_versions(const SvSource *src)
+streamview_load_versions(const SvSource *src, int32 replay_version)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(src->source_id)};
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2] = {Int32GetDatum(src->source_id), Int32GetDatum(replay_version)};
 	List	   *result = NIL;
 	uint64		n;
 	SPITupleTable *tt;
@@ -220,11 +226,13 @@ streamview_load_versions(const SvSource *src)
 						  "(extract(epoch FROM v.allowed_lateness) * 1000000)::int8, ver.window_kind, "
 						  "(extract(epoch FROM ver.window_size) * 1000000)::int8, "
 						  "(extract(epoch FROM ver.window_slide) * 1000000)::int8, ver.batch_sql, "
-						  "ver.definition_hash, ver.watermark "
+						  "ver.definition_hash, ver.watermark, ver.max_rate, "
+						  "(SELECT live.version_id FROM streamview.versions live "
+						  " WHERE live.view_id = ver.view_id AND live.state = 'live') "
 						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
-						  "WHERE v.source_id = $1 AND ver.state IN " SV_ACTIVE_STATES
+						  "WHERE v.source_id = $1 AND " SV_WORKER_VERSIONS
 						  " ORDER BY ver.version_id",
-						  1, argtypes, args, NULL, true, 0);
+						  2, argtypes, args, NULL, true, 0);
 	n = SPI_processed;
 	tt = SPI_tuptable;
 	for (uint64 i = 0; i < n; i++)
@@ -251,6 +259,8 @@ streamview_load_versions(const SvSource *src)
 		wm = SPI_getbinval(tup, desc, 12, &isnull);
 		v->has_watermark = !isnull;
 		v->watermark = isnull ? 0 : DatumGetTimestampTz(wm);
+		v->max_rate = sv_int8(tup, desc, 13, 0);
+		v->live_version_id = (int32) sv_int8(tup, desc, 14, 0);
 		sv_load_offsets(v);
 		/* SPI calls leave CurrentMemoryContext in SPI's: be explicit */
 		result = lappend_cxt(TopMemoryContext, result, v);
@@ -265,10 +275,10 @@ streamview_load_versions(const SvSource *src)
  * (which lock those rows FOR UPDATE) wait for the batch to commit.
  */
 char *
-streamview_versions_signature(int32 source_id)
+streamview_versions_signature(int32 source_id, int32 replay_version)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(source_id)};
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2] = {Int32GetDatum(source_id), Int32GetDatum(replay_version)};
 	char	   *sig;
 
 	SPI_execute_with_args("SELECT 1 FROM streamview.sources WHERE source_id = $1 FOR KEY SHARE",
@@ -280,8 +290,8 @@ streamview_versions_signature(int32 source_id)
 	SPI_execute_with_args("SELECT coalesce(string_agg(ver.version_id || ':' || ver.state, ',' "
 						  "ORDER BY ver.version_id), '') "
 						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
-						  "WHERE v.source_id = $1 AND ver.state IN " SV_ACTIVE_STATES,
-						  1, argtypes, args, NULL, true, 1);
+						  "WHERE v.source_id = $1 AND " SV_WORKER_VERSIONS,
+						  2, argtypes, args, NULL, true, 1);
 	sig = sv_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	return MemoryContextStrdup(TopMemoryContext, sig ? sig : "");
 }
@@ -313,4 +323,74 @@ streamview_clear_source_error(int32 source_id)
 	SPI_execute_with_args("UPDATE streamview.sources SET last_error = NULL "
 						  "WHERE source_id = $1 AND last_error IS NOT NULL",
 						  1, argtypes, args, NULL, false, 0);
+}
+
+/*
+ * A replaying version has caught up when, in every partition, it has
+ * consumed at least as far as the view's live version (as committed).
+ */
+bool
+streamview_caught_up(SvVersion *v)
+{
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2] = {Int32GetDatum(v->live_version_id), Int32GetDatum(v->version_id)};
+
+	if (v->live_version_id == 0)
+		return true;
+	SPI_execute_with_args("SELECT NOT EXISTS (SELECT 1 FROM streamview.offsets live "
+						  "LEFT JOIN streamview.offsets mine "
+						  "  ON mine.version_id = $2 AND mine.partition = live.partition "
+						  "WHERE live.version_id = $1 "
+						  "  AND coalesce(mine.next_offset, -1) < live.next_offset)",
+						  2, argtypes, args, NULL, true, 1);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									  &(bool){false}));
+}
+
+void
+streamview_mark_caught_up(SvVersion *v)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(v->version_id)};
+
+	SPI_execute_with_args("UPDATE streamview.versions SET state = 'caught_up', caught_up_at = now() "
+						  "WHERE version_id = $1 AND state = 'replaying'",
+						  1, argtypes, args, NULL, false, 0);
+}
+
+void
+streamview_mark_failed(int32 version_id, const char *error)
+{
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2] = {Int32GetDatum(version_id), CStringGetTextDatum(error)};
+
+	SPI_execute_with_args("UPDATE streamview.versions SET state = 'failed', error = $2, failed_at = now() "
+						  "WHERE version_id = $1 AND state IN ('replaying', 'caught_up')",
+						  2, argtypes, args, NULL, false, 0);
+}
+
+/* Where a replay began in each partition (for progress), once. */
+void
+streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low)
+{
+	StringInfoData buf;
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2];
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int p = 0; p < nparts; p++)
+	{
+		int64		start = (p < v->nparts && v->parts[p].next_offset >= 0)
+			? v->parts[p].next_offset : low[p];
+
+		appendStringInfo(&buf, "%s\"%d\": " INT64_FORMAT, p ? ", " : "", p, Max(start, 0));
+	}
+	appendStringInfoChar(&buf, '}');
+	args[0] = Int32GetDatum(v->version_id);
+	args[1] = CStringGetTextDatum(buf.data);
+	SPI_execute_with_args("UPDATE streamview.versions SET start_offsets = $2::jsonb, "
+						  "replay_started_at = coalesce(replay_started_at, now()) "
+						  "WHERE version_id = $1 AND start_offsets IS NULL",
+						  2, argtypes, args, NULL, false, 0);
 }

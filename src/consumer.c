@@ -18,6 +18,12 @@
  * partition at the lowest stored offset of any version (a new version starts
  * from the beginning of the log), so each version sees every message once.
  *
+ * A replay worker runs the same loop for one version in state 'replaying'
+ * (a rebuild), with a consumer of its own so the live version keeps its
+ * freshness, at most max_rate events per second; when its offsets reach the
+ * live version's it becomes caught_up and exits, and the source worker
+ * takes it over.
+ *
  * Connects as the extension's owner, which does the catalog bookkeeping;
  * each view's statement runs as that view's owner (apply.c).
  *
@@ -47,6 +53,9 @@
 typedef struct SvWorker
 {
 	int32		source_id;
+	int32		replay_version; /* replay worker: the version; 0: source worker */
+	TimestampTz replay_started;
+	int64		replayed;		/* events consumed by this replay run */
 	SvSource   *src;
 	List	   *versions;
 	char	   *signature;
@@ -103,13 +112,13 @@ sv_load(void)
 {
 	ListCell   *lc;
 	MemoryContext old;
-	char	   *sig = streamview_versions_signature(worker.source_id);
+	char	   *sig = streamview_versions_signature(worker.source_id, worker.replay_version);
 
 	if (sig == NULL)
 		return false;
 	sv_free_versions();
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	worker.versions = streamview_load_versions(worker.src);
+	worker.versions = streamview_load_versions(worker.src, worker.replay_version);
 	MemoryContextSwitchTo(old);
 	foreach(lc, worker.versions)
 		streamview_prepare_version(worker.src, lfirst(lc));
@@ -184,6 +193,78 @@ sv_check_partitions(bool wait)
 	}
 }
 
+/*
+ * Replay worker: has the version reached the live version's offsets?  If so
+ * it becomes caught_up in the current transaction (the one that applied its
+ * last batch), and from then on the source worker maintains it from exactly
+ * the offsets stored with that batch: no gap, nothing applied twice.
+ */
+static bool
+sv_check_caught_up(void)
+{
+	SvVersion  *v;
+
+	if (worker.replay_version == 0 || worker.versions == NIL)
+		return false;
+	v = linitial(worker.versions);
+	if (!streamview_caught_up(v))
+		return false;
+	streamview_mark_caught_up(v);
+	return true;
+}
+
+static void
+sv_replay_done(void)
+{
+	ereport(LOG,
+			(errmsg("pg_streamview replay of view \"%s\" version %d caught up after %lld events",
+					((SvVersion *) linitial(worker.versions))->view_name,
+					((SvVersion *) linitial(worker.versions))->version,
+					(long long) worker.replayed)));
+	proc_exit(0);
+}
+
+/*
+ * Replay worker: keep to max_rate events per second, sleeping on the latch
+ * (so SIGTERM still ends the wait at once).
+ */
+static void
+sv_throttle(int n)
+{
+	SvVersion  *v;
+	int64		due_us;
+	long		secs;
+	int			usecs;
+
+	worker.replayed += n;
+	if (worker.replay_version == 0 || worker.versions == NIL)
+		return;
+	v = linitial(worker.versions);
+	if (v->max_rate <= 0)
+		return;
+	due_us = worker.replayed * USECS_PER_SEC / v->max_rate;
+	TimestampDifference(worker.replay_started, GetCurrentTimestamp(), &secs, &usecs);
+	if (secs * USECS_PER_SEC + usecs >= due_us)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 (due_us - secs * USECS_PER_SEC - usecs) / 1000 + 1, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/* Replay worker: the most messages one batch may take under max_rate. */
+static int
+sv_batch_limit(int capacity)
+{
+	SvVersion  *v;
+
+	if (worker.replay_version == 0 || worker.versions == NIL)
+		return capacity;
+	v = linitial(worker.versions);
+	if (v->max_rate <= 0)
+		return capacity;
+	return (int) Max(1, Min((int64) capacity, v->max_rate / 10));
+}
+
 /* Advisory: the group's committed offsets follow the live version, for lag tools. */
 static void
 sv_commit_to_kafka(void)
@@ -214,9 +295,10 @@ static bool
 sv_apply(SvEvent *events, int n)
 {
 	char	   *sig;
+	bool		caught_up;
 
 	sv_begin("applying batch");
-	sig = streamview_versions_signature(worker.source_id);
+	sig = streamview_versions_signature(worker.source_id, worker.replay_version);
 	if (sig == NULL || strcmp(sig, worker.signature) != 0)
 	{
 		sv_commit();
@@ -239,8 +321,12 @@ sv_apply(SvEvent *events, int n)
 		}
 	}
 	streamview_apply_batch(worker.src, worker.versions, events, n);
+	caught_up = sv_check_caught_up();
 	sv_commit();
-	sv_commit_to_kafka();
+	if (worker.replay_version == 0)
+		sv_commit_to_kafka();
+	if (caught_up)
+		sv_replay_done();
 	return true;
 }
 
@@ -252,9 +338,10 @@ sv_reload_and_assign(void)
 	sv_begin("loading stream views");
 	alive = sv_load();
 	sv_commit();
-	if (!alive)
+	if (!alive || (worker.replay_version != 0 && worker.versions == NIL))
 	{
-		ereport(LOG, (errmsg("source \"%s\" was dropped; its worker exits", worker.src->name)));
+		ereport(LOG, (errmsg("pg_streamview worker for source \"%s\" has nothing left to do",
+							 worker.src->name)));
 		proc_exit(0);
 	}
 	sv_assign();
@@ -267,15 +354,19 @@ sv_housekeeping(void)
 	TimestampTz now = GetCurrentTimestamp();
 	char	   *sig;
 	bool		changed;
+	bool		caught_up;
 
 	worker.last_housekeeping = now;
 	sv_note_error(streamview_kafka_report(worker.kafka));
 	sv_begin("refreshing watermarks");
-	sig = streamview_versions_signature(worker.source_id);
+	sig = streamview_versions_signature(worker.source_id, worker.replay_version);
 	changed = (sig == NULL || strcmp(sig, worker.signature) != 0);
 	if (!changed)
 		streamview_refresh_watermarks(worker.src, worker.versions, false);
+	caught_up = !changed && sv_check_caught_up();
 	sv_commit();
+	if (caught_up)
+		sv_replay_done();
 	if (changed)
 		sv_reload_and_assign();
 	if (TimestampDifferenceExceeds(worker.last_partition_check, now, SV_PARTITION_CHECK_MS))
@@ -323,13 +414,15 @@ sv_main_loop(void)
 
 		MemoryContextReset(worker.batch_cxt);
 		old = MemoryContextSwitchTo(worker.batch_cxt);
-		n = streamview_kafka_consume(worker.kafka, events, capacity, streamview_batch_timeout_ms);
+		n = streamview_kafka_consume(worker.kafka, events, sv_batch_limit(capacity),
+									 streamview_batch_timeout_ms);
 		MemoryContextSwitchTo(old);
 
 		if (n > 0)
 		{
 			if (!sv_apply(events, n))
 				sv_reload_and_assign();
+			sv_throttle(n);
 			if (TimestampDifferenceExceeds(worker.last_housekeeping, GetCurrentTimestamp(),
 										   SV_IDLE_WAIT_MS))
 				sv_housekeeping();
@@ -338,6 +431,21 @@ sv_main_loop(void)
 		sv_housekeeping();
 		sv_wait_for_messages(wes);
 	}
+}
+
+/* Replay worker: record where the replay starts, for progress reporting. */
+static void
+sv_start_replay(void)
+{
+	int64	   *low = palloc(worker.nparts * sizeof(int64));
+
+	for (int p = 0; p < worker.nparts; p++)
+		low[p] = streamview_kafka_log_start(worker.kafka, p, 5000);
+	worker.replay_started = GetCurrentTimestamp();
+	sv_begin("starting replay");
+	streamview_record_start_offsets(linitial(worker.versions), worker.nparts, low);
+	sv_commit();
+	pfree(low);
 }
 
 static void
@@ -368,6 +476,8 @@ sv_fail(void)
 		{
 			sv_begin("recording worker error");
 			streamview_record_worker_error(worker.src->name, err->message, err->detail);
+			if (worker.replay_version != 0)
+				streamview_mark_failed(worker.replay_version, err->message);
 			sv_commit();
 		}
 		PG_CATCH();
@@ -391,6 +501,7 @@ streamview_source_main(Datum arg)
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	memcpy(&owner, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
+	memcpy(&worker.replay_version, MyBgworkerEntry->bgw_extra + 2 * sizeof(Oid), sizeof(int32));
 	worker.source_id = DatumGetInt32(arg);
 
 	pqsignal(SIGTERM, die);
@@ -413,8 +524,11 @@ streamview_source_main(Datum arg)
 
 	sv_begin("starting");
 	locked = DatumGetBool(DirectFunctionCall2(pg_try_advisory_lock_int4,
-											  Int32GetDatum(STREAMVIEW_LOCK_CLASS),
-											  Int32GetDatum(worker.source_id)));
+											  Int32GetDatum(STREAMVIEW_LOCK_CLASS +
+															(worker.replay_version ? 1 : 0)),
+											  Int32GetDatum(worker.replay_version ?
+															worker.replay_version :
+															worker.source_id)));
 	if (locked)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -422,7 +536,8 @@ streamview_source_main(Datum arg)
 		worker.src = streamview_load_source(worker.source_id);
 		MemoryContextSwitchTo(old);
 	}
-	if (!locked || worker.src == NULL || !sv_load())
+	if (!locked || worker.src == NULL || !sv_load() ||
+		(worker.replay_version != 0 && worker.versions == NIL))
 	{
 		sv_commit();
 		ereport(LOG, (errmsg("pg_streamview source worker for source %d has nothing to do",
@@ -440,6 +555,8 @@ streamview_source_main(Datum arg)
 	worker.kafka = streamview_kafka_open(worker.src, group_id);
 	sv_check_partitions(true);
 	sv_note_error(NULL);
+	if (worker.replay_version != 0)
+		sv_start_replay();
 	ereport(LOG, (errmsg("pg_streamview consuming topic \"%s\" for source \"%s\" (%d partitions, %d versions)",
 						 worker.src->topic, worker.src->name, worker.nparts,
 						 list_length(worker.versions))));

@@ -331,3 +331,16 @@ streamview_kafka_close(SvKafka *k)
 	close(k->pipefd[1]);
 	k->rk = NULL;
 }
+
+/* The partition's first offset (asks the broker), or -1. */
+int64
+streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms)
+{
+	int64_t		lo = -1,
+				hi = -1;
+
+	if (rd_kafka_query_watermark_offsets(k->rk, k->topic_name, partition, &lo, &hi, timeout_ms) !=
+		RD_KAFKA_RESP_ERR_NO_ERROR)
+		return -1;
+	return lo;
+}

@@ -12,7 +12,10 @@
  *	  max_restart_delay (a worker that ran for a minute is forgiven);
  *  - a worker whose source is gone is terminated.
  * Workers record why they failed themselves (streamview.worker_errors).
- * A worker also takes a session advisory lock on its source, so even a
+ * Each version in state 'replaying' (a rebuild) gets a replay worker the
+ * same way; when it exits because its version caught up, the version is no
+ * longer replaying and the slot is simply forgotten.
+ * A worker also takes a session advisory lock on its source (or version), so even a
  * second launcher (after a launcher crash) cannot make two consumers.
  *
  *-------------------------------------------------------------------------
@@ -37,6 +40,7 @@
 typedef struct SvWorkerSlot
 {
 	int32		source_id;
+	int32		replay_version; /* 0 for a source worker */
 	char		name[NAMEDATALEN];
 	Oid			owner;
 	BackgroundWorkerHandle *handle;
@@ -64,13 +68,17 @@ streamview_register_launcher(void)
 }
 
 static SvWorkerSlot *
-sv_find_slot(int32 source_id)
+sv_find_slot(int32 source_id, int32 replay_version)
 {
 	ListCell   *lc;
 
 	foreach(lc, slots)
-		if (((SvWorkerSlot *) lfirst(lc))->source_id == source_id)
-			return lfirst(lc);
+	{
+		SvWorkerSlot *slot = lfirst(lc);
+
+		if (slot->source_id == source_id && slot->replay_version == replay_version)
+			return slot;
+	}
 	return NULL;
 }
 
@@ -79,20 +87,35 @@ sv_start_worker(SvWorkerSlot *slot)
 {
 	BackgroundWorker bgw = {0};
 	pid_t		pid;
+	MemoryContext old;
+	bool		registered;
 
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_streamview");
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "streamview_source_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview consumer for source %s", slot->name);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview consumer");
+	if (slot->replay_version == 0)
+	{
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview consumer for source %s", slot->name);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview consumer");
+	}
+	else
+	{
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview rebuild of %s", slot->name);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview rebuild");
+	}
 	bgw.bgw_main_arg = Int32GetDatum(slot->source_id);
 	bgw.bgw_notify_pid = MyProcPid;
 	memcpy(bgw.bgw_extra, &MyDatabaseId, sizeof(Oid));
 	memcpy(bgw.bgw_extra + sizeof(Oid), &slot->owner, sizeof(Oid));
+	memcpy(bgw.bgw_extra + 2 * sizeof(Oid), &slot->replay_version, sizeof(int32));
 
-	if (!RegisterDynamicBackgroundWorker(&bgw, &slot->handle))
+	/* The handle must outlive this round's SPI memory. */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&bgw, &slot->handle);
+	MemoryContextSwitchTo(old);
+	if (!registered)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -132,9 +155,9 @@ sv_worker_stopped(SvWorkerSlot *slot)
  * theirs) and run each view's statement as that view's owner.
  */
 static void
-sv_reconcile_source(int32 source_id, const char *name, Oid owner)
+sv_reconcile_source(int32 source_id, int32 replay_version, const char *name, Oid owner)
 {
-	SvWorkerSlot *slot = sv_find_slot(source_id);
+	SvWorkerSlot *slot = sv_find_slot(source_id, replay_version);
 	pid_t		pid;
 
 	if (slot == NULL)
@@ -143,6 +166,7 @@ sv_reconcile_source(int32 source_id, const char *name, Oid owner)
 
 		slot = palloc0(sizeof(SvWorkerSlot));
 		slot->source_id = source_id;
+		slot->replay_version = replay_version;
 		slots = lappend(slots, slot);
 		MemoryContextSwitchTo(old);
 	}
@@ -175,14 +199,20 @@ sv_reconcile(void)
 	{
 		Oid			extowner = streamview_extension_owner();
 
-		SPI_execute("SELECT source_id, name FROM streamview.sources ORDER BY source_id", true, 0);
+		/* One source worker per source, one replay worker per replaying version. */
+		SPI_execute("SELECT source_id, 0, name FROM streamview.sources "
+					"UNION ALL "
+					"SELECT v.source_id, ver.version_id, ver.view_name || ' version ' || ver.version "
+					"FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
+					"WHERE ver.state = 'replaying' ORDER BY 1, 2", true, 0);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			bool		isnull;
 
 			sv_reconcile_source(DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)),
-								SPI_getvalue(tup, SPI_tuptable->tupdesc, 2), extowner);
+								DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)),
+								SPI_getvalue(tup, SPI_tuptable->tupdesc, 3), extowner);
 		}
 	}
 

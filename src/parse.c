@@ -24,6 +24,7 @@
 #include <math.h>
 
 #include "common/jsonapi.h"
+#include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/elog.h"
@@ -208,6 +209,19 @@ sv_convert(const SvColumn *col, const char *token, JsonTokenType type, Datum *va
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
 
+	/*
+	 * Date and time input also accepts words such as "now" and "yesterday",
+	 * whose meaning depends on when the message is read: a view must be a
+	 * function of the log alone, so times must be written out (ISO-8601,
+	 * which starts with a digit) or given as epoch milliseconds.
+	 */
+	if ((col->type == TIMESTAMPTZOID || col->type == TIMESTAMPOID || col->type == DATEOID) &&
+		type == JSON_TOKEN_STRING && !isdigit((unsigned char) token[0]))
+	{
+		sv_reject(ev, SV_REASON_INVALID_VALUE,
+				  "column \"%s\": \"%s\" is not an ISO-8601 date or time", col->name, token);
+		return false;
+	}
 	if (col->type == TIMESTAMPTZOID && type == JSON_TOKEN_NUMBER)
 	{
 		TimestampTz ts;

@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# `make demo`: install what is missing, build and install pg_streamview, start a
+# throwaway PostgreSQL 15 and a local Kafka broker (librdkafka's mock cluster),
+# stream 30 minutes of purchase events into a topic, create stream views over
+# it, and show what a DBA sees: the views, their status, the per-partition
+# ledger, the dead letters, then a live update.
+#
+#   bash demo/demo.sh             run the demo, then stop and remove everything
+#   KEEP=1 bash demo/demo.sh      leave PostgreSQL and the broker running
+#   bash demo/demo.sh stop DIR    stop what KEEP=1 left running in DIR
+#
+# Environment: KEEP=1 (see above), DEMO_PORT (first port to try, 55499).
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+. test/bin/common.sh
+
+MARKER=.pg_streamview-demo
+TOPIC=purchases
+PARTITIONS=4
+CONSUME_TIMEOUT=60          # seconds the worker gets to consume the history
+
+# --- output --------------------------------------------------------------------
+if [ -t 1 ]; then B=$'\e[1m' D=$'\e[2m' R=$'\e[0m'; else B='' D='' R=''; fi
+T0=$(date +%s%N)
+elapsed() { local ms=$((($(date +%s%N) - T0) / 1000000)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
+heading() { printf '\n%s== %s ==%s %s[%s]%s\n' "$B" "$*" "$R" "$D" "$(elapsed)" "$R"; }
+say() { local l; for l in "$@"; do printf '%s-- %s%s\n' "$D" "$l" "$R"; done; }
+die() { printf '\ndemo: %s\n' "$*" >&2; exit 1; }
+
+# --- stop DIR ----------------------------------------------------------------------
+stop_all() {
+    local dir=$1
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        sv_as_server_user pg_ctl stop -D "$dir/data" -m fast -w -t 30 >/dev/null 2>&1 ||
+            echo "demo: pg_ctl stop failed; see $dir/postgres.log" >&2
+    fi
+    [ -d "$dir/broker" ] && bash "$ROOT/test/bin/broker.sh" stop "$dir/broker"
+    rm -rf "$dir"
+}
+
+if [ "${1:-}" = stop ]; then
+    dir=${2:-}
+    [ -n "$dir" ] && [ -f "$dir/$MARKER" ] || die "usage: bash demo/demo.sh stop DIR (a directory that KEEP=1 make demo printed)"
+    stop_all "$dir"
+    echo "stopped PostgreSQL and the broker, removed $dir"
+    exit 0
+fi
+[ $# -eq 0 ] || die "usage: bash demo/demo.sh | KEEP=1 bash demo/demo.sh | bash demo/demo.sh stop DIR"
+
+# --- install, build ---------------------------------------------------------------
+heading "Installing and building pg_streamview"
+sv_install_deps
+sv_build_install || die "the build failed (run make to see why)"
+say "built and installed $(sed -n "s/^default_version = '\(.*\)'/pg_streamview \1/p" pg_streamview.control) into $($SV_PG_BIN/pg_config --pkglibdir)"
+
+# --- scratch directory, cleanup ---------------------------------------------------
+DIR=$(mktemp -d /tmp/pg_streamview-demo.XXXXXX)
+touch "$DIR/$MARKER"
+mkdir -p "$DIR/events" "$DIR/live" "$DIR/broker"
+chown -R "$(sv_server_user)" "$DIR"
+chmod 755 "$DIR"
+PORT=
+BOOTSTRAP=
+
+on_exit() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ $rc -eq 130 ] || [ $rc -eq 143 ]; then
+        printf '\ndemo interrupted after %s\n' "$(elapsed)" >&2
+    elif [ $rc -ne 0 ]; then
+        printf '\n%sdemo FAILED%s (exit %d) after %s\n' "$B" "$R" $rc "$(elapsed)" >&2
+        if [ -f "$DIR/postgres.log" ]; then
+            echo "---- last lines of the PostgreSQL log ($DIR/postgres.log):" >&2
+            tail -n 25 "$DIR/postgres.log" >&2
+        fi
+        if [ -s "$DIR/broker/broker.log" ]; then
+            echo "---- last lines of the broker log:" >&2
+            tail -n 10 "$DIR/broker/broker.log" >&2
+        fi
+    fi
+    if [ "${KEEP:-0}" = 1 ] && [ -d "$DIR" ]; then
+        [ $rc -ne 0 ] && echo "KEEP=1: leaving everything running in $DIR; stop it with: bash $ROOT/demo/demo.sh stop $DIR" >&2
+        exit $rc
+    fi
+    stop_all "$DIR"
+    [ $rc -eq 0 ] || echo "stopped PostgreSQL and the broker, removed $DIR" >&2
+    exit $rc
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- broker ------------------------------------------------------------------------
+heading "Starting a local Kafka broker"
+BOOTSTRAP=$(bash test/bin/broker.sh start "$DIR/broker" --topic "$TOPIC:$PARTITIONS") ||
+    die "the broker did not start"
+say "librdkafka's mock cluster (test/mockbroker/sv_mockbroker), in memory, on $BOOTSTRAP;" \
+    "topic \"$TOPIC\" with $PARTITIONS partitions"
+
+# --- PostgreSQL ------------------------------------------------------------------------
+heading "Starting a throwaway PostgreSQL 15"
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for ((p = ${DEMO_PORT:-55499}; p < ${DEMO_PORT:-55499} + 50; p++)); do
+    if port_free "$p"; then PORT=$p; break; fi
+done
+[ -n "$PORT" ] || die "no free TCP port from ${DEMO_PORT:-55499} on"
+SUPERUSER=$(sv_server_user)
+sv_as_server_user initdb -D "$DIR/data" -U "$SUPERUSER" -A trust -E UTF8 --no-locale -N \
+    > "$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
+cat >> "$DIR/data/postgresql.conf" <<EOF
+
+# pg_streamview demo
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+shared_preload_libraries = 'pg_streamview'
+streamview.database = 'postgres'
+timezone = 'UTC'
+EOF
+sv_as_server_user pg_ctl start -D "$DIR/data" -l "$DIR/postgres.log" -w -t 30 >/dev/null ||
+    die "PostgreSQL did not start"
+say "data directory $DIR/data, listening on 127.0.0.1:$PORT, with" \
+    "shared_preload_libraries = 'pg_streamview' in postgresql.conf"
+
+export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=$SUPERUSER PGDATABASE=postgres
+PSQL=("$SV_PG_BIN/psql" -X -P pager=off -v ON_ERROR_STOP=1)
+
+# Prints SQL as typed at the psql prompt, then runs it and prints what psql shows.
+sql() {
+    local q=$1 line prompt='postgres=#'
+    echo
+    while IFS= read -r line; do
+        printf '%s%s%s %s\n' "$B" "$prompt" "$R" "$line"
+        case $line in *';' | *'\gx') prompt='postgres=#' ;; *) prompt='postgres-#' ;; esac
+    done <<<"$q"
+    "${PSQL[@]}" <<<"$q" || die "this statement failed"
+}
+# One value, quietly.
+value() { "${PSQL[@]}" -qAt -c "$1"; }
+
+# Produces the files in directory $1 (p<N>.tsv) to their partitions; prints the count.
+produce() {
+    local dir=$1 p n total=0
+    for ((p = 0; p < PARTITIONS; p++)); do
+        [ -s "$dir/p$p.tsv" ] || continue
+        kcat -P -b "$BOOTSTRAP" -t "$TOPIC" -p "$p" -K $'\t' -X enable.idempotence=true \
+            < "$dir/p$p.tsv" 2> "$dir/kcat.err" ||
+            { cat "$dir/kcat.err" >&2; die "kcat could not produce to partition $p"; }
+        n=$(wc -l < "$dir/p$p.tsv")
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+# Waits until every stream view has consumed $1 messages, at most $2 seconds.
+wait_consumed() {
+    local want=$1 timeout=$2 deadline got
+    deadline=$(($(date +%s%N) + timeout * 1000000000))
+    while :; do
+        got=$(value "SELECT coalesce(min(consumed), 0) FROM streamview.status") || got=0
+        [ "$got" -ge "$want" ] && return 0
+        if [ "$(date +%s%N)" -gt "$deadline" ]; then
+            echo >&2
+            echo "demo: the stream worker consumed $got of $want messages within ${timeout}s." >&2
+            "${PSQL[@]}" -c "SELECT view_name, version, state, consumed, lag, error FROM streamview.status" \
+                -c "SELECT source_name, message, detail, occurred_at FROM streamview.worker_errors" \
+                -c "SELECT name, last_error FROM streamview.source_list" >&2 || true
+            die "the worker did not keep up; see the PostgreSQL log below"
+        fi
+        sleep 0.1
+    done
+}
+
+# --- events ------------------------------------------------------------------------
+heading "Streaming 30 minutes of purchases into the topic"
+START_MS=$((($(date +%s) / 60 * 60 - 30 * 60) * 1000))   # 30 minutes ago, on a minute
+perl demo/generate.pl --out "$DIR/events" --start-ms "$START_MS" --partitions "$PARTITIONS" |
+    while IFS= read -r l; do say "$l"; done
+PRODUCED=$(produce "$DIR/events")
+say "produced $PRODUCED messages with kcat, one partition at a time, for example:"
+echo "   kcat -P -b $BOOTSTRAP -t $TOPIC -p 0 -K '\t' < p0.tsv    # key<TAB>json lines"
+say "two of them:"
+sed -n '1p;$p' "$DIR/events/p0.tsv" | sed 's/\t/  /; s/^/   /'
+
+# --- SQL ---------------------------------------------------------------------------
+heading "Creating the extension, a source and three stream views"
+say "The topic already holds the history: each new view replays it from the start of the log."
+sql "CREATE EXTENSION pg_streamview;"
+sql "SELECT streamview.create_source(
+  name        => 'purchases',
+  brokers     => '$BOOTSTRAP',
+  topic       => '$TOPIC',
+  columns     => '{\"event_id\": \"text\", \"user_id\": \"text\",
+                   \"country\": {\"type\": \"text\", \"default\": \"unknown\"},
+                   \"amount_cents\": \"bigint\",
+                   \"os\": {\"type\": \"text\", \"path\": \"device.os\"},
+                   \"ts\": \"timestamptz\"}',
+  event_time  => 'ts',                  -- ISO-8601 text or epoch milliseconds
+  event_id    => 'event_id',            -- a message sent twice is counted once
+  max_out_of_orderness => '5 seconds');"
+sql "SELECT streamview.create_view(
+  name  => 'revenue_per_minute',
+  query => \$\$ SELECT streamview.tumble(ts, '1 minute') AS window_start, country,
+                   count(*) AS purchases, sum(amount_cents) AS revenue_cents,
+                   avg(amount_cents) AS avg_cents
+              FROM purchases GROUP BY 1, 2 \$\$,
+  allowed_lateness => '2 minutes');"
+sql "SELECT streamview.create_view(
+  name  => 'sales_by_os_10min',
+  query => \$\$ SELECT streamview.hop(ts, '10 minutes', '5 minutes') AS window_start, os,
+                   count(*) AS purchases, sum(amount_cents) AS revenue_cents,
+                   max(amount_cents) AS biggest_cents
+              FROM purchases GROUP BY 1, 2 \$\$,
+  allowed_lateness => '1 minute');"
+sql "SELECT streamview.create_view(
+  name  => 'big_spenders_5min',
+  query => \$\$ SELECT streamview.tumble(ts, '5 minutes') AS window_start, user_id,
+                   count(*) AS purchases, sum(amount_cents) AS spent_cents,
+                   bool_or(amount_cents >= 10000) AS any_over_100
+              FROM purchases WHERE amount_cents > 0 GROUP BY 1, 2 \$\$,
+  allowed_lateness => '5 minutes');"
+
+t_wait=$(date +%s%N)
+printf '\n%s-- waiting until every view has consumed all %d messages (at most %ds) ...%s' "$D" "$PRODUCED" "$CONSUME_TIMEOUT" "$R"
+wait_consumed "$PRODUCED" "$CONSUME_TIMEOUT"
+printf '%s done in %d ms%s\n' "$D" $((($(date +%s%N) - t_wait) / 1000000)) "$R"
+
+# --- results -------------------------------------------------------------------------
+heading "The views: ordinary views over ordinary tables, queried with plain SQL"
+say "Each row is one (window, keys) group: window_start, window_end, the keys, the aggregates," \
+    "and is_final: true once window_end + allowed_lateness <= the view's watermark, i.e." \
+    "no event that may still arrive can change the row. The newest minutes are not final yet."
+sql "SELECT * FROM revenue_per_minute ORDER BY window_start, country LIMIT 12;"
+say "Country 'unknown' is the column's declared default: an old app version sends no country."
+say "Hopping windows: every purchase counts in two overlapping 10-minute windows."
+sql "SELECT * FROM sales_by_os_10min ORDER BY window_start, os LIMIT 12;"
+say "An analyst's question, answered from the view: who spent most in the latest final 5 minutes?"
+sql "SELECT window_start, user_id, purchases, spent_cents, any_over_100
+  FROM big_spenders_5min
+ WHERE window_start = (SELECT max(window_start) FROM big_spenders_5min WHERE is_final)
+ ORDER BY spent_cents DESC LIMIT 5;"
+
+heading "Status: one row per view version"
+say "Nothing is lost silently: consumed = applied + duplicates + too_late + dead_lettered." \
+    "duplicates: messages whose event_id was already applied (the producer retries)." \
+    "too_late: behind the partition's watermark by more than the view's allowed_lateness;" \
+    "  each view has its own, so the 80-110 s late events are too late only for the 1-minute one." \
+    "dead_lettered: messages that cannot be read. watermark: the minimum over the partitions" \
+    "of (latest event time seen - max_out_of_orderness). lag: messages behind the log end."
+sql "SELECT view_name, version, state, watermark, consumed, applied, duplicates,
+       too_late, dead_lettered, lag
+  FROM streamview.status ORDER BY view_name;"
+
+heading "Per partition: offsets, event-time watermark, the same ledger"
+say "next_offset is stored in PostgreSQL in the same transaction as the rows it produced" \
+    "(exactly once: a crash neither loses nor double-counts an event). One view shown;" \
+    "streamview.partitions has a row per view version and partition."
+sql "SELECT partition, next_offset, log_end, lag, watermark, consumed, applied,
+       duplicates, too_late, dead_lettered, balanced
+  FROM streamview.partitions WHERE view_name = 'revenue_per_minute' ORDER BY partition;"
+
+heading "Dead letters: what was not applied, and why"
+say "Unreadable messages are recorded once for the source, with partition, offset and raw bytes." \
+    "The stream never stops for them: the rest of the partition was applied."
+sql "SELECT partition, \"offset\", reason, error, convert_from(payload, 'UTF8') AS payload
+  FROM streamview.dead_letters WHERE reason <> 'too_late' ORDER BY 1, 2 \\gx"
+say "Too-late events are recorded once per view that refused them, with their event time:"
+sql "SELECT view_name, allowed_lateness, count(*) AS too_late,
+       min(event_time) AS oldest, max(event_time) AS newest
+  FROM streamview.dead_letters JOIN streamview.views ON views.name = view_name
+ WHERE reason = 'too_late' GROUP BY 1, 2 ORDER BY 1;"
+sql "SELECT partition, \"offset\", event_time, convert_from(payload, 'UTF8')::json->>'event_id' AS event_id
+  FROM streamview.dead_letters
+ WHERE view_name = 'revenue_per_minute' AND reason = 'too_late' ORDER BY 1, 2;"
+
+# --- live ---------------------------------------------------------------------------
+heading "Live: a few more purchases arrive"
+FROM_TS=$(date -u -d "@$((START_MS / 1000 + 27 * 60))" '+%Y-%m-%d %H:%M:%S+00')
+LATEST="SELECT view_name, watermark FROM streamview.status WHERE view_name = 'revenue_per_minute';
+SELECT window_start, sum(purchases) AS purchases, sum(revenue_cents) AS revenue_cents,
+       bool_and(is_final) AS is_final
+  FROM revenue_per_minute WHERE window_start >= '$FROM_TS'
+ GROUP BY window_start ORDER BY window_start;"
+say "The latest minutes, all countries together, before:"
+sql "$LATEST"
+NOW_MS=$(date +%s%3N)
+perl demo/generate.pl --live --out "$DIR/live" --start-ms "$NOW_MS" --partitions "$PARTITIONS" |
+    while IFS= read -r l; do say "$l"; done
+t_live=$(date +%s%N)
+LIVE=$(produce "$DIR/live")
+wait_consumed $((PRODUCED + LIVE)) 30
+say "all views applied the $LIVE new messages $((($(date +%s%N) - t_live) / 1000000)) ms after kcat started sending them. After:"
+sql "$LATEST"
+say "The current minute appeared; the purchases from 40-50 s ago were added to an already" \
+    "published minute (an upsert corrects the row); the watermark moved on, and windows with" \
+    "window_end + 2 minutes <= watermark became final."
+
+# --- end -----------------------------------------------------------------------------
+heading "Done"
+if [ "${KEEP:-0}" = 1 ]; then
+    cat <<EOF
+PostgreSQL and the broker keep running (KEEP=1). Scratch directory: $DIR
+
+  Connect:          psql -h 127.0.0.1 -p $PORT -U $SUPERUSER postgres
+  Produce an event: printf 'u001\t{"event_id":"manual-%s","user_id":"u001","country":"FR","amount_cents":4200,"ts":%s,"device":{"os":"ios"}}\n' \\
+                        "\$(date +%s%N)" "\$(date +%s%3N)" | kcat -P -b $BOOTSTRAP -t $TOPIC -p 0 -K '\t'
+  Stop everything:  bash $ROOT/demo/demo.sh stop $DIR
+
+  PostgreSQL log:   $DIR/postgres.log
+EOF
+else
+    echo "Stopping PostgreSQL and the broker, removing $DIR."
+    echo "To keep them running and play with the views yourself: KEEP=1 make demo"
+fi

@@ -1,0 +1,829 @@
+# StreamViewTest: helpers for pg_streamview's TAP tests.
+#
+#  - a mock Kafka broker (test/bin/broker.sh) under tmp_check, stopped at exit;
+#  - producing [partition, key, value-or-undef] messages with kcat, in order;
+#  - a PostgreSQL node with the extension preloaded;
+#  - polling and fetching helpers;
+#  - an ORACLE: an independent Perl model of the contract (how messages are
+#    read, duplicates, too-late events, windows, aggregates, counters,
+#    dead letters, watermark), written from DESIGN.md, not from the C code;
+#  - a deterministic generator of messy streams.
+package StreamViewTest;
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path);
+use IPC::Run;
+use JSON::PP;
+use Time::Local qw(timegm);
+use Time::HiRes qw(usleep);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use Exporter 'import';
+our @EXPORT = qw(
+  broker_start broker_stop produce new_node
+  wait_consumed wait_for query_rows status_row partition_rows worker_pids
+  oracle_new oracle_run view_sql_rows compare_rows
+  check_view_against_oracle check_unreadable_dead_letters us_to_iso iso_ms gen_stream
+);
+
+our $ROOT      = abs_path(dirname(__FILE__) . '/../..');
+our $BROKER_SH = "$ROOT/test/bin/broker.sh";
+
+my @brokers;    # started here, stopped at exit
+
+######################################################################
+# Broker
+######################################################################
+
+# broker_start($name, {topic => partitions, ...}) -> {dir, addr}
+sub broker_start
+{
+	my ($name, $topics) = @_;
+	my $dir = "$PostgreSQL::Test::Utils::tmp_check/broker_$name";
+	make_path($dir);
+	my @args = ($BROKER_SH, 'start', $dir);
+	push @args, '--topic', "$_:$topics->{$_}" for sort keys %$topics;
+	my ($out, $err);
+	IPC::Run::run(\@args, '>', \$out, '2>', \$err)
+	  or die "broker.sh start failed: $err";
+	chomp $out;
+	my $brk = { dir => $dir, addr => $out, name => $name };
+	push @brokers, $brk;
+	note "broker $name at $out";
+	return $brk;
+}
+
+sub broker_stop
+{
+	my ($brk) = @_;
+	return unless $brk && !$brk->{stopped};
+	IPC::Run::run([ $BROKER_SH, 'stop', $brk->{dir} ], '>', \my $o, '2>', \my $e);
+	$brk->{stopped} = 1;
+	return;
+}
+
+END
+{
+	my $rc = $?;
+	broker_stop($_) for @brokers;
+	$? = $rc;
+}
+
+# produce($broker, $topic, [[partition, key, value-or-undef], ...]):
+# messages go to their partition in list order; undef value = NULL payload.
+sub produce
+{
+	my ($brk, $topic, $msgs) = @_;
+	my %byp;
+	for my $m (@$msgs)
+	{
+		my ($p, $k, $v) = @$m;
+		$k = '' unless defined $k;
+		die "key/value with tab or newline" if $k =~ /[\t\n]/ || (defined $v && $v =~ /[\t\n]/);
+		die "empty value would become NULL" if defined $v && $v eq '';
+		push @{ $byp{$p} }, $k . "\t" . (defined $v ? $v : '') . "\n";
+	}
+	for my $p (sort { $a <=> $b } keys %byp)
+	{
+		my $in = join('', @{ $byp{$p} });
+		my ($out, $err);
+		IPC::Run::run(
+			[ 'kcat', '-P', '-b', $brk->{addr}, '-t', $topic, '-p', $p, '-K', "\t", '-Z' ],
+			'<', \$in, '>', \$out, '2>', \$err)
+		  or die "kcat failed for partition $p: $err";
+	}
+	return;
+}
+
+######################################################################
+# PostgreSQL
+######################################################################
+
+# new_node($name, batch_size => N, conf => "extra lines")
+sub new_node
+{
+	my ($name, %o) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my $conf = "shared_preload_libraries = 'pg_streamview'\n"
+	  . "streamview.restart_delay = 1\n"
+	  . "streamview.max_restart_delay = 2\n"
+	  . "streamview.launcher_naptime = 200\n"
+	  . "max_worker_processes = 16\n"
+	  . "log_min_messages = info\n";
+	$conf .= "streamview.batch_size = $o{batch_size}\n" if $o{batch_size};
+	$conf .= $o{conf} if $o{conf};
+	$node->append_conf('postgresql.conf', $conf);
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION pg_streamview');
+	return $node;
+}
+
+# Poll until $sql returns $expected (default 't'); returns true/false.
+sub wait_for
+{
+	my ($node, $sql, $expected) = @_;
+	return $node->poll_query_until('postgres', $sql, $expected // 't');
+}
+
+# Wait until the live version of $view has consumed at least $n messages.
+sub wait_consumed
+{
+	my ($node, $view, $n) = @_;
+	return wait_for($node,
+		"SELECT coalesce((SELECT consumed FROM streamview.status "
+		  . "WHERE view_name = '$view' AND is_live), -1) >= $n");
+}
+
+# Rows of a query, as arrays of strings (NULL -> 'NULL'), in the order
+# returned (sort in SQL or with sort_rows).
+sub query_rows
+{
+	my ($node, $sql) = @_;
+	my $out = $node->safe_psql('postgres', $sql,
+		extra_params => [ '-P', 'null=NULL', '-F', "\x1f" ]);
+	return [ map { [ split /\x1f/, $_, -1 ] } grep { $_ ne '' } split /\n/, $out ];
+}
+
+sub status_row
+{
+	my ($node, $view) = @_;
+	my $r = query_rows($node,
+		"SELECT consumed, applied, duplicates, too_late, dead_lettered, "
+		  . "(extract(epoch FROM watermark) * 1000)::bigint, state "
+		  . "FROM streamview.status WHERE view_name = '$view' AND is_live");
+	return undef unless @$r;
+	my %h;
+	@h{qw(consumed applied duplicates too_late dead_lettered watermark_ms state)} = @{ $r->[0] };
+	return \%h;
+}
+
+# {partition => {next_offset, consumed, applied, duplicates, too_late,
+#                dead_lettered, balanced, max_et_ms}} of the live version
+sub partition_rows
+{
+	my ($node, $view) = @_;
+	my $r = query_rows($node,
+		"SELECT p.partition, p.next_offset, p.consumed, p.applied, p.duplicates, "
+		  . "p.too_late, p.dead_lettered, p.balanced, "
+		  . "(extract(epoch FROM p.max_event_time) * 1000)::bigint "
+		  . "FROM streamview.partitions p JOIN streamview.status s USING (view_name, version) "
+		  . "WHERE p.view_name = '$view' AND s.is_live ORDER BY 1");
+	my %h;
+	for (@$r)
+	{
+		my %x;
+		@x{qw(next_offset consumed applied duplicates too_late dead_lettered balanced max_et_ms)} =
+		  @$_[ 1 .. 8 ];
+		$h{ $_->[0] } = \%x;
+	}
+	return \%h;
+}
+
+# pids of the source workers: {source_name => pid}
+sub worker_pids
+{
+	my ($node) = @_;
+	my $r = query_rows($node,
+		"SELECT application_name, pid FROM pg_stat_activity "
+		  . "WHERE backend_type = 'pg_streamview consumer' ORDER BY 1");
+	my %h;
+	for (@$r)
+	{
+		my ($app, $pid) = @$_;
+		(my $src = $app) =~ s/^pg_streamview source //;
+		$h{$src} = $pid;
+	}
+	return \%h;
+}
+
+######################################################################
+# Time helpers (all times are integer microseconds since the Unix epoch)
+######################################################################
+
+sub us_to_iso
+{
+	my ($us, $offset_min) = @_;
+	$offset_min //= 0;
+	my $local = $us + $offset_min * 60_000_000;
+	my $secs  = int($local / 1_000_000);
+	my $frac  = $local - $secs * 1_000_000;
+	my @t     = gmtime($secs);
+	my $s = sprintf('%04d-%02d-%02dT%02d:%02d:%02d', $t[5] + 1900, $t[4] + 1, @t[ 3, 2, 1, 0 ]);
+	$s .= sprintf('.%03d', $frac / 1000) if $frac;
+	if ($offset_min == 0) { $s .= 'Z' }
+	else
+	{
+		my $sign = $offset_min < 0 ? '-' : '+';
+		my $a    = abs $offset_min;
+		$s .= sprintf('%s%02d:%02d', $sign, int($a / 60), $a % 60);
+	}
+	return $s;
+}
+
+# ISO-8601 (as the generator writes it) -> microseconds, or undef
+sub iso_us
+{
+	my ($s) = @_;
+	return undef
+	  unless $s =~ /^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(Z|[+-]\d\d:?\d\d)$/;
+	my ($Y, $M, $D, $h, $m, $sec, $frac, $tz) = ($1, $2, $3, $4, $5, $6, $7, $8);
+	return undef if $M < 1 || $M > 12 || $D < 1 || $D > 31 || $h > 23 || $m > 59 || $sec > 59;
+	my $t = eval { timegm($sec, $m, $h, $D, $M - 1, $Y) };
+	return undef unless defined $t;
+	my $us = $t * 1_000_000;
+	$us += substr($frac . '000000', 0, 6) if defined $frac;
+	if ($tz ne 'Z')
+	{
+		my ($sg, $oh, $om) = $tz =~ /^([+-])(\d\d):?(\d\d)$/;
+		my $off = ($oh * 60 + $om) * 60_000_000;
+		$us -= $sg eq '+' ? $off : -$off;
+	}
+	return $us;
+}
+
+sub iso_ms { my $us = iso_us(@_); return defined $us ? int($us / 1000) : undef }
+
+######################################################################
+# Oracle
+######################################################################
+
+# oracle_new(
+#   columns => {name => "type" | {type, path, default, required}},
+#   event_time => 'ts', event_id => 'event_id' | undef,
+#   max_out_of_orderness_ms => 5000,
+#   views => [ {name, lateness_ms, window => ['tumble', size_ms] | ['hop', size_ms, slide_ms],
+#               keys => [col...], where => sub { my ($row) = @_; ... } | undef,
+#               aggs => [[out_name, kind, col], ...]} ])
+# kinds: count_star, count, sum, min, max, avg, bool_and, bool_or
+sub oracle_new
+{
+	my (%o) = @_;
+	my %cols;
+	for my $c (keys %{ $o{columns} })
+	{
+		my $spec = $o{columns}{$c};
+		$spec = { type => $spec } unless ref $spec;
+		$cols{$c} = {
+			type     => $spec->{type},
+			path     => [ split /\./, ($spec->{path} // $c) ],
+			default  => $spec->{default},
+			required => $spec->{required} ? 1 : 0,
+		};
+	}
+	my $self = {
+		cols      => \%cols,
+		et        => $o{event_time},
+		eid       => $o{event_id},
+		mooo      => $o{max_out_of_orderness_ms} * 1000,
+		views     => $o{views},
+		parts     => {},     # p -> {max_et, n}
+		dead      => [],     # unreadable: [p, offset, reason]
+		vstate    => {},     # view -> {groups, seen, counters, too_late}
+	};
+	for my $v (@{ $o{views} })
+	{
+		$v->{_lateness_us} = $v->{lateness_ms} * 1000;
+		$self->{vstate}{ $v->{name} } = { groups => {}, seen => {}, counters => {}, too_late => [] };
+	}
+	return bless $self, 'StreamViewTest::Oracle';
+}
+
+sub oracle_run { my ($o, $msgs) = @_; $o->feed($msgs); return $o }
+
+package StreamViewTest::Oracle;
+
+use strict;
+use warnings;
+use JSON::PP;
+
+my $json = JSON::PP->new->allow_nonref;
+
+# Read one payload: (\%row, undef) or (undef, reason)
+sub read_message
+{
+	my ($self, $payload) = @_;
+	return (undef, 'invalid_json') unless defined $payload;
+	my $doc = eval { $json->decode($payload) };
+	return (undef, 'invalid_json') if $@ || ref($doc) ne 'HASH';
+	my %row;
+	# Every column is checked; if several are bad the generator never mixes
+	# reasons, so the order does not matter.
+	my $reason;
+	for my $c (sort keys %{ $self->{cols} })
+	{
+		my $spec = $self->{cols}{$c};
+		my $v    = $doc;
+		for my $k (@{ $spec->{path} })
+		{
+			if (ref $v eq 'HASH' && exists $v->{$k}) { $v = $v->{$k} }
+			else { $v = undef; last }
+		}
+		if (!defined $v)
+		{
+			if ($spec->{required} || $c eq $self->{et})
+			{
+				$reason //= 'missing_field';
+				next;
+			}
+			$row{$c} = defined $spec->{default} ? convert($spec->{type}, $spec->{default}, 1) : undef;
+			next;
+		}
+		my $x = convert($spec->{type}, $v, 0);
+		if (!defined $x)
+		{
+			$reason //= 'invalid_value';
+			next;
+		}
+		$row{$c} = $x;
+	}
+	return (undef, $reason) if $reason;
+	return (\%row, undef);
+}
+
+# JSON value -> Perl value for a column type, or undef if invalid.
+# Defaults are given as text (or JSON scalars) and read like input text.
+sub convert
+{
+	my ($type, $v, $is_default) = @_;
+	my $isnum = !ref($v) && is_json_number($v);    # before anything stringifies $v
+	if ($type eq 'text')
+	{
+		return ref $v ? undef : "$v";
+	}
+	if ($type =~ /^(bigint|int|integer|smallint)$/)
+	{
+		return undef if ref $v;
+		return undef unless "$v" =~ /^-?\d+$/;
+		return 0 + $v;
+	}
+	if ($type eq 'boolean')
+	{
+		return ($v ? 1 : 0) if JSON::PP::is_bool($v);
+		return ("$v" eq 'true' ? 1 : 0) if $is_default && "$v" =~ /^(true|false)$/;
+		return undef;
+	}
+	if ($type eq 'timestamptz')
+	{
+		return undef if ref $v;
+		if ($isnum && !$is_default)
+		{
+			return undef unless "$v" =~ /^-?\d+$/;
+			return $v * 1000;
+		}
+		return StreamViewTest::iso_us("$v");
+	}
+	die "oracle: unsupported type $type";
+}
+
+# Was this scalar a JSON number (not a string)?  JSON::PP decodes numbers
+# to IV/NV and strings to PV; look before anything stringifies it.
+sub is_json_number
+{
+	require B;
+	my $flags = B::svref_2object(\$_[0])->FLAGS;
+	return ($flags & (B::SVf_IOK() | B::SVf_NOK())) && !($flags & B::SVf_POK()) ? 1 : 0;
+}
+
+sub window_starts
+{
+	my ($w, $t) = @_;
+	use integer;
+	if ($w->[0] eq 'tumble')
+	{
+		my $size = $w->[1] * 1000;
+		return (($t / $size) * $size);
+	}
+	my ($size, $slide) = ($w->[1] * 1000, $w->[2] * 1000);
+	my @s;
+	for (my $s = ($t / $slide) * $slide; $s > $t - $size; $s -= $slide) { unshift @s, $s }
+	return @s;
+}
+
+# feed([[p, key, value], ...]): messages of each partition in list order
+# (partitions are independent, so the interleaving does not matter).
+sub feed
+{
+	my ($self, $msgs) = @_;
+	for my $m (@$msgs)
+	{
+		my ($p, $key, $payload) = @$m;
+		my $ps = $self->{parts}{$p} //= { max_et => undef, n => 0 };
+		my $offset = $ps->{n}++;
+		my ($row, $reason) = $self->read_message($payload);
+		if (!$row)
+		{
+			push @{ $self->{dead} }, [ $p, $offset, $reason ];
+			for my $v (@{ $self->{views} })
+			{
+				my $c = $self->{vstate}{ $v->{name} }{counters}{$p} //= new_counters();
+				$c->{consumed}++;
+				$c->{dead_lettered}++;
+			}
+			next;
+		}
+		my $t   = $row->{ $self->{et} };
+		my $eid = defined $self->{eid} ? $row->{ $self->{eid} } : undef;
+		for my $v (@{ $self->{views} })
+		{
+			my $vs = $self->{vstate}{ $v->{name} };
+			my $c  = $vs->{counters}{$p} //= new_counters();
+			$c->{consumed}++;
+			my $floor;
+			$floor = $ps->{max_et} - $self->{mooo} - $v->{_lateness_us} if defined $ps->{max_et};
+			my $dup = 0;
+			if (defined $eid && exists $vs->{seen}{$eid})
+			{
+				my ($sp, $st) = @{ $vs->{seen}{$eid} };
+				my $sps = $self->{parts}{$sp};
+				my $sfloor = $sps->{max_et} - $self->{mooo} - $v->{_lateness_us};
+				$dup = 1 if $st >= $sfloor;
+			}
+			if ($dup)
+			{
+				$c->{duplicates}++;
+			}
+			elsif (defined $floor && $t < $floor)
+			{
+				$c->{too_late}++;
+				push @{ $vs->{too_late} }, [ $p, $offset ];
+			}
+			else
+			{
+				$c->{applied}++;
+				$vs->{seen}{$eid} = [ $p, $t ] if defined $eid;
+				$self->aggregate($v, $row) if !$v->{where} || $v->{where}->($row);
+			}
+		}
+		$ps->{max_et} = $t if !defined $ps->{max_et} || $t > $ps->{max_et};
+	}
+	return;
+}
+
+sub new_counters
+{
+	return { consumed => 0, applied => 0, duplicates => 0, too_late => 0, dead_lettered => 0 };
+}
+
+sub aggregate
+{
+	my ($self, $v, $row) = @_;
+	my $groups = $self->{vstate}{ $v->{name} }{groups};
+	for my $ws (window_starts($v->{window}, $row->{ $self->{et} }))
+	{
+		my @kv = map { $row->{$_} } @{ $v->{keys} };
+		my $gk = join("\x1e", $ws, map { defined $_ ? "v$_" : 'N' } @kv);
+		my $g = $groups->{$gk} //= { ws => $ws, keys => \@kv, st => [ map { {} } @{ $v->{aggs} } ] };
+		my $i = 0;
+		for my $a (@{ $v->{aggs} })
+		{
+			my ($name, $kind, $col) = @$a;
+			my $st = $g->{st}[ $i++ ];
+			if ($kind eq 'count_star') { $st->{n}++; next }
+			my $x = $row->{$col};
+			next unless defined $x;
+			if    ($kind eq 'count') { $st->{n}++ }
+			elsif ($kind eq 'sum') { $st->{s} += $x }
+			elsif ($kind eq 'min') { $st->{m} = $x if !defined $st->{m} || $x < $st->{m} }
+			elsif ($kind eq 'max') { $st->{m} = $x if !defined $st->{m} || $x > $st->{m} }
+			elsif ($kind eq 'avg') { $st->{s} += $x; $st->{n}++ }
+			elsif ($kind eq 'bool_and') { $st->{b} = defined $st->{b} ? ($st->{b} && $x ? 1 : 0) : $x }
+			elsif ($kind eq 'bool_or') { $st->{b} = defined $st->{b} ? ($st->{b} || $x ? 1 : 0) : $x }
+			else { die "oracle: unknown aggregate $kind" }
+		}
+	}
+	return;
+}
+
+# The view's watermark (us): min over partitions with a readable event of
+# max_et - max_out_of_orderness; undef if none.
+sub watermark
+{
+	my ($self) = @_;
+	my $wm;
+	for my $ps (values %{ $self->{parts} })
+	{
+		next unless defined $ps->{max_et};
+		my $w = $ps->{max_et} - $self->{mooo};
+		$wm = $w if !defined $wm || $w < $wm;
+	}
+	return $wm;
+}
+
+sub view
+{
+	my ($self, $name) = @_;
+	my ($v) = grep { $_->{name} eq $name } @{ $self->{views} };
+	die "oracle: no view $name" unless $v;
+	return $v;
+}
+
+# Expected rows of a view: [ws_us, we_us, keys..., aggs..., is_final], as
+# strings ('NULL' for NULL, 't'/'f' for booleans); avg as a number.
+sub rows
+{
+	my ($self, $name) = @_;
+	my $v    = $self->view($name);
+	my $wm   = $self->watermark;
+	my $size = $v->{window}[1] * 1000;
+	my @rows;
+	for my $g (values %{ $self->{vstate}{$name}{groups} })
+	{
+		my @r = ($g->{ws}, $g->{ws} + $size, map { defined $_ ? $_ : 'NULL' } @{ $g->{keys} });
+		my $i = 0;
+		for my $a (@{ $v->{aggs} })
+		{
+			my ($n, $kind) = @$a;
+			my $st = $g->{st}[ $i++ ];
+			my $val;
+			if    ($kind eq 'count_star' || $kind eq 'count') { $val = $st->{n} // 0 }
+			elsif ($kind eq 'sum' || $kind eq 'min' || $kind eq 'max') { $val = $st->{ $kind eq 'sum' ? 's' : 'm' } }
+			elsif ($kind eq 'avg') { $val = $st->{n} ? $st->{s} / $st->{n} : undef }
+			else { $val = defined $st->{b} ? ($st->{b} ? 't' : 'f') : undef }
+			push @r, defined $val ? $val : 'NULL';
+		}
+		my $final = defined $wm && $g->{ws} + $size + $v->{_lateness_us} <= $wm ? 't' : 'f';
+		push @r, $final;
+		push @rows, \@r;
+	}
+	return \@rows;
+}
+
+sub counters { my ($self, $name) = @_; return $self->{vstate}{$name}{counters} }
+sub too_late { my ($self, $name) = @_; return $self->{vstate}{$name}{too_late} }
+sub dead     { my ($self) = @_; return $self->{dead} }
+sub part_state { my ($self) = @_; return $self->{parts} }
+
+package StreamViewTest;
+
+# The SQL that reads a view in the oracle's row format.
+sub view_sql_rows
+{
+	my ($node, $oracle, $name, $relation) = @_;
+	my $v = $oracle->view($name);
+	$relation //= $name;
+	my @cols = (
+		'(extract(epoch FROM window_start) * 1000000)::bigint',
+		'(extract(epoch FROM window_end) * 1000000)::bigint',
+		(map { qq{"$_"} } @{ $v->{keys} }),
+		(map { qq{"$_->[0]"} } @{ $v->{aggs} }),
+		'is_final');
+	return query_rows($node, 'SELECT ' . join(', ', @cols) . " FROM $relation");
+}
+
+# compare_rows(\@got, \@expected, nkeycols, \%tolerant_col_index, $label):
+# one test; both directions; diagnostics list up to 10 differences.
+sub compare_rows
+{
+	my ($got, $exp, $nkey, $tol, $label) = @_;
+	my (%g, %e, @problems);
+	my $kf = sub { join("\x1e", @{ $_[0] }[ 0 .. $nkey - 1 ]) };
+	for (@$got)
+	{
+		my $k = $kf->($_);
+		push @problems, "duplicate row in table: @$_" if exists $g{$k};
+		$g{$k} = $_;
+	}
+	$e{ $kf->($_) } = $_ for @$exp;
+	my ($missing, $extra, $diff) = (0, 0, 0);
+	for my $k (sort keys %e)
+	{
+		if (!exists $g{$k}) { $missing++; push @problems, "missing: @{$e{$k}}"; next }
+		my ($gr, $er) = ($g{$k}, $e{$k});
+		my $same = @$gr == @$er;
+		for my $i (0 .. $#$er)
+		{
+			last unless $same;
+			if ($tol->{$i} && $gr->[$i] ne 'NULL' && $er->[$i] ne 'NULL')
+			{
+				$same = 0 if abs($gr->[$i] - $er->[$i]) > 1e-6 * (1 + abs($er->[$i]));
+			}
+			else { $same = 0 if $gr->[$i] ne $er->[$i] }
+		}
+		if (!$same) { $diff++; push @problems, "differs: got [@$gr] expected [@$er]" }
+	}
+	for my $k (sort keys %g)
+	{
+		next if exists $e{$k};
+		$extra++;
+		push @problems, "extra: @{$g{$k}}";
+	}
+	my $ok = ok(!@problems,
+		"$label: " . scalar(@$got) . " rows vs " . scalar(@$exp) . " expected "
+		  . "(missing $missing, extra $extra, different $diff)");
+	if (!$ok)
+	{
+		diag($_) for @problems[ 0 .. ($#problems > 9 ? 9 : $#problems) ];
+	}
+	return $ok;
+}
+
+# Compare one view's table, counters, dead letters and watermark with the
+# oracle.  Returns nothing; emits several tests.
+sub check_view_against_oracle
+{
+	my ($node, $oracle, $name, %o) = @_;
+	my $label = $o{label} // $name;
+	my $v     = $oracle->view($name);
+	my $nkey  = 2 + @{ $v->{keys} };
+	my %tol;
+	my $i = $nkey;
+	for (@{ $v->{aggs} }) { $tol{$i} = 1 if $_->[1] eq 'avg'; $i++ }
+
+	compare_rows(view_sql_rows($node, $oracle, $name), $oracle->rows($name), $nkey, \%tol,
+		"$label: rows equal the oracle");
+
+	# per-partition counters
+	my $parts = partition_rows($node, $name);
+	my $exp   = $oracle->counters($name);
+	my $ps    = $oracle->part_state;
+	my @bad;
+	for my $p (sort { $a <=> $b } keys %$exp)
+	{
+		my $g = $parts->{$p};
+		if (!$g) { push @bad, "partition $p missing"; next }
+		for my $f (qw(consumed applied duplicates too_late dead_lettered))
+		{
+			push @bad, "p$p $f: got $g->{$f}, expected $exp->{$p}{$f}"
+			  if $g->{$f} != $exp->{$p}{$f};
+		}
+		push @bad, "p$p next_offset: got $g->{next_offset}, expected $ps->{$p}{n}"
+		  if $g->{next_offset} != $ps->{$p}{n};
+		push @bad, "p$p not balanced" unless $g->{balanced} eq 't';
+		my $met = defined $ps->{$p}{max_et} ? int($ps->{$p}{max_et} / 1000) : 'NULL';
+		push @bad, "p$p max_event_time: got $g->{max_et_ms}, expected $met"
+		  if $g->{max_et_ms} ne $met;
+	}
+	for my $p (keys %$parts) { push @bad, "unexpected partition $p" unless $exp->{$p} }
+	ok(!@bad, "$label: per-partition offsets, counters and max event time equal the oracle")
+	  or diag(join("\n", @bad));
+
+	my %tot;
+	for my $c (values %$exp) { $tot{$_} += $c->{$_} for keys %$c }
+	my $st = status_row($node, $name);
+	is(join(' ', map { $st->{$_} } qw(consumed applied duplicates too_late dead_lettered)),
+		join(' ', map { $tot{$_} } qw(consumed applied duplicates too_late dead_lettered)),
+		"$label: status totals (consumed applied duplicates too_late dead_lettered)");
+
+	my $wm = $oracle->watermark;
+	is($st->{watermark_ms}, defined $wm ? int($wm / 1000) : '', "$label: watermark equals the oracle");
+
+	# too-late dead letters of this view (live version)
+	my $tl = query_rows($node,
+		"SELECT d.partition, d.\"offset\" FROM streamview.dead_letters d "
+		  . "JOIN streamview.status s ON s.view_name = d.view_name AND s.version = d.version AND s.is_live "
+		  . "WHERE d.view_name = '$name' AND d.reason = 'too_late' ORDER BY 1, 2");
+	my @exp_tl = sort { $a->[0] <=> $b->[0] || $a->[1] <=> $b->[1] } @{ $oracle->too_late($name) };
+	is_deeply([ map { "$_->[0]:$_->[1]" } @$tl ], [ map { "$_->[0]:$_->[1]" } @exp_tl ],
+		"$label: too_late dead letters (partition, offset) equal the oracle ("
+		  . scalar(@exp_tl) . ")");
+	return;
+}
+
+# Unreadable dead letters (view_name NULL) of a source vs the oracle.
+sub check_unreadable_dead_letters
+{
+	my ($node, $oracle, $source, $label) = @_;
+	my $got = query_rows($node,
+		"SELECT partition, \"offset\", reason FROM streamview.dead_letters "
+		  . "WHERE source_name = '$source' AND view_name IS NULL ORDER BY 1, 2, 3");
+	my @exp = sort { $a->[0] <=> $b->[0] || $a->[1] <=> $b->[1] } @{ $oracle->dead };
+	is_deeply([ map { join(':', @$_) } @$got ], [ map { join(':', @$_) } @exp ],
+		($label // $source) . ": unreadable dead letters (partition, offset, reason) equal the oracle ("
+		  . scalar(@exp) . ")");
+	return;
+}
+
+######################################################################
+# Generator
+######################################################################
+
+# gen_stream(partitions => 4, per_partition => 5000, seed => 42,
+#            base_ms => ..., mooo_ms => 5000, lateness_ms => [10000, 20000, 30000],
+#            users => 8, first_id => 0, clock => \%clock_state)
+# Returns [[p, key, value-or-undef], ...] partition-interleaved.  A messy
+# mix: disorder within max_out_of_orderness, late events within the largest
+# lateness, too-late events, exact lateness boundaries, duplicate ids (same
+# partition, shortly after), events without an id, bad messages of every
+# kind, ISO (Z and offsets) and epoch-ms times, nested and defaulted columns.
+# Pass the same state hash to continue a stream in chunks.
+sub gen_stream
+{
+	my (%o) = @_;
+	my $P     = $o{partitions};
+	my $n     = $o{per_partition};
+	my $mooo  = $o{mooo_ms} // 5000;
+	my @lat   = @{ $o{lateness_ms} // [10000] };
+	my $maxl  = (sort { $b <=> $a } @lat)[0];
+	my $st    = $o{state} // {};
+	my $enc   = JSON::PP->new->canonical->ascii;
+	srand($o{seed}) if defined $o{seed};
+	$st->{seq} //= 0;
+	my @users = map { "u$_" } 1 .. ($o{users} // 8);
+	push @users, 'u"q\\x' if $o{odd_users};
+	my @regions = qw(eu us ap);
+
+	my @bad_kinds = qw(bad_json null_payload non_object missing_ts null_ts missing_amount
+	  null_user bad_amount bad_ts bad_qty bad_flag array_amount);
+
+	my @out;
+	for my $p (0 .. $P - 1)
+	{
+		my $ps = $st->{p}{$p} //= { clock => $o{base_ms} + $p * 7_000 + 123, max_et => undef, recent => [] };
+		for my $i (1 .. $n)
+		{
+			$ps->{clock} += 100 + int(rand(300));
+			my $clock = $ps->{clock};
+			my $r     = rand();
+			my $id    = sprintf('e%d-%d', $p, $st->{seq}++);
+			my $user  = $users[ int(rand(@users)) ];
+			my %ev    = (
+				event_id     => $id,
+				user_id      => $user,
+				amount_cents => int(rand(10000)),
+			);
+			$ev{meta}   = { qty => 1 + int(rand(5)), src => 'web' } if rand() < 0.7;
+			$ev{region} = $regions[ int(rand(@regions)) ] if rand() < 0.8;
+			$ev{flag}   = (rand() < 0.7 ? JSON::PP::true : JSON::PP::false) if rand() < 0.85;
+			$ev{extra}  = 'ignored' if rand() < 0.1;
+			my $t;        # event time in ms
+			my $kind = 'normal';
+			if    ($r < 0.05) { $kind = 'late';     $t = $clock - $mooo - int(rand($maxl - 1000)) }
+			elsif ($r < 0.07) { $kind = 'too_late'; $t = $clock - $mooo - $maxl - 60_000 - int(rand(60_000)) }
+			elsif ($r < 0.075 && defined $ps->{max_et})
+			{
+				$kind = 'boundary';
+				my $l = $lat[ int(rand(@lat)) ];
+				$t = $ps->{max_et} - $mooo - $l - (rand() < 0.5 ? 0 : 1);
+			}
+			elsif ($r < 0.105 && @{ $ps->{recent} }) { $kind = 'dup' }
+			elsif ($r < 0.135) { $kind = 'noid'; delete $ev{event_id} }
+			elsif ($r < 0.175) { $kind = $bad_kinds[ int(rand(@bad_kinds)) ] }
+			$t //= $clock - int(rand($mooo + 1));
+
+			my $value;
+			if ($kind eq 'dup')
+			{
+				my $orig = $ps->{recent}[ int(rand(@{ $ps->{recent} })) ];
+				$value = $orig->{value};
+				if (rand() < 0.3)    # same id, different content: still a duplicate
+				{
+					my $d = $enc->decode($value);
+					$d->{amount_cents} = 1 + ($d->{amount_cents} // 0);
+					$value = $enc->encode($d);
+				}
+				push @out, [ $p, $orig->{key}, $value ];
+				$ps->{recent} = [] if ++$ps->{since} > 2;
+				next;    # same event time as the original: max_et unchanged
+			}
+			$ev{ts} = ts_value($t, $i);
+			if    ($kind eq 'bad_json')       { $value = '{"event_id":"' . $id . '","ts":' }
+			elsif ($kind eq 'null_payload')   { $value = undef }
+			elsif ($kind eq 'non_object')     { $value = ('[1,2,3]', '"just_a_string"', '42', 'null', 'true')[ int(rand(5)) ] }
+			elsif ($kind eq 'missing_ts')     { delete $ev{ts} }
+			elsif ($kind eq 'null_ts')        { $ev{ts} = undef }
+			elsif ($kind eq 'missing_amount') { delete $ev{amount_cents} }
+			elsif ($kind eq 'null_user')      { $ev{user_id} = undef }
+			elsif ($kind eq 'bad_amount')     { $ev{amount_cents} = 'abc' }
+			elsif ($kind eq 'bad_ts')         { $ev{ts} = 'not-a-time' }
+			elsif ($kind eq 'bad_qty')        { $ev{meta} = { qty => 'many' } }
+			elsif ($kind eq 'bad_flag')       { $ev{flag} = 'maybe' }
+			elsif ($kind eq 'array_amount')   { $ev{amount_cents} = [1] }
+			$value = $enc->encode(\%ev) if !defined $value && $kind ne 'null_payload';
+			push @out, [ $p, $user, $value ];
+			my $readable = $kind =~ /^(normal|late|too_late|boundary|noid)$/;
+			$ps->{max_et} = $t if $readable && (!defined $ps->{max_et} || $t > $ps->{max_et});
+			# a duplicate repeats the latest on-time event, at most 3 messages later
+			if ($kind eq 'normal') { $ps->{recent} = [ { key => $user, value => $value } ]; $ps->{since} = 0 }
+			elsif (++$ps->{since} > 2) { $ps->{recent} = [] }
+		}
+	}
+	# interleave partitions round-robin (order within a partition is kept)
+	my %byp;
+	push @{ $byp{ $_->[0] } }, $_ for @out;
+	my @mixed;
+	while (grep { @{ $byp{$_} } } keys %byp)
+	{
+		for my $p (sort keys %byp) { push @mixed, shift @{ $byp{$p} } if @{ $byp{$p} } }
+	}
+	return \@mixed;
+}
+
+# Event time (ms) as a JSON value: epoch-ms numbers and ISO strings, some
+# with a UTC offset.
+sub ts_value
+{
+	my ($ms, $i) = @_;
+	my $r = $i % 4;
+	return $ms + 0 if $r == 0 || $r == 1;
+	return us_to_iso($ms * 1000, 0) if $r == 2;
+	return us_to_iso($ms * 1000, ($i % 8 == 3) ? 120 : -330);
+}
+
+1;
