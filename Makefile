@@ -20,7 +20,7 @@ endif
 SHLIB_LINK  = -lrdkafka
 
 REGRESS      = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=pgtap
+REGRESS_OPTS = --inputdir=test --temp-config=test/pg_streamview.conf --temp-instance=./tmp_check
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)

@@ -83,9 +83,11 @@ CREATE TABLE streamview.versions (
     replay_started_at timestamptz,
     caught_up_at      timestamptz,
     validated_at      timestamptz,
+    validated_by      name,
     swapped_at        timestamptz,
     swapped_by        name,
     retired_at        timestamptz,
+    retired_by        name,
     failed_at         timestamptz,
     PRIMARY KEY (view_id, version)
 );
@@ -200,8 +202,26 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
 -- Catalog tables are written by the extension's functions (as the extension
 -- owner), never directly by users.
 REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;
+
+-- Dead letters and worker errors hold the topic's data: each role sees the
+-- rows of the sources it owns (or is a member of the owner of).
+CREATE FUNCTION streamview._may_read_source(source_name text)
+RETURNS bool
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT EXISTS (SELECT 1 FROM streamview.sources s
+                      WHERE s.name = source_name AND pg_has_role(s.owner, 'USAGE')) $$;
+GRANT EXECUTE ON FUNCTION streamview._may_read_source(text) TO PUBLIC;
+ALTER TABLE streamview.dead_letters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE streamview.worker_errors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
+    USING (streamview._may_read_source(source_name));
+CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
+    USING (streamview._may_read_source(source_name));
 -- Views read the watermark of their version from here; the queries are no secret.
-GRANT SELECT ON streamview.versions, streamview.views TO PUBLIC;
+GRANT SELECT ON streamview.versions, streamview.views, streamview.dead_letters,
+                streamview.worker_errors, streamview.validations, streamview.swaps,
+                streamview.checks TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Windows
@@ -671,13 +691,6 @@ DECLARE
     vrow   int;
 BEGIN
     v := streamview._lock_view(caller, view_name);
-    SELECT x.version INTO busy FROM streamview.versions x
-     WHERE x.view_id = v.view_id AND x.state = 'replaying';
-    IF busy IS NOT NULL THEN
-        RAISE EXCEPTION 'a rebuild of stream view "%" is already running (version %)', view_name, busy
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
-    END IF;
     IF max_rate IS NOT NULL AND max_rate <= 0 THEN
         RAISE EXCEPTION 'max_rate must be positive'
             USING ERRCODE = 'invalid_parameter_value',
@@ -744,7 +757,7 @@ BEGIN
         IF clock_timestamp() > deadline THEN
             RAISE EXCEPTION 'timed out after % waiting for stream view "%" version % to catch up',
                             timeout, view_name, version
-                USING ERRCODE = 'query_canceled',
+                USING ERRCODE = 'object_not_in_prerequisite_state',
                       HINT = 'The replay goes on; see streamview.rebuilds, and call wait_for() again.';
         END IF;
         IF clock_timestamp() - noticed >= interval '2 seconds' THEN
@@ -943,7 +956,8 @@ BEGIN
         VALUES (v.name, cand.version, run_id, 'check ' || chk.name, passed, detail, caller::name);
     END LOOP;
 
-    UPDATE streamview.versions x SET validated_at = now() WHERE x.version_id = cand.version_id;
+    UPDATE streamview.versions x SET validated_at = now(), validated_by = caller::name
+     WHERE x.version_id = cand.version_id;
 END $$;
 
 -- Point the view at version target; runs in the caller's transaction.
@@ -1082,7 +1096,8 @@ BEGIN
     IF r.table_name IS NOT NULL THEN
         EXECUTE format('DROP TABLE IF EXISTS %s', r.table_name);
     END IF;
-    UPDATE streamview.versions x SET state = 'retired', retired_at = now(), table_name = NULL
+    UPDATE streamview.versions x SET state = 'retired', retired_at = now(), retired_by = caller::name,
+                                     table_name = NULL
      WHERE x.version_id = r.version_id;
     DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
     DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
@@ -1191,7 +1206,8 @@ COMMENT ON FUNCTION streamview.drop_version(text, int) IS
 -- Internals run only through the dispatcher.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
-                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;
+                          streamview.hop(timestamptz, interval, interval),
+                          streamview._may_read_source(text) TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Monitoring

@@ -22,9 +22,11 @@
  * If the statement fails with a data exception (a division by zero in the
  * user's expression, say), the batch is applied again one event at a time
  * in subtransactions, and the events that fail become dead letters with
- * reason query_error: one bad message never stops the stream.  Any other
- * error (a dropped table, a permission) is the worker's error: the batch
+ * reason query_error: one bad message never stops the stream.  A transient
+ * error (deadlock, lock timeout, out of memory) is the worker's: the batch
  * is rolled back whole and the worker restarts from its stored offsets.
+ * Any other error (its table dropped by hand, a privilege revoked) fails
+ * that version, with the error recorded; the source's other versions go on.
  *
  *-------------------------------------------------------------------------
  */
@@ -334,9 +336,28 @@ sv_run_statement(SvVersion *v)
 }
 
 /*
- * Run fn in a subtransaction.  Returns NULL on success; on a data exception
- * rolls the subtransaction back and returns the error; re-throws anything
- * else.
+ * Errors that say nothing about the version itself: the batch is retried
+ * whole after the worker restarts.  (Class 40: serialization failures and
+ * deadlocks; 53: out of resources; 55P03: lock not available; 57: operator
+ * intervention; 58: system errors.)
+ */
+static bool
+sv_transient(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_TRANSACTION_ROLLBACK ||
+		category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_OPERATOR_INTERVENTION ||
+		category == ERRCODE_SYSTEM_ERROR ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
+ * Apply events idx[0..n) in a subtransaction.  Returns NULL on success.  On
+ * an error, rolls the subtransaction back and returns it, unless it is
+ * transient: that is re-thrown (the worker retries the batch after a
+ * restart).  Data exceptions blame the events; other errors the version.
  */
 static ErrorData *
 sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
@@ -369,7 +390,7 @@ sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+		if (sv_transient(err->sqlerrcode))
 			ReThrowError(err);
 	}
 	PG_END_TRY();
@@ -388,6 +409,20 @@ sv_apply_version(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBa
 	err = sv_try_apply(src, v, events, vb->applied, vb->napplied);
 	if (err == NULL)
 		return;
+	if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+	{
+		/*
+		 * The statement itself cannot run (its table was dropped by hand, a
+		 * privilege was revoked, ...): the version fails with the error,
+		 * the other versions of the source go on.
+		 */
+		ereport(WARNING,
+				(errmsg("stream view \"%s\" version %d failed: %s", v->view_name, v->version,
+						err->message)));
+		streamview_mark_failed(v->version_id, err->message);
+		v->failed = true;
+		return;
+	}
 
 	/* Find the events the statement cannot digest: one at a time. */
 	ok = palloc(vb->napplied * sizeof(int));
@@ -402,6 +437,8 @@ sv_apply_version(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBa
 			ok[nok++] = vb->applied[i];
 			continue;
 		}
+		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			ReThrowError(err);	/* cannot happen: the batch failed with data */
 		ev->error = psprintf("%s", err->message);
 		vb->failed[vb->nfailed++] = vb->applied[i];
 		ps->applied--;

@@ -389,8 +389,7 @@ sv_check_aggregate(Aggref *agg, const char *colname)
 			 errmsg("aggregate %s%s in column \"%s\" cannot be maintained incrementally",
 					name, agg->aggdistinct ? " (DISTINCT)" : "", colname),
 			 errdetail("A stream view merges each batch into its stored rows, so every aggregate must be mergeable."),
-			 errhint("Use count, sum, min, max, avg, bool_and or bool_or; for distinct counts and percentiles, "
-					 "keep sketches with the hll or tdigest extensions.")));
+			 errhint("Use count, sum, min, max, avg, bool_and or bool_or.")));
 	return SV_AGG_COUNT;		/* keep compiler quiet */
 }
 

@@ -128,12 +128,21 @@ sv_load(void)
 	return true;
 }
 
-/* Assign every partition at the lowest next offset of any version. */
+/*
+ * Assign every partition at the lowest next offset of any version.  With no
+ * version to maintain, read nothing.
+ */
 static void
 sv_assign(void)
 {
 	int64	   *start = palloc(worker.nparts * sizeof(int64));
 	ListCell   *lc;
+
+	if (worker.versions == NIL)
+	{
+		streamview_kafka_assign(worker.kafka, 0, NULL);
+		return;
+	}
 
 	for (int p = 0; p < worker.nparts; p++)
 	{
@@ -162,6 +171,8 @@ sv_note_error(const char *error)
 	sv_begin("recording source error");
 	if (error)
 		streamview_record_worker_error(worker.src->name, error, NULL);
+	else
+		streamview_clear_source_error(worker.source_id);
 	sv_commit();
 	if (worker.last_error)
 		pfree(worker.last_error);
@@ -323,6 +334,7 @@ sv_apply(SvEvent *events, int n)
 	streamview_apply_batch(worker.src, worker.versions, events, n);
 	caught_up = sv_check_caught_up();
 	sv_commit();
+	sv_note_error(NULL);		/* a batch went through: the source is fine */
 	if (worker.replay_version == 0)
 		sv_commit_to_kafka();
 	if (caught_up)

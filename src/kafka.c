@@ -186,14 +186,15 @@ streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 	for (int p = 0; p < nparts; p++)
 		rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
 			start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
-	err = rd_kafka_assign(k->rk, list);
+	err = rd_kafka_assign(k->rk, nparts > 0 ? list : NULL);
 	rd_kafka_topic_partition_list_destroy(list);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not assign partitions of topic \"%s\"", k->topic_name),
 				 errdetail_internal("%s", rd_kafka_err2str(err))));
-	k->nparts = nparts;
+	if (nparts > 0)
+		k->nparts = nparts;
 }
 
 static char *

@@ -27,7 +27,7 @@ use Test::More;
 use Exporter 'import';
 our @EXPORT = qw(
   broker_start broker_stop produce new_node
-  wait_consumed wait_for query_rows status_row partition_rows worker_pids
+  wait_consumed wait_for query_rows status_row partition_rows worker_pids worker_pid
   oracle_new oracle_run view_sql_rows compare_rows
   check_view_against_oracle check_unreadable_dead_letters us_to_iso iso_ms gen_stream
 );
@@ -203,6 +203,17 @@ sub worker_pids
 	return \%h;
 }
 
+# Wait until the source has a worker; returns its pid (or undef on timeout).
+sub worker_pid
+{
+	my ($node, $source) = @_;
+	return undef
+	  unless wait_for($node,
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer' "
+		  . "AND application_name = 'pg_streamview source $source'");
+	return worker_pids($node)->{$source};
+}
+
 ######################################################################
 # Time helpers (all times are integer microseconds since the Unix epoch)
 ######################################################################
@@ -260,7 +271,8 @@ sub iso_ms { my $us = iso_us(@_); return defined $us ? int($us / 1000) : undef }
 #   max_out_of_orderness_ms => 5000,
 #   views => [ {name, lateness_ms, window => ['tumble', size_ms] | ['hop', size_ms, slide_ms],
 #               keys => [col...], where => sub { my ($row) = @_; ... } | undef,
-#               aggs => [[out_name, kind, col], ...]} ])
+#               aggs => [[out_name, kind, col], ...],
+#               error => sub { my ($row) = @_; true if the query fails for it } | undef} ])
 # kinds: count_star, count, sum, min, max, avg, bool_and, bool_or
 sub oracle_new
 {
@@ -290,7 +302,8 @@ sub oracle_new
 	for my $v (@{ $o{views} })
 	{
 		$v->{_lateness_us} = $v->{lateness_ms} * 1000;
-		$self->{vstate}{ $v->{name} } = { groups => {}, seen => {}, counters => {}, too_late => [] };
+		$self->{vstate}{ $v->{name} } =
+		  { groups => {}, seen => {}, counters => {}, too_late => [], query_errors => [] };
 	}
 	return bless $self, 'StreamViewTest::Oracle';
 }
@@ -456,9 +469,17 @@ sub feed
 			}
 			else
 			{
+				my $pass = !$v->{where} || $v->{where}->($row);
+				if ($pass && $v->{error} && $v->{error}->($row))
+				{
+					# the view's query fails for this event: a dead letter
+					$c->{dead_lettered}++;
+					push @{ $vs->{query_errors} }, [ $p, $offset ];
+					next;
+				}
 				$c->{applied}++;
 				$vs->{seen}{$eid} = [ $p, $t ] if defined $eid;
-				$self->aggregate($v, $row) if !$v->{where} || $v->{where}->($row);
+				$self->aggregate($v, $row) if $pass;
 			}
 		}
 		$ps->{max_et} = $t if !defined $ps->{max_et} || $t > $ps->{max_et};
@@ -557,6 +578,7 @@ sub rows
 
 sub counters { my ($self, $name) = @_; return $self->{vstate}{$name}{counters} }
 sub too_late { my ($self, $name) = @_; return $self->{vstate}{$name}{too_late} }
+sub query_errors { my ($self, $name) = @_; return $self->{vstate}{$name}{query_errors} }
 sub dead     { my ($self) = @_; return $self->{dead} }
 sub part_state { my ($self) = @_; return $self->{parts} }
 

@@ -1,0 +1,83 @@
+-- Versioned rebuilds at the SQL surface: what rebuild() records, and every
+-- error of rebuild, wait_for, validate, swap, rollback and drop_version.
+-- No worker serves this database, so a rebuilt version stays 'replaying':
+-- the replay itself, catch-up, validation and swap are tested with a broker
+-- in t/004_rebuild.pl.
+CREATE EXTENSION IF NOT EXISTS pg_streamview;
+\set SHOW_CONTEXT never
+\pset null '(null)'
+CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hnt text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '')
+              || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
+END $$;
+
+SELECT streamview.create_source('orders', '127.0.0.1:9', 'orders',
+  '{"id":"text","shop":"text","cents":"bigint","ts":"timestamptz"}', 'ts', event_id => 'id');
+SELECT streamview.create_view('sales', $$
+  SELECT streamview.tumble(ts, '1 hour') AS window_start, shop, count(*) AS n, sum(cents) AS cents
+  FROM orders GROUP BY 1, 2 $$, allowed_lateness => '1 hour');
+
+-- A rebuild with a new query: a new version with its own table, replaying
+SELECT streamview.rebuild('sales', query => $$
+  SELECT streamview.tumble(ts, '1 hour') AS window_start, shop, count(*) AS n,
+         sum(cents) AS cents, max(cents) AS biggest
+  FROM orders GROUP BY 1, 2 $$, max_rate => 1000) AS version;
+SELECT version, state, table_name, max_rate, definition_hash <> (SELECT definition_hash FROM streamview.versions WHERE version = 1) AS new_hash,
+       created_by = current_user AS by_me, extension_version
+  FROM streamview.versions WHERE view_name = 'sales' ORDER BY version;
+\d sales_v2
+SELECT view_name, version, state, done, percent FROM streamview.rebuilds;
+
+-- Errors
+SELECT pg_temp.err($$ SELECT streamview.rebuild('nope') $$);
+SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);
+SELECT pg_temp.err($$ SELECT streamview.rebuild('sales', max_rate => 0) $$);
+SELECT pg_temp.err($$ SELECT streamview.rebuild('sales', start_from => 'yesterday-ish') $$);
+SELECT pg_temp.err($$ SELECT streamview.wait_for('sales', 9) $$);
+SELECT pg_temp.err($$ SELECT streamview.wait_for('nope', 1) $$);
+SELECT pg_temp.err($$ SELECT streamview.wait_for('sales', 2, '0.3 seconds') $$);
+SELECT pg_temp.err($$ SELECT streamview.swap('sales', 2) $$);
+SELECT pg_temp.err($$ SELECT streamview.swap('sales', 2, force => true) $$);
+SELECT pg_temp.err($$ SELECT streamview.swap('sales', 1) $$);
+SELECT pg_temp.err($$ SELECT streamview.swap('sales', 7) $$);
+SELECT pg_temp.err($$ SELECT streamview.rollback('sales') $$);
+SELECT pg_temp.err($$ SELECT streamview.drop_version('sales', 1) $$);
+SELECT pg_temp.err($$ SELECT streamview.drop_version('nope', 1) $$);
+
+-- validate() reports a replaying version as not caught up, and records it
+SELECT "check", passed FROM streamview.validate('sales', 2);
+SELECT version, "check", passed FROM streamview.validations ORDER BY validation_id;
+
+-- Invariants
+SELECT streamview.add_check('sales', 'no_refunds', 'cents >= 0');
+SELECT pg_temp.err($$ SELECT streamview.add_check('sales', 'no_refunds', 'cents >= 0') $$);
+SELECT pg_temp.err($$ SELECT streamview.add_check('sales', 'bad', 'nonsense >= 0') $$);
+SELECT pg_temp.err($$ SELECT streamview.add_check('sales', 'sneaky', 'true) AS t; DROP TABLE sales_v1; SELECT (1') $$);
+SELECT to_regclass('sales_v1') IS NOT NULL AS table_still_there;
+SELECT "check", passed, detail FROM streamview.validate('sales', 1) WHERE "check" LIKE 'check %';
+
+-- wait_for in the transaction that rebuilt
+BEGIN;
+SELECT streamview.drop_version('sales', 2);
+SELECT streamview.rebuild('sales') AS version;
+SELECT pg_temp.err($$ SELECT streamview.wait_for('sales', 3) $$);
+ROLLBACK;
+
+-- Dropping the replaying version retires it and keeps its history
+SELECT streamview.drop_version('sales', 2);
+SELECT pg_temp.err($$ SELECT streamview.drop_version('sales', 2) $$);
+SELECT version, state, table_name, retired_at IS NOT NULL AS retired FROM streamview.versions ORDER BY version;
+SELECT to_regclass('sales_v2') AS v2_table;
+SELECT streamview.rebuild('sales') AS next_version;
+
+-- Rebuilding a dropped view
+SELECT streamview.drop_view('sales');
+SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);
+SELECT streamview.drop_source('orders');
