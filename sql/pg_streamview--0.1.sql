@@ -708,6 +708,13 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Use start_from => ''earliest'': the new version replays the whole log.';
     END IF;
+    SELECT x.version INTO busy FROM streamview.versions x
+     WHERE x.view_id = v.view_id AND x.state = 'replaying';
+    IF busy IS NOT NULL THEN
+        RAISE EXCEPTION 'a rebuild of stream view "%" is already running (version %)', view_name, busy
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
+    END IF;
     SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
     vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
@@ -728,6 +735,8 @@ DECLARE
     p        record;
     deadline timestamptz := clock_timestamp() + timeout;
     noticed  timestamptz := clock_timestamp();
+    polled   timestamptz := clock_timestamp();
+    shown    bigint := -1;
 BEGIN
     SELECT * INTO v FROM streamview.views w WHERE w.name = view_name;
     IF v.view_id IS NULL THEN
@@ -760,13 +769,18 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       HINT = 'The replay goes on; see streamview.rebuilds, and call wait_for() again.';
         END IF;
-        IF clock_timestamp() - noticed >= interval '2 seconds' THEN
+        -- Progress every 2 seconds while it moves, every 30 seconds while it does not.
+        IF clock_timestamp() - polled >= interval '2 seconds' THEN
+            polled := clock_timestamp();
             SELECT * INTO p FROM streamview.rebuilds b
              WHERE b.view_name = _wait_for_impl.view_name AND b.version = _wait_for_impl.version;
-            RAISE NOTICE 'stream view "%" version %: % of % events (% %%), % events/s, eta %',
-                view_name, version, coalesce(p.done, 0), coalesce(p.total::text, '?'),
-                coalesce(p.percent::text, '?'), coalesce(p.rate::text, '?'), coalesce(p.eta::text, '?');
-            noticed := clock_timestamp();
+            IF coalesce(p.done, 0) <> shown OR clock_timestamp() - noticed >= interval '30 seconds' THEN
+                shown := coalesce(p.done, 0);
+                noticed := clock_timestamp();
+                RAISE NOTICE 'stream view "%" version %: % of % events (% %%), % events/s, eta %',
+                    view_name, version, coalesce(p.done, 0), coalesce(p.total::text, '?'),
+                    coalesce(p.percent::text, '?'), coalesce(p.rate::text, '?'), coalesce(p.eta::text, '?');
+            END IF;
         END IF;
         PERFORM pg_sleep(0.1);
     END LOOP;

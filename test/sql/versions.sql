@@ -66,8 +66,8 @@ SELECT "check", passed, detail FROM streamview.validate('sales', 1) WHERE "check
 -- wait_for in the transaction that rebuilt
 BEGIN;
 SELECT streamview.drop_version('sales', 2);
-SELECT streamview.rebuild('sales') AS version;
-SELECT pg_temp.err($$ SELECT streamview.wait_for('sales', 3) $$);
+SELECT streamview.rebuild('sales') AS version \gset
+SELECT pg_temp.err(format('SELECT streamview.wait_for(%L, %s, %L)', 'sales', :version, '5 seconds'));
 ROLLBACK;
 
 -- Dropping the replaying version retires it and keeps its history
