@@ -853,12 +853,14 @@ BEGIN
       FROM jsonb_array_elements(a.definition->'outputs') oa
       JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
      WHERE oa->>'kind' IN ('count', 'sum') AND ob->>'kind' IN ('count', 'sum');
-    SELECT string_agg(format('x.%1$I IS NOT DISTINCT FROM y.%1$I', k), ' AND ')
+    -- Rows match on (window_start, keys), NULL keys included: a jsonb array
+    -- of them is a key that FULL JOIN can hash.
+    SELECT 'jsonb_build_array(' || string_agg(format('s.%I', k), ', ') || ')'
       INTO jn FROM unnest(array['window_start'] || coalesce(keys_a, '{}')) k;
     q := format($q$
-        WITH x AS (SELECT * FROM (%1$s) s WHERE s.window_end <= %3$L),
-             y AS (SELECT * FROM (%2$s) s WHERE s.window_end <= %3$L),
-             j AS (SELECT x, y FROM x FULL JOIN y ON %4$s)
+        WITH x AS (SELECT %4$s AS sv_key, s AS r FROM (%1$s) s WHERE s.window_end <= %3$L),
+             y AS (SELECT %4$s AS sv_key, s AS r FROM (%2$s) s WHERE s.window_end <= %3$L),
+             j AS (SELECT x.r AS x, y.r AS y FROM x FULL JOIN y ON x.sv_key = y.sv_key)
         SELECT count(*) FILTER (WHERE y IS NULL) AS only_a,
                count(*) FILTER (WHERE x IS NULL) AS only_b,
                count(*) FILTER (WHERE x IS NOT NULL AND y IS NOT NULL AND %5$s) AS differ,
