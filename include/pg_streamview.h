@@ -138,6 +138,8 @@ typedef struct SvVersion
 	TimestampTz watermark;
 	bool		failed;			/* failed in this worker; not routed any more */
 	int64		max_rate;		/* replay: events per second, 0 = unlimited */
+	bool		has_cut;		/* rebuilt from a point in time: */
+	TimestampTz cut;			/* windows starting before it are carried over */
 	int32		live_version_id;	/* the view's live version (0: none) */
 } SvVersion;
 
@@ -148,6 +150,7 @@ extern bool streamview_caught_up(SvVersion *v);
 extern void streamview_mark_caught_up(SvVersion *v);
 extern void streamview_mark_failed(int32 version_id, const char *error);
 extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
+extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
 extern void streamview_record_worker_error(const char *source_name, const char *message,
 										   const char *detail);
 extern void streamview_clear_source_error(int32 source_id);

@@ -112,6 +112,19 @@ CREATE TABLE streamview.offsets (
     PRIMARY KEY (version_id, partition)
 );
 
+-- Where the log stood, now and then: after a batch, partition p's next
+-- offset and the highest event time read before it (at most one mark per
+-- minute of event time).  A rebuild from a point in time starts each
+-- partition at the last mark before that time, with that history.
+CREATE TABLE streamview.offset_marks (
+    source_id      int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
+    partition      int NOT NULL,
+    next_offset    bigint NOT NULL,
+    max_event_time timestamptz NOT NULL,
+    PRIMARY KEY (source_id, partition, next_offset)
+);
+CREATE INDEX offset_marks_time ON streamview.offset_marks (source_id, partition, max_event_time);
+
 -- event_ids applied by a version, remembered while an event carrying the same
 -- id could still be applied (see docs/architecture.md, "Deduplication").
 CREATE TABLE streamview.seen_ids (
@@ -193,6 +206,7 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.views', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.versions', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.offsets', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.seen_ids', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.offset_marks', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.checks', '');
@@ -689,6 +703,7 @@ DECLARE
     busy   int;
     ver    int;
     vrow   int;
+    since  timestamptz;
 BEGIN
     v := streamview._lock_view(caller, view_name);
     IF max_rate IS NOT NULL AND max_rate <= 0 THEN
@@ -698,15 +713,12 @@ BEGIN
     END IF;
     IF start_from IS NOT NULL AND start_from <> 'earliest' THEN
         BEGIN
-            PERFORM start_from::timestamptz;
+            since := start_from::timestamptz;
         EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
             RAISE EXCEPTION 'invalid start_from "%"', start_from
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Use ''earliest'' or a timestamp.';
         END;
-        RAISE EXCEPTION 'rebuilding from a point in time is not supported yet'
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Use start_from => ''earliest'': the new version replays the whole log.';
     END IF;
     SELECT x.version INTO busy FROM streamview.versions x
      WHERE x.view_id = v.view_id AND x.state = 'replaying';
@@ -719,8 +731,59 @@ BEGIN
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
     vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
     UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
+    IF since IS NOT NULL THEN
+        PERFORM streamview._start_from_time(v, live, vrow, since);
+    END IF;
     PERFORM streamview._notify_launcher();
     RETURN ver;
+END $$;
+
+-- rebuild(start_from => time): windows starting before the cut (the time,
+-- aligned down to the new version's slide) are carried over from the live
+-- version, where they must be final; each partition is replayed from the
+-- last offset mark whose event time is before the cut, with that mark's
+-- event-time history, and the replay skips windows before the cut.
+CREATE FUNCTION streamview._start_from_time(v streamview.views, live streamview.versions,
+                                            vrow int, since timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cand      streamview.versions;
+    cut       timestamptz;
+    cols_live text;
+    cols_new  text;
+BEGIN
+    SELECT * INTO cand FROM streamview.versions x WHERE x.version_id = vrow;
+    cut := streamview.tumble(since, cand.window_slide);
+    IF live.watermark IS NULL OR cut + greatest(live.window_size, cand.window_size) + v.allowed_lateness > live.watermark THEN
+        RAISE EXCEPTION 'cannot rebuild stream view "%" from %: its windows there are not final yet', v.name, since
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Windows before the cut are carried over from the live version, so they must be final: '
+                                  'the cut plus the window size and the allowed lateness must not pass the watermark (%s).',
+                                  coalesce(live.watermark::text, 'none yet')),
+                  HINT = 'Choose an earlier start_from, or start_from => ''earliest''.';
+    END IF;
+    SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attname)
+      INTO cols_live FROM pg_attribute a WHERE a.attrelid = live.table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attname)
+      INTO cols_new FROM pg_attribute a WHERE a.attrelid = cand.table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF cols_live IS DISTINCT FROM cols_new THEN
+        RAISE EXCEPTION 'cannot rebuild stream view "%" from a point in time with other columns', v.name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Windows before the cut are carried over from the live version, which has other columns.',
+                  HINT = 'Use start_from => ''earliest''.';
+    END IF;
+    EXECUTE format('INSERT INTO %s SELECT * FROM %s WHERE window_start < %L', cand.table_name,
+                   live.table_name, cut);
+    INSERT INTO streamview.offsets (version_id, partition, next_offset, max_event_time)
+    SELECT vrow, m.partition, m.next_offset, m.max_event_time
+      FROM (SELECT DISTINCT ON (om.partition) om.partition, om.next_offset, om.max_event_time
+              FROM streamview.offset_marks om
+             WHERE om.source_id = v.source_id AND om.max_event_time < cut
+             ORDER BY om.partition, om.max_event_time DESC, om.next_offset DESC) m;
+    UPDATE streamview.versions x SET start_from = cut WHERE x.version_id = vrow;
 END $$;
 
 CREATE FUNCTION streamview._wait_for_impl(caller regrole, view_name text, version int,

@@ -309,6 +309,8 @@ sv_fill_batch_table(const SvSource *src, SvVersion *v, SvEvent *events, const in
 		{
 			HeapTuple	tup;
 
+			if (v->has_cut && starts[w] < v->cut)
+				continue;		/* carried over from the live version */
 			values[src->ncolumns] = TimestampTzGetDatum(starts[w]);
 			tup = heap_form_tuple(desc, values, nulls);
 			heap_insert(rel, tup, cid, 0, bistate);

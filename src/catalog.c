@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/array.h"
 #include "utils/memutils.h"
 
 static char *
@@ -226,7 +227,7 @@ streamview_load_versions(const SvSource *src, int32 replay_version)
 						  "(extract(epoch FROM v.allowed_lateness) * 1000000)::int8, ver.window_kind, "
 						  "(extract(epoch FROM ver.window_size) * 1000000)::int8, "
 						  "(extract(epoch FROM ver.window_slide) * 1000000)::int8, ver.batch_sql, "
-						  "ver.definition_hash, ver.watermark, ver.max_rate, "
+						  "ver.definition_hash, ver.watermark, ver.max_rate, ver.start_from, "
 						  "(SELECT live.version_id FROM streamview.versions live "
 						  " WHERE live.view_id = ver.view_id AND live.state = 'live') "
 						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
@@ -260,7 +261,10 @@ streamview_load_versions(const SvSource *src, int32 replay_version)
 		v->has_watermark = !isnull;
 		v->watermark = isnull ? 0 : DatumGetTimestampTz(wm);
 		v->max_rate = sv_int8(tup, desc, 13, 0);
-		v->live_version_id = (int32) sv_int8(tup, desc, 14, 0);
+		wm = SPI_getbinval(tup, desc, 14, &isnull);
+		v->has_cut = !isnull;
+		v->cut = isnull ? 0 : DatumGetTimestampTz(wm);
+		v->live_version_id = (int32) sv_int8(tup, desc, 15, 0);
 		sv_load_offsets(v);
 		/* SPI calls leave CurrentMemoryContext in SPI's: be explicit */
 		result = lappend_cxt(TopMemoryContext, result, v);
@@ -393,4 +397,72 @@ streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low)
 						  "replay_started_at = coalesce(replay_started_at, now()) "
 						  "WHERE version_id = $1 AND start_offsets IS NULL",
 						  2, argtypes, args, NULL, false, 0);
+}
+
+/*
+ * Offset marks (see streamview.offset_marks): after a batch, for each
+ * partition whose highest event time entered a new minute since its last
+ * mark, record (next offset, highest event time).  last[p] holds the minute
+ * of partition p's last mark (-1: none yet), loaded when it is first needed.
+ */
+#define SV_MARK_STEP_US USECS_PER_MINUTE
+
+void
+streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast)
+{
+	Datum	   *parts = palloc(v->nparts * sizeof(Datum)),
+			   *offs = palloc(v->nparts * sizeof(Datum)),
+			   *times = palloc(v->nparts * sizeof(Datum));
+	int			n = 0;
+	Oid			argtypes[4] = {INT4OID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[4];
+
+	if (*last == NULL || *nlast < v->nparts)
+	{
+		Oid			t[1] = {INT4OID};
+		Datum		a[1] = {Int32GetDatum(src->source_id)};
+		int64	   *grown = MemoryContextAlloc(TopMemoryContext, v->nparts * sizeof(int64));
+
+		for (int p = 0; p < v->nparts; p++)
+			grown[p] = -1;
+		SPI_execute_with_args("SELECT partition, (extract(epoch FROM max(max_event_time)) * 1000000)::int8 "
+							  "FROM streamview.offset_marks WHERE source_id = $1 GROUP BY 1",
+							  1, t, a, NULL, true, 0);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			int			p = (int) sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, 0);
+
+			if (p < v->nparts)
+				grown[p] = sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, 0) / SV_MARK_STEP_US;
+		}
+		if (*last)
+			pfree(*last);
+		*last = grown;
+		*nlast = v->nparts;
+	}
+	for (int p = 0; p < v->nparts; p++)
+	{
+		SvPartState *ps = &v->parts[p];
+		/* minutes since the Unix epoch, like the loaded values */
+		int64		minute = ps->has_max
+			? (ps->max_event_time + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / SV_MARK_STEP_US
+			: -1;
+
+		if (!ps->has_max || ps->next_offset < 0 || minute <= (*last)[p])
+			continue;
+		parts[n] = Int32GetDatum(p);
+		offs[n] = Int64GetDatum(ps->next_offset);
+		times[n] = TimestampTzGetDatum(ps->max_event_time);
+		(*last)[p] = minute;
+		n++;
+	}
+	if (n == 0)
+		return;
+	args[0] = Int32GetDatum(src->source_id);
+	args[1] = PointerGetDatum(construct_array(parts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(offs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_array(times, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	SPI_execute_with_args("INSERT INTO streamview.offset_marks (source_id, partition, next_offset, max_event_time) "
+						  "SELECT $1, u.* FROM unnest($2, $3, $4) AS u ON CONFLICT DO NOTHING",
+						  4, argtypes, args, NULL, false, 0);
 }

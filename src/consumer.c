@@ -62,6 +62,8 @@ typedef struct SvWorker
 	SvKafka    *kafka;
 	int			nparts;
 	MemoryContext batch_cxt;
+	int64	   *mark_minutes;	/* per partition: minute of the last offset mark */
+	int			nmark_minutes;
 	char	   *last_error;
 	TimestampTz last_partition_check;
 	TimestampTz last_housekeeping;
@@ -276,6 +278,24 @@ sv_batch_limit(int capacity)
 	return (int) Max(1, Min((int64) capacity, v->max_rate / 10));
 }
 
+/* Source worker: offset marks, from the first version it maintains. */
+static void
+sv_record_marks(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, worker.versions)
+	{
+		SvVersion  *v = lfirst(lc);
+
+		if (!v->failed)
+		{
+			streamview_record_marks(worker.src, v, &worker.mark_minutes, &worker.nmark_minutes);
+			return;
+		}
+	}
+}
+
 /* Advisory: the group's committed offsets follow the live version, for lag tools. */
 static void
 sv_commit_to_kafka(void)
@@ -332,6 +352,8 @@ sv_apply(SvEvent *events, int n)
 		}
 	}
 	streamview_apply_batch(worker.src, worker.versions, events, n);
+	if (worker.replay_version == 0)
+		sv_record_marks();
 	caught_up = sv_check_caught_up();
 	sv_commit();
 	sv_note_error(NULL);		/* a batch went through: the source is fine */

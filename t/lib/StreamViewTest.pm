@@ -116,6 +116,7 @@ sub new_node
 	  . "streamview.max_restart_delay = 2\n"
 	  . "streamview.launcher_naptime = 200\n"
 	  . "max_worker_processes = 16\n"
+	  . "restart_after_crash = on\n"    # Cluster.pm turns it off; a killed worker must not stop the server
 	  . "log_min_messages = info\n";
 	$conf .= "streamview.batch_size = $o{batch_size}\n" if $o{batch_size};
 	$conf .= $o{conf} if $o{conf};
@@ -273,7 +274,8 @@ sub iso_ms { my $us = iso_us(@_); return defined $us ? int($us / 1000) : undef }
 #               keys => [col...], where => sub { my ($row) = @_; ... } | undef,
 #               aggs => [[out_name, kind, col], ...],
 #               error => sub { my ($row) = @_; true if the query fails for it } | undef} ])
-# kinds: count_star, count, sum, min, max, avg, bool_and, bool_or
+# kinds: count_star, count, sum, min, max, avg, bool_and, bool_or; col is a
+# column name or a sub computing the aggregated expression from the row
 sub oracle_new
 {
 	my (%o) = @_;
@@ -507,7 +509,7 @@ sub aggregate
 			my ($name, $kind, $col) = @$a;
 			my $st = $g->{st}[ $i++ ];
 			if ($kind eq 'count_star') { $st->{n}++; next }
-			my $x = $row->{$col};
+			my $x = ref $col eq 'CODE' ? $col->($row) : $row->{$col};
 			next unless defined $x;
 			if    ($kind eq 'count') { $st->{n}++ }
 			elsif ($kind eq 'sum') { $st->{s} += $x }
