@@ -966,7 +966,9 @@ DECLARE
     m       bigint;
     cmp     record;
     chk     record;
-    results text[][] := '{}';
+    ran     text[] := '{}';
+    oks     bool[] := '{}';
+    details text[] := '{}';
 BEGIN
     v := streamview._lock_view(caller, view_name);
     cand := streamview._get_version(v, version);
@@ -984,8 +986,7 @@ BEGIN
                    WHEN n = 0 THEN format('same offsets as live version %s in %s partitions', live.version, m)
                    ELSE format('%s of %s partitions are at other offsets than live version %s', n, m, live.version) END;
     RETURN NEXT;
-    INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
-    VALUES (v.name, cand.version, run_id, 'caught_up', passed, detail, caller::name);
+    ran := ran || "check"; oks := oks || passed; details := details || detail;
 
     -- 2. the per-partition ledger balances
     SELECT count(*) FILTER (WHERE o.consumed <> o.applied + o.duplicates + o.too_late + o.dead_lettered),
@@ -998,8 +999,7 @@ BEGIN
         detail := format('%s partitions do not balance', n);
     END IF;
     RETURN NEXT;
-    INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
-    VALUES (v.name, cand.version, run_id, 'ledger', passed, detail, caller::name);
+    ran := ran || "check"; oks := oks || passed; details := details || detail;
 
     -- 3. differences from the live version over windows final in both
     IF cand.version_id <> live.version_id THEN
@@ -1019,8 +1019,7 @@ BEGIN
                       || coalesce('; e.g. ' || cmp.samples, '');
         END IF;
         RETURN NEXT;
-        INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
-        VALUES (v.name, cand.version, run_id, 'differences', passed, detail, caller::name);
+        ran := ran || "check"; oks := oks || passed; details := details || detail;
     END IF;
 
     -- 4. user invariants, evaluated as the view's owner
@@ -1031,10 +1030,13 @@ BEGIN
         passed := n = 0;
         detail := format('%s rows violate %s', n, chk.predicate);
         RETURN NEXT;
-        INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
-        VALUES (v.name, cand.version, run_id, 'check ' || chk.name, passed, detail, caller::name);
+        ran := ran || "check"; oks := oks || passed; details := details || detail;
     END LOOP;
 
+    -- Record this run: one row per check, as returned.
+    INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
+    SELECT v.name, cand.version, run_id, r.c, r.p, r.d, caller::name
+      FROM unnest(ran, oks, details) AS r(c, p, d);
     UPDATE streamview.versions x SET validated_at = now(), validated_by = caller::name
      WHERE x.version_id = cand.version_id;
 END $$;
