@@ -47,14 +47,14 @@ fi
 sv_log "TAP (broker, workers, crashes)"
 sv_as_server_user env TESTDIR="$WORK/tree" PG_REGRESS="$SV_PGXS_DIR/src/test/regress/pg_regress" \
     PERL5LIB="$SV_PGXS_DIR/src/test/perl:$WORK/tree/t/lib" \
-    prove -v -j1 t/ > "$WORK/tap.log" 2>&1
+    prove -v -j1 --ext .pl t/ > "$WORK/tap.log" 2>&1
 tap_rc=$?
 cat "$WORK/tap.log"
 ok=$(grep -cE '^\s*ok [0-9]+' "$WORK/tap.log")
 bad=$(grep -cE '^\s*not ok [0-9]+' "$WORK/tap.log")
 passed=$((passed + ok)); failed=$((failed + bad))
-if [ $tap_rc -ne 0 ] && [ "$bad" -eq 0 ]; then
-    failed=$((failed + 1))    # a script died or planned more tests than it ran
+if { [ $tap_rc -ne 0 ] && [ "$bad" -eq 0 ]; } || [ "$ok" -eq 0 ]; then
+    failed=$((failed + 1))    # a script died, planned more than it ran, or nothing ran
 fi
 if [ $tap_rc -ne 0 ]; then
     for f in "$WORK"/tree/tmp_check/log/*; do
