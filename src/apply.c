@@ -25,8 +25,10 @@
  * reason query_error: one bad message never stops the stream.  A transient
  * error (deadlock, lock timeout, out of memory) is the worker's: the batch
  * is rolled back whole and the worker restarts from its stored offsets.
- * Any other error (its table dropped by hand, a privilege revoked) fails
- * that version, with the error recorded; the source's other versions go on.
+ * Any other error (its table dropped by hand, a privilege revoked) on the
+ * live version is the worker's too (retried with back-off until mended);
+ * on any other version it fails that version, with the error recorded,
+ * and the source's other versions go on.
  *
  *-------------------------------------------------------------------------
  */
@@ -415,9 +417,13 @@ sv_apply_version(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBa
 	{
 		/*
 		 * The statement itself cannot run (its table was dropped by hand, a
-		 * privilege was revoked, ...): the version fails with the error,
-		 * the other versions of the source go on.
+		 * privilege was revoked, ...).  The live version is what readers
+		 * see: its error is the worker's, recorded and retried with
+		 * back-off until someone mends it.  Any other version fails with
+		 * the error, and the source's other versions go on.
 		 */
+		if (strcmp(v->state, "live") == 0)
+			ReThrowError(err);
 		ereport(WARNING,
 				(errmsg("stream view \"%s\" version %d failed: %s", v->view_name, v->version,
 						err->message)));
