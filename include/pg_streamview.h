@@ -100,6 +100,8 @@ typedef struct SvSource
 	List	   *option_values;
 	Oid			owner;
 	SvPathNode *paths;			/* built by parse.c on first use */
+	int			topic_partitions;	/* set by the worker from the topic's metadata */
+	TimestampTz assigned_at;	/* when the worker started reading */
 } SvSource;
 
 /* Per version and partition: position in the log, event-time high mark, ledger. */

@@ -650,8 +650,11 @@ sv_store_offsets(SvVersion *v)
 }
 
 /*
- * The view's watermark: the minimum over its non-idle partitions of
- * max event time − max_out_of_orderness.  It never goes back.
+ * The view's watermark: the minimum over the topic's partitions of
+ * max event time − max_out_of_orderness.  Every partition counts, so a
+ * window shown as final stays final: one that has delivered nothing yet
+ * holds the watermark back, unless it is idle (nothing for the source's
+ * idle_timeout), and idle partitions are left out.  It never goes back.
  */
 static bool
 sv_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz *result)
@@ -659,16 +662,19 @@ sv_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz *result)
 	TimestampTz now = GetCurrentTimestamp();
 	bool		any = false;
 	TimestampTz wm = 0;
+	int			nparts = Max(v->nparts, src->topic_partitions);
 
-	for (int p = 0; p < v->nparts; p++)
+	for (int p = 0; p < nparts; p++)
 	{
-		SvPartState *ps = &v->parts[p];
+		SvPartState *ps = p < v->nparts ? &v->parts[p] : NULL;
+		TimestampTz last = (ps && ps->last_message_at != 0) ? ps->last_message_at : src->assigned_at;
+		bool		idle = src->idle_timeout_us >= 0 && last != 0 &&
+			last < now - src->idle_timeout_us;
 
-		if (!ps->has_max)
+		if (idle)
 			continue;
-		if (src->idle_timeout_us >= 0 && ps->last_message_at != 0 &&
-			ps->last_message_at < now - src->idle_timeout_us)
-			continue;
+		if (ps == NULL || !ps->has_max)
+			return false;		/* an active partition without history yet */
 		if (!any || ps->max_event_time - src->ooo_us < wm)
 			wm = ps->max_event_time - src->ooo_us;
 		any = true;

@@ -160,6 +160,7 @@ sv_assign(void)
 			start[p] = -1;
 	}
 	streamview_kafka_assign(worker.kafka, worker.nparts, start);
+	worker.src->assigned_at = GetCurrentTimestamp();
 	pfree(start);
 }
 
@@ -194,6 +195,7 @@ sv_check_partitions(bool wait)
 		if (n > worker.nparts)
 		{
 			worker.nparts = n;
+			worker.src->topic_partitions = n;
 			sv_assign();
 		}
 		if (n > 0 || !wait)

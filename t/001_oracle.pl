@@ -151,7 +151,28 @@ sub check_all
 	check_unreadable_dead_letters($node, $oracle, 'purchases', "$label purchases");
 }
 
+# The raw key and payload bytes of every unreadable message are kept.
+sub check_dead_letter_bytes
+{
+	my (%raw, %next);
+	for my $m (@$msgs)
+	{
+		my $o = $next{ $m->[0] }++;
+		$raw{"$m->[0]:$o"} = join(' ', unpack('H*', $m->[1]),
+			defined $m->[2] ? unpack('H*', $m->[2]) : 'NULL');
+	}
+	my $rows = query_rows($node,
+		q{SELECT partition, "offset", encode(key, 'hex'), coalesce(encode(payload, 'hex'), 'NULL')
+		    FROM streamview.dead_letters WHERE source_name = 'purchases' AND view_name IS NULL});
+	my @bad = grep { ($raw{"$_->[0]:$_->[1]"} // '?') ne "$_->[2] $_->[3]" } @$rows;
+	ok(@$rows && !@bad, 'unreadable dead letters keep the raw key and payload bytes ('
+		  . scalar(@$rows) . ' rows)')
+	  or diag(join("\n", map { "p$_->[0] o$_->[1]: got $_->[2] $_->[3], produced " . ($raw{"$_->[0]:$_->[1]"} // '?') }
+			@bad[ 0 .. ($#bad > 4 ? 4 : $#bad) ]));
+}
+
 check_all('batch_size=1000:');
+check_dead_letter_bytes();
 my $t_first = time;
 
 # The view is a deterministic function of the log: replay it from the start

@@ -790,6 +790,12 @@ sub gen_stream
 			elsif ($r < 0.135) { $kind = 'noid'; delete $ev{event_id} }
 			elsif ($r < 0.175) { $kind = $bad_kinds[ int(rand(@bad_kinds)) ] }
 			$t //= $clock - int(rand($mooo + 1));
+			if ($kind eq 'normal' && rand() < 0.03)
+			{
+				# exactly on a minute: the first instant of a window
+				my $edge = int($clock / 60_000) * 60_000;
+				$t = $edge if $edge >= $clock - $mooo;
+			}
 
 			my $value;
 			if ($kind eq 'dup')
