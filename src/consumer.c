@@ -37,6 +37,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -436,6 +437,9 @@ sv_main_loop(void)
 		MemoryContext old;
 
 		CHECK_FOR_INTERRUPTS();
+		/* a busy worker never sleeps on WL_EXIT_ON_PM_DEATH: look */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
