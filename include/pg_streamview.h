@@ -207,6 +207,7 @@ extern void streamview_kafka_close(SvKafka *k);
 extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents);
 extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
+extern bool streamview_transient_error(int sqlerrcode);
 extern void streamview_refresh_watermarks(const SvSource *src, List *versions, bool force);
 
 /* in api.c */

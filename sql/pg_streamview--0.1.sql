@@ -219,19 +219,20 @@ REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;
 
 -- Dead letters and worker errors hold the topic's data: each role sees the
 -- rows of the sources it owns (or is a member of the owner of).
-CREATE FUNCTION streamview._may_read_source(source_name text)
+-- SECURITY DEFINER to read the sources; the role asking is passed in (inside
+-- the function, current_user would be its owner).
+CREATE FUNCTION streamview._may_read_source(source_name text, reader name)
 RETURNS bool
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT EXISTS (SELECT 1 FROM streamview.sources s
-                      WHERE s.name = source_name AND pg_has_role(s.owner, 'USAGE')) $$;
-GRANT EXECUTE ON FUNCTION streamview._may_read_source(text) TO PUBLIC;
+                      WHERE s.name = source_name AND pg_has_role(reader, s.owner, 'USAGE')) $$;
 ALTER TABLE streamview.dead_letters ENABLE ROW LEVEL SECURITY;
 ALTER TABLE streamview.worker_errors ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
-    USING (streamview._may_read_source(source_name));
+    USING (streamview._may_read_source(source_name, current_user));
 CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
-    USING (streamview._may_read_source(source_name));
+    USING (streamview._may_read_source(source_name, current_user));
 -- Views read the watermark of their version from here; the queries are no secret.
 GRANT SELECT ON streamview.versions, streamview.views, streamview.dead_letters,
                 streamview.worker_errors, streamview.validations, streamview.swaps,
@@ -642,6 +643,8 @@ BEGIN
         END IF;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
+    DELETE FROM streamview.validations x WHERE x.view_name = v.name;
+    DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
     DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
     PERFORM streamview._notify_launcher();
 END $$;
@@ -656,7 +659,7 @@ AS 'MODULE_PATHNAME', 'streamview_count_as'
 LANGUAGE C VOLATILE STRICT;
 
 -- The view, locked against concurrent changes, after an ownership check.
-CREATE FUNCTION streamview._lock_view(caller regrole, view_name text)
+CREATE FUNCTION streamview._lock_view(caller regrole, view_name text, lock bool DEFAULT true)
 RETURNS streamview.views
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -664,7 +667,12 @@ AS $$
 DECLARE
     v streamview.views;
 BEGIN
-    SELECT * INTO v FROM streamview.views w WHERE w.name = view_name FOR UPDATE;
+    -- FOR UPDATE makes the source worker's next batch wait: only changes lock.
+    IF lock THEN
+        SELECT * INTO v FROM streamview.views w WHERE w.name = view_name FOR UPDATE;
+    ELSE
+        SELECT * INTO v FROM streamview.views w WHERE w.name = view_name;
+    END IF;
     IF v.view_id IS NULL THEN
         RAISE EXCEPTION 'stream view "%" does not exist', view_name
             USING ERRCODE = 'undefined_object',
@@ -775,8 +783,10 @@ BEGIN
                   DETAIL = 'Windows before the cut are carried over from the live version, which has other columns.',
                   HINT = 'Use start_from => ''earliest''.';
     END IF;
-    EXECUTE format('INSERT INTO %s SELECT * FROM %s WHERE window_start < %L', cand.table_name,
-                   live.table_name, cut);
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols_new
+      FROM pg_attribute a WHERE a.attrelid = cand.table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s WHERE window_start < %L', cand.table_name,
+                   cols_new, cols_new, live.table_name, cut);
     INSERT INTO streamview.offsets (version_id, partition, next_offset, max_event_time)
     SELECT vrow, m.partition, m.next_offset, m.max_event_time
       FROM (SELECT DISTINCT ON (om.partition) om.partition, om.next_offset, om.max_event_time
@@ -807,7 +817,7 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     r := streamview._get_version(v, version);
-    IF r.xmin::text::bigint = (pg_current_xact_id()::text::bigint & 4294967295) THEN
+    IF r.created_at = now() AND r.state = 'replaying' THEN
         RAISE EXCEPTION 'version % of stream view "%" was created in this transaction', version, view_name
             USING ERRCODE = 'invalid_transaction_state',
                   DETAIL = 'Its replay starts only once the transaction that called rebuild() commits.',
@@ -873,6 +883,22 @@ BEGIN
                   HINT = 'A check is a boolean expression over the view''s columns, such as revenue >= 0.';
     END;
     INSERT INTO streamview.checks (view_id, name, predicate) VALUES (v.view_id, name, predicate);
+END $$;
+
+CREATE FUNCTION streamview._drop_check_impl(caller regrole, view_name text, name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    DELETE FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _drop_check_impl.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'check "%" of stream view "%" does not exist', name, view_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
 END $$;
 
 -- Differences between two versions over the windows final in both.
@@ -970,7 +996,7 @@ DECLARE
     oks     bool[] := '{}';
     details text[] := '{}';
 BEGIN
-    v := streamview._lock_view(caller, view_name);
+    v := streamview._lock_view(caller, view_name, lock => false);
     cand := streamview._get_version(v, version);
     SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
 
@@ -1009,7 +1035,7 @@ BEGIN
             passed := NOT expect_identical;
             detail := 'not compared: ' || cmp.note;
         ELSIF cmp.note IS NOT NULL THEN
-            passed := true;
+            passed := NOT expect_identical;
             detail := cmp.note;
         ELSE
             passed := NOT expect_identical OR (cmp.only_a + cmp.only_b + cmp.differ = 0 AND cmp.totals_equal);
@@ -1256,6 +1282,13 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.add_check(text, text, text) IS
 'registers an invariant (a boolean expression over the view''s columns) that validate() checks';
 
+CREATE FUNCTION streamview.drop_check(view_name text, name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.drop_check(text, text) IS
+'removes an invariant registered with add_check()';
+
 CREATE FUNCTION streamview.validate(view_name text, version int, expect_identical bool DEFAULT false)
 RETURNS TABLE ("check" text, passed bool, detail text)
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
@@ -1288,7 +1321,7 @@ COMMENT ON FUNCTION streamview.drop_version(text, int) IS
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
                           streamview.hop(timestamptz, interval, interval),
-                          streamview._may_read_source(text) TO PUBLIC;
+                          streamview._may_read_source(text, name) TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Monitoring
@@ -1345,7 +1378,7 @@ SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
   LEFT JOIN LATERAL (
       SELECT sum(greatest(coalesce(mine.next_offset, s.start) - s.start, 0))::bigint AS done,
              sum(greatest(coalesce(live.log_end, live.next_offset, mine.log_end, s.start) - s.start, 0))::bigint AS total,
-             extract(epoch FROM coalesce(ver.caught_up_at, now()) - ver.replay_started_at) AS elapsed
+             extract(epoch FROM coalesce(ver.caught_up_at, clock_timestamp()) - ver.replay_started_at) AS elapsed
         FROM (SELECT e.key::int AS partition, e.value::bigint AS start
                 FROM jsonb_each_text(ver.start_offsets) e) s
         LEFT JOIN streamview.offsets mine
@@ -1353,7 +1386,7 @@ SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
         LEFT JOIN streamview.versions lv ON lv.view_id = ver.view_id AND lv.state = 'live'
         LEFT JOIN streamview.offsets live
                ON live.version_id = lv.version_id AND live.partition = s.partition) p ON true
- WHERE ver.start_offsets IS NOT NULL OR ver.state = 'replaying';
+ WHERE (ver.start_offsets IS NOT NULL OR ver.state = 'replaying') AND ver.state <> 'retired';
 
 GRANT SELECT ON streamview.status, streamview.partitions, streamview.source_list,
                 streamview.rebuilds TO PUBLIC;
@@ -1368,6 +1401,7 @@ REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, t
                        streamview.rebuild(text, text, text, bigint),
                        streamview.wait_for(text, int, interval),
                        streamview.add_check(text, text, text),
+                       streamview.drop_check(text, text),
                        streamview.validate(text, int, bool),
                        streamview.swap(text, int, bool),
                        streamview.rollback(text),

@@ -345,8 +345,8 @@ sv_run_statement(SvVersion *v)
  * deadlocks; 53: out of resources; 55P03: lock not available; 57: operator
  * intervention; 58: system errors.)
  */
-static bool
-sv_transient(int sqlerrcode)
+bool
+streamview_transient_error(int sqlerrcode)
 {
 	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
 
@@ -394,7 +394,7 @@ sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		if (sv_transient(err->sqlerrcode))
+		if (streamview_transient_error(err->sqlerrcode))
 			ReThrowError(err);
 	}
 	PG_END_TRY();

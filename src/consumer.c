@@ -516,7 +516,8 @@ sv_fail(void)
 		{
 			sv_begin("recording worker error");
 			streamview_record_worker_error(worker.src->name, err->message, err->detail);
-			if (worker.replay_version != 0)
+			/* a replay fails for good, unless the error was transient */
+			if (worker.replay_version != 0 && !streamview_transient_error(err->sqlerrcode))
 				streamview_mark_failed(worker.replay_version, err->message);
 			sv_commit();
 		}
@@ -590,7 +591,12 @@ streamview_source_main(Datum arg)
 								   psprintf("pg_streamview.%s.%s", get_database_name(dboid),
 											worker.src->name));
 	sv_commit();
-	pgstat_report_appname(psprintf("pg_streamview source %s", worker.src->name));
+	if (worker.replay_version == 0)
+		pgstat_report_appname(psprintf("pg_streamview source %s", worker.src->name));
+	else
+		pgstat_report_appname(psprintf("pg_streamview rebuild %s v%d",
+									   ((SvVersion *) linitial(worker.versions))->view_name,
+									   ((SvVersion *) linitial(worker.versions))->version));
 
 	worker.kafka = streamview_kafka_open(worker.src, group_id);
 	sv_check_partitions(true);

@@ -31,9 +31,17 @@ SELECT c.relname, pg_get_userbyid(c.relowner) AS owner
   FROM pg_class c WHERE c.relname LIKE 'clicks_per_page%' ORDER BY 1;
 SELECT name, owner FROM streamview.views;
 
--- bob sees no options, and may neither read alice's source nor drop her objects
+-- dead letters (as a worker would record them) are readable by the source's owner only
+INSERT INTO streamview.dead_letters (source_name, partition, "offset", reason, payload, error)
+VALUES ('clicks', 0, 7, 'invalid_json', 'oops', 'invalid JSON');
+SET ROLE sv_alice;
+SELECT source_name, "offset", reason FROM streamview.dead_letters;
+RESET ROLE;
+
+-- bob sees no options and no dead letters, and may neither read alice's source nor drop her objects
 SET ROLE sv_bob;
 SELECT name, options FROM streamview.source_list;
+SELECT count(*) AS dead_letters_bob_sees FROM streamview.dead_letters;
 SELECT streamview.create_view('bobs_view', $$
   SELECT streamview.tumble(ts, '1 hour') AS window_start, count(*) AS n FROM clicks GROUP BY 1 $$);
 SELECT streamview.drop_view('clicks_per_page');

@@ -62,6 +62,11 @@ SELECT pg_temp.err($$ SELECT streamview.add_check('sales', 'bad', 'nonsense >= 0
 SELECT pg_temp.err($$ SELECT streamview.add_check('sales', 'sneaky', 'true) AS t; DROP TABLE sales_v1; SELECT (1') $$);
 SELECT to_regclass('sales_v1') IS NOT NULL AS table_still_there;
 SELECT "check", passed, detail FROM streamview.validate('sales', 1) WHERE "check" LIKE 'check %';
+SELECT streamview.drop_check('sales', 'no_refunds');
+SELECT pg_temp.err($$ SELECT streamview.drop_check('sales', 'no_refunds') $$);
+-- with nothing final to compare, identity cannot be confirmed
+SELECT "check", passed, detail FROM streamview.validate('sales', 2, expect_identical => true)
+ WHERE "check" = 'differences';
 
 -- wait_for in the transaction that rebuilt
 BEGIN;
