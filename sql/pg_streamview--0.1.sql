@@ -1356,13 +1356,14 @@ SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver
        pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint AS lag,
        pg_catalog.count(o.partition)::int AS partitions,
        s.name AS source_name, ver.table_name, pg_catalog.max(o.updated_at) AS last_batch_at,
-       ver.error
+       -- a version's own failure, or what currently stops its source's worker
+       coalesce(ver.error, CASE WHEN ver.state IN ('live', 'caught_up') THEN s.last_error END) AS error
   FROM streamview.versions ver
   JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
   LEFT JOIN streamview.offsets o ON o.version_id = ver.version_id
  GROUP BY ver.version_id, ver.view_name, ver.version, ver.state, ver.watermark, s.name,
-          ver.table_name, ver.error;
+          ver.table_name, ver.error, s.last_error;
 
 -- Progress of rebuilds: events replayed out of those in the log when asked.
 CREATE VIEW streamview.rebuilds AS
