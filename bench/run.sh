@@ -72,11 +72,11 @@ BASE=$(rate "$t0" "$t1")
 
 run_scenario() {    # name, event_id (text or NULL), query
     local name=$1 event_id=$2 query=$3 t0 t1 r
-    "${PSQL[@]}" -c "SELECT streamview.create_source(name => 'bench', brokers => '$ADDR', topic => 'bench',
+    "${PSQL[@]}" -o /dev/null -c "SELECT streamview.create_source(name => 'bench', brokers => '$ADDR', topic => 'bench',
         columns => '{\"event_id\":\"text\",\"user_id\":\"text\",\"amount_cents\":\"bigint\",\"ts\":\"timestamptz\"}',
         event_time => 'ts', event_id => $event_id, max_out_of_orderness => '5 seconds')"
     t0=$(now)
-    "${PSQL[@]}" -c "SELECT streamview.create_view('bench_view', \$q\$ $query \$q\$)"
+    "${PSQL[@]}" -o /dev/null -c "SELECT streamview.create_view('bench_view', \$q\$ $query \$q\$)"
     until [ "$("${PSQL[@]}" -c "SELECT coalesce(sum(consumed), 0) FROM streamview.status")" -ge "$EVENTS" ]; do
         sleep 0.1
     done
@@ -86,7 +86,7 @@ run_scenario() {    # name, event_id (text or NULL), query
     groups=$("${PSQL[@]}" -c "SELECT count(*) FROM bench_view")
     printf '%-34s %10s ev/s   %5.2f x bare read   (%s rows)\n' "$name" "$r" \
         "$(perl -e 'print $ARGV[0] / $ARGV[1]' "$r" "$BASE")" "$groups"
-    "${PSQL[@]}" -c "SELECT streamview.drop_source('bench', cascade => true)"
+    "${PSQL[@]}" -o /dev/null -c "SELECT streamview.drop_source('bench', cascade => true)"
 }
 
 echo
