@@ -292,7 +292,7 @@ LIVE=$(produce "$DIR/live")
 wait_consumed $((PRODUCED + LIVE)) 30
 say "all views applied the $LIVE new messages $((($(date +%s%N) - t_live) / 1000000)) ms after kcat started sending them. After:"
 sql "$LATEST"
-say "The current minute appeared; the purchases from 40-50 s ago were added to an already" \
+say "The current minute appeared; the purchases from 70-80 s ago were added to an already" \
     "published minute (an upsert corrects the row); the watermark moved on, and windows with" \
     "window_end + 2 minutes <= watermark became final."
 

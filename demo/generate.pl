@@ -20,7 +20,7 @@
 #   - unreadable messages: truncated JSON, no "ts", "amount_cents":"lots",
 #     "ts":"soon".
 # Live mode writes a small burst of purchases happening at --start-ms, plus a
-# few that happened 40-50 s earlier (they correct already published windows).
+# few that happened 70-80 s earlier (they correct already published windows).
 #
 # Perl core only (POSIX, Getopt::Long): Perl is present wherever PostgreSQL is.
 use strict;
@@ -149,12 +149,12 @@ if (!$o{live}) {
         my @pool = grep { $_->{partition} == ($i - 1) % $P } @users;
         my $u = $pool[int rand @pool];
         my $is_late = $i % 12 == 0;
-        my $ts = $is_late ? $start - 40_000 - int rand 10_000 : $start - int rand 3000;
+        my $ts = $is_late ? $start - 70_000 - int rand 10_000 : $start - int rand 3000;
         $is_late ? $late++ : $now++;
         push @events, { u => $u, ts => $ts, arrival => $start + $i, amount => amount(),
                         id => sprintf('live-%s-%04d', $start, $i) };
     }
-    printf "%d purchases happening now (%s UTC) and %d that happened 40-50 s ago, in all %d partitions.\n",
+    printf "%d purchases happening now (%s UTC) and %d that happened 70-80 s ago, in all %d partitions.\n",
         $now, substr(iso($start), 11, 8), $late, $P;
 }
 
