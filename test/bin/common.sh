@@ -4,7 +4,7 @@
 SV_PG_BIN=/usr/lib/postgresql/15/bin
 SV_PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
 SV_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap librdkafka-dev kcat
-             libipc-run-perl make gcc)
+             libipc-run-perl perl procps make gcc)
 
 sv_log() { printf '==> %s\n' "$*" >&2; }
 
