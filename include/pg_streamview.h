@@ -205,7 +205,7 @@ extern void streamview_kafka_close(SvKafka *k);
 
 /* in apply.c: classify a batch per version and write it in the current transaction */
 extern void streamview_apply_batch(const SvSource *src, List *versions,
-								   SvEvent *events, int nevents);
+								   SvEvent *events, int nevents, bool record_unreadable);
 extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
 extern bool streamview_transient_error(int sqlerrcode);
 extern void streamview_refresh_watermarks(const SvSource *src, List *versions, bool force);
@@ -214,6 +214,8 @@ extern void streamview_refresh_watermarks(const SvSource *src, List *versions, b
 extern Oid	streamview_caller(void);
 extern const char *streamview_caller_search_path(void);
 extern void streamview_as_extension_owner(Oid *save_user, int *save_sec);
+extern void streamview_run_as_begin(Oid role);
+extern void streamview_run_as_end(void);
 extern void streamview_restore_user(Oid save_user, int save_sec);
 
 #endif							/* PG_STREAMVIEW_H */

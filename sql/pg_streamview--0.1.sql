@@ -368,6 +368,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'For example ''{"security.protocol":"SASL_SSL"}''; values are strings, numbers or booleans.';
     END IF;
+    PERFORM streamview._check_options(caller, options);
     ooo := streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
     IF idle_timeout IS NOT NULL THEN
         idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
@@ -476,6 +477,41 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
+-- librdkafka properties a source may set.  Some would break the guarantees
+-- (offsets are PostgreSQL's) and are refused to everyone; some run programs,
+-- load libraries or read server files, so roles without superuser are held
+-- to a list of connection and tuning properties.
+CREATE FUNCTION streamview._check_options(caller regrole, options jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+BEGIN
+    FOR k IN SELECT jsonb_object_keys(options) LOOP
+        IF k IN ('enable.auto.commit', 'enable.auto.offset.store', 'enable.partition.eof',
+                 'auto.offset.reset', 'group.id', 'bootstrap.servers', 'log.queue',
+                 'isolation.level', 'group.instance.id') THEN
+            RAISE EXCEPTION 'Kafka option "%" cannot be set for a source', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'pg_streamview sets it itself: offsets are kept in PostgreSQL.';
+        END IF;
+        IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller)
+           AND NOT (k IN ('security.protocol', 'sasl.mechanism', 'sasl.mechanisms', 'sasl.username',
+                          'sasl.password', 'ssl.ca.pem', 'ssl.certificate.pem', 'ssl.key.pem',
+                          'ssl.key.password', 'ssl.endpoint.identification.algorithm',
+                          'api.version.request', 'broker.version.fallback', 'client.rack',
+                          'check.crcs', 'allow.auto.create.topics')
+                    OR k ~ '^(session|socket|fetch|queued|reconnect|retry|metadata|topic\.metadata|message\.max|receive\.message|max\.poll|heartbeat|connections)\.') THEN
+            RAISE EXCEPTION 'only superusers may set Kafka option "%"', k
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Options that name files, programs or libraries on the server are reserved to superusers.',
+                      HINT = 'Pass certificates inline with ssl.ca.pem, ssl.certificate.pem and ssl.key.pem.';
+        END IF;
+    END LOOP;
+END $$;
+
 CREATE FUNCTION streamview._check_owner(caller regrole, owner regrole, kind text, name text)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -526,7 +562,7 @@ BEGIN
     SELECT string_agg(format('%I', k), ', ' ORDER BY o)
       INTO keys FROM jsonb_array_elements_text(comp->'conflict_columns') WITH ORDINALITY AS t(k, o);
     EXECUTE format('CREATE TABLE %s (%s)', tbl, cols);
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', tbl, v.owner);
+    EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
     EXECUTE format('CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT', tbl, keys);
     EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
                    format('rows of stream view %s, version %s (maintained by pg_streamview)', v.name, ver));
@@ -603,7 +639,7 @@ BEGIN
     vrow_id := streamview._create_version(caller, vid, 1, query, 'live');
     EXECUTE (SELECT format('CREATE VIEW %I.%I AS %s', vschema, vname, ver.view_sql)
                FROM streamview.versions ver WHERE ver.version_id = vrow_id);
-    EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', vschema, vname, caller);
+    EXECUTE format('ALTER VIEW %I.%I OWNER TO %s', vschema, vname, caller);
     EXECUTE format('COMMENT ON VIEW %I.%I IS %L', vschema, vname,
                    'stream view over source ' || src.name || ' (pg_streamview)');
     PERFORM streamview._notify_launcher();
@@ -653,10 +689,19 @@ END $$;
 -- Versions: rebuild, wait, validate, swap, roll back, drop
 ------------------------------------------------------------------------------
 
+-- Runs one SELECT returning jsonb as role, restricted (see api.c).  Every
+-- query that reads a user's table or evaluates a user's expression goes
+-- through it: the implementations themselves run as the extension owner.
+CREATE FUNCTION streamview._run_as(role regrole, query text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'streamview_run_as'
+LANGUAGE C VOLATILE STRICT;
+
 CREATE FUNCTION streamview._count_as(role regrole, query text)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'streamview_count_as'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (streamview._run_as(role, format('SELECT to_jsonb(q.c) FROM (%s) AS q(c)', query)))::text::bigint $$;
 
 -- The view, locked against concurrent changes, after an ownership check.
 CREATE FUNCTION streamview._lock_view(caller regrole, view_name text, lock bool DEFAULT true)
@@ -785,8 +830,9 @@ BEGIN
     END IF;
     SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols_new
       FROM pg_attribute a WHERE a.attrelid = cand.table_name AND a.attnum > 0 AND NOT a.attisdropped;
-    EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s WHERE window_start < %L', cand.table_name,
-                   cols_new, cols_new, live.table_name, cut);
+    PERFORM streamview._run_as(v.owner,
+        format('WITH c AS (INSERT INTO %s (%s) SELECT %s FROM %s WHERE window_start < %L RETURNING 1) '
+               'SELECT to_jsonb(count(*)) FROM c', cand.table_name, cols_new, cols_new, live.table_name, cut));
     INSERT INTO streamview.offsets (version_id, partition, next_offset, max_event_time)
     SELECT vrow, m.partition, m.next_offset, m.max_event_time
       FROM (SELECT DISTINCT ON (om.partition) om.partition, om.next_offset, om.max_event_time
@@ -916,7 +962,8 @@ DECLARE
     sums   text[];
     jn     text;
     q      text;
-    r      record;
+    r      jsonb;
+    b_owner regrole := v.owner;   -- the versions' tables belong to the view's owner
 BEGIN
     SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_a
       FROM jsonb_array_elements(a.definition->'outputs') o WHERE o->>'kind' = 'key';
@@ -968,9 +1015,9 @@ BEGIN
                       format('%1$L || '': '' || coalesce(sum((x).%1$I), 0) || '' vs '' || coalesce(sum((y).%1$I), 0)', c), ', ')
                       || ')' FROM unnest(sums) c), '''''')
     );
-    EXECUTE q INTO r;
-    only_a := r.only_a; only_b := r.only_b; differ := r.differ;
-    samples := r.samples; totals := nullif(r.totals, '');
+    r := streamview._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
+    only_a := (r->>'only_a')::bigint; only_b := (r->>'only_b')::bigint; differ := (r->>'differ')::bigint;
+    samples := r->>'samples'; totals := nullif(r->>'totals', '');
     totals_equal := NOT EXISTS (
         SELECT 1 FROM unnest(string_to_array(coalesce(totals, ''), '; ')) t
          WHERE t <> '' AND split_part(split_part(t, ': ', 2), ' vs ', 1) <> split_part(t, ' vs ', 2));
@@ -1128,11 +1175,11 @@ BEGIN
                       HINT = 'The new version has other columns; drop or change the dependent views first.';
         END;
         EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
-        EXECUTE format('ALTER VIEW %s OWNER TO %I', vname, v.owner);
+        EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
         FOR g IN SELECT x.grantee, x.privilege_type, x.is_grantable FROM aclexplode(acl) x
                   WHERE x.grantee <> v.owner::oid LOOP
             EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, vname,
-                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
                            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
         END LOOP;
     END;

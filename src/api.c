@@ -19,6 +19,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "utils/jsonb.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -198,25 +199,26 @@ streamview_notify_launcher(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(streamview_count_as);
-PGDLLEXPORT Datum streamview_count_as(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(streamview_run_as);
+PGDLLEXPORT Datum streamview_run_as(PG_FUNCTION_ARGS);
 
 /*
- * streamview._count_as(role, query) → bigint: run one SELECT that returns a
- * single count, as role, in a security-restricted operation.  The API's
- * implementations run as the extension owner; anything that embeds text a
- * user wrote (an invariant's predicate) goes through here instead, so it can
- * do no more than the view's owner could.
+ * streamview._run_as(role, query) → jsonb: run one SELECT (it may hold a
+ * data-modifying WITH) whose first column is jsonb, as role, and return that
+ * value from its first row (NULL if none).  The API's implementations run as
+ * the extension owner; everything that may call code a user wrote (a check's
+ * predicate, a version's table, which its owner may have replaced) runs
+ * through here instead: as the view's owner, in a security-restricted
+ * operation, with search_path pinned and every setting the code changes
+ * undone on the way out, so it can do no more than its owner could.
  */
 Datum
-streamview_count_as(PG_FUNCTION_ARGS)
+streamview_run_as(PG_FUNCTION_ARGS)
 {
 	Oid			role = PG_GETARG_OID(0);
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	List	   *raw = raw_parser(query, RAW_PARSE_DEFAULT);
-	Oid			save_user;
-	int			save_sec;
-	int64		count = 0;
+	Datum		result = (Datum) 0;
 	bool		isnull = true;
 
 	if (list_length(raw) != 1 || !IsA(linitial_node(RawStmt, raw)->stmt, SelectStmt))
@@ -224,21 +226,48 @@ streamview_count_as(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("a check must be a single boolean expression")));
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	streamview_run_as_begin(role);
 	SPI_connect();
-	SPI_execute(query, true, 2);
-	if (SPI_processed == 1 && SPI_tuptable->tupdesc->natts == 1)
+	SPI_execute(query, false, 1);
+	if (SPI_processed == 1)
 	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
+		if (SPI_gettypeid(SPI_tuptable->tupdesc, 1) != JSONBOID)
+			elog(ERROR, "streamview._run_as: the query must return jsonb");
+		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)
-			count = DatumGetInt64(d);
+			result = SPI_datumTransfer(result, false, -1);
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_user, save_sec);
+	streamview_run_as_end();
 	if (isnull)
-		elog(ERROR, "streamview._count_as: the query must return one count");
-	PG_RETURN_INT64(count);
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Bracket for running code a user wrote as role: a restricted operation
+ * (no SET ROLE, no temporary objects, no session-lasting state) in a GUC
+ * nest level that is rolled back at the end, with search_path pinned.
+ * Calls do not nest.
+ */
+static Oid	sv_ra_user;
+static int	sv_ra_sec;
+static int	sv_ra_nest;
+
+void
+streamview_run_as_begin(Oid role)
+{
+	GetUserIdAndSecContext(&sv_ra_user, &sv_ra_sec);
+	sv_ra_nest = NewGUCNestLevel();
+	SetUserIdAndSecContext(role, sv_ra_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+void
+streamview_run_as_end(void)
+{
+	AtEOXact_GUC(false, sv_ra_nest);
+	SetUserIdAndSecContext(sv_ra_user, sv_ra_sec);
 }

@@ -68,15 +68,6 @@ typedef struct SvVersionBatch
 	HTAB	   *seen;
 } SvVersionBatch;
 
-/* ---------- running as someone ---------- */
-
-static void
-sv_become(Oid role, Oid *save_user, int *save_sec)
-{
-	GetUserIdAndSecContext(save_user, save_sec);
-	SetUserIdAndSecContext(role, *save_sec | SECURITY_LOCAL_USERID_CHANGE);
-}
-
 /* ---------- arrays for unnest() ---------- */
 
 static Datum
@@ -327,13 +318,11 @@ sv_fill_batch_table(const SvSource *src, SvVersion *v, SvEvent *events, const in
 static void
 sv_run_statement(SvVersion *v)
 {
-	Oid			save_user;
-	int			save_sec;
 	int			rc;
 
-	sv_become(v->owner, &save_user, &save_sec);
+	streamview_run_as_begin(v->owner);
 	rc = SPI_execute_plan(v->plan, NULL, NULL, false, 0);
-	SetUserIdAndSecContext(save_user, save_sec);
+	streamview_run_as_end();
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for view \"%s\": %s", v->view_name,
 			 SPI_result_code_string(rc));
@@ -374,12 +363,7 @@ sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		Oid			save_user;
-		int			save_sec;
-
-		sv_become(v->owner, &save_user, &save_sec);
 		SPI_execute(psprintf("DELETE FROM pg_temp.sv_batch_%d", v->version_id), false, 0);
-		SetUserIdAndSecContext(save_user, save_sec);
 		sv_fill_batch_table(src, v, events, idx, n);
 		sv_run_statement(v);
 		ReleaseCurrentSubTransaction();
@@ -713,15 +697,14 @@ streamview_refresh_watermarks(const SvSource *src, List *versions, bool force)
 }
 
 /*
- * Create the version's batch table (as its owner, who must read it) and
- * prepare its statement.  Inside a transaction, SPI connected.
+ * Create the version's batch table and prepare its statement.  The table
+ * belongs to the worker (its owner could otherwise alter it under us); the
+ * view's owner may only read it.  Inside a transaction, SPI connected.
  */
 void
 streamview_prepare_version(const SvSource *src, SvVersion *v)
 {
 	StringInfoData sql;
-	Oid			save_user;
-	int			save_sec;
 	char	   *relname = psprintf("sv_batch_%d", v->version_id);
 
 	initStringInfo(&sql);
@@ -730,12 +713,14 @@ streamview_prepare_version(const SvSource *src, SvVersion *v)
 		appendStringInfo(&sql, "%s %s, ", quote_identifier(src->columns[c].name),
 						 format_type_be_qualified(src->columns[c].type));
 	appendStringInfoString(&sql, "sv_window_start timestamptz NOT NULL) ON COMMIT DELETE ROWS");
-
-	sv_become(v->owner, &save_user, &save_sec);
 	SPI_execute(sql.data, false, 0);
+	SPI_execute(psprintf("GRANT SELECT ON pg_temp.%s TO %s", relname,
+						 quote_identifier(GetUserNameFromId(v->owner, false))), false, 0);
 	v->batch_relid = get_relname_relid(relname, LookupCreationNamespace("pg_temp"));
+
+	streamview_run_as_begin(v->owner);
 	v->plan = SPI_prepare(v->batch_sql, 0, NULL);
-	SetUserIdAndSecContext(save_user, save_sec);
+	streamview_run_as_end();
 	if (v->plan == NULL)
 		elog(ERROR, "could not prepare the statement of view \"%s\": %s",
 			 v->view_name, SPI_result_code_string(SPI_result));
@@ -745,9 +730,11 @@ streamview_prepare_version(const SvSource *src, SvVersion *v)
 /*
  * Apply a batch of consumed messages to every version.  Inside the batch's
  * transaction, SPI connected, in a memory context reset after the batch.
+ * record_unreadable: store the dead letters of unreadable messages.
  */
 void
-streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int nevents)
+streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int nevents,
+					   bool record_unreadable)
 {
 	int		   *unreadable = palloc(nevents * sizeof(int));
 	int			nunreadable = 0;
@@ -772,7 +759,12 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		sv_apply_version(src, v, events, vb);
 	}
 
-	sv_store_dead_letters(src, NULL, events, unreadable, nunreadable, SV_REASON_NONE);
+	/*
+	 * Unreadable messages are the source's, recorded by its source worker
+	 * only: a replay worker reading the same offsets would race it.
+	 */
+	if (record_unreadable)
+		sv_store_dead_letters(src, NULL, events, unreadable, nunreadable, SV_REASON_NONE);
 	foreach(lc, versions)
 	{
 		SvVersion  *v = lfirst(lc);

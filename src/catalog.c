@@ -336,17 +336,18 @@ streamview_clear_source_error(int32 source_id)
 bool
 streamview_caught_up(SvVersion *v)
 {
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		args[2] = {Int32GetDatum(v->live_version_id), Int32GetDatum(v->version_id)};
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(v->version_id)};
 
-	if (v->live_version_id == 0)
-		return true;
-	SPI_execute_with_args("SELECT NOT EXISTS (SELECT 1 FROM streamview.offsets live "
+	/* against the view's live version now: a swap may have changed it */
+	SPI_execute_with_args("SELECT NOT EXISTS (SELECT 1 FROM streamview.versions me "
+						  "JOIN streamview.versions lv ON lv.view_id = me.view_id AND lv.state = 'live' "
+						  "JOIN streamview.offsets live ON live.version_id = lv.version_id "
 						  "LEFT JOIN streamview.offsets mine "
-						  "  ON mine.version_id = $2 AND mine.partition = live.partition "
-						  "WHERE live.version_id = $1 "
+						  "  ON mine.version_id = me.version_id AND mine.partition = live.partition "
+						  "WHERE me.version_id = $1 "
 						  "  AND coalesce(mine.next_offset, -1) < live.next_offset)",
-						  2, argtypes, args, NULL, true, 1);
+						  1, argtypes, args, NULL, true, 1);
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 									  &(bool){false}));
 }

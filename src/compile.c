@@ -247,19 +247,25 @@ sv_window_func_oid(const char *name, int nargs)
 						  nargs, argtypes, false);
 }
 
+/*
+ * A window's size or slide: a literal interval.  Never evaluated: this runs
+ * as the extension owner, and a function call here would run with its rights.
+ */
 static int64
 sv_const_interval(Node *arg, const char *what, char **text)
 {
-	Node	   *folded = eval_const_expressions(NULL, arg);
 	Const	   *c;
 	int64		us;
 
-	if (!IsA(folded, Const) || ((Const *) folded)->constisnull)
+	while (IsA(arg, RelabelType))
+		arg = (Node *) ((RelabelType *) arg)->arg;
+	if (!IsA(arg, Const) || ((Const *) arg)->constisnull ||
+		((Const *) arg)->consttype != INTERVALOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a constant interval", what),
 				 errhint("Write a literal such as '1 minute'.")));
-	c = (Const *) folded;
+	c = (Const *) arg;
 	us = streamview_interval_usecs(DatumGetIntervalP(c->constvalue), what);
 	*text = DatumGetCString(DirectFunctionCall1(interval_out, c->constvalue));
 	if (us <= 0)
@@ -295,15 +301,13 @@ sv_check_window(Node *expr, AttrNumber event_time_attno, const char *event_time,
 				 errhint("Write streamview.tumble(%s, '1 minute').", event_time)));
 	c->window.size_us = sv_const_interval(lsecond(f->args), "window size", &c->window_size_text);
 	c->window.slide_us = c->window.size_us;
-	c->window_size_sql = deparse_expression(eval_const_expressions(NULL, lsecond(f->args)),
-											NIL, false, false);
+	c->window_size_sql = deparse_expression(lsecond(f->args), NIL, false, false);
 	c->window_slide_sql = c->window_size_sql;
 	c->window_slide_text = c->window_size_text;
 	if (c->window.kind == SV_WINDOW_HOP)
 	{
 		c->window.slide_us = sv_const_interval(lthird(f->args), "window slide", &c->window_slide_text);
-		c->window_slide_sql = deparse_expression(eval_const_expressions(NULL, lthird(f->args)),
-												 NIL, false, false);
+		c->window_slide_sql = deparse_expression(lthird(f->args), NIL, false, false);
 		if (c->window.slide_us > c->window.size_us)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -781,7 +785,7 @@ streamview_compile(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(save_user, save_sec);
 
 	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	sv_compile_query(q, stand_in, source, et_attno, event_time, &c);
 	result = sv_compiled_jsonb(&c);

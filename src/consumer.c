@@ -63,6 +63,7 @@ typedef struct SvWorker
 	SvKafka    *kafka;
 	int			nparts;
 	MemoryContext batch_cxt;
+	MemoryContext loop_cxt;		/* reset every round of the main loop */
 	int64	   *mark_minutes;	/* per partition: minute of the last offset mark */
 	int			nmark_minutes;
 	char	   *last_error;
@@ -90,6 +91,9 @@ sv_commit(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	/* commit leaves TopMemoryContext current: back to the round's context */
+	if (worker.loop_cxt)
+		MemoryContextSwitchTo(worker.loop_cxt);
 }
 
 static void
@@ -338,6 +342,7 @@ sv_apply(SvEvent *events, int n)
 		sv_commit();
 		return false;
 	}
+	pfree(sig);
 	for (int p = 0; p < worker.nparts; p++)
 	{
 		ListCell   *lc;
@@ -354,7 +359,8 @@ sv_apply(SvEvent *events, int n)
 			}
 		}
 	}
-	streamview_apply_batch(worker.src, worker.versions, events, n);
+	streamview_apply_batch(worker.src, worker.versions, events, n,
+						   worker.replay_version == 0);
 	if (worker.replay_version == 0)
 		sv_record_marks();
 	caught_up = sv_check_caught_up();
@@ -398,6 +404,8 @@ sv_housekeeping(void)
 	sv_begin("refreshing watermarks");
 	sig = streamview_versions_signature(worker.source_id, worker.replay_version);
 	changed = (sig == NULL || strcmp(sig, worker.signature) != 0);
+	if (sig)
+		pfree(sig);
 	if (!changed)
 		streamview_refresh_watermarks(worker.src, worker.versions, false);
 	caught_up = !changed && sv_check_caught_up();
@@ -431,11 +439,16 @@ sv_main_loop(void)
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, streamview_kafka_wait_fd(worker.kafka), NULL, NULL);
 
+	worker.loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_streamview loop",
+											ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		int			n;
 		MemoryContext old;
 
+		/* whatever a round allocates outside a transaction dies with it */
+		MemoryContextSwitchTo(worker.loop_cxt);
+		MemoryContextReset(worker.loop_cxt);
 		CHECK_FOR_INTERRUPTS();
 		/* a busy worker never sleeps on WL_EXIT_ON_PM_DEATH: look */
 		if (!PostmasterIsAlive())
@@ -550,10 +563,26 @@ streamview_source_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, owner, 0);
 
-	/* Event time is UTC; generated SQL names everything it uses. */
-	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("DateStyle", "ISO, YMD", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * A view is a function of the log: settings that change what SQL
+	 * computes or whether it runs are pinned, whatever the database or role
+	 * defaults say.  Generated SQL names everything it uses; pg_temp comes
+	 * last so that temporary objects cannot stand in for catalog ones.
+	 */
+	{
+		static const char *const pinned[][2] = {
+			{"TimeZone", "UTC"}, {"DateStyle", "ISO, YMD"}, {"IntervalStyle", "postgres"},
+			{"search_path", "pg_catalog, pg_temp"}, {"extra_float_digits", "1"},
+			{"lc_monetary", "C"}, {"lc_numeric", "C"}, {"lc_time", "C"},
+			{"statement_timeout", "0"}, {"lock_timeout", "0"},
+			{"idle_in_transaction_session_timeout", "0"},
+			{"default_transaction_read_only", "off"},
+			{"default_transaction_isolation", "read committed"},
+		};
+
+		for (int i = 0; i < lengthof(pinned); i++)
+			SetConfigOption(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+	}
 
 	worker.batch_cxt = AllocSetContextCreate(TopMemoryContext, "pg_streamview batch",
 											 ALLOCSET_DEFAULT_SIZES);

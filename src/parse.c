@@ -181,6 +181,39 @@ sv_reject(SvEvent *ev, SvReason reason, const char *fmt,...)
 	ev->error = buf.data;
 }
 
+/*
+ * Deeper than SV_MAX_DEPTH?  The JSON parser recurses per level and would
+ * stop the worker with "stack depth limit exceeded" on a hostile message, so
+ * count first: brackets outside strings.
+ */
+static bool
+sv_too_deep(const char *p, int len)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (const char *end = p + len; p < end; p++)
+	{
+		if (in_string)
+		{
+			if (*p == '\\')
+				p++;
+			else if (*p == '"')
+				in_string = false;
+		}
+		else if (*p == '"')
+			in_string = true;
+		else if (*p == '{' || *p == '[')
+		{
+			if (++depth > SV_MAX_DEPTH)
+				return true;
+		}
+		else if (*p == '}' || *p == ']')
+			depth--;
+	}
+	return false;
+}
+
 /* Epoch milliseconds (a JSON number) as a timestamptz. */
 static bool
 sv_epoch_ms(const char *token, TimestampTz *result)
@@ -212,11 +245,13 @@ sv_convert(const SvColumn *col, const char *token, JsonTokenType type, Datum *va
 	/*
 	 * Date and time input also accepts words such as "now" and "yesterday",
 	 * whose meaning depends on when the message is read: a view must be a
-	 * function of the log alone, so times must be written out (ISO-8601,
-	 * which starts with a digit) or given as epoch milliseconds.
+	 * function of the log alone, so times must be written out in ISO-8601
+	 * (digits, '-', ':', '.', 'T', 'Z', offsets; no words such as "today")
+	 * or given as epoch milliseconds.
 	 */
 	if ((col->type == TIMESTAMPTZOID || col->type == TIMESTAMPOID || col->type == DATEOID) &&
-		type == JSON_TOKEN_STRING && !isdigit((unsigned char) token[0]))
+		type == JSON_TOKEN_STRING &&
+		(!isdigit((unsigned char) token[0]) || token[strspn(token, "0123456789-:.+ TtZz")] != '\0'))
 	{
 		sv_reject(ev, SV_REASON_INVALID_VALUE,
 				  "column \"%s\": \"%s\" is not an ISO-8601 date or time", col->name, token);
@@ -308,6 +343,11 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 		memchr(ev->payload, '\0', ev->paylen) != NULL)
 	{
 		sv_reject(ev, SV_REASON_INVALID_JSON, "payload is not valid UTF-8 text");
+		return;
+	}
+	if (sv_too_deep(ev->payload, ev->paylen))
+	{
+		sv_reject(ev, SV_REASON_INVALID_JSON, "JSON nested deeper than %d levels", SV_MAX_DEPTH);
 		return;
 	}
 	if (src->paths == NULL)
