@@ -871,7 +871,14 @@ BEGIN
     END IF;
     LOOP
         SELECT * INTO r FROM streamview.versions x WHERE x.version_id = r.version_id;
-        IF r.state IN ('caught_up', 'live') THEN
+        -- Caught up, and taken over by the source worker: at the live
+        -- version's offsets, as validate() will want.
+        IF r.state = 'live' OR (r.state = 'caught_up' AND NOT EXISTS (
+               SELECT 1 FROM streamview.versions lv
+                 JOIN streamview.offsets l ON l.version_id = lv.version_id
+                 LEFT JOIN streamview.offsets o ON o.version_id = r.version_id AND o.partition = l.partition
+                WHERE lv.view_id = r.view_id AND lv.state = 'live'
+                  AND o.next_offset IS DISTINCT FROM l.next_offset)) THEN
             RETURN r.state;
         ELSIF r.state = 'failed' THEN
             RAISE EXCEPTION 'rebuild of stream view "%" version % failed', view_name, version

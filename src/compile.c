@@ -34,6 +34,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_aggregate.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "fmgr.h"
@@ -321,6 +322,49 @@ sv_check_window(Node *expr, AttrNumber event_time_attno, const char *event_time,
 	return true;
 }
 
+/*
+ * Functions whose result depends on when or where the query runs rather
+ * than on the log: the clock, the session, settings, the catalog.  (STABLE
+ * functions that depend only on TimeZone or DateStyle are fine: workers pin
+ * those.)  A user's own function must be IMMUTABLE.
+ */
+static const char *const sv_session_functions[] = {
+	"now", "transaction_timestamp", "statement_timestamp", "current_setting",
+	"current_database", "current_schema", "current_schemas", "current_query",
+	"pg_backend_pid", "inet_client_addr", "inet_client_port", "inet_server_addr",
+	"inet_server_port", "pg_postmaster_start_time", "pg_conf_load_time", "version",
+	"has_table_privilege", "has_column_privilege", "has_schema_privilege",
+	"has_function_privilege", "pg_has_role", "to_regclass", "to_regtype", "to_regproc",
+};
+
+static bool
+sv_session_function(Oid funcid, void *context)
+{
+	char	   *name;
+
+	if (func_volatile(funcid) == PROVOLATILE_IMMUTABLE)
+		return false;
+	if (get_func_namespace(funcid) != PG_CATALOG_NAMESPACE)
+		return true;
+	name = get_func_name(funcid);
+	for (int i = 0; i < lengthof(sv_session_functions); i++)
+		if (strcmp(name, sv_session_functions[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool
+sv_reads_session_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, SQLValueFunction) || IsA(node, Param))
+		return true;
+	if (check_functions_in_node(node, sv_session_function, context))
+		return true;
+	return expression_tree_walker(node, sv_reads_session_walker, context);
+}
+
 static void
 sv_check_query_shape(Query *q, Oid stand_in)
 {
@@ -554,6 +598,13 @@ sv_compile_query(Query *q, Oid stand_in, const char *source, AttrNumber et_attno
 	}
 	if (q->jointree->quals)
 		c->where_sql = sv_deparse(q->jointree->quals, ctx);
+	if (sv_reads_session_walker((Node *) q->targetList, NULL) ||
+		sv_reads_session_walker(q->jointree->quals, NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a stream view query must not depend on the clock, the session or settings"),
+				 errdetail("A view is a deterministic function of the log; a rebuild must compute the same rows."),
+				 errhint("Use event time instead of now() or CURRENT_TIMESTAMP, and mark your own functions IMMUTABLE.")));
 }
 
 /* ---------- SQL generation ---------- */

@@ -112,6 +112,11 @@ SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.t
 SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) FROM purchases GROUP BY 1 HAVING count(*) > 1 $q$) $$);
 SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, sum(amount_cents) / count(*) AS mean FROM purchases GROUP BY 1 $q$) $$);
 SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) FROM purchases WHERE random() < 0.5 GROUP BY 1 $q$) $$);
+SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) FROM purchases WHERE ts > now() - interval '1 day' GROUP BY 1 $q$) $$);
+SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) FILTER (WHERE ts::date = CURRENT_DATE) FROM purchases GROUP BY 1 $q$) $$);
+-- STABLE functions that only depend on the (pinned) time zone are fine
+SELECT pg_temp.err($$ SELECT streamview.create_view('v_day', $q$ SELECT streamview.tumble(ts, '1 hour') AS window_start, date_trunc('day', ts) AS day, count(*) AS n FROM purchases GROUP BY 1, 2 $q$) $$);
+SELECT streamview.drop_view('v_day');
 SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) FROM purchases GROUP BY 1, user_id $q$) $$);
 SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS is_final FROM purchases GROUP BY 1 $q$) $$);
 SELECT pg_temp.err($$ SELECT streamview.create_view('v', $q$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) FROM purchases GROUP BY 1 ORDER BY 1 $q$) $$);
