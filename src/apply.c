@@ -226,9 +226,26 @@ sv_remember(HTAB *seen, const SvEvent *ev)
 	e->is_new = true;
 }
 
+/*
+ * Offsets a partition skipped: deleted by retention or compaction, or taken
+ * by transaction markers (one offset each, not reported).  Principle 3:
+ * nothing disappears without a trace, so larger gaps are recorded.
+ */
+static void
+sv_note_gap(const SvSource *src, SvVersion *v, const SvEvent *ev, StringInfo gaps)
+{
+	SvPartState *ps = &v->parts[ev->partition];
+
+	if (gaps == NULL || ps->next_offset < 0 || ev->offset <= ps->next_offset + 1)
+		return;
+	appendStringInfo(gaps, "%spartition %d: offsets " INT64_FORMAT " to " INT64_FORMAT,
+					 gaps->len ? "; " : "", ev->partition, ps->next_offset, ev->offset - 1);
+}
+
 /* Classify the batch for one version; advances its in-memory state. */
 static void
-sv_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n, SvVersionBatch *vb)
+sv_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n, SvVersionBatch *vb,
+			StringInfo gaps)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -245,6 +262,7 @@ sv_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n, SvVersion
 
 		if (ps->next_offset >= 0 && ev->offset < ps->next_offset)
 			continue;			/* consumed by this version before */
+		sv_note_gap(src, v, ev, gaps);
 		ps->consumed++;
 		ps->dirty = true;
 		ps->next_offset = ev->offset + 1;
@@ -740,6 +758,8 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 	int			nunreadable = 0;
 	SvVersionBatch *vbs = palloc0(list_length(versions) * sizeof(SvVersionBatch));
 	ListCell   *lc;
+	StringInfoData gaps;
+	bool		first = true;
 
 	for (int i = 0; i < nevents; i++)
 	{
@@ -755,7 +775,10 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 
 		if (v->failed)
 			continue;
-		sv_classify(src, v, events, nevents, vb);
+		if (first)
+			initStringInfo(&gaps);
+		sv_classify(src, v, events, nevents, vb, first && record_unreadable ? &gaps : NULL);
+		first = false;
 		sv_apply_version(src, v, events, vb);
 	}
 
@@ -765,6 +788,13 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 	 */
 	if (record_unreadable)
 		sv_store_dead_letters(src, NULL, events, unreadable, nunreadable, SV_REASON_NONE);
+	if (!first && record_unreadable && gaps.len > 0)
+	{
+		ereport(WARNING,
+				(errmsg("source \"%s\": offsets missing from the log", src->name),
+				 errdetail("%s (deleted by retention or compaction before they were read).", gaps.data)));
+		streamview_record_worker_error(src->name, "offsets missing from the log", gaps.data, false);
+	}
 	foreach(lc, versions)
 	{
 		SvVersion  *v = lfirst(lc);

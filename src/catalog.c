@@ -300,22 +300,28 @@ streamview_versions_signature(int32 source_id, int32 replay_version)
 	return MemoryContextStrdup(TopMemoryContext, sig ? sig : "");
 }
 
-/* Keep the reason a worker stopped (in the caller's transaction). */
+/*
+ * Keep the reason a worker stopped, or a problem it met, in worker_errors
+ * (in the caller's transaction).  current: it is what stops the source now,
+ * shown as sources.last_error (and status.error) until the source recovers.
+ */
 void
-streamview_record_worker_error(const char *source_name, const char *message, const char *detail)
+streamview_record_worker_error(const char *source_name, const char *message, const char *detail,
+							   bool current)
 {
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', detail ? ' ' : 'n'};
+	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', detail ? ' ' : 'n', ' '};
 
 	args[0] = CStringGetTextDatum(source_name);
 	args[1] = CStringGetTextDatum(message);
 	args[2] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+	args[3] = BoolGetDatum(current);
 	SPI_execute_with_args("WITH e AS (INSERT INTO streamview.worker_errors (source_name, message, detail) "
 						  "VALUES ($1, $2, $3)) "
 						  "UPDATE streamview.sources SET last_error = $2, last_error_at = now() "
-						  "WHERE name = $1",
-						  3, argtypes, args, nulls, false, 0);
+						  "WHERE name = $1 AND $4",
+						  4, argtypes, args, nulls, false, 0);
 }
 
 void

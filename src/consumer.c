@@ -113,6 +113,48 @@ sv_free_versions(void)
 	worker.versions = NIL;
 }
 
+/*
+ * Prepare a version in a subtransaction.  If that fails for a version no
+ * reader sees (its table dropped by hand, say), the version fails alone and
+ * the source's other versions go on; the live version's error, or a
+ * transient one, is the worker's.
+ */
+static void
+sv_prepare(SvVersion *v)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		streamview_prepare_version(worker.src, v);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *err;
+
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (strcmp(v->state, "live") == 0 || streamview_transient_error(err->sqlerrcode))
+			ReThrowError(err);
+		ereport(WARNING,
+				(errmsg("stream view \"%s\" version %d failed: %s", v->view_name, v->version,
+						err->message)));
+		streamview_mark_failed(v->version_id, err->message);
+		v->failed = true;
+	}
+	PG_END_TRY();
+}
+
 /* (Re)load the versions; in a transaction.  Returns false if the source is gone. */
 static bool
 sv_load(void)
@@ -128,7 +170,7 @@ sv_load(void)
 	worker.versions = streamview_load_versions(worker.src, worker.replay_version);
 	MemoryContextSwitchTo(old);
 	foreach(lc, worker.versions)
-		streamview_prepare_version(worker.src, lfirst(lc));
+		sv_prepare(lfirst(lc));
 	if (worker.signature)
 		pfree(worker.signature);
 	worker.signature = sig;
@@ -178,7 +220,7 @@ sv_note_error(const char *error)
 		return;
 	sv_begin("recording source error");
 	if (error)
-		streamview_record_worker_error(worker.src->name, error, NULL);
+		streamview_record_worker_error(worker.src->name, error, NULL, true);
 	else
 		streamview_clear_source_error(worker.source_id);
 	sv_commit();
@@ -528,7 +570,7 @@ sv_fail(void)
 		PG_TRY();
 		{
 			sv_begin("recording worker error");
-			streamview_record_worker_error(worker.src->name, err->message, err->detail);
+			streamview_record_worker_error(worker.src->name, err->message, err->detail, true);
 			/* a replay fails for good, unless the error was transient */
 			if (worker.replay_version != 0 && !streamview_transient_error(err->sqlerrcode))
 				streamview_mark_failed(worker.replay_version, err->message);
