@@ -208,6 +208,8 @@ extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents, bool record_unreadable);
 extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
 extern bool streamview_transient_error(int sqlerrcode);
+extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
+extern void streamview_fail_version(SvVersion *v, ErrorData *err);
 extern void streamview_refresh_watermarks(const SvSource *src, List *versions, bool force);
 
 /* in api.c */

@@ -365,13 +365,12 @@ streamview_transient_error(int sqlerrcode)
 }
 
 /*
- * Apply events idx[0..n) in a subtransaction.  Returns NULL on success.  On
- * an error, rolls the subtransaction back and returns it, unless it is
- * transient: that is re-thrown (the worker retries the batch after a
- * restart).  Data exceptions blame the events; other errors the version.
+ * Run fn(arg) in a subtransaction.  Returns NULL on success.  On an error,
+ * rolls the subtransaction back and returns the error, unless it is
+ * transient: that is re-thrown (the worker retries after a restart).
  */
-static ErrorData *
-sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
+ErrorData *
+streamview_in_subtransaction(void (*fn) (void *), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -381,9 +380,7 @@ sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		SPI_execute(psprintf("DELETE FROM pg_temp.sv_batch_%d", v->version_id), false, 0);
-		sv_fill_batch_table(src, v, events, idx, n);
-		sv_run_statement(v);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -403,6 +400,53 @@ sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
 	return err;
 }
 
+/*
+ * A version's statement cannot run (its table was dropped by hand, a
+ * privilege was revoked, ...).  The live version is what readers see: its
+ * error is the worker's, recorded and retried with back-off until someone
+ * mends it.  Any other version fails with the error, in the current
+ * transaction, and the source's other versions go on.
+ */
+void
+streamview_fail_version(SvVersion *v, ErrorData *err)
+{
+	if (strcmp(v->state, "live") == 0)
+		ReThrowError(err);
+	ereport(WARNING,
+			(errmsg("stream view \"%s\" version %d failed: %s", v->view_name, v->version,
+					err->message)));
+	streamview_mark_failed(v->version_id, err->message);
+	v->failed = true;
+}
+
+typedef struct SvApplyArgs
+{
+	const SvSource *src;
+	SvVersion  *v;
+	SvEvent    *events;
+	const int  *idx;
+	int			n;
+} SvApplyArgs;
+
+static void
+sv_apply_events(void *arg)
+{
+	SvApplyArgs *a = arg;
+
+	SPI_execute(psprintf("DELETE FROM pg_temp.sv_batch_%d", a->v->version_id), false, 0);
+	sv_fill_batch_table(a->src, a->v, a->events, a->idx, a->n);
+	sv_run_statement(a->v);
+}
+
+/* Apply events idx[0..n) in a subtransaction; see streamview_in_subtransaction. */
+static ErrorData *
+sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
+{
+	SvApplyArgs a = {src, v, events, idx, n};
+
+	return streamview_in_subtransaction(sv_apply_events, &a);
+}
+
 static void
 sv_apply_version(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBatch *vb)
 {
@@ -417,20 +461,7 @@ sv_apply_version(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBa
 		return;
 	if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
 	{
-		/*
-		 * The statement itself cannot run (its table was dropped by hand, a
-		 * privilege was revoked, ...).  The live version is what readers
-		 * see: its error is the worker's, recorded and retried with
-		 * back-off until someone mends it.  Any other version fails with
-		 * the error, and the source's other versions go on.
-		 */
-		if (strcmp(v->state, "live") == 0)
-			ReThrowError(err);
-		ereport(WARNING,
-				(errmsg("stream view \"%s\" version %d failed: %s", v->view_name, v->version,
-						err->message)));
-		streamview_mark_failed(v->version_id, err->message);
-		v->failed = true;
+		streamview_fail_version(v, err);
 		return;
 	}
 

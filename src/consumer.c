@@ -113,46 +113,23 @@ sv_free_versions(void)
 	worker.versions = NIL;
 }
 
+static void
+sv_prepare_one(void *v)
+{
+	streamview_prepare_version(worker.src, v);
+}
+
 /*
- * Prepare a version in a subtransaction.  If that fails for a version no
- * reader sees (its table dropped by hand, say), the version fails alone and
- * the source's other versions go on; the live version's error, or a
- * transient one, is the worker's.
+ * Prepare a version in a subtransaction: if that fails for a version no
+ * reader sees (its table dropped by hand, say), the version fails alone.
  */
 static void
 sv_prepare(SvVersion *v)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *err = streamview_in_subtransaction(sv_prepare_one, v);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		streamview_prepare_version(worker.src, v);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (strcmp(v->state, "live") == 0 || streamview_transient_error(err->sqlerrcode))
-			ReThrowError(err);
-		ereport(WARNING,
-				(errmsg("stream view \"%s\" version %d failed: %s", v->view_name, v->version,
-						err->message)));
-		streamview_mark_failed(v->version_id, err->message);
-		v->failed = true;
-	}
-	PG_END_TRY();
+	if (err != NULL)
+		streamview_fail_version(v, err);
 }
 
 /* (Re)load the versions; in a transaction.  Returns false if the source is gone. */
