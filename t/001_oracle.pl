@@ -19,15 +19,7 @@ my $MOOO    = 5000;    # max_out_of_orderness, ms
 my $broker = broker_start('b001', { purchases => $P });
 my $node   = new_node('n001', batch_size => 1000);
 
-my %columns = (
-	event_id     => 'text',
-	user_id      => { type => 'text', required => 1 },
-	amount_cents => { type => 'bigint', required => 1 },
-	qty          => { type => 'integer', path => 'meta.qty', default => 1 },
-	region       => { type => 'text', default => 'eu' },
-	flag         => 'boolean',
-	ts           => 'timestamptz',
-);
+my %columns = gen_columns();
 
 my @views = (
 	{
@@ -47,7 +39,7 @@ my @views = (
 		                count(*) AS n, sum(amount_cents) AS revenue, min(amount_cents) AS min_amt,
 		                max(amount_cents) AS max_amt, avg(amount_cents) AS avg_amt
 		           FROM purchases WHERE amount_cents >= 100 GROUP BY 1, 2, 3},
-		lateness => '30 seconds',
+		lateness_sql => '30 seconds',
 	},
 	{
 		name        => 'hopv',
@@ -58,7 +50,7 @@ my @views = (
 		sql => q{SELECT streamview.hop(ts, '3 minutes', '1 minute') AS window_start, user_id,
 		                count(*) AS n, sum(qty) AS qty
 		           FROM purchases GROUP BY 1, 2},
-		lateness => '10 seconds',
+		lateness_sql => '10 seconds',
 	},
 	{
 		name        => 'flags',
@@ -75,7 +67,7 @@ my @views = (
 		                count(*) AS n, count(flag) AS n_flag, bool_and(flag) AS all_flag,
 		                bool_or(flag) AS any_flag
 		           FROM purchases GROUP BY 1, 2},
-		lateness => '20 seconds',
+		lateness_sql => '20 seconds',
 	},
 );
 
@@ -115,24 +107,8 @@ is(scalar(keys %reasons), 3, 'the stream has bad messages of every reason');
 my $split = int(@$msgs * 0.6);
 produce($broker, 'purchases', [ @$msgs[ 0 .. $split - 1 ] ]);
 
-my $cols_json = JSON::PP->new->canonical->encode(\%columns);
-$node->safe_psql('postgres', qq{
-	SELECT streamview.create_source(name => 'purchases', brokers => '$broker->{addr}',
-	  topic => 'purchases', columns => '$cols_json', event_time => 'ts',
-	  event_id => 'event_id', max_out_of_orderness => '5 seconds',
-	  options => '{"session.timeout.ms":"6000"}');
-});
-
-sub create_views
-{
-	for my $v (@views)
-	{
-		$node->safe_psql('postgres',
-			"SELECT streamview.create_view(name => '$v->{name}', query => \$q\$ $v->{sql} \$q\$, "
-			  . "allowed_lateness => '$v->{lateness}')");
-	}
-}
-create_views();
+create_gen_source($node, $broker, 'purchases', 'purchases');
+create_views($node, \@views);
 
 produce($broker, 'purchases', [ @$msgs[ $split .. $#$msgs ] ]);
 
@@ -184,7 +160,7 @@ $node->safe_psql('postgres', "SELECT streamview.drop_view('$_->{name}')") for @v
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_class WHERE relname IN ('rev', 'hopv', 'flags')"), '0',
 	'drop_view removed the views');
-create_views();
+create_views($node, \@views);
 check_all('batch_size=37:');
 
 note sprintf('timings: first pass %.1fs, replay %.1fs', $t_first - $t_start, time - $t_first);

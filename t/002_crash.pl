@@ -20,15 +20,7 @@ my $MOOO    = 5000;
 my $broker = broker_start('b002', { clicks => $P });
 my $node   = new_node('n002', batch_size => 200);
 
-my %columns = (
-	event_id     => 'text',
-	user_id      => { type => 'text', required => 1 },
-	amount_cents => { type => 'bigint', required => 1 },
-	qty          => { type => 'integer', path => 'meta.qty', default => 1 },
-	region       => { type => 'text', default => 'eu' },
-	flag         => 'boolean',
-	ts           => 'timestamptz',
-);
+my %columns = gen_columns();
 my @views = (
 	{
 		name        => 'crash_rev',
@@ -69,25 +61,14 @@ my $oracle = oracle_new(
 	views                   => \@views);
 
 # Chunks continue one stream (same generator state).
-my %gen_state;
-my $first = 1;
+my $chunks = stream_chunker(broker => $broker, topic => 'clicks', oracle => $oracle,
+	partitions => $P, seed => 4242, base_ms => 1_710_000_000_000, mooo_ms => $MOOO, views => \@views);
 my $total = 0;
 sub next_chunk
 {
-	my ($per_partition) = @_;
-	my $msgs = gen_stream(
-		partitions    => $P,
-		per_partition => $per_partition,
-		($first ? (seed => 4242) : ()),
-		state       => \%gen_state,
-		base_ms     => 1_710_000_000_000,
-		mooo_ms     => $MOOO,
-		lateness_ms => [ map { $_->{lateness_ms} } @views ]);
-	$first = 0;
-	$oracle->feed($msgs);
-	produce($broker, 'clicks', $msgs);
-	$total += @$msgs;
-	return scalar @$msgs;
+	my $n = $chunks->{next}->(@_);
+	$total = $chunks->{total}->();
+	return $n;
 }
 
 sub consumed
@@ -106,19 +87,8 @@ sub wait_progress
 	return consumed();
 }
 
-my $cols_json = JSON::PP->new->canonical->encode(\%columns);
-$node->safe_psql('postgres', qq{
-	SELECT streamview.create_source(name => 'clicks', brokers => '$broker->{addr}',
-	  topic => 'clicks', columns => '$cols_json', event_time => 'ts',
-	  event_id => 'event_id', max_out_of_orderness => '5 seconds',
-	  options => '{"session.timeout.ms":"6000"}');
-});
-for my $v (@views)
-{
-	$node->safe_psql('postgres',
-		"SELECT streamview.create_view(name => '$v->{name}', query => \$q\$ $v->{sql} \$q\$, "
-		  . "allowed_lateness => '$v->{lateness_sql}')");
-}
+create_gen_source($node, $broker, 'clicks', 'clicks');
+create_views($node, \@views);
 
 my @mid;    # [what, consumed at the crash, produced by then]
 

@@ -27,15 +27,7 @@ my $MOOO    = 5000;
 my $broker = broker_start('b004', { orders => $P });
 my $node   = new_node('n004', batch_size => 300);
 
-my %columns = (
-	event_id     => 'text',
-	user_id      => { type => 'text', required => 1 },
-	amount_cents => { type => 'bigint', required => 1 },
-	qty          => { type => 'integer', path => 'meta.qty', default => 1 },
-	region       => { type => 'text', default => 'eu' },
-	flag         => 'boolean',
-	ts           => 'timestamptz',
-);
+my %columns = gen_columns();
 my @views = (
 	{
 		name        => 'rev',
@@ -67,25 +59,15 @@ my $oracle = oracle_new(
 	max_out_of_orderness_ms => $MOOO,
 	views                   => \@views);
 
-my %gen_state;
-my $first = 1;
+# Chunks continue one stream (same generator state).
+my $chunks = stream_chunker(broker => $broker, topic => 'orders', oracle => $oracle,
+	partitions => $P, seed => 4004, base_ms => 1_720_000_000_000, mooo_ms => $MOOO, views => \@views);
 my $total = 0;
 sub next_chunk
 {
-	my ($per_partition) = @_;
-	my $msgs = gen_stream(
-		partitions    => $P,
-		per_partition => $per_partition,
-		($first ? (seed => 4004) : ()),
-		state       => \%gen_state,
-		base_ms     => 1_720_000_000_000,
-		mooo_ms     => $MOOO,
-		lateness_ms => [ map { $_->{lateness_ms} } @views ]);
-	$first = 0;
-	$oracle->feed($msgs);
-	produce($broker, 'orders', $msgs);
-	$total += @$msgs;
-	return scalar @$msgs;
+	my $n = $chunks->{next}->(@_);
+	$total = $chunks->{total}->();
+	return $n;
 }
 
 sub sql { return $node->safe_psql('postgres', $_[0]) }
@@ -107,16 +89,8 @@ sub table_difference
 		  . "(SELECT count(*) FROM (TABLE $b EXCEPT ALL TABLE $a) y)");
 }
 
-my $cols_json = JSON::PP->new->canonical->encode(\%columns);
-sql(qq{SELECT streamview.create_source(name => 'orders', brokers => '$broker->{addr}',
-	  topic => 'orders', columns => '$cols_json', event_time => 'ts',
-	  event_id => 'event_id', max_out_of_orderness => '5 seconds',
-	  options => '{"session.timeout.ms":"6000"}')});
-for my $v (@views)
-{
-	sql("SELECT streamview.create_view(name => '$v->{name}', query => \$q\$ $v->{sql} \$q\$, "
-		  . "allowed_lateness => '$v->{lateness_sql}')");
-}
+create_gen_source($node, $broker, 'orders', 'orders');
+create_views($node, \@views);
 
 # 1. history
 next_chunk(1500);

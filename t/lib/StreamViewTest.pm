@@ -30,6 +30,7 @@ our @EXPORT = qw(
   wait_consumed wait_for query_rows status_row partition_rows worker_pids worker_pid
   oracle_new oracle_run view_sql_rows compare_rows
   check_view_against_oracle check_unreadable_dead_letters us_to_iso iso_ms gen_stream
+  gen_columns create_gen_source create_views stream_chunker
 );
 
 our $ROOT      = abs_path(dirname(__FILE__) . '/../..');
@@ -737,6 +738,77 @@ sub check_unreadable_dead_letters
 # partition, shortly after), events without an id, bad messages of every
 # kind, ISO (Z and offsets) and epoch-ms times, nested and defaulted columns.
 # Pass the same state hash to continue a stream in chunks.
+# The columns of the messages gen_stream writes, as a source declares them.
+sub gen_columns
+{
+	return (
+		event_id     => 'text',
+		user_id      => { type => 'text', required => 1 },
+		amount_cents => { type => 'bigint', required => 1 },
+		qty          => { type => 'integer', path => 'meta.qty', default => 1 },
+		region       => { type => 'text', default => 'eu' },
+		flag         => 'boolean',
+		ts           => 'timestamptz',
+	);
+}
+
+# A source over a topic of gen_stream messages (event_id deduplicated, 5 s
+# out of orderness, a short session timeout for the mock broker).
+sub create_gen_source
+{
+	my ($node, $broker, $name, $topic) = @_;
+	my %columns   = gen_columns();
+	my $cols_json = JSON::PP->new->canonical->encode(\%columns);
+	$node->safe_psql('postgres', qq{
+		SELECT streamview.create_source(name => '$name', brokers => '$broker->{addr}',
+		  topic => '$topic', columns => '$cols_json', event_time => 'ts',
+		  event_id => 'event_id', max_out_of_orderness => '5 seconds',
+		  options => '{"session.timeout.ms":"6000"}');
+	});
+	return;
+}
+
+# create_view for each {name, sql, lateness_sql} of @$views.
+sub create_views
+{
+	my ($node, $views) = @_;
+	for my $v (@$views)
+	{
+		$node->safe_psql('postgres',
+			"SELECT streamview.create_view(name => '$v->{name}', query => \$q\$ $v->{sql} \$q\$, "
+			  . "allowed_lateness => '$v->{lateness_sql}')");
+	}
+	return;
+}
+
+# One generated stream produced in chunks that continue each other, fed to
+# the oracle as it goes.  stream_chunker(broker, topic, oracle, partitions,
+# seed, base_ms, mooo_ms, views) -> $c; $c->{next}->($per_partition) returns
+# how many messages it produced; $c->{total}->() how many in all.
+sub stream_chunker
+{
+	my (%o) = @_;
+	my (%state, $total);
+	my $first = 1;
+	my $next  = sub {
+		my ($per_partition) = @_;
+		my $msgs = gen_stream(
+			partitions    => $o{partitions},
+			per_partition => $per_partition,
+			($first ? (seed => $o{seed}) : ()),
+			state       => \%state,
+			base_ms     => $o{base_ms},
+			mooo_ms     => $o{mooo_ms},
+			lateness_ms => [ map { $_->{lateness_ms} } @{ $o{views} } ]);
+		$first = 0;
+		$o{oracle}->feed($msgs);
+		produce($o{broker}, $o{topic}, $msgs);
+		$total += @$msgs;
+		return scalar @$msgs;
+	};
+	return { next => $next, total => sub { $total // 0 } };
+}
+
 sub gen_stream
 {
 	my (%o) = @_;

@@ -4,18 +4,7 @@
 CREATE EXTENSION pg_streamview;
 \pset null '(null)'
 
--- Shows an error as SQLSTATE: message, with its detail and hint.
-CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hnt text;
-BEGIN
-    EXECUTE sql;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '')
-              || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
-END $$;
+\i test/sql/helpers.psql
 
 -- Windows, aligned to the Unix epoch in UTC
 SET timezone = 'UTC';

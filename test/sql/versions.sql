@@ -6,17 +6,7 @@
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
 \set SHOW_CONTEXT never
 \pset null '(null)'
-CREATE FUNCTION pg_temp.err(sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hnt text;
-BEGIN
-    EXECUTE sql;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(E'\nDETAIL: ' || nullif(det, ''), '')
-              || coalesce(E'\nHINT: ' || nullif(hnt, ''), '');
-END $$;
+\i test/sql/helpers.psql
 
 SELECT streamview.create_source('orders', '127.0.0.1:9', 'orders',
   '{"id":"text","shop":"text","cents":"bigint","ts":"timestamptz"}', 'ts', event_id => 'id');
