@@ -142,7 +142,6 @@ typedef struct SvVersion
 	int64		max_rate;		/* replay: events per second, 0 = unlimited */
 	bool		has_cut;		/* rebuilt from a point in time: */
 	TimestampTz cut;			/* windows starting before it are carried over */
-	int32		live_version_id;	/* the view's live version (0: none) */
 } SvVersion;
 
 extern SvSource *streamview_load_source(int32 source_id);
@@ -210,14 +209,12 @@ extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
 extern void streamview_fail_version(SvVersion *v, ErrorData *err);
-extern void streamview_refresh_watermarks(const SvSource *src, List *versions, bool force);
+extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
 
 /* in api.c */
 extern Oid	streamview_caller(void);
 extern const char *streamview_caller_search_path(void);
-extern void streamview_as_extension_owner(Oid *save_user, int *save_sec);
 extern void streamview_run_as_begin(Oid role);
 extern void streamview_run_as_end(void);
-extern void streamview_restore_user(Oid save_user, int save_sec);
 
 #endif							/* PG_STREAMVIEW_H */

@@ -76,7 +76,7 @@ streamview_extension_owner(void)
 	return owner;
 }
 
-void
+static void
 streamview_as_extension_owner(Oid *save_user, int *save_sec)
 {
 	GetUserIdAndSecContext(save_user, save_sec);
@@ -84,7 +84,7 @@ streamview_as_extension_owner(Oid *save_user, int *save_sec)
 						   *save_sec | SECURITY_LOCAL_USERID_CHANGE);
 }
 
-void
+static void
 streamview_restore_user(Oid save_user, int save_sec)
 {
 	SetUserIdAndSecContext(save_user, save_sec);

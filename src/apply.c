@@ -723,7 +723,7 @@ sv_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz *result)
  * connected, as the extension owner.
  */
 void
-streamview_refresh_watermarks(const SvSource *src, List *versions, bool force)
+streamview_refresh_watermarks(const SvSource *src, List *versions)
 {
 	ListCell   *lc;
 
@@ -839,5 +839,5 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 			sv_store_seen(src, v, vb->seen);
 		sv_store_offsets(v);
 	}
-	streamview_refresh_watermarks(src, versions, false);
+	streamview_refresh_watermarks(src, versions);
 }

@@ -227,9 +227,7 @@ streamview_load_versions(const SvSource *src, int32 replay_version)
 						  "(extract(epoch FROM v.allowed_lateness) * 1000000)::int8, ver.window_kind, "
 						  "(extract(epoch FROM ver.window_size) * 1000000)::int8, "
 						  "(extract(epoch FROM ver.window_slide) * 1000000)::int8, ver.batch_sql, "
-						  "ver.definition_hash, ver.watermark, ver.max_rate, ver.start_from, "
-						  "(SELECT live.version_id FROM streamview.versions live "
-						  " WHERE live.view_id = ver.view_id AND live.state = 'live') "
+						  "ver.definition_hash, ver.watermark, ver.max_rate, ver.start_from "
 						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
 						  "WHERE v.source_id = $1 AND " SV_WORKER_VERSIONS
 						  " ORDER BY ver.version_id",
@@ -264,7 +262,6 @@ streamview_load_versions(const SvSource *src, int32 replay_version)
 		wm = SPI_getbinval(tup, desc, 14, &isnull);
 		v->has_cut = !isnull;
 		v->cut = isnull ? 0 : DatumGetTimestampTz(wm);
-		v->live_version_id = (int32) sv_int8(tup, desc, 15, 0);
 		sv_load_offsets(v);
 		/* SPI calls leave CurrentMemoryContext in SPI's: be explicit */
 		result = lappend_cxt(TopMemoryContext, result, v);

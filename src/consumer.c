@@ -426,7 +426,7 @@ sv_housekeeping(void)
 	if (sig)
 		pfree(sig);
 	if (!changed)
-		streamview_refresh_watermarks(worker.src, worker.versions, false);
+		streamview_refresh_watermarks(worker.src, worker.versions);
 	caught_up = !changed && sv_check_caught_up();
 	sv_commit();
 	if (caught_up)
