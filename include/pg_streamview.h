@@ -214,7 +214,15 @@ extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
 /* in api.c */
 extern Oid	streamview_caller(void);
 extern const char *streamview_caller_search_path(void);
-extern void streamview_run_as_begin(Oid role);
-extern void streamview_run_as_end(void);
+/* what streamview_run_as_end restores: kept by the caller, on its stack */
+typedef struct SvRunAs
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest;			/* GUC nest level rolled back at the end */
+} SvRunAs;
+
+extern void streamview_run_as_begin(Oid role, SvRunAs *ra);
+extern void streamview_run_as_end(const SvRunAs *ra);
 
 #endif							/* PG_STREAMVIEW_H */

@@ -110,6 +110,20 @@ streamview_api_dispatch(PG_FUNCTION_ARGS)
 	volatile Datum result = (Datum) 0;
 	List	   *path;
 
+	/*
+	 * Code a user wrote (a view's query, a check, a trigger or default on a
+	 * version's table) runs restricted, as that user: it must not reach the
+	 * API, whose implementations run as the extension's owner.
+	 */
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot call streamview.%s() from code that a stream view runs",
+						get_func_name(fn)),
+				 errdetail("View queries, checks, and triggers and defaults on a version's table "
+						   "run in a security-restricted operation."),
+				 errhint("Call it from your own session instead.")));
+
 	/* Find _<name>_impl(regrole, <our declared argument types>). */
 	{
 		Oid		   *decl;
@@ -220,13 +234,14 @@ streamview_run_as(PG_FUNCTION_ARGS)
 	List	   *raw = raw_parser(query, RAW_PARSE_DEFAULT);
 	Datum		result = (Datum) 0;
 	bool		isnull = true;
+	SvRunAs		ra;
 
 	if (list_length(raw) != 1 || !IsA(linitial_node(RawStmt, raw)->stmt, SelectStmt))
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("a check must be a single boolean expression")));
 
-	streamview_run_as_begin(role);
+	streamview_run_as_begin(role, &ra);
 	SPI_connect();
 	SPI_execute(query, false, 1);
 	if (SPI_processed == 1)
@@ -238,7 +253,7 @@ streamview_run_as(PG_FUNCTION_ARGS)
 			result = SPI_datumTransfer(result, false, -1);
 	}
 	SPI_finish();
-	streamview_run_as_end();
+	streamview_run_as_end(&ra);
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
@@ -248,26 +263,29 @@ streamview_run_as(PG_FUNCTION_ARGS)
  * Bracket for running code a user wrote as role: a restricted operation
  * (no SET ROLE, no temporary objects, no session-lasting state) in a GUC
  * nest level that is rolled back at the end, with search_path pinned.
- * Calls do not nest.
+ *
+ * What must be restored lives in the caller's SvRunAs, on its stack: user
+ * code can reach another bracket (a trigger on a version's table firing
+ * while a check runs, say), and state kept anywhere else would be
+ * overwritten by the inner one, leaving the outer GUC level, and whatever
+ * search_path the user code set in it, in force for the extension owner's
+ * code that follows.  streamview_api_dispatch also refuses to run inside a
+ * restricted operation, so the API cannot be called from user code at all.
  */
-static Oid	sv_ra_user;
-static int	sv_ra_sec;
-static int	sv_ra_nest;
-
 void
-streamview_run_as_begin(Oid role)
+streamview_run_as_begin(Oid role, SvRunAs *ra)
 {
-	GetUserIdAndSecContext(&sv_ra_user, &sv_ra_sec);
-	sv_ra_nest = NewGUCNestLevel();
-	SetUserIdAndSecContext(role, sv_ra_sec | SECURITY_LOCAL_USERID_CHANGE |
+	GetUserIdAndSecContext(&ra->save_user, &ra->save_sec);
+	ra->nest = NewGUCNestLevel();
+	SetUserIdAndSecContext(role, ra->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void
-streamview_run_as_end(void)
+streamview_run_as_end(const SvRunAs *ra)
 {
-	AtEOXact_GUC(false, sv_ra_nest);
-	SetUserIdAndSecContext(sv_ra_user, sv_ra_sec);
+	AtEOXact_GUC(false, ra->nest);
+	SetUserIdAndSecContext(ra->save_user, ra->save_sec);
 }

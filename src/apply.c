@@ -337,10 +337,11 @@ static void
 sv_run_statement(SvVersion *v)
 {
 	int			rc;
+	SvRunAs		ra;
 
-	streamview_run_as_begin(v->owner);
+	streamview_run_as_begin(v->owner, &ra);
 	rc = SPI_execute_plan(v->plan, NULL, NULL, false, 0);
-	streamview_run_as_end();
+	streamview_run_as_end(&ra);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for view \"%s\": %s", v->view_name,
 			 SPI_result_code_string(rc));
@@ -755,6 +756,7 @@ streamview_prepare_version(const SvSource *src, SvVersion *v)
 {
 	StringInfoData sql;
 	char	   *relname = psprintf("sv_batch_%d", v->version_id);
+	SvRunAs		ra;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE TEMP TABLE IF NOT EXISTS %s (", relname);
@@ -767,9 +769,9 @@ streamview_prepare_version(const SvSource *src, SvVersion *v)
 						 quote_identifier(GetUserNameFromId(v->owner, false))), false, 0);
 	v->batch_relid = get_relname_relid(relname, LookupCreationNamespace("pg_temp"));
 
-	streamview_run_as_begin(v->owner);
+	streamview_run_as_begin(v->owner, &ra);
 	v->plan = SPI_prepare(v->batch_sql, 0, NULL);
-	streamview_run_as_end();
+	streamview_run_as_end(&ra);
 	if (v->plan == NULL)
 		elog(ERROR, "could not prepare the statement of view \"%s\": %s",
 			 v->view_name, SPI_result_code_string(SPI_result));
