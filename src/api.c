@@ -16,7 +16,9 @@
 #include "pg_streamview.h"
 
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "utils/jsonb.h"
@@ -90,6 +92,34 @@ streamview_restore_user(Oid save_user, int save_sec)
 	SetUserIdAndSecContext(save_user, save_sec);
 }
 
+/*
+ * The implementation behind dispatcher fn: _<name>_impl in the dispatcher's
+ * own schema, and a member of this extension.  Found through the schema's
+ * OID and checked by membership, so a schema or function planted under the
+ * name "streamview" is never run as the extension owner.
+ */
+static Oid
+sv_lookup_impl(Oid fn, int nargs, Oid *argtypes)
+{
+	Oid			nsp = get_func_namespace(fn);
+	char	   *name = psprintf("_%s_impl", get_func_name(fn));
+	Oid			impl = LookupFuncName(list_make2(makeString(get_namespace_name(nsp)),
+												 makeString(name)),
+									  nargs, argtypes, true);
+
+	if (!OidIsValid(impl) || get_func_namespace(impl) != nsp ||
+		getExtensionOfObject(ProcedureRelationId, impl) !=
+		get_extension_oid(STREAMVIEW_EXTENSION, false))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the implementation of streamview.%s() is missing", get_func_name(fn)),
+				 errdetail("No function %s of extension %s was found in the schema of %s.",
+						   name, STREAMVIEW_EXTENSION, get_func_name(fn)),
+				 errhint("Reinstall the extension with DROP EXTENSION and CREATE EXTENSION, "
+						 "or update it with ALTER EXTENSION pg_streamview UPDATE.")));
+	return impl;
+}
+
 PG_FUNCTION_INFO_V1(streamview_api_dispatch);
 PGDLLEXPORT Datum streamview_api_dispatch(PG_FUNCTION_ARGS);
 
@@ -134,9 +164,7 @@ streamview_api_dispatch(PG_FUNCTION_ARGS)
 		argtypes[0] = REGROLEOID;
 		memcpy(argtypes + 1, decl, nargs * sizeof(Oid));
 	}
-	impl = LookupFuncName(list_make2(makeString(STREAMVIEW_SCHEMA),
-									 makeString(psprintf("_%s_impl", get_func_name(fn)))),
-						  nargs + 1, argtypes, false);
+	impl = sv_lookup_impl(fn, nargs + 1, argtypes);
 
 	sv_caller = GetUserId();
 	sv_caller_path = pstrdup(namespace_search_path);

@@ -69,6 +69,38 @@ RESET ROLE;
 SELECT rolsuper AS eve_is_superuser FROM pg_roles WHERE rolname = 'sv_eve';
 
 ------------------------------------------------------------------------------
+-- F6: a schema named streamview that another role made before the extension
+-- was installed is refused, and so is one that others may create in.
+------------------------------------------------------------------------------
+\set regressdb :DBNAME
+CREATE DATABASE sv_f6;
+\c sv_f6
+\set SHOW_CONTEXT never
+CREATE ROLE sv_mallory;
+GRANT CREATE ON DATABASE sv_f6 TO sv_mallory;
+SET ROLE sv_mallory;
+CREATE SCHEMA streamview;
+RESET ROLE;
+CREATE EXTENSION pg_streamview;
+DROP SCHEMA streamview;
+CREATE SCHEMA streamview;
+GRANT CREATE ON SCHEMA streamview TO PUBLIC;
+CREATE EXTENSION pg_streamview;
+REVOKE CREATE ON SCHEMA streamview FROM PUBLIC;
+CREATE EXTENSION pg_streamview;
+SELECT extname FROM pg_extension WHERE extname = 'pg_streamview';
+\c :regressdb
+\set SHOW_CONTEXT never
+\i test/sql/helpers.psql
+DROP DATABASE sv_f6;
+DROP ROLE sv_mallory;
+-- The dispatcher runs only implementations that belong to the extension.
+ALTER EXTENSION pg_streamview DROP FUNCTION streamview._drop_check_impl(regrole, text, text);
+SELECT pg_temp.err($$SELECT streamview.drop_check('v', 'c')$$) AS not_a_member;
+ALTER EXTENSION pg_streamview ADD FUNCTION streamview._drop_check_impl(regrole, text, text);
+SELECT pg_temp.err($$SELECT streamview.drop_check('v', 'c')$$) AS a_member_again;
+
+------------------------------------------------------------------------------
 -- Clean up
 ------------------------------------------------------------------------------
 SET ROLE sv_eve;
