@@ -23,9 +23,6 @@
 #define STREAMVIEW_SCHEMA		"streamview"
 #define STREAMVIEW_EXTENSION	"pg_streamview"
 
-/* An advisory-lock class id ("sv") that makes one worker per source. */
-#define STREAMVIEW_LOCK_CLASS	0x7376
-
 /* in pg_streamview.c: settings */
 extern char *streamview_database;
 extern int	streamview_batch_size;

@@ -39,6 +39,9 @@
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
+#include "catalog/namespace.h"
+#include "utils/lsyscache.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "commands/dbcommands.h"
@@ -520,6 +523,25 @@ sv_start_replay(void)
 	pfree(low);
 }
 
+/*
+ * One worker per source (or per replayed version), even if a second launcher
+ * ever runs: a session lock on the catalog row's object, (sources, id) or
+ * (versions, id).  Not an advisory lock, which any role could take first
+ * and so keep the source from ever starting: no SQL takes object locks on
+ * an extension's table.  Released when the process exits.
+ */
+static bool
+sv_take_worker_lock(void)
+{
+	LOCKTAG		tag;
+	Oid			nsp = get_namespace_oid(STREAMVIEW_SCHEMA, false);
+	Oid			classid = get_relname_relid(worker.replay_version ? "versions" : "sources", nsp);
+
+	SET_LOCKTAG_OBJECT(tag, MyDatabaseId, classid,
+					   worker.replay_version ? worker.replay_version : worker.source_id, 0);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
 static void
 sv_on_exit(int code, Datum arg)
 {
@@ -612,12 +634,7 @@ streamview_source_main(Datum arg)
 	PG_exception_stack = &local_sigjmp_buf;
 
 	sv_begin("starting");
-	locked = DatumGetBool(DirectFunctionCall2(pg_try_advisory_lock_int4,
-											  Int32GetDatum(STREAMVIEW_LOCK_CLASS +
-															(worker.replay_version ? 1 : 0)),
-											  Int32GetDatum(worker.replay_version ?
-															worker.replay_version :
-															worker.source_id)));
+	locked = sv_take_worker_lock();
 	if (locked)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);

@@ -15,8 +15,8 @@
  * Each version in state 'replaying' (a rebuild) gets a replay worker the
  * same way; when it exits because its version caught up, the version is no
  * longer replaying and the slot is simply forgotten.
- * A worker also takes a session advisory lock on its source (or version), so even a
- * second launcher (after a launcher crash) cannot make two consumers.
+ * A worker also takes a session lock on its source's (or version's) catalog
+ * object, one no role can take from SQL, so even a second launcher (after a launcher crash) cannot make two consumers.
  *
  *-------------------------------------------------------------------------
  */

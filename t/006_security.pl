@@ -1,0 +1,130 @@
+# The security review's findings that live in the workers
+# (../shared/reviews/security.md): each attack as the review ran it, against
+# a real broker and the real workers, shown closed.  The SQL-surface ones
+# are in test/sql/security.sql.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+use StreamViewTest;
+
+my $broker = broker_start('b006', { guarded => 2, mtopic => 1 });
+my $node   = new_node('n006', batch_size => 50);
+my $B      = $broker->{addr};
+
+# The README's grants, to a role that is not a superuser.
+sub grant_api
+{
+	my ($role) = @_;
+	$node->safe_psql('postgres', qq{
+		CREATE ROLE $role LOGIN;
+		CREATE SCHEMA $role AUTHORIZATION $role;
+		GRANT USAGE ON SCHEMA $role TO PUBLIC;
+		DO \$\$
+		DECLARE f regprocedure;
+		BEGIN
+			FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+			          WHERE p.pronamespace = 'streamview'::regnamespace
+			            AND p.proname !~ '^_' AND p.prokind = 'f'
+			            AND NOT has_function_privilege('public', p.oid, 'EXECUTE')
+			LOOP
+				EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO $role', f);
+			END LOOP;
+		END \$\$;
+	});
+	return;
+}
+
+sub as
+{
+	my ($role, $sql) = @_;
+	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
+}
+
+sub ev
+{
+	my ($p, %f) = @_;
+	return [ $p, '', JSON::PP->new->canonical->encode(\%f) ];
+}
+
+######################################################################
+# F4: advisory locks that any role could take kept sources and rebuilds
+# from starting.  The workers' lock is one no SQL can take.
+######################################################################
+$node->safe_psql('postgres', 'CREATE ROLE nobody LOGIN');
+my $squatter = $node->background_psql('postgres', extra_params => [ '-U', 'nobody' ]);
+is($squatter->query_safe(q{
+	SELECT count(*) FILTER (WHERE pg_try_advisory_lock(x'7376'::int, i))
+	     + count(*) FILTER (WHERE pg_try_advisory_lock(x'7377'::int, i))
+	  FROM generate_series(1, 400) i}), '800', 'an unprivileged role holds 800 advisory locks');
+
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('guarded', '$B', 'guarded', '{"ts":"timestamptz","k":"text"}', 'ts');
+	SELECT streamview.create_view('public.guarded_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM guarded GROUP BY 1, 2 \$\$);
+});
+produce($broker, 'guarded',
+	[ map { ev($_ % 2, k => "k$_", ts => "2024-05-01T12:00:0${\($_ % 10)}Z") } 0 .. 19 ]);
+ok(wait_consumed($node, 'guarded_n', 20), 'the source worker starts and consumes despite the squatter');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+	 WHERE l.locktype = 'object' AND l.classid = 'streamview.sources'::regclass
+	   AND a.application_name = 'pg_streamview source guarded'}), '1',
+	'the source worker holds its object lock');
+my $v2 = $node->safe_psql('postgres', q{SELECT streamview.rebuild('guarded_n')});
+is($node->safe_psql('postgres', qq{SELECT streamview.wait_for('guarded_n', $v2, '60 seconds')}),
+	'caught_up', 'a rebuild replays despite the squatter');
+$squatter->quit;
+
+######################################################################
+# F1, in the worker: a trigger on a version's table calls the API (a second
+# bracket) and then sets search_path for the session; the worker's own
+# bookkeeping then ran as the extension owner through mallory's now().
+######################################################################
+grant_api('mallory');
+as('mallory', qq{
+	SET search_path = mallory;
+	SELECT streamview.create_source('msrc', '$B', 'mtopic', '{"ts":"timestamptz","user_id":"text"}', 'ts');
+	SELECT streamview.create_view('mallory.mv1', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id, count(*) AS n FROM msrc GROUP BY 1, 2 \$\$);
+	SELECT streamview.create_view('mallory.mv2', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM msrc GROUP BY 1 \$\$);
+	SELECT streamview.add_check('mv2', 'trivial', 'true');
+	CREATE TABLE mallory.probe (what text, who name, sp text);
+	CREATE FUNCTION mallory.trg() RETURNS trigger LANGUAGE plpgsql AS \$f\$
+	BEGIN
+	  BEGIN
+	    PERFORM * FROM streamview.validate('mv2', 1);
+	    INSERT INTO mallory.probe VALUES ('nested validate ran', current_user, current_setting('search_path'));
+	  EXCEPTION WHEN OTHERS THEN
+	    INSERT INTO mallory.probe VALUES (SQLERRM, current_user, current_setting('search_path'));
+	  END;
+	  PERFORM pg_catalog.set_config('search_path', 'mallory, pg_catalog, pg_temp', false);
+	  RETURN NULL;
+	END \$f\$;
+	CREATE TRIGGER t AFTER INSERT ON mallory.mv1_v1 FOR EACH STATEMENT EXECUTE FUNCTION mallory.trg();
+	CREATE FUNCTION mallory.now() RETURNS timestamptz LANGUAGE plpgsql VOLATILE AS \$f\$
+	BEGIN
+	  IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+	    EXECUTE 'ALTER ROLE mallory SUPERUSER';
+	  END IF;
+	  RETURN pg_catalog.now();
+	END \$f\$;
+	GRANT EXECUTE ON FUNCTION mallory.now() TO PUBLIC;
+});
+produce($broker, 'mtopic', [ ev(0, user_id => 'm1', ts => '2024-05-01T12:00:10Z') ]);
+ok(wait_consumed($node, 'mv1', 1), 'the message is applied');
+produce($broker, 'mtopic', [ ev(0, user_id => 'm2', ts => '2024-05-01T12:00:20Z') ]);
+ok(wait_consumed($node, 'mv1', 2), 'and the next one, after the trigger set search_path');
+is(as('mallory', q{SELECT string_agg(DISTINCT what || ' / ' || who, '; ') FROM mallory.probe}),
+	'cannot call streamview.validate() from code that a stream view runs / mallory',
+	'the nested API call is refused, in the worker too');
+is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+	'mallory is not a superuser');
+is(as('mallory', q{SELECT sum(n) FROM mallory.mv1}), '2', 'both events are in the view');
+
+$node->stop;
+done_testing();
