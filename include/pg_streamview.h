@@ -149,7 +149,7 @@ extern void streamview_mark_caught_up(SvVersion *v);
 extern void streamview_mark_failed(int32 version_id, const char *error);
 extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
 extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
-extern void streamview_record_worker_error(const char *source_name, const char *message,
+extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
 extern void streamview_clear_source_error(int32 source_id);
 extern Oid	streamview_extension_owner(void);

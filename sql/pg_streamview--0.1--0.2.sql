@@ -32,3 +32,32 @@ BEGIN
                   HINT = 'REVOKE CREATE ON SCHEMA streamview FROM those roles (and PUBLIC), then install the extension again.';
     END IF;
 END $$;
+
+------------------------------------------------------------------------------
+-- Row level security without a SECURITY DEFINER function (_may_read_source
+-- answered "may role X read source Y" to anyone); worker errors go with
+-- their source; validations are readable by the view's owner only.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.worker_errors
+    ADD COLUMN source_id int REFERENCES streamview.sources ON DELETE CASCADE;
+-- rows recorded before the source of that name was created were another
+-- source's, dropped since: they go
+UPDATE streamview.worker_errors e SET source_id = s.source_id
+  FROM streamview.sources s
+ WHERE s.name = e.source_name AND e.occurred_at >= s.created_at;
+DELETE FROM streamview.worker_errors WHERE source_id IS NULL;
+
+DROP POLICY owner_reads ON streamview.dead_letters;
+DROP POLICY owner_reads ON streamview.worker_errors;
+DROP FUNCTION streamview._may_read_source(text, name);
+GRANT SELECT (source_id, name, owner) ON streamview.sources TO PUBLIC;
+CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.sources s
+                    WHERE s.name = dead_letters.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.sources s
+                    WHERE s.source_id = worker_errors.source_id AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+ALTER TABLE streamview.validations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_reads ON streamview.validations FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.views v
+                    WHERE v.name = validations.view_name AND pg_catalog.pg_has_role(v.owner, 'USAGE')));

@@ -223,7 +223,10 @@ CREATE TABLE streamview.worker_errors (
     source_name     text NOT NULL,
     message         text NOT NULL,
     detail          text,
-    occurred_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+    occurred_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the errors go with their source: the next source of that name, perhaps
+    -- another role's, must not read them
+    source_id       int REFERENCES streamview.sources ON DELETE CASCADE
 );
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.sources', '');
@@ -244,21 +247,25 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
 REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;
 
 -- Dead letters and worker errors hold the topic's data: each role sees the
--- rows of the sources it owns (or is a member of the owner of).
--- SECURITY DEFINER to read the sources; the role asking is passed in (inside
--- the function, current_user would be its owner).
-CREATE FUNCTION streamview._may_read_source(source_name text, reader name)
-RETURNS bool
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT EXISTS (SELECT 1 FROM streamview.sources s
-                      WHERE s.name = source_name AND pg_has_role(reader, s.owner, 'USAGE')) $$;
+-- rows of the sources it owns (or is a member of the owner of).  Which role
+-- owns which source is no secret (streamview.source_list shows it), so those
+-- columns are readable by all, and the policies need no function that runs
+-- with more rights than the reader's.
+GRANT SELECT (source_id, name, owner) ON streamview.sources TO PUBLIC;
 ALTER TABLE streamview.dead_letters ENABLE ROW LEVEL SECURITY;
 ALTER TABLE streamview.worker_errors ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
-    USING (streamview._may_read_source(source_name, current_user));
+    USING (EXISTS (SELECT 1 FROM streamview.sources s
+                    WHERE s.name = dead_letters.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
 CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
-    USING (streamview._may_read_source(source_name, current_user));
+    USING (EXISTS (SELECT 1 FROM streamview.sources s
+                    WHERE s.source_id = worker_errors.source_id AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+-- A validation's detail quotes rows and totals of the versions it compared:
+-- the view's owner (and its members) may read it, like the versions' tables.
+ALTER TABLE streamview.validations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_reads ON streamview.validations FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.views v
+                    WHERE v.name = validations.view_name AND pg_catalog.pg_has_role(v.owner, 'USAGE')));
 -- Views read the watermark of their version from here; the queries are no secret.
 GRANT SELECT ON streamview.versions, streamview.views, streamview.dead_letters,
                 streamview.worker_errors, streamview.validations, streamview.swaps,
@@ -1400,8 +1407,7 @@ COMMENT ON FUNCTION streamview.drop_version(text, int) IS
 -- Internals run only through the dispatcher.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
-                          streamview.hop(timestamptz, interval, interval),
-                          streamview._may_read_source(text, name) TO PUBLIC;
+                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Monitoring

@@ -826,7 +826,7 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		ereport(WARNING,
 				(errmsg("source \"%s\": offsets missing from the log", src->name),
 				 errdetail("%s (deleted by retention or compaction before they were read).", gaps.data)));
-		streamview_record_worker_error(src->name, "offsets missing from the log", gaps.data, false);
+		streamview_record_worker_error(src->source_id, "offsets missing from the log", gaps.data, false);
 	}
 	foreach(lc, versions)
 	{

@@ -303,21 +303,22 @@ streamview_versions_signature(int32 source_id, int32 replay_version)
  * shown as sources.last_error (and status.error) until the source recovers.
  */
 void
-streamview_record_worker_error(const char *source_name, const char *message, const char *detail,
+streamview_record_worker_error(int32 source_id, const char *message, const char *detail,
 							   bool current)
 {
-	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, BOOLOID};
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', detail ? ' ' : 'n', ' '};
 
-	args[0] = CStringGetTextDatum(source_name);
+	/* nothing is recorded for a source dropped meanwhile */
+	args[0] = Int32GetDatum(source_id);
 	args[1] = CStringGetTextDatum(message);
 	args[2] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
 	args[3] = BoolGetDatum(current);
-	SPI_execute_with_args("WITH e AS (INSERT INTO streamview.worker_errors (source_name, message, detail) "
-						  "VALUES ($1, $2, $3)) "
+	SPI_execute_with_args("WITH e AS (INSERT INTO streamview.worker_errors (source_id, source_name, message, detail) "
+						  "SELECT source_id, name, $2, $3 FROM streamview.sources WHERE source_id = $1) "
 						  "UPDATE streamview.sources SET last_error = $2, last_error_at = now() "
-						  "WHERE name = $1 AND $4",
+						  "WHERE source_id = $1 AND $4",
 						  4, argtypes, args, nulls, false, 0);
 }
 

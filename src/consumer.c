@@ -200,7 +200,7 @@ sv_note_error(const char *error)
 		return;
 	sv_begin("recording source error");
 	if (error)
-		streamview_record_worker_error(worker.src->name, error, NULL, true);
+		streamview_record_worker_error(worker.source_id, error, NULL, true);
 	else
 		streamview_clear_source_error(worker.source_id);
 	sv_commit();
@@ -569,7 +569,7 @@ sv_fail(void)
 		PG_TRY();
 		{
 			sv_begin("recording worker error");
-			streamview_record_worker_error(worker.src->name, err->message, err->detail, true);
+			streamview_record_worker_error(worker.source_id, err->message, err->detail, true);
 			/* a replay fails for good, unless the error was transient */
 			if (worker.replay_version != 0 && !streamview_transient_error(err->sqlerrcode))
 				streamview_mark_failed(worker.replay_version, err->message);

@@ -69,6 +69,60 @@ RESET ROLE;
 SELECT rolsuper AS eve_is_superuser FROM pg_roles WHERE rolname = 'sv_eve';
 
 ------------------------------------------------------------------------------
+-- F5: a validation's detail quotes rows and totals; only the view's owner
+-- (and its members) may read it.
+------------------------------------------------------------------------------
+CREATE ROLE sv_analyst LOGIN;
+SET ROLE sv_eve;
+SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll',
+       '{"ts":"timestamptz","emp":"text","salary":"bigint"}', 'ts');
+SELECT streamview.create_view('sv_eve.salaries', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, emp,
+       sum(salary) AS total FROM payroll GROUP BY 1, 2 $$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION streamview.rebuild(text, text, text, bigint) TO sv_eve;
+SET ROLE sv_eve;
+SELECT streamview.rebuild('salaries');
+RESET ROLE;
+-- rows as the worker would have written them, final in both versions
+INSERT INTO sv_eve.salaries_v1 (window_start, window_end, emp, total) VALUES ('2024-05-01 12:00+00', '2024-05-01 12:01+00', 'emp0-SSN-123-45-6780', 100000);
+INSERT INTO sv_eve.salaries_v2 (window_start, window_end, emp, total) VALUES ('2024-05-01 12:00+00', '2024-05-01 12:01+00', 'emp0-SSN-123-45-6780', 90000);
+UPDATE streamview.versions SET watermark = '2024-05-02', state = 'caught_up'
+ WHERE view_name = 'salaries' AND version = 2;
+UPDATE streamview.versions SET watermark = '2024-05-02' WHERE view_name = 'salaries' AND version = 1;
+SET ROLE sv_eve;
+SELECT "check", passed, detail LIKE '%SSN%' AS quotes_rows FROM streamview.validate('salaries', 2)
+ WHERE "check" = 'differences';
+SELECT count(*) AS eve_reads FROM streamview.validations WHERE view_name = 'salaries';
+SET ROLE sv_analyst;
+SELECT pg_temp.err('SELECT * FROM sv_eve.salaries') AS analyst_reads_view;
+SELECT count(*) AS analyst_reads FROM streamview.validations WHERE view_name = 'salaries';
+SELECT count(*) AS analyst_reads_any FROM streamview.validations WHERE detail LIKE '%SSN%';
+RESET ROLE;
+
+------------------------------------------------------------------------------
+-- F9: worker errors go with their source; the next source of that name
+-- (another role's) starts with none.  The review's _may_read_source, which
+-- told anyone what another role may read, is gone.
+------------------------------------------------------------------------------
+INSERT INTO streamview.worker_errors (source_id, source_name, message, detail)
+SELECT source_id, name, 'null value in column', 'Failing row contains (emp0-SSN-123-45-6780)'
+  FROM streamview.sources WHERE name = 'payroll';
+SET ROLE sv_eve;
+SELECT count(*) AS eve_errors FROM streamview.worker_errors WHERE source_name = 'payroll';
+SELECT streamview.drop_source('payroll', cascade => true);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text) TO sv_analyst;
+SET ROLE sv_analyst;
+SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll', '{"ts":"timestamptz"}', 'ts');
+SELECT count(*) AS inherited_errors FROM streamview.worker_errors WHERE source_name = 'payroll';
+RESET ROLE;
+SELECT count(*) AS errors_left FROM streamview.worker_errors WHERE detail LIKE '%SSN%';
+SELECT count(*) AS may_read_source FROM pg_proc WHERE proname = '_may_read_source';
+SELECT streamview.drop_source('payroll');
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text) FROM sv_analyst;
+
+------------------------------------------------------------------------------
 -- F6: a schema named streamview that another role made before the extension
 -- was installed is refused, and so is one that others may create in.
 ------------------------------------------------------------------------------
@@ -107,5 +161,5 @@ SET ROLE sv_eve;
 SELECT streamview.drop_source('s_eve', cascade => true);
 RESET ROLE;
 DROP SCHEMA sv_eve CASCADE;
-DROP OWNED BY sv_eve;
-DROP ROLE sv_eve;
+DROP OWNED BY sv_eve, sv_analyst;
+DROP ROLE sv_eve, sv_analyst;
