@@ -50,14 +50,317 @@ DELETE FROM streamview.worker_errors WHERE source_id IS NULL;
 DROP POLICY owner_reads ON streamview.dead_letters;
 DROP POLICY owner_reads ON streamview.worker_errors;
 DROP FUNCTION streamview._may_read_source(text, name);
-GRANT SELECT (source_id, name, owner) ON streamview.sources TO PUBLIC;
 CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
-    USING (EXISTS (SELECT 1 FROM streamview.sources s
+    USING (EXISTS (SELECT 1 FROM streamview.source_list s
                     WHERE s.name = dead_letters.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
 CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
-    USING (EXISTS (SELECT 1 FROM streamview.sources s
-                    WHERE s.source_id = worker_errors.source_id AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+    USING (EXISTS (SELECT 1 FROM streamview.source_list s
+                    WHERE s.name = worker_errors.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
 ALTER TABLE streamview.validations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_reads ON streamview.validations FOR SELECT
     USING (EXISTS (SELECT 1 FROM streamview.views v
                     WHERE v.name = validations.view_name AND pg_catalog.pg_has_role(v.owner, 'USAGE')));
+
+------------------------------------------------------------------------------
+-- drop_view, swap and rollback act on the view create_view made (by OID),
+-- never on whatever relation has its name now.  Views made by 0.1 are taken
+-- to be the relation of that name if it is a view of the stream view's
+-- owner; otherwise the next swap makes the view again.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.views ADD COLUMN relid regclass;
+UPDATE streamview.views w SET relid = c.oid::regclass
+  FROM pg_catalog.pg_class c
+ WHERE c.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', w.schema_name, w.name))
+   AND c.relkind = 'v' AND c.relowner = w.owner;
+
+-- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
+
+CREATE OR REPLACE FUNCTION streamview._create_view_impl(
+    caller           regrole,
+    name             text,
+    query            text,
+    allowed_lateness text DEFAULT '0 seconds')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src       record;
+    vname     text;
+    vschema   name;
+    vid       int;
+    vrow_id   int;
+    lateness  interval;
+    m         text[];
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'view name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    m := regexp_match(name, '^(?:([A-Za-z_][A-Za-z0-9_]*)\.)?([A-Za-z_][A-Za-z0-9_]*)$');
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'invalid view name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'Use letters, digits and underscores, optionally qualified with a schema: analytics.revenue.';
+    END IF;
+    vname := m[2];
+    vschema := coalesce(m[1], streamview._caller_schema());
+    IF NOT has_schema_privilege(caller, vschema, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', vschema
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A stream view creates its view and tables in that schema.',
+                  HINT = 'Qualify the view name with a schema you may create in: schema.view.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM streamview.views w WHERE w.name = vname) THEN
+        RAISE EXCEPTION 'stream view "%" already exists', vname
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use streamview.rebuild() to change its query, or drop it with streamview.drop_view().';
+    END IF;
+    IF to_regclass(format('%I.%I', vschema, vname)) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation "%.%" already exists', vschema, vname
+            USING ERRCODE = 'duplicate_table';
+    END IF;
+    lateness := streamview._interval_arg(allowed_lateness, 'allowed_lateness', true);
+
+    SELECT s.* INTO src FROM streamview.sources s
+     WHERE s.name = streamview._query_source(query);
+    PERFORM streamview._check_owner(caller, src.owner, 'source', src.name);
+
+    INSERT INTO streamview.views (name, schema_name, source_id, owner, allowed_lateness)
+    VALUES (vname, vschema, src.source_id, caller, lateness)
+    RETURNING view_id INTO vid;
+    vrow_id := streamview._create_version(caller, vid, 1, query, 'live');
+    EXECUTE (SELECT format('CREATE VIEW %I.%I AS %s', vschema, vname, ver.view_sql)
+               FROM streamview.versions ver WHERE ver.version_id = vrow_id);
+    EXECUTE format('ALTER VIEW %I.%I OWNER TO %s', vschema, vname, caller);
+    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', vschema, vname,
+                   'stream view over source ' || src.name || ' (pg_streamview)');
+    UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
+    PERFORM streamview._notify_launcher();
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._view_relation(v streamview.views)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel pg_class;
+BEGIN
+    SELECT * INTO rel FROM pg_class c WHERE c.oid = v.relid AND c.relkind = 'v';
+    IF rel.oid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF rel.relowner <> v.owner THEN
+        RAISE EXCEPTION 'view %.% of stream view "%" is owned by role "%", not by the stream view''s owner',
+                        rel.relnamespace::regnamespace, rel.relname, v.name, pg_get_userbyid(rel.relowner)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The stream view belongs to %s.', v.owner),
+                  HINT = format('Give it back with ALTER VIEW %s OWNER TO %s.', v.relid, v.owner);
+    END IF;
+    RETURN rel.oid::regclass;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._check_may_create(v streamview.views, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT has_schema_privilege(v.owner, v.schema_name, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', v.schema_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('%s creates in schema %s, where %s may no longer create.', what, v.schema_name, v.owner),
+                  HINT = format('GRANT CREATE ON SCHEMA %I TO %s.', v.schema_name, v.owner);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._drop_view_impl(caller regrole, name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v   streamview.views;
+    ver record;
+    rel regclass;
+BEGIN
+    SELECT * INTO v FROM streamview.views w WHERE w.name = _drop_view_impl.name FOR UPDATE;
+    IF v.view_id IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
+    END IF;
+    PERFORM streamview._check_owner(caller, v.owner, 'stream view', name);
+    -- the view create_view made, if it is still there: not whatever
+    -- relation has its name now, which may be another role's
+    rel := streamview._view_relation(v);
+    IF rel IS NOT NULL THEN
+        EXECUTE format('DROP VIEW %s', rel);
+    END IF;
+    FOR ver IN SELECT x.table_name FROM streamview.versions x WHERE x.view_id = v.view_id LOOP
+        IF ver.table_name IS NOT NULL THEN
+            EXECUTE format('DROP TABLE IF EXISTS %s', ver.table_name);
+        END IF;
+    END LOOP;
+    DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
+    DELETE FROM streamview.validations x WHERE x.view_name = v.name;
+    DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
+    DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
+    PERFORM streamview._notify_launcher();
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
+                                         start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v      streamview.views;
+    live   streamview.versions;
+    busy   int;
+    ver    int;
+    vrow   int;
+    since  timestamptz;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    PERFORM streamview._check_may_create(v, 'A rebuild');
+    IF max_rate IS NOT NULL AND max_rate <= 0 THEN
+        RAISE EXCEPTION 'max_rate must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the most events per second the replay may apply, or NULL for no limit.';
+    END IF;
+    IF start_from IS NOT NULL AND start_from <> 'earliest' THEN
+        BEGIN
+            since := start_from::timestamptz;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+            RAISE EXCEPTION 'invalid start_from "%"', start_from
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use ''earliest'' or a timestamp.';
+        END;
+    END IF;
+    SELECT x.version INTO busy FROM streamview.versions x
+     WHERE x.view_id = v.view_id AND x.state = 'replaying';
+    IF busy IS NOT NULL THEN
+        RAISE EXCEPTION 'a rebuild of stream view "%" is already running (version %)', view_name, busy
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
+    END IF;
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
+    vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
+    UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
+    IF since IS NOT NULL THEN
+        PERFORM streamview._start_from_time(v, live, vrow, since);
+    END IF;
+    PERFORM streamview._notify_launcher();
+    RETURN ver;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._do_swap(caller regrole, v streamview.views, target streamview.versions,
+                                    forced bool, is_rollback bool)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    live   streamview.versions;
+    failed bigint;
+    acl    aclitem[];
+    g      record;
+    rel    regclass;
+    vname  text := format('%I.%I', v.schema_name, v.name);
+BEGIN
+    IF target.state = 'live' THEN
+        RAISE EXCEPTION 'version % of stream view "%" is already live', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF target.state = 'replaying' THEN
+        RAISE EXCEPTION 'version % of stream view "%" is still replaying', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Wait for it with streamview.wait_for(), then validate it.';
+    ELSIF target.state = 'failed' THEN
+        RAISE EXCEPTION 'version % of stream view "%" has failed', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = coalesce(target.error, ''),
+                  HINT = 'Drop it with streamview.drop_version() and rebuild.';
+    ELSIF target.state = 'retired' THEN
+        RAISE EXCEPTION 'version % of stream view "%" was dropped', target.version, v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NOT forced THEN
+        SELECT count(*) FILTER (WHERE NOT x.passed) INTO failed
+          FROM streamview.validations x
+         WHERE x.view_name = v.name AND x.version = target.version
+           AND x.run = (SELECT max(y.run) FROM streamview.validations y
+                         WHERE y.view_name = v.name AND y.version = target.version);
+        IF failed IS NULL OR failed > 0 THEN
+            RAISE EXCEPTION 'version % of stream view "%" has not passed validation', target.version, v.name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = CASE WHEN failed IS NULL THEN 'It was never validated.'
+                                    ELSE format('%s checks of its latest validation failed.', failed) END,
+                      HINT = format('Run streamview.validate(%L, %s), or pass force => true.', v.name, target.version);
+        END IF;
+    END IF;
+
+    -- Readers see the old rows or the new rows: the view's definition changes
+    -- under an exclusive lock, in this transaction.  It is the view that
+    -- create_view made (by OID), whatever now has its name.
+    PERFORM streamview._check_may_create(v, 'A swap');
+    rel := streamview._view_relation(v);
+    IF rel IS NULL THEN
+        -- dropped by hand: made again, for the view's owner, where it was
+        IF to_regclass(vname) IS NOT NULL THEN
+            RAISE EXCEPTION 'relation % is not the view of stream view "%"', vname, v.name
+                USING ERRCODE = 'duplicate_table',
+                      DETAIL = 'The view that create_view made was dropped, and another relation has its name.',
+                      HINT = format('Drop or rename %s, or drop the stream view with streamview.drop_view().', vname);
+        END IF;
+        EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
+        EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
+        rel := vname::regclass;
+    ELSE
+        vname := rel::text;
+        SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = rel;
+        BEGIN
+            EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql);
+        EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
+            -- The column list changed: replace the view (grants are carried over).
+            BEGIN
+                EXECUTE format('DROP VIEW %s', vname);
+            EXCEPTION WHEN dependent_objects_still_exist THEN
+                RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
+                                v.name, target.version
+                    USING ERRCODE = 'dependent_objects_still_exist',
+                          HINT = 'The new version has other columns; drop or change the dependent views first.';
+            END;
+            EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
+            EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
+            FOR g IN SELECT x.grantee, x.privilege_type, x.is_grantable FROM aclexplode(acl) x
+                      WHERE x.grantee <> v.owner::oid LOOP
+                EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, vname,
+                               CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+                               CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+            END LOOP;
+            rel := vname::regclass;
+        END;
+    END IF;
+    UPDATE streamview.views w SET relid = rel WHERE w.view_id = v.view_id;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', vname,
+                   format('stream view (pg_streamview), version %s', target.version));
+
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    UPDATE streamview.versions x SET state = 'caught_up' WHERE x.version_id = live.version_id;
+    UPDATE streamview.versions x SET state = 'live', swapped_at = now(), swapped_by = caller::name
+     WHERE x.version_id = target.version_id;
+    INSERT INTO streamview.swaps (view_name, from_version, to_version, forced, is_rollback, swapped_by)
+    VALUES (v.name, live.version, target.version, forced, is_rollback, caller::name);
+    PERFORM streamview._notify_launcher();
+END $$;
+
+-- gone: streamview._may_read_source(text, name)
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
+                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;
+
+-- End of the generated functions; hand-written again below.
+

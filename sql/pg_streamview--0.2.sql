@@ -77,7 +77,10 @@ CREATE TABLE streamview.views (
     source_id        int NOT NULL REFERENCES streamview.sources,
     owner            regrole NOT NULL,
     allowed_lateness interval NOT NULL,
-    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the view create_view made: what drop_view, swap and rollback act on,
+    -- never whatever relation has its name now
+    relid            regclass
 );
 
 -- One row per version of a view.  Exactly one version of a view is 'live'.
@@ -246,26 +249,6 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
 -- owner), never directly by users.
 REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;
 
--- Dead letters and worker errors hold the topic's data: each role sees the
--- rows of the sources it owns (or is a member of the owner of).  Which role
--- owns which source is no secret (streamview.source_list shows it), so those
--- columns are readable by all, and the policies need no function that runs
--- with more rights than the reader's.
-GRANT SELECT (source_id, name, owner) ON streamview.sources TO PUBLIC;
-ALTER TABLE streamview.dead_letters ENABLE ROW LEVEL SECURITY;
-ALTER TABLE streamview.worker_errors ENABLE ROW LEVEL SECURITY;
-CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
-    USING (EXISTS (SELECT 1 FROM streamview.sources s
-                    WHERE s.name = dead_letters.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
-CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
-    USING (EXISTS (SELECT 1 FROM streamview.sources s
-                    WHERE s.source_id = worker_errors.source_id AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
--- A validation's detail quotes rows and totals of the versions it compared:
--- the view's owner (and its members) may read it, like the versions' tables.
-ALTER TABLE streamview.validations ENABLE ROW LEVEL SECURITY;
-CREATE POLICY owner_reads ON streamview.validations FOR SELECT
-    USING (EXISTS (SELECT 1 FROM streamview.views v
-                    WHERE v.name = validations.view_name AND pg_catalog.pg_has_role(v.owner, 'USAGE')));
 -- Views read the watermark of their version from here; the queries are no secret.
 GRANT SELECT ON streamview.versions, streamview.views, streamview.dead_letters,
                 streamview.worker_errors, streamview.validations, streamview.swaps,
@@ -675,6 +658,7 @@ BEGIN
     EXECUTE format('ALTER VIEW %I.%I OWNER TO %s', vschema, vname, caller);
     EXECUTE format('COMMENT ON VIEW %I.%I IS %L', vschema, vname,
                    'stream view over source ' || src.name || ' (pg_streamview)');
+    UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
     PERFORM streamview._notify_launcher();
 END $$;
 -- The schema an unqualified CREATE VIEW of the caller would have used.
@@ -689,6 +673,47 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_query_source'
 LANGUAGE C STABLE STRICT;
 
+-- The relation of stream view v, as create_view (or the last swap) made it:
+-- NULL when it was dropped by hand.  An error if it now belongs to another
+-- role: the API acts on it as the extension owner, on behalf of v's owner.
+CREATE FUNCTION streamview._view_relation(v streamview.views)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel pg_class;
+BEGIN
+    SELECT * INTO rel FROM pg_class c WHERE c.oid = v.relid AND c.relkind = 'v';
+    IF rel.oid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF rel.relowner <> v.owner THEN
+        RAISE EXCEPTION 'view %.% of stream view "%" is owned by role "%", not by the stream view''s owner',
+                        rel.relnamespace::regnamespace, rel.relname, v.name, pg_get_userbyid(rel.relowner)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The stream view belongs to %s.', v.owner),
+                  HINT = format('Give it back with ALTER VIEW %s OWNER TO %s.', v.relid, v.owner);
+    END IF;
+    RETURN rel.oid::regclass;
+END $$;
+
+-- The stream view's owner must still be allowed to create in the schema the
+-- extension creates its tables and views in (the extension owner could).
+CREATE FUNCTION streamview._check_may_create(v streamview.views, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT has_schema_privilege(v.owner, v.schema_name, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', v.schema_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('%s creates in schema %s, where %s may no longer create.', what, v.schema_name, v.owner),
+                  HINT = format('GRANT CREATE ON SCHEMA %I TO %s.', v.schema_name, v.owner);
+    END IF;
+END $$;
+
 CREATE FUNCTION streamview._drop_view_impl(caller regrole, name text)
 RETURNS void
 LANGUAGE plpgsql
@@ -697,6 +722,7 @@ AS $$
 DECLARE
     v   streamview.views;
     ver record;
+    rel regclass;
 BEGIN
     SELECT * INTO v FROM streamview.views w WHERE w.name = _drop_view_impl.name FOR UPDATE;
     IF v.view_id IS NULL THEN
@@ -705,7 +731,12 @@ BEGIN
                   HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
     END IF;
     PERFORM streamview._check_owner(caller, v.owner, 'stream view', name);
-    EXECUTE format('DROP VIEW IF EXISTS %I.%I', v.schema_name, v.name);
+    -- the view create_view made, if it is still there: not whatever
+    -- relation has its name now, which may be another role's
+    rel := streamview._view_relation(v);
+    IF rel IS NOT NULL THEN
+        EXECUTE format('DROP VIEW %s', rel);
+    END IF;
     FOR ver IN SELECT x.table_name FROM streamview.versions x WHERE x.view_id = v.view_id LOOP
         IF ver.table_name IS NOT NULL THEN
             EXECUTE format('DROP TABLE IF EXISTS %s', ver.table_name);
@@ -792,6 +823,7 @@ DECLARE
     since  timestamptz;
 BEGIN
     v := streamview._lock_view(caller, view_name);
+    PERFORM streamview._check_may_create(v, 'A rebuild');
     IF max_rate IS NOT NULL AND max_rate <= 0 THEN
         RAISE EXCEPTION 'max_rate must be positive'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1166,6 +1198,7 @@ DECLARE
     failed bigint;
     acl    aclitem[];
     g      record;
+    rel    regclass;
     vname  text := format('%I.%I', v.schema_name, v.name);
 BEGIN
     IF target.state = 'live' THEN
@@ -1200,29 +1233,48 @@ BEGIN
     END IF;
 
     -- Readers see the old rows or the new rows: the view's definition changes
-    -- under an exclusive lock, in this transaction.
-    SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = to_regclass(vname);
-    BEGIN
-        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql);
-    EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
-        -- The column list changed: replace the view (grants are carried over).
-        BEGIN
-            EXECUTE format('DROP VIEW %s', vname);
-        EXCEPTION WHEN dependent_objects_still_exist THEN
-            RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
-                            v.name, target.version
-                USING ERRCODE = 'dependent_objects_still_exist',
-                      HINT = 'The new version has other columns; drop or change the dependent views first.';
-        END;
+    -- under an exclusive lock, in this transaction.  It is the view that
+    -- create_view made (by OID), whatever now has its name.
+    PERFORM streamview._check_may_create(v, 'A swap');
+    rel := streamview._view_relation(v);
+    IF rel IS NULL THEN
+        -- dropped by hand: made again, for the view's owner, where it was
+        IF to_regclass(vname) IS NOT NULL THEN
+            RAISE EXCEPTION 'relation % is not the view of stream view "%"', vname, v.name
+                USING ERRCODE = 'duplicate_table',
+                      DETAIL = 'The view that create_view made was dropped, and another relation has its name.',
+                      HINT = format('Drop or rename %s, or drop the stream view with streamview.drop_view().', vname);
+        END IF;
         EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
         EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
-        FOR g IN SELECT x.grantee, x.privilege_type, x.is_grantable FROM aclexplode(acl) x
-                  WHERE x.grantee <> v.owner::oid LOOP
-            EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, vname,
-                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
-                           CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-        END LOOP;
-    END;
+        rel := vname::regclass;
+    ELSE
+        vname := rel::text;
+        SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = rel;
+        BEGIN
+            EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql);
+        EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
+            -- The column list changed: replace the view (grants are carried over).
+            BEGIN
+                EXECUTE format('DROP VIEW %s', vname);
+            EXCEPTION WHEN dependent_objects_still_exist THEN
+                RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
+                                v.name, target.version
+                    USING ERRCODE = 'dependent_objects_still_exist',
+                          HINT = 'The new version has other columns; drop or change the dependent views first.';
+            END;
+            EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
+            EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
+            FOR g IN SELECT x.grantee, x.privilege_type, x.is_grantable FROM aclexplode(acl) x
+                      WHERE x.grantee <> v.owner::oid LOOP
+                EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, vname,
+                               CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+                               CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+            END LOOP;
+            rel := vname::regclass;
+        END;
+    END IF;
+    UPDATE streamview.views w SET relid = rel WHERE w.view_id = v.view_id;
     EXECUTE format('COMMENT ON VIEW %s IS %L', vname,
                    format('stream view (pg_streamview), version %s', target.version));
 
@@ -1477,6 +1529,25 @@ SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
 
 GRANT SELECT ON streamview.status, streamview.partitions, streamview.source_list,
                 streamview.rebuilds TO PUBLIC;
+
+-- Dead letters and worker errors hold the topic's data: each role sees the
+-- rows of the sources it owns (or is a member of the owner of).  Which role
+-- owns which source is no secret: the policies read it from
+-- streamview.source_list, which shows it to everyone.
+ALTER TABLE streamview.dead_letters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE streamview.worker_errors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.source_list s
+                    WHERE s.name = dead_letters.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.source_list s
+                    WHERE s.name = worker_errors.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+-- A validation's detail quotes rows and totals of the versions it compared:
+-- the view's owner (and its members) may read it, like the versions' tables.
+ALTER TABLE streamview.validations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_reads ON streamview.validations FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.views v
+                    WHERE v.name = validations.view_name AND pg_catalog.pg_has_role(v.owner, 'USAGE')));
 GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network

@@ -1,11 +1,14 @@
 -- The findings of the security review (../shared/reviews/security.md), each
 -- reproduced as the review did it, and shown closed.  Worker-side variants
 -- (one needs a broker) are in t/006_security.pl.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 \i test/sql/helpers.psql
 
 CREATE ROLE sv_eve LOGIN;
+CREATE ROLE sv_analyst LOGIN;
 CREATE SCHEMA sv_eve AUTHORIZATION sv_eve;
 GRANT USAGE ON SCHEMA sv_eve TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -14,7 +17,10 @@ GRANT EXECUTE ON FUNCTION
   streamview.create_view(text, text, text),
   streamview.drop_view(text),
   streamview.add_check(text, text, text),
-  streamview.validate(text, int, bool) TO sv_eve;
+  streamview.validate(text, int, bool),
+  streamview.rebuild(text, text, text, bigint),
+  streamview.swap(text, int, bool),
+  streamview.rollback(text) TO sv_eve;
 
 ------------------------------------------------------------------------------
 -- F1: user code (here a check's predicate) calls the API, whose bracket used
@@ -69,18 +75,68 @@ RESET ROLE;
 SELECT rolsuper AS eve_is_superuser FROM pg_roles WHERE rolname = 'sv_eve';
 
 ------------------------------------------------------------------------------
+-- F3: drop_view, swap and rollback act on the view create_view made, not on
+-- whatever relation has its name now (another role's, in a shared schema).
+------------------------------------------------------------------------------
+CREATE SCHEMA sv_shared;
+GRANT USAGE, CREATE ON SCHEMA sv_shared TO sv_eve, sv_analyst;
+SET ROLE sv_eve;
+SELECT streamview.create_source('s_f3', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts');
+-- drop: eve's stream view is dropped by hand, the analyst makes a view of that name
+SELECT streamview.create_view('sv_shared.report2', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_f3 GROUP BY 1 $$);
+DROP VIEW sv_shared.report2;
+SET ROLE sv_analyst;
+CREATE VIEW sv_shared.report2 AS SELECT 'analyst data'::text AS x;
+SET ROLE sv_eve;
+SELECT streamview.drop_view('report2');
+SET ROLE sv_analyst;
+SELECT x FROM sv_shared.report2;
+-- takeover: eve renames her stream view away, the analyst makes a view of that name
+SET ROLE sv_eve;
+SELECT streamview.create_view('sv_shared.daily_kpis', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_f3 GROUP BY 1 $$);
+ALTER VIEW sv_shared.daily_kpis RENAME TO eve_kpis_old;
+SET ROLE sv_analyst;
+CREATE VIEW sv_shared.daily_kpis AS SELECT 'analyst data'::text AS secret_col;
+SET ROLE sv_eve;
+SELECT streamview.rebuild('daily_kpis', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n, max(k) AS mx FROM s_f3 GROUP BY 1 $$);
+RESET ROLE;
+UPDATE streamview.versions SET state = 'caught_up' WHERE view_name = 'daily_kpis' AND version = 2;
+SET ROLE sv_eve;
+SELECT streamview.swap('daily_kpis', 2, force => true);
+RESET ROLE;
+-- the analyst's view is untouched; eve's renamed stream view was swapped
+SELECT c.relname, pg_get_userbyid(c.relowner) AS owner, a.attname
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+ WHERE c.relnamespace = 'sv_shared'::regnamespace AND c.relkind = 'v' ORDER BY 1, a.attnum;
+-- a stream view dropped by hand is made again by rollback, for its owner
+SET ROLE sv_eve;
+DROP VIEW sv_shared.eve_kpis_old;
+SELECT streamview.rollback('daily_kpis');
+SET ROLE sv_analyst;
+DROP VIEW sv_shared.daily_kpis;
+SET ROLE sv_eve;
+SELECT streamview.rollback('daily_kpis');
+RESET ROLE;
+SELECT c.relname, pg_get_userbyid(c.relowner) AS owner FROM pg_class c
+ WHERE c.relnamespace = 'sv_shared'::regnamespace AND c.relkind = 'v' ORDER BY 1;
+-- an owner who may no longer create in the schema cannot rebuild or swap there
+REVOKE CREATE ON SCHEMA sv_shared FROM sv_eve;
+SET ROLE sv_eve;
+SELECT pg_temp.err($$SELECT streamview.rebuild('daily_kpis')$$) AS rebuild_without_create;
+SELECT pg_temp.err($$SELECT streamview.swap('daily_kpis', 2, force => true)$$) AS swap_without_create;
+SELECT streamview.drop_source('s_f3', cascade => true);
+RESET ROLE;
+DROP SCHEMA sv_shared CASCADE;
+
+------------------------------------------------------------------------------
 -- F5: a validation's detail quotes rows and totals; only the view's owner
 -- (and its members) may read it.
 ------------------------------------------------------------------------------
-CREATE ROLE sv_analyst LOGIN;
 SET ROLE sv_eve;
 SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll',
        '{"ts":"timestamptz","emp":"text","salary":"bigint"}', 'ts');
 SELECT streamview.create_view('sv_eve.salaries', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, emp,
        sum(salary) AS total FROM payroll GROUP BY 1, 2 $$);
-RESET ROLE;
-GRANT EXECUTE ON FUNCTION streamview.rebuild(text, text, text, bigint) TO sv_eve;
-SET ROLE sv_eve;
 SELECT streamview.rebuild('salaries');
 RESET ROLE;
 -- rows as the worker would have written them, final in both versions

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Print the functions an update script must (re)create.
+
+    test/bin/upgrade_functions.py sql/pg_streamview--0.1.sql sql/pg_streamview--0.2.sql
+
+Compares the CREATE FUNCTION statements of two install scripts and prints,
+as CREATE OR REPLACE FUNCTION, every function that is new or whose text
+changed, in the order of the new script; functions that are gone are listed
+as comments.  A developer's aid for writing pg_streamview--A--B.sql by
+hand: t/005_upgrade.pl is what proves the result equals a fresh install.
+"""
+import re
+import sys
+
+
+def statements(text):
+    """Split SQL into statements, minding dollar quotes and comments."""
+    out, cur, quote, i = [], [], None, 0
+    while i < len(text):
+        if quote is None and text.startswith('--', i):
+            j = text.find('\n', i)
+            j = len(text) if j < 0 else j
+            cur.append(text[i:j])
+            i = j
+            continue
+        m = re.compile(r'\$[A-Za-z_]*\$').match(text, i)
+        if m:
+            tag = m.group(0)
+            if quote is None:
+                quote = tag
+            elif quote == tag:
+                quote = None
+            cur.append(tag)
+            i = m.end()
+            continue
+        c = text[i]
+        cur.append(c)
+        i += 1
+        if c == ';' and quote is None:
+            out.append(''.join(cur).strip())
+            cur = []
+    return out
+
+
+def functions(path):
+    result = {}
+    for st in statements(open(path).read()):
+        lines = st.split('\n')
+        while lines and lines[0].lstrip().startswith('--'):
+            lines.pop(0)        # the comment before the statement
+        body = '\n'.join(lines)
+        m = re.search(r'CREATE FUNCTION (streamview\.\w+)\s*\(', body)
+        if not m or not body.lstrip().startswith('CREATE FUNCTION'):
+            continue
+        # the argument list: to the matching parenthesis
+        depth, j = 0, m.end() - 1
+        while True:
+            depth += {'(': 1, ')': -1}.get(body[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        args = re.sub(r'\s+', ' ', body[m.end():j])
+        types = re.sub(r"\s+DEFAULT\s+('[^']*'|[^,]+)", '', args)
+        types = ', '.join(a.strip().split(' ', 1)[-1] if a.strip().split(' ', 1)[0] not in
+                          ('text', 'int', 'bool', 'jsonb', 'interval', 'bigint', 'regrole', 'name',
+                           'timestamptz', 'regclass') else a.strip()
+                          for a in types.split(',')) if types.strip() else ''
+        result[m.group(1) + '(' + types + ')'] = body.strip()
+    return result
+
+
+old, new = functions(sys.argv[1]), functions(sys.argv[2])
+for key, text in new.items():
+    if old.get(key) != text:
+        print(text.replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION', 1) + '\n')
+for key in old:
+    if key not in new:
+        print('-- gone: ' + key)
+# as at the end of an install script: functions are the dispatcher's only
+print('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;')
+print('GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),')
+print('                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;')
