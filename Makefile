@@ -27,6 +27,9 @@ ifneq ($(PGXS),)
 include $(PGXS)
 endif
 
+# Every module includes the one private header (PGXS tracks no header changes).
+$(OBJS): include/pg_streamview.h
+
 MOCKBROKER = test/mockbroker/sv_mockbroker
 
 $(MOCKBROKER): test/mockbroker/sv_mockbroker.c

@@ -93,6 +93,7 @@ typedef struct SvSource
 	int			event_id_col;	/* -1 when the source has no event_id */
 	int64		ooo_us;
 	int64		idle_timeout_us;	/* -1: partitions never count as idle */
+	int64		max_future_us;	/* -1: event times ahead of the broker's are not checked */
 	List	   *option_names;
 	List	   *option_values;
 	Oid			owner;
@@ -162,7 +163,8 @@ typedef enum SvReason
 	SV_REASON_MISSING_FIELD,
 	SV_REASON_INVALID_VALUE,
 	SV_REASON_TOO_LATE,
-	SV_REASON_QUERY_ERROR
+	SV_REASON_QUERY_ERROR,
+	SV_REASON_FUTURE_TIME
 } SvReason;
 
 typedef struct SvEvent
@@ -173,6 +175,8 @@ typedef struct SvEvent
 	int			keylen;
 	char	   *payload;		/* NULL for a null payload */
 	int			paylen;
+	bool		has_broker_time;	/* the broker gave the message a timestamp */
+	TimestampTz broker_time;	/* its CreateTime or LogAppendTime */
 	SvReason	reason;			/* SV_REASON_NONE when readable */
 	char	   *error;
 	Datum	   *values;

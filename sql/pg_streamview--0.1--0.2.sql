@@ -73,7 +73,166 @@ UPDATE streamview.views w SET relid = c.oid::regclass
  WHERE c.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', w.schema_name, w.name))
    AND c.relkind = 'v' AND c.relowner = w.owner;
 
+------------------------------------------------------------------------------
+-- Event time is checked, not trusted: max_future, and the future_time
+-- reason.  Sources made by 0.1 keep reading their log as they did (NULL: not
+-- checked), so their versions and rebuilds still agree; new sources get the
+-- default of one day.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources ADD COLUMN max_future interval;
+ALTER TABLE streamview.sources ALTER COLUMN max_future SET DEFAULT '1 day';
+ALTER TABLE streamview.dead_letters DROP CONSTRAINT dead_letters_reason_check;
+ALTER TABLE streamview.dead_letters ADD CONSTRAINT dead_letters_reason_check
+    CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
+                      'too_late', 'query_error', 'future_time'));
+CREATE OR REPLACE VIEW streamview.source_list AS
+SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
+       s.idle_timeout,
+       CASE WHEN pg_catalog.pg_has_role(s.owner, 'USAGE') THEN s.options END AS options,
+       s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future
+  FROM streamview.sources s;
+-- create_source gains an argument: the old one is set aside until the new one
+-- exists, so that the grants DBAs made on it can be carried over (below).
+ALTER FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text)
+    RENAME TO _create_source_0_1;
+DROP FUNCTION streamview._create_source_impl(regrole, text, text, text, jsonb, text, text, text, jsonb, text);
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
+
+CREATE OR REPLACE FUNCTION streamview._create_source_impl(
+    caller               regrole,
+    name                 text,
+    brokers              text,
+    topic                text,
+    columns              jsonb,
+    event_time           text,
+    event_id             text DEFAULT NULL,
+    max_out_of_orderness text DEFAULT '0 seconds',
+    options              jsonb DEFAULT '{}',
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid      int;
+    col      record;
+    spec     jsonb;
+    ctype    regtype;
+    cpath    text[];
+    cdefault text;
+    n        int := 0;
+    ooo      interval;
+    idle     interval;
+    future   interval;
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid source name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'A source name starts with a letter or underscore and has only letters, digits and underscores.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM streamview.sources s WHERE s.name = _create_source_impl.name) THEN
+        RAISE EXCEPTION 'source "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
+    END IF;
+    IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
+        RAISE EXCEPTION 'brokers and topic must be given'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass brokers => ''host:port'' and topic => ''name''.';
+    END IF;
+    IF columns IS NULL OR jsonb_typeof(columns) <> 'object' OR columns = '{}' THEN
+        RAISE EXCEPTION 'columns must be a non-empty JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
+    END IF;
+    IF options IS NULL OR jsonb_typeof(options) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(options) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'number', 'boolean')) THEN
+        RAISE EXCEPTION 'options must be a JSON object of librdkafka properties'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example ''{"security.protocol":"SASL_SSL"}''; values are strings, numbers or booleans.';
+    END IF;
+    PERFORM streamview._check_options(caller, options);
+    ooo := streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
+    IF idle_timeout IS NOT NULL THEN
+        idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
+    END IF;
+    IF max_future IS NOT NULL THEN
+        future := streamview._interval_arg(max_future, 'max_future');
+    END IF;
+
+    INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
+                                    max_out_of_orderness, idle_timeout, options, owner, max_future)
+    VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
+            caller, future)
+    RETURNING source_id INTO sid;
+
+    FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
+        n := n + 1;
+        IF col.key !~ '^[A-Za-z_][A-Za-z0-9_]*$' OR col.key LIKE 'sv\_%' THEN
+            RAISE EXCEPTION 'invalid column name "%"', col.key
+                USING ERRCODE = 'invalid_name',
+                      HINT = 'Column names have only letters, digits and underscores, and do not start with "sv_"; map other JSON fields with "path".';
+        END IF;
+        spec := CASE jsonb_typeof(col.value)
+                    WHEN 'string' THEN jsonb_build_object('type', col.value)
+                    WHEN 'object' THEN col.value
+                END;
+        IF spec IS NULL OR NOT spec ? 'type' THEN
+            RAISE EXCEPTION 'column "%" has no type', col.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write "column":"type" or "column":{"type":"...","path":"a.b","default":...,"required":true}.';
+        END IF;
+        BEGIN
+            ctype := (spec->>'type')::regtype;
+        EXCEPTION WHEN undefined_object OR syntax_error OR invalid_text_representation THEN
+            ctype := NULL;
+        END;
+        IF ctype IS NULL OR NOT ctype = ANY (streamview._supported_types()) THEN
+            RAISE EXCEPTION 'column "%" has unsupported type "%"', col.key, spec->>'type'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Supported types: ' || array_to_string(streamview._supported_types()::text[], ', ') || '.';
+        END IF;
+        cpath := string_to_array(coalesce(spec->>'path', col.key), '.');
+        IF array_position(cpath, '') IS NOT NULL THEN
+            RAISE EXCEPTION 'column "%" has an invalid path "%"', col.key, spec->>'path'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A path names nested fields separated by dots, such as "payload.amount".';
+        END IF;
+        cdefault := CASE WHEN spec ? 'default' AND jsonb_typeof(spec->'default') <> 'null'
+                         THEN spec->>'default' END;
+        IF cdefault IS NOT NULL THEN
+            BEGIN
+                EXECUTE format('SELECT %L::%s', cdefault, ctype);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION 'default for column "%" is not a valid %: %', col.key, ctype, cdefault
+                    USING ERRCODE = 'invalid_parameter_value';
+            END;
+        END IF;
+        INSERT INTO streamview.source_columns (source_id, attnum, name, type, path, default_value, required)
+        VALUES (sid, n, col.key, ctype, cpath, cdefault, coalesce((spec->>'required')::bool, false));
+    END LOOP;
+
+    IF NOT EXISTS (SELECT 1 FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time) THEN
+        RAISE EXCEPTION 'event time column "%" is not among the columns', event_time
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Declare it in columns with type timestamptz.';
+    END IF;
+    IF (SELECT c.type FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time)
+       <> 'timestamptz'::regtype THEN
+        RAISE EXCEPTION 'event time column "%" must have type timestamptz', event_time
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Messages may carry ISO-8601 text or epoch milliseconds; both are read as timestamptz.';
+    END IF;
+    IF event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM streamview.source_columns c
+                                            WHERE c.source_id = sid AND c.name = event_id) THEN
+        RAISE EXCEPTION 'event id column "%" is not among the columns', event_id
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Declare it in columns, usually with type text.';
+    END IF;
+    PERFORM streamview._notify_launcher();
+END $$;
 
 CREATE OR REPLACE FUNCTION streamview._create_view_impl(
     caller           regrole,
@@ -357,10 +516,43 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview.create_source(
+    name                 text,
+    brokers              text,
+    topic                text,
+    columns              jsonb,
+    event_time           text,
+    event_id             text DEFAULT NULL,
+    max_out_of_orderness text DEFAULT '0 seconds',
+    options              jsonb DEFAULT '{}',
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day')
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
+'declares a Kafka topic of JSON messages as a stream source';
+
 -- gone: streamview._may_read_source(text, name)
+-- gone: streamview._create_source_impl(regrole, name text, text, text, jsonb, text, text, text, jsonb, text)
+-- gone: streamview.create_source(name text, text, text, jsonb, text, text, text, jsonb, text)
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
                           streamview.hop(timestamptz, interval, interval) TO PUBLIC;
 
 -- End of the generated functions; hand-written again below.
 
+-- The grants on 0.1's create_source, carried over to the new one.
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT a.grantee, a.is_grantable
+               FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+              WHERE p.oid = 'streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)'::pg_catalog.regprocedure
+                AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0 LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) TO %s%s',
+                                  g.grantee::regrole, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END $$;
+DROP FUNCTION streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text);

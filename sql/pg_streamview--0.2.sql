@@ -54,7 +54,10 @@ CREATE TABLE streamview.sources (
     owner                regrole NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     last_error           text,
-    last_error_at        timestamptz
+    last_error_at        timestamptz,
+    -- an event whose time is further ahead of its message's broker timestamp
+    -- is a dead letter (future_time); NULL: not checked
+    max_future           interval DEFAULT '1 day'
 );
 
 -- The typed columns of a source, in declaration order.
@@ -176,7 +179,7 @@ CREATE TABLE streamview.dead_letters (
     "offset"       bigint NOT NULL,
     reason         text NOT NULL
                    CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
-                                     'too_late', 'query_error')),
+                                     'too_late', 'query_error', 'future_time')),
     key            bytea,
     payload        bytea,
     error          text,
@@ -342,7 +345,8 @@ CREATE FUNCTION streamview._create_source_impl(
     event_id             text DEFAULT NULL,
     max_out_of_orderness text DEFAULT '0 seconds',
     options              jsonb DEFAULT '{}',
-    idle_timeout         text DEFAULT NULL)
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day')
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -357,6 +361,7 @@ DECLARE
     n        int := 0;
     ooo      interval;
     idle     interval;
+    future   interval;
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
         RAISE EXCEPTION 'invalid source name "%"', name
@@ -389,11 +394,14 @@ BEGIN
     IF idle_timeout IS NOT NULL THEN
         idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
     END IF;
+    IF max_future IS NOT NULL THEN
+        future := streamview._interval_arg(max_future, 'max_future');
+    END IF;
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
-                                    max_out_of_orderness, idle_timeout, options, owner)
+                                    max_out_of_orderness, idle_timeout, options, owner, max_future)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller)
+            caller, future)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -1368,11 +1376,12 @@ CREATE FUNCTION streamview.create_source(
     event_id             text DEFAULT NULL,
     max_out_of_orderness text DEFAULT '0 seconds',
     options              jsonb DEFAULT '{}',
-    idle_timeout         text DEFAULT NULL)
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day')
 RETURNS void
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text) IS
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
 'declares a Kafka topic of JSON messages as a stream source';
 
 CREATE FUNCTION streamview.drop_source(name text, cascade bool DEFAULT false)
@@ -1469,7 +1478,7 @@ CREATE VIEW streamview.source_list AS
 SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
        s.idle_timeout,
        CASE WHEN pg_catalog.pg_has_role(s.owner, 'USAGE') THEN s.options END AS options,
-       s.owner, s.created_at, s.last_error, s.last_error_at
+       s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future
   FROM streamview.sources s;
 
 CREATE VIEW streamview.partitions AS
@@ -1552,7 +1561,7 @@ GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network
 -- connection from inside the server, and a view starts a worker.
-REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text),
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text),
                        streamview.drop_source(text, bool),
                        streamview.create_view(text, text, text),
                        streamview.drop_view(text),

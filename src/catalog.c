@@ -108,7 +108,8 @@ streamview_load_source(int32 source_id)
 
 	SPI_execute_with_args("SELECT name, brokers, topic, event_time, event_id, "
 						  "(extract(epoch FROM max_out_of_orderness) * 1000000)::int8, "
-						  "(extract(epoch FROM idle_timeout) * 1000000)::int8, owner::oid "
+						  "(extract(epoch FROM idle_timeout) * 1000000)::int8, owner::oid, "
+						  "(extract(epoch FROM max_future) * 1000000)::int8 "
 						  "FROM streamview.sources WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
@@ -127,6 +128,7 @@ streamview_load_source(int32 source_id)
 	src->ooo_us = sv_int8(tup, desc, 6, 0);
 	src->idle_timeout_us = sv_int8(tup, desc, 7, -1);
 	src->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &(bool){false}));
+	src->max_future_us = sv_int8(tup, desc, 9, -1);
 
 	sv_load_columns(src, event_time, event_id);
 

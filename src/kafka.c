@@ -208,6 +208,23 @@ sv_copy_bytes(const void *p, size_t len)
 }
 
 /*
+ * The message's broker timestamp (CreateTime, or LogAppendTime if the topic
+ * says so), in PostgreSQL's epoch.  Brokers before 0.10 have none.
+ */
+static void
+sv_broker_time(const rd_kafka_message_t *m, SvEvent *ev)
+{
+	rd_kafka_timestamp_type_t type;
+	int64_t		ms = rd_kafka_message_timestamp(m, &type);
+
+	if (type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || ms < 0)
+		return;
+	ev->has_broker_time = true;
+	ev->broker_time = (TimestampTz) ms * 1000 -
+		(TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+}
+
+/*
  * Up to max messages, waiting at most timeout_ms for the first.  Copies them
  * into out[] (in CurrentMemoryContext) and returns how many.  Consumer
  * errors (broker down, ...) are noted for streamview_kafka_report(); they do
@@ -231,6 +248,7 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
 			memset(ev, 0, sizeof(SvEvent));
 			ev->partition = m->partition;
 			ev->offset = m->offset;
+			sv_broker_time(m, ev);
 			if (m->key)
 			{
 				ev->key = sv_copy_bytes(m->key, m->key_len);

@@ -27,6 +27,8 @@
 #include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
 
@@ -53,7 +55,8 @@ typedef struct SvParseState
 } SvParseState;
 
 static const char *const sv_reason_names[] = {
-	NULL, "invalid_json", "missing_field", "invalid_value", "too_late", "query_error"
+	NULL, "invalid_json", "missing_field", "invalid_value", "too_late", "query_error",
+	"future_time"
 };
 
 const char *
@@ -214,6 +217,16 @@ sv_too_deep(const char *p, int len)
 	return false;
 }
 
+static Interval *
+sv_usecs_interval(int64 us)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->day = us / USECS_PER_DAY;
+	iv->time = us % USECS_PER_DAY;
+	return iv;
+}
+
 /* Epoch milliseconds (a JSON number) as a timestamptz. */
 static bool
 sv_epoch_ms(const char *token, TimestampTz *result)
@@ -321,6 +334,50 @@ sv_fill_column(const SvSource *src, int c, SvParseState *ps, SvEvent *ev)
 }
 
 /*
+ * Event time is checked, not trusted (DESIGN.md).  One far-future event
+ * would push its partition's watermark ahead and make every later event
+ * there too late, in every rebuild too.  So a time outside the years 1 to
+ * 9999 (UTC) is invalid_value, and one that is more than the source's
+ * max_future ahead of the message's broker timestamp is future_time.  Both
+ * depend on the message alone (the broker timestamp is part of the log), so
+ * a replay decides the same.  Messages without a broker timestamp (brokers
+ * before 0.10) are not checked against it.
+ */
+static bool
+sv_check_event_time(const SvSource *src, SvEvent *ev)
+{
+	const TimestampTz first = (TimestampTz) (date2j(1, 1, 1) - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY;
+	const TimestampTz end = (TimestampTz) (date2j(10000, 1, 1) - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY;
+	const char *name = src->columns[src->event_time_col].name;
+
+	if (TIMESTAMP_NOT_FINITE(ev->event_time))
+	{
+		sv_reject(ev, SV_REASON_INVALID_VALUE, "event time \"%s\" is not finite", name);
+		return false;
+	}
+	if (ev->event_time < first || ev->event_time >= end)
+	{
+		sv_reject(ev, SV_REASON_INVALID_VALUE,
+				  "event time \"%s\" (%s) is outside the years 1 to 9999", name,
+				  timestamptz_to_str(ev->event_time));
+		return false;
+	}
+	if (src->max_future_us >= 0 && ev->has_broker_time &&
+		ev->event_time - ev->broker_time > src->max_future_us)
+	{
+		sv_reject(ev, SV_REASON_FUTURE_TIME,
+				  "event time \"%s\" (%s) is more than the source's max_future (%s) "
+				  "ahead of the message's broker timestamp (%s)", name,
+				  timestamptz_to_str(ev->event_time),
+				  DatumGetCString(DirectFunctionCall1(interval_out,
+													  IntervalPGetDatum(sv_usecs_interval(src->max_future_us)))),
+				  timestamptz_to_str(ev->broker_time));
+		return false;
+	}
+	return true;
+}
+
+/*
  * Parse ev->payload into ev->values/nulls/event_time/event_id, or set
  * ev->reason and ev->error.  Allocates in CurrentMemoryContext (the batch's).
  */
@@ -383,12 +440,8 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 			return;
 
 	ev->event_time = DatumGetTimestampTz(ev->values[src->event_time_col]);
-	if (TIMESTAMP_NOT_FINITE(ev->event_time))
-	{
-		sv_reject(ev, SV_REASON_INVALID_VALUE, "event time \"%s\" is not finite",
-				  src->columns[src->event_time_col].name);
+	if (!sv_check_event_time(src, ev))
 		return;
-	}
 	/* The id as written in the message: "42" and 42 are the same id. */
 	if (src->event_id_col >= 0 && !ev->nulls[src->event_id_col])
 		ev->event_id = ps.tokens[src->event_id_col];

@@ -11,7 +11,7 @@ use Test::More;
 use JSON::PP;
 use StreamViewTest;
 
-my $broker = broker_start('b006', { guarded => 2, mtopic => 1 });
+my $broker = broker_start('b006', { guarded => 2, mtopic => 1, future => 1 });
 my $node   = new_node('n006', batch_size => 50);
 my $B      = $broker->{addr};
 
@@ -125,6 +125,52 @@ is(as('mallory', q{SELECT string_agg(DISTINCT what || ' / ' || who, '; ') FROM m
 is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
 	'mallory is not a superuser');
 is(as('mallory', q{SELECT sum(n) FROM mallory.mv1}), '2', 'both events are in the view');
+
+######################################################################
+# F7: one far-future event pushed its partition's watermark ahead and made
+# every later event there too late.  Event times outside the years 1 to
+# 9999 are invalid_value; one more than max_future (default 1 day) ahead of
+# its message's broker timestamp is future_time.
+######################################################################
+my $now_ms = int($node->safe_psql('postgres', q{SELECT extract(epoch FROM now()) * 1000}));
+my @future = (
+	ev(0, k => 'before',   ts => '2024-05-01T12:00:00Z'),
+	ev(0, k => 'y99999',   ts => '99999-01-01T00:00:00Z'),
+	ev(0, k => 'y200000',  ts => '200000-01-01T00:00:00Z'),
+	ev(0, k => 'ms200000', ts => 6_249_000_000_000_000),
+	ev(0, k => 'year0',    ts => -62_135_596_800_001),
+	ev(0, k => 'twodays',  ts => $now_ms + 2 * 86_400_000),
+	ev(0, k => 'after',    ts => '2024-05-01T12:00:30Z'),
+	ev(0, k => 'onehour',  ts => $now_ms + 3_600_000),
+);
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('fut', '$B', 'future', '{"ts":"timestamptz","k":"text"}', 'ts');
+	SELECT streamview.create_source('fut_unchecked', '$B', 'future', '{"ts":"timestamptz","k":"text"}', 'ts',
+	                                max_future => NULL);
+	SELECT streamview.create_view('public.fut_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM fut GROUP BY 1, 2 \$\$);
+	SELECT streamview.create_view('public.fut_unchecked_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM fut_unchecked GROUP BY 1, 2 \$\$);
+});
+produce($broker, 'future', \@future);
+ok(wait_consumed($node, 'fut_n', scalar @future), 'the source read every message');
+ok(wait_consumed($node, 'fut_unchecked_n', scalar @future), 'so did the one without max_future');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg("offset" || ':' || reason, ' ' ORDER BY "offset") FROM streamview.dead_letters
+	 WHERE source_name = 'fut'}),
+	'1:invalid_value 2:invalid_value 3:invalid_value 4:invalid_value 5:future_time',
+	'years outside 1..9999 are invalid_value, two days ahead of the broker is future_time');
+is($node->safe_psql('postgres', q{SELECT string_agg(k, ' ' ORDER BY window_start, k) FROM fut_n}),
+	'after before onehour', 'the events after the poison are applied, not too late');
+is($node->safe_psql('postgres', q{
+	SELECT applied || ' ' || too_late || ' ' || dead_lettered FROM streamview.status WHERE view_name = 'fut_n'}),
+	'3 0 5', 'the ledger: 3 applied, none too late, 5 dead letters');
+like($node->safe_psql('postgres', q{
+	SELECT error FROM streamview.dead_letters WHERE source_name = 'fut' AND reason = 'future_time'}),
+	qr/is more than the source's max_future \(1 day\) ahead of the message's broker timestamp/,
+	'the dead letter says why');
+is($node->safe_psql('postgres', q{SELECT string_agg(k, ' ' ORDER BY window_start, k) FROM fut_unchecked_n}),
+	'before twodays', 'max_future => NULL: the far event is applied, and the next is too late, as documented');
 
 $node->stop;
 done_testing();

@@ -359,6 +359,12 @@ sub read_message
 		}
 		$row{$c} = $x;
 	}
+	# Event time is checked, not trusted: the years 1 to 9999 (UTC) only.
+	# (max_future needs the broker's timestamp, which the oracle does not
+	# see: the generator's events are all in the past.)
+	my $et = $row{ $self->{et} };
+	$reason //= 'invalid_value'
+	  if defined $et && ($et < -62_135_596_800_000_000 || $et >= 253_402_300_800_000_000);
 	return (undef, $reason) if $reason;
 	return (\%row, undef);
 }

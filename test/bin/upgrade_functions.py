@@ -42,6 +42,16 @@ def statements(text):
     return out
 
 
+def comments(path):
+    """COMMENT ON FUNCTION statements, by function name."""
+    result = {}
+    for st in statements(open(path).read()):
+        m = re.match(r'COMMENT ON FUNCTION (streamview\.\w+)\(', st)
+        if m:
+            result.setdefault(m.group(1), []).append(st)
+    return result
+
+
 def functions(path):
     result = {}
     for st in statements(open(path).read()):
@@ -70,9 +80,13 @@ def functions(path):
 
 
 old, new = functions(sys.argv[1]), functions(sys.argv[2])
+notes = comments(sys.argv[2])
 for key, text in new.items():
     if old.get(key) != text:
-        print(text.replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION', 1) + '\n')
+        print(text.replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION', 1))
+        for c in notes.get(key.split('(')[0], []):
+            print(c)
+        print()
 for key in old:
     if key not in new:
         print('-- gone: ' + key)
