@@ -30,6 +30,9 @@ extern int	streamview_batch_timeout_ms;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
+extern int	streamview_statement_timeout_ms;
+extern int	streamview_max_workers;
+extern int	streamview_max_workers_per_role;
 
 /* in shmem.c */
 extern void streamview_shmem_init(void);
@@ -183,6 +186,7 @@ typedef struct SvEvent
 	bool	   *nulls;
 	TimestampTz event_time;
 	char	   *event_id;
+	uint8		event_id_hash[32];	/* SHA-256 of event_id: what dedup stores */
 } SvEvent;
 
 extern const char *streamview_reason_name(SvReason reason);

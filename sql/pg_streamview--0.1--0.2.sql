@@ -97,6 +97,17 @@ ALTER FUNCTION streamview.create_source(text, text, text, jsonb, text, text, tex
     RENAME TO _create_source_0_1;
 DROP FUNCTION streamview._create_source_impl(regrole, text, text, text, jsonb, text, text, text, jsonb, text);
 
+------------------------------------------------------------------------------
+-- seen_ids keeps the SHA-256 of each event_id, not the id: a long id (a few
+-- kilobytes) did not fit in the index and stopped the source.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.seen_ids ADD COLUMN event_id_hash bytea;
+UPDATE streamview.seen_ids SET event_id_hash = pg_catalog.sha256(pg_catalog.convert_to(event_id, 'UTF8'));
+ALTER TABLE streamview.seen_ids DROP CONSTRAINT seen_ids_pkey;
+ALTER TABLE streamview.seen_ids DROP COLUMN event_id;
+ALTER TABLE streamview.seen_ids ALTER COLUMN event_id_hash SET NOT NULL;
+ALTER TABLE streamview.seen_ids ADD PRIMARY KEY (version_id, event_id_hash);
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
 CREATE OR REPLACE FUNCTION streamview._create_source_impl(

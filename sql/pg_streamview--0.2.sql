@@ -159,12 +159,14 @@ CREATE INDEX offset_marks_time ON streamview.offset_marks (source_id, partition,
 
 -- event_ids applied by a version, remembered while an event carrying the same
 -- id could still be applied (see docs/architecture.md, "Deduplication").
+-- Kept as their SHA-256: an id is whatever a producer wrote, and a long one
+-- would not fit in the index.
 CREATE TABLE streamview.seen_ids (
-    version_id int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
-    event_id   text NOT NULL,
-    partition  int NOT NULL,
-    event_time timestamptz NOT NULL,
-    PRIMARY KEY (version_id, event_id)
+    version_id    int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    partition     int NOT NULL,
+    event_time    timestamptz NOT NULL,
+    event_id_hash bytea NOT NULL,
+    PRIMARY KEY (version_id, event_id_hash)
 );
 CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, event_time);
 

@@ -39,7 +39,9 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/cryptohash.h"
 #include "common/hashfn.h"
+#include "common/sha2.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -48,10 +50,13 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
+
+#define SV_ID_HASH_LEN PG_SHA256_DIGEST_LENGTH
 
 typedef struct SvSeen
 {
-	char	   *event_id;		/* hash key: the pointer, hashed as a string */
+	uint8		id_hash[SV_ID_HASH_LEN];	/* hash key: SHA-256 of the event_id */
 	int32		partition;
 	TimestampTz event_time;
 	bool		is_new;			/* applied in this batch: to be stored */
@@ -66,6 +71,7 @@ typedef struct SvVersionBatch
 	int		   *failed;			/* query_error */
 	int			nfailed;
 	HTAB	   *seen;
+	int			timeouts;		/* statement timeouts met in this batch */
 } SvVersionBatch;
 
 /* ---------- arrays for unnest() ---------- */
@@ -115,18 +121,30 @@ sv_part(SvVersion *v, int32 partition)
 	return &v->parts[partition];
 }
 
-static uint32
-sv_seen_hash(const void *key, Size keysize)
+/*
+ * Duplicates are found by the SHA-256 of the event_id, not the id itself:
+ * an id is whatever a producer wrote, and one of a few kilobytes would not
+ * fit in seen_ids' index ("index row size exceeds maximum"), an error that
+ * would stop the whole source on one message.  Computed once per batch,
+ * inside its transaction (the hash context belongs to its resource owner).
+ */
+static void
+sv_hash_event_ids(SvEvent *events, int n)
 {
-	const char *s = *(char *const *) key;
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 
-	return hash_bytes((const unsigned char *) s, strlen(s));
-}
+	for (int i = 0; i < n; i++)
+	{
+		SvEvent    *ev = &events[i];
 
-static int
-sv_seen_match(const void *a, const void *b, Size keysize)
-{
-	return strcmp(*(char *const *) a, *(char *const *) b);
+		if (ev->reason != SV_REASON_NONE || ev->event_id == NULL)
+			continue;
+		if (pg_cryptohash_init(ctx) < 0 ||
+			pg_cryptohash_update(ctx, (const uint8 *) ev->event_id, strlen(ev->event_id)) < 0 ||
+			pg_cryptohash_final(ctx, ev->event_id_hash, SV_ID_HASH_LEN) < 0)
+			elog(ERROR, "could not compute a SHA-256 hash: %s", pg_cryptohash_error(ctx));
+	}
+	pg_cryptohash_free(ctx);
 }
 
 /*
@@ -139,35 +157,36 @@ sv_load_seen(const SvSource *src, SvVersion *v, SvEvent *events, int n)
 	HTAB	   *seen;
 	Datum	   *ids = palloc(n * sizeof(Datum));
 	int			nids = 0;
-	Oid			argtypes[2] = {INT4OID, TEXTARRAYOID};
+	Oid			argtypes[2] = {INT4OID, BYTEAARRAYOID};
 	Datum		args[2];
 
-	ctl.keysize = sizeof(char *);
+	ctl.keysize = SV_ID_HASH_LEN;
 	ctl.entrysize = sizeof(SvSeen);
-	ctl.hash = sv_seen_hash;
-	ctl.match = sv_seen_match;
 	ctl.hcxt = CurrentMemoryContext;
 	seen = hash_create("pg_streamview seen ids", Max(n, 16), &ctl,
-					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	for (int i = 0; i < n; i++)
 		if (events[i].reason == SV_REASON_NONE && events[i].event_id != NULL)
-			ids[nids++] = CStringGetTextDatum(events[i].event_id);
+			ids[nids++] = sv_bytea((const char *) events[i].event_id_hash, SV_ID_HASH_LEN);
 	if (nids == 0)
 		return seen;
 
 	args[0] = Int32GetDatum(v->version_id);
-	args[1] = sv_array(ids, NULL, nids, TEXTOID);
-	SPI_execute_with_args("SELECT event_id, partition, event_time FROM streamview.seen_ids "
-						  "WHERE version_id = $1 AND event_id = ANY ($2)",
+	args[1] = sv_array(ids, NULL, nids, BYTEAOID);
+	SPI_execute_with_args("SELECT event_id_hash, partition, event_time FROM streamview.seen_ids "
+						  "WHERE version_id = $1 AND event_id_hash = ANY ($2)",
 						  2, argtypes, args, NULL, true, 0);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		char	   *id = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
 		bool		isnull;
-		SvSeen	   *e = hash_search(seen, &id, HASH_ENTER, NULL);
+		bytea	   *id = DatumGetByteaPP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		SvSeen	   *e;
 
+		if (VARSIZE_ANY_EXHDR(id) != SV_ID_HASH_LEN)
+			continue;			/* cannot be: the batch asked for hashes */
+		e = hash_search(seen, VARDATA_ANY(id), HASH_ENTER, NULL);
 		e->partition = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 		e->event_time = DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
 		e->is_new = false;
@@ -198,7 +217,7 @@ sv_is_duplicate(const SvSource *src, SvVersion *v, HTAB *seen, const SvEvent *ev
 
 	if (ev->event_id == NULL)
 		return false;
-	e = hash_search(seen, &ev->event_id, HASH_FIND, NULL);
+	e = hash_search(seen, ev->event_id_hash, HASH_FIND, NULL);
 	if (e == NULL)
 		return false;
 
@@ -220,7 +239,7 @@ sv_remember(HTAB *seen, const SvEvent *ev)
 
 	if (ev->event_id == NULL)
 		return;
-	e = hash_search(seen, &ev->event_id, HASH_ENTER, NULL);
+	e = hash_search(seen, ev->event_id_hash, HASH_ENTER, NULL);
 	e->partition = ev->partition;
 	e->event_time = ev->event_time;
 	e->is_new = true;
@@ -333,15 +352,47 @@ sv_fill_batch_table(const SvSource *src, SvVersion *v, SvEvent *events, const in
 	CommandCounterIncrement();
 }
 
+/* The last view statement ran into streamview.statement_timeout. */
+static bool sv_timed_out = false;
+
+/*
+ * Run the version's compiled statement over its batch table, as the view's
+ * owner, for at most streamview.statement_timeout: a view whose function
+ * sleeps or loops must not hold the batch's transaction (and the xmin
+ * horizon, and its owner's drop_view) without bound.  Background workers
+ * get no statement timeout from PostgreSQL: the timer is set here.
+ */
 static void
 sv_run_statement(SvVersion *v)
 {
 	int			rc;
 	SvRunAs		ra;
+	int			timeout_ms = streamview_statement_timeout_ms;
+	TimestampTz start = GetCurrentTimestamp();
 
-	streamview_run_as_begin(v->owner, &ra);
-	rc = SPI_execute_plan(v->plan, NULL, NULL, false, 0);
-	streamview_run_as_end(&ra);
+	if (timeout_ms > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+	PG_TRY();
+	{
+		streamview_run_as_begin(v->owner, &ra);
+		rc = SPI_execute_plan(v->plan, NULL, NULL, false, 0);
+		streamview_run_as_end(&ra);
+	}
+	PG_CATCH();
+	{
+		if (timeout_ms > 0)
+		{
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			/* ours, not a pg_cancel_backend(): that one is retried whole */
+			if (geterrcode() == ERRCODE_QUERY_CANCELED &&
+				TimestampDifferenceExceeds(start, GetCurrentTimestamp(), timeout_ms))
+				sv_timed_out = true;
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (timeout_ms > 0)
+		disable_timeout(STATEMENT_TIMEOUT, false);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for view \"%s\": %s", v->view_name,
 			 SPI_result_code_string(rc));
@@ -368,7 +419,9 @@ streamview_transient_error(int sqlerrcode)
 /*
  * Run fn(arg) in a subtransaction.  Returns NULL on success.  On an error,
  * rolls the subtransaction back and returns the error, unless it is
- * transient: that is re-thrown (the worker retries after a restart).
+ * transient: that is re-thrown (the worker retries after a restart).  A view
+ * statement's timeout is not transient: it is returned (as 57014, with a
+ * message that names the setting), for the caller to isolate slow events.
  */
 ErrorData *
 streamview_in_subtransaction(void (*fn) (void *), void *arg)
@@ -377,6 +430,7 @@ streamview_in_subtransaction(void (*fn) (void *), void *arg)
 	ResourceOwner owner = CurrentResourceOwner;
 	ErrorData  *volatile err = NULL;
 
+	sv_timed_out = false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
@@ -394,7 +448,10 @@ streamview_in_subtransaction(void (*fn) (void *), void *arg)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		if (streamview_transient_error(err->sqlerrcode))
+		if (sv_timed_out)
+			err->message = psprintf("the statement ran longer than streamview.statement_timeout (%d ms)",
+									streamview_statement_timeout_ms);
+		else if (streamview_transient_error(err->sqlerrcode))
 			ReThrowError(err);
 	}
 	PG_END_TRY();
@@ -439,56 +496,136 @@ sv_apply_events(void *arg)
 	sv_run_statement(a->v);
 }
 
-/* Apply events idx[0..n) in a subtransaction; see streamview_in_subtransaction. */
+/*
+ * Apply events idx[0..n) in a subtransaction; see streamview_in_subtransaction.
+ * n = 0 runs the statement on no event at all.
+ */
 static ErrorData *
-sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
+sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n,
+			 SvVersionBatch *vb)
 {
 	SvApplyArgs a = {src, v, events, idx, n};
+	ErrorData  *err = streamview_in_subtransaction(sv_apply_events, &a);
 
-	return streamview_in_subtransaction(sv_apply_events, &a);
+	if (err != NULL && err->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		vb->timeouts++;			/* the only cancel that comes back */
+	return err;
 }
 
+/* Timeouts one batch of one version may meet while its slow events are found. */
+static int
+sv_timeout_budget(int n)
+{
+	int			levels = 0;
+
+	while ((1 << levels) < n + 1)
+		levels++;
+	return 4 + 2 * levels;
+}
+
+/* Event i could not be applied by itself: a query_error dead letter. */
+static void
+sv_reject_event(const SvSource *src, SvVersion *v, SvEvent *events, int i, SvVersionBatch *vb,
+				const ErrorData *err)
+{
+	SvEvent    *ev = &events[i];
+	SvPartState *ps = sv_part(v, ev->partition);
+
+	ev->error = psprintf("%s", err->message);
+	vb->failed[vb->nfailed++] = i;
+	ps->applied--;
+	ps->dead_lettered++;
+	if (vb->seen && ev->event_id)
+		hash_search(vb->seen, ev->event_id_hash, HASH_REMOVE, NULL);
+}
+
+/*
+ * Events idx[0..n) failed together with err.  Apply them by halves; a half
+ * that goes through is kept (its subtransaction is committed), one that
+ * fails is split again, down to the single events that fail by themselves.
+ * k bad events out of n cost about 2·k·log2(n) statements, not n.  The
+ * events applied are appended to ok[].  Returns false, with *last set, when
+ * the batch has met more statement timeouts than its budget.
+ */
+static bool
+sv_isolate(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBatch *vb,
+		   const int *idx, int n, ErrorData *err, int *ok, int *nok, ErrorData **last)
+{
+	int			half = n / 2;
+
+	*last = err;
+	if (vb->timeouts > sv_timeout_budget(vb->napplied))
+		return false;
+	if (n == 1)
+	{
+		sv_reject_event(src, v, events, idx[0], vb, err);
+		return true;
+	}
+	for (int part = 0; part < 2; part++)
+	{
+		const int  *sub = part ? idx + half : idx;
+		int			m = part ? n - half : half;
+		ErrorData  *e = sv_try_apply(src, v, events, sub, m, vb);
+
+		if (e == NULL)
+		{
+			memcpy(ok + *nok, sub, m * sizeof(int));
+			*nok += m;
+		}
+		else if (!sv_isolate(src, v, events, vb, sub, m, e, ok, nok, last))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Apply the version's events.  Any error that one event's data can cause
+ * must become that event's dead letter, never the version's or the
+ * source's: a data exception, but also a key too long for the table's index
+ * ("index row size exceeds maximum", 54000), an error a user's function
+ * raises, a statement timeout.  So when the batch fails (and the error is
+ * not transient, which the worker retries whole), the statement is first
+ * run on no event at all: if that fails too, the statement itself is broken
+ * (its table dropped, a privilege revoked) and the version fails; otherwise
+ * the events that fail by themselves are found by halves and dead-lettered.
+ * A timeout is first retried whole, once: the slowness may have been the
+ * server's, not an event's.
+ */
 static void
 sv_apply_version(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBatch *vb)
 {
 	ErrorData  *err;
+	ErrorData  *last;
 	int		   *ok;
 	int			nok = 0;
 
 	if (vb->napplied == 0)
 		return;
-	err = sv_try_apply(src, v, events, vb->applied, vb->napplied);
+	err = sv_try_apply(src, v, events, vb->applied, vb->napplied, vb);
+	if (err != NULL && err->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		err = sv_try_apply(src, v, events, vb->applied, vb->napplied, vb);
 	if (err == NULL)
 		return;
 	if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
 	{
-		streamview_fail_version(v, err);
+		ErrorData  *probe = sv_try_apply(src, v, events, NULL, 0, vb);
+
+		if (probe != NULL)
+		{
+			streamview_fail_version(v, probe);
+			return;
+		}
+	}
+
+	ok = palloc(vb->napplied * sizeof(int));
+	if (!sv_isolate(src, v, events, vb, vb->applied, vb->napplied, err, ok, &nok, &last))
+	{
+		last->message = psprintf("%s, %d times in one batch: the view's statement is too slow "
+								 "for its events", last->message, vb->timeouts);
+		streamview_fail_version(v, last);
 		return;
 	}
-
-	/* Find the events the statement cannot digest: one at a time. */
-	ok = palloc(vb->napplied * sizeof(int));
-	for (int i = 0; i < vb->napplied; i++)
-	{
-		SvEvent    *ev = &events[vb->applied[i]];
-		SvPartState *ps = sv_part(v, ev->partition);
-
-		err = sv_try_apply(src, v, events, &vb->applied[i], 1);
-		if (err == NULL)
-		{
-			ok[nok++] = vb->applied[i];
-			continue;
-		}
-		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			ReThrowError(err);	/* cannot happen: the batch failed with data */
-		ev->error = psprintf("%s", err->message);
-		vb->failed[vb->nfailed++] = vb->applied[i];
-		ps->applied--;
-		ps->dead_lettered++;
-		if (vb->seen && ev->event_id)
-			hash_search(vb->seen, &ev->event_id, HASH_REMOVE, NULL);
-	}
-	/* The per-event subtransactions each committed their own rows. */
+	/* The subtransactions of the halves that went through committed their rows. */
 	vb->applied = ok;
 	vb->napplied = nok;
 }
@@ -566,7 +703,7 @@ sv_store_seen(const SvSource *src, SvVersion *v, HTAB *seen)
 			   *parts = palloc(Max(n, 1) * sizeof(Datum)),
 			   *times = palloc(Max(n, 1) * sizeof(Datum));
 	int			k = 0;
-	Oid			argtypes[4] = {INT4OID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			argtypes[4] = {INT4OID, BYTEAARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
 	Datum		args[4];
 
 	hash_seq_init(&it, seen);
@@ -574,7 +711,7 @@ sv_store_seen(const SvSource *src, SvVersion *v, HTAB *seen)
 	{
 		if (!e->is_new)
 			continue;
-		ids[k] = CStringGetTextDatum(e->event_id);
+		ids[k] = sv_bytea((const char *) e->id_hash, SV_ID_HASH_LEN);
 		parts[k] = Int32GetDatum(e->partition);
 		times[k] = TimestampTzGetDatum(e->event_time);
 		k++;
@@ -582,12 +719,12 @@ sv_store_seen(const SvSource *src, SvVersion *v, HTAB *seen)
 	if (k > 0)
 	{
 		args[0] = Int32GetDatum(v->version_id);
-		args[1] = sv_array(ids, NULL, k, TEXTOID);
+		args[1] = sv_array(ids, NULL, k, BYTEAOID);
 		args[2] = sv_array(parts, NULL, k, INT4OID);
 		args[3] = sv_array(times, NULL, k, TIMESTAMPTZOID);
-		SPI_execute_with_args("INSERT INTO streamview.seen_ids (version_id, event_id, partition, event_time) "
+		SPI_execute_with_args("INSERT INTO streamview.seen_ids (version_id, event_id_hash, partition, event_time) "
 							  "SELECT $1, u.* FROM unnest($2, $3, $4) AS u "
-							  "ON CONFLICT (version_id, event_id) DO UPDATE "
+							  "ON CONFLICT (version_id, event_id_hash) DO UPDATE "
 							  "SET partition = excluded.partition, event_time = excluded.event_time",
 							  4, argtypes, args, NULL, false, 0);
 	}
@@ -800,6 +937,8 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		if (events[i].reason != SV_REASON_NONE)
 			unreadable[nunreadable++] = i;
 	}
+	if (src->event_id_col >= 0)
+		sv_hash_event_ids(events, nevents);
 
 	foreach(lc, versions)
 	{

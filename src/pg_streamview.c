@@ -24,6 +24,9 @@ int			streamview_batch_timeout_ms = 100;
 int			streamview_launcher_naptime_ms = 1000;
 int			streamview_max_restart_delay_s = 60;
 int			streamview_restart_delay_s = 1;
+int			streamview_statement_timeout_ms = 30000;
+int			streamview_max_workers = 8;
+int			streamview_max_workers_per_role = 4;
 
 PGDLLEXPORT void _PG_init(void);
 
@@ -53,6 +56,16 @@ _PG_init(void)
 							"How often the launcher checks sources and workers.",
 							NULL, &streamview_launcher_naptime_ms, 1000, 100, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.max_workers",
+							"Most background workers pg_streamview runs at once (sources and rebuilds).",
+							"Sources and rebuilds beyond it wait for a worker; keep it below max_worker_processes.",
+							&streamview_max_workers, 8, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.max_workers_per_role",
+							"Most sources plus running rebuilds a role that is not a superuser may have.",
+							"0 means no limit.",
+							&streamview_max_workers_per_role, 4, 0, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.max_restart_delay",
 							"Longest back-off before restarting a failed source worker.",
 							NULL, &streamview_max_restart_delay_s, 60, 1, 86400,
@@ -61,6 +74,11 @@ _PG_init(void)
 							"First back-off before restarting a failed source worker; doubles on each failure.",
 							NULL, &streamview_restart_delay_s, 1, 0, 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.statement_timeout",
+							"Longest a view's statement may run on one batch; 0 turns it off.",
+							"A batch that runs longer is retried, then its slow events are isolated as dead letters.",
+							&streamview_statement_timeout_ms, 30000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("streamview");
 
 	streamview_shmem_init();

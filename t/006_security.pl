@@ -11,7 +11,7 @@ use Test::More;
 use JSON::PP;
 use StreamViewTest;
 
-my $broker = broker_start('b006', { guarded => 2, mtopic => 1, future => 1 });
+my $broker = broker_start('b006', { guarded => 2, mtopic => 1, future => 1, poison => 1, slow => 1 });
 my $node   = new_node('n006', batch_size => 50);
 my $B      = $broker->{addr};
 
@@ -171,6 +171,95 @@ like($node->safe_psql('postgres', q{
 	'the dead letter says why');
 is($node->safe_psql('postgres', q{SELECT string_agg(k, ' ' ORDER BY window_start, k) FROM fut_unchecked_n}),
 	'before twodays', 'max_future => NULL: the far event is applied, and the next is too late, as documented');
+
+######################################################################
+# F2: one message whose event_id or group key is a few kilobytes long
+# raised "index row size exceeds maximum" (not a data exception), and the
+# source retried that batch for ever.  Any error one event's data causes is
+# that event's dead letter.
+######################################################################
+# random letters: a long run of one letter would compress to fit the index
+my $big = join '', map { chr(97 + int(rand(26))) } 1 .. 8000;
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('poison', '$B', 'poison',
+	       '{"ts":"timestamptz","id":"text","user_id":"text"}', 'ts', event_id => 'id');
+	SELECT streamview.create_view('public.poison_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id, count(*) AS n
+	    FROM poison GROUP BY 1, 2 \$\$, allowed_lateness => '1 hour');
+	CREATE FUNCTION public.picky(u text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS \$f\$
+	BEGIN
+	  IF u = 'boom' THEN RAISE EXCEPTION 'picky: % is not welcome', u; END IF;
+	  RETURN u;
+	END \$f\$;
+	SELECT streamview.create_view('public.poison_picky', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, public.picky(user_id) AS u, count(*) AS n
+	    FROM poison GROUP BY 1, 2 \$\$);
+});
+my @poison = (
+	ev(0, id => 'a', user_id => 'u1',  ts => '2024-05-01T12:00:01Z'),
+	ev(0, id => $big, user_id => 'u2', ts => '2024-05-01T12:00:02Z'),
+	ev(0, id => 'b', user_id => $big,  ts => '2024-05-01T12:00:03Z'),
+	ev(0, id => 'c', user_id => 'boom', ts => '2024-05-01T12:00:04Z'),
+	ev(0, id => $big, user_id => 'u3', ts => '2024-05-01T12:00:05Z'),
+	ev(0, id => 'd', user_id => 'u4',  ts => '2024-05-01T12:00:06Z'),
+);
+produce($broker, 'poison', \@poison);
+ok(wait_consumed($node, 'poison_n', 6), 'the source goes past the long id and the long key');
+ok(wait_consumed($node, 'poison_picky', 6), 'and past the event a function refuses');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(view_name || ':' || "offset" || ':' || reason, ' ' ORDER BY view_name, "offset")
+	  FROM streamview.dead_letters WHERE source_name = 'poison'}),
+	'poison_n:2:query_error poison_picky:2:query_error poison_picky:3:query_error',
+	'the long key is a dead letter in both views, the refused event in its view');
+like($node->safe_psql('postgres', q{
+	SELECT error FROM streamview.dead_letters WHERE view_name = 'poison_n' AND "offset" = 2}),
+	qr/index row size \d+ exceeds/, 'the dead letter says why');
+is($node->safe_psql('postgres', q{SELECT string_agg(user_id || '=' || n, ' ' ORDER BY user_id COLLATE "C") FROM poison_n}),
+	'boom=1 u1=1 u2=1 u4=1', 'the long id is applied once, its repeat is a duplicate');
+is($node->safe_psql('postgres', q{
+	SELECT applied || ' ' || duplicates || ' ' || dead_lettered FROM streamview.status WHERE view_name = 'poison_n'}),
+	'4 1 1', 'the ledger balances: 4 applied, 1 duplicate, 1 dead letter');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM streamview.worker_errors WHERE source_name = 'poison'}),
+	'0', 'the source never stopped');
+
+######################################################################
+# F10: a view whose function sleeps held the batch's transaction (and its
+# owner's drop_view) without bound.  streamview.statement_timeout bounds
+# each run of a view's statement; a slow event becomes a dead letter.
+######################################################################
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET streamview.statement_timeout = '300ms';
+	SELECT pg_reload_conf();
+});
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('slow', '$B', 'slow', '{"ts":"timestamptz","k":"text"}', 'ts');
+	CREATE FUNCTION public.slow(k text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS \$f\$
+	BEGIN
+	  IF k LIKE 'slow%' THEN PERFORM pg_sleep(3600); END IF;
+	  RETURN k;
+	END \$f\$;
+	SELECT streamview.create_view('public.slow_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, public.slow(k) AS k, count(*) AS n
+	    FROM slow GROUP BY 1, 2 \$\$);
+});
+produce($broker, 'slow', [
+	(map { ev(0, k => "k$_", ts => "2024-05-01T12:00:0${_}Z") } 0 .. 4),
+	ev(0, k => 'slow1', ts => '2024-05-01T12:00:05Z'),
+	(map { ev(0, k => "k$_", ts => "2024-05-01T12:00:0${_}Z") } 6 .. 9) ]);
+ok(wait_consumed($node, 'slow_n', 10), 'the stream goes past the slow event');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM slow_n}), '9', 'the other nine are applied');
+like($node->safe_psql('postgres', q{
+	SELECT "offset" || ' ' || reason || ' ' || error FROM streamview.dead_letters WHERE view_name = 'slow_n'}),
+	qr/^5 query_error the statement ran longer than streamview.statement_timeout \(300 ms\)$/,
+	'the slow event is a dead letter that names the setting');
+# every event slow: the view's statement is the problem, shown as its error;
+# each attempt is bounded, so its owner can still drop it
+produce($broker, 'slow', [ map { ev(0, k => "slow$_", ts => "2024-05-01T12:01:0${_}Z") } 0 .. 9 ]);
+ok(wait_for($node, q{SELECT error LIKE '%too slow for its events%' FROM streamview.status WHERE view_name = 'slow_n'}),
+	'a view too slow for every event shows it in status.error');
+my $t0 = time;
+$node->safe_psql('postgres', q{SET statement_timeout = '60s'; SELECT streamview.drop_view('slow_n')});
+cmp_ok(time - $t0, '<', 30, 'drop_view does not wait for the slow view without bound (' . (time - $t0) . ' s)');
 
 $node->stop;
 done_testing();
