@@ -392,6 +392,7 @@ BEGIN
                   HINT = 'For example ''{"security.protocol":"SASL_SSL"}''; values are strings, numbers or booleans.';
     END IF;
     PERFORM streamview._check_options(caller, options);
+    PERFORM streamview._check_worker_quota(caller, 'a new source');
     ooo := streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
     IF idle_timeout IS NOT NULL THEN
         idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
@@ -506,24 +507,31 @@ END $$;
 -- librdkafka properties a source may set.  Some would break the guarantees
 -- (offsets are PostgreSQL's) and are refused to everyone; some run programs,
 -- load libraries or read server files, so roles without superuser are held
--- to a list of connection and tuning properties.
+-- to a list of connection and tuning properties, and to librdkafka's own
+-- bounds (pg_streamview's, for the prefetch queue) on the memory a worker
+-- may take for messages: a hostile broker or topic could fill a larger one.
 CREATE FUNCTION streamview._check_options(caller regrole, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k text;
+    k     text;
+    v     text;
+    super bool := (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller);
+    most  bigint;
 BEGIN
-    FOR k IN SELECT jsonb_object_keys(options) LOOP
+    FOR k, v IN SELECT e.key, e.value FROM jsonb_each_text(options) e LOOP
         IF k IN ('enable.auto.commit', 'enable.auto.offset.store', 'enable.partition.eof',
-                 'auto.offset.reset', 'group.id', 'bootstrap.servers', 'log.queue',
-                 'isolation.level', 'group.instance.id') THEN
+                 'auto.offset.reset', 'group.id', 'bootstrap.servers', 'metadata.broker.list',
+                 'log.queue', 'isolation.level', 'group.instance.id') THEN
             RAISE EXCEPTION 'Kafka option "%" cannot be set for a source', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = 'pg_streamview sets it itself: offsets are kept in PostgreSQL.';
+                      DETAIL = CASE WHEN k IN ('bootstrap.servers', 'metadata.broker.list')
+                                    THEN 'The brokers are the source''s brokers argument.'
+                                    ELSE 'pg_streamview sets it itself: offsets are kept in PostgreSQL.' END;
         END IF;
-        IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller)
+        IF NOT super
            AND NOT (k IN ('security.protocol', 'sasl.mechanism', 'sasl.mechanisms', 'sasl.username',
                           'sasl.password', 'ssl.ca.pem', 'ssl.certificate.pem', 'ssl.key.pem',
                           'ssl.key.password', 'ssl.endpoint.identification.algorithm',
@@ -535,7 +543,47 @@ BEGIN
                       DETAIL = 'Options that name files, programs or libraries on the server are reserved to superusers.',
                       HINT = 'Pass certificates inline with ssl.ca.pem, ssl.certificate.pem and ssl.key.pem.';
         END IF;
+        most := CASE k WHEN 'queued.max.messages.kbytes' THEN 16384
+                       WHEN 'queued.min.messages' THEN 1000000
+                       WHEN 'fetch.max.bytes' THEN 52428800
+                       WHEN 'fetch.message.max.bytes' THEN 1048576
+                       WHEN 'receive.message.max.bytes' THEN 100000000
+                       WHEN 'message.max.bytes' THEN 1000000 END;
+        IF NOT super AND most IS NOT NULL AND (v !~ '^\s*\d{1,18}\s*$' OR v::bigint > most) THEN
+            RAISE EXCEPTION 'only superusers may set Kafka option "%" above %', k, most
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('It bounds the memory a worker takes for messages; %s was given.', v),
+                      HINT = 'Leave it at its default, or ask a superuser to create the source.';
+        END IF;
     END LOOP;
+END $$;
+
+-- Each source runs a worker, and so does each running rebuild: a role that
+-- is not a superuser may have streamview.max_workers_per_role of them, so
+-- that no grantee can take every worker slot of the server.
+CREATE FUNCTION streamview._check_worker_quota(caller regrole, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    most int := coalesce(current_setting('streamview.max_workers_per_role', true), '4')::int;
+    used int;
+BEGIN
+    IF most = 0 OR (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller) THEN
+        RETURN;
+    END IF;
+    SELECT (SELECT count(*) FROM streamview.sources s WHERE s.owner = caller)
+         + (SELECT count(*) FROM streamview.versions x JOIN streamview.views w USING (view_id)
+             WHERE w.owner = caller AND x.state = 'replaying')
+      INTO used;
+    IF used >= most THEN
+        RAISE EXCEPTION 'role % may not start another worker for %', caller, what
+            USING ERRCODE = 'configuration_limit_exceeded',
+                  DETAIL = format('It has %s sources and running rebuilds, and streamview.max_workers_per_role is %s.',
+                                  used, most),
+                  HINT = 'Drop a source or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
+    END IF;
 END $$;
 
 CREATE FUNCTION streamview._check_owner(caller regrole, owner regrole, kind text, name text)
@@ -834,6 +882,7 @@ DECLARE
 BEGIN
     v := streamview._lock_view(caller, view_name);
     PERFORM streamview._check_may_create(v, 'A rebuild');
+    PERFORM streamview._check_worker_quota(v.owner, 'a rebuild');
     IF max_rate IS NOT NULL AND max_rate <= 0 THEN
         RAISE EXCEPTION 'max_rate must be positive'
             USING ERRCODE = 'invalid_parameter_value',

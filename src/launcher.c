@@ -48,6 +48,7 @@ typedef struct SvWorkerSlot
 	TimestampTz next_start;
 	int			failures;
 	bool		seen;			/* still in the catalog this round */
+	bool		waiting;		/* kept from starting by streamview.max_workers */
 } SvWorkerSlot;
 
 static List *slots = NIL;
@@ -150,6 +151,45 @@ sv_worker_stopped(SvWorkerSlot *slot)
 					slot->name, delay / 1e6)));
 }
 
+/* Workers this launcher has running (or starting). */
+static int
+sv_running_workers(void)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, slots)
+		if (((SvWorkerSlot *) lfirst(lc))->handle != NULL)
+			n++;
+	return n;
+}
+
+/*
+ * All streamview.max_workers are busy: the slot waits for one, and its
+ * source says so (status.error) until its worker starts and clears it.
+ */
+static void
+sv_wait_for_worker(SvWorkerSlot *slot)
+{
+	char	   *msg;
+
+	if (slot->waiting)
+		return;
+	slot->waiting = true;
+	msg = psprintf("waiting for a worker: all %d of streamview.max_workers are busy",
+				   streamview_max_workers);
+	ereport(LOG,
+			(errmsg("pg_streamview: %s for %s \"%s\"", msg,
+					slot->replay_version ? "the rebuild of" : "source", slot->name),
+			 errhint("Raise streamview.max_workers (and max_worker_processes), or drop sources.")));
+	if (slot->replay_version == 0)
+		SPI_execute_with_args("UPDATE streamview.sources SET last_error = $2, last_error_at = now() "
+							  "WHERE source_id = $1",
+							  2, (Oid[]) {INT4OID, TEXTOID},
+							  (Datum[]) {Int32GetDatum(slot->source_id), CStringGetTextDatum(msg)},
+							  NULL, false, 0);
+}
+
 /*
  * Source workers connect as the extension's owner (catalog bookkeeping is
  * theirs) and run each view's statement as that view's owner.
@@ -176,7 +216,15 @@ sv_reconcile_source(int32 source_id, int32 replay_version, const char *name, Oid
 	if (slot->handle && GetBackgroundWorkerPid(slot->handle, &pid) == BGWH_STOPPED)
 		sv_worker_stopped(slot);
 	if (slot->handle == NULL && GetCurrentTimestamp() >= slot->next_start)
+	{
+		if (sv_running_workers() >= streamview_max_workers)
+		{
+			sv_wait_for_worker(slot);
+			return;
+		}
+		slot->waiting = false;
 		sv_start_worker(slot);
+	}
 }
 
 static void

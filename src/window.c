@@ -41,16 +41,32 @@ streamview_interval_usecs(const Interval *iv, const char *what)
 	return result;
 }
 
-/* Largest multiple of step (counted from the Unix epoch) that is <= ts. */
+/*
+ * Largest multiple of step (counted from the Unix epoch) that is <= ts.
+ * (ts + epoch shift) mod step, computed as the sum of the two remainders so
+ * that nothing overflows near the ends of the timestamp range.
+ */
 TimestampTz
 streamview_window_floor(TimestampTz ts, int64 step_us)
 {
-	int64		u = ts + SV_UNIX_TO_PG_USECS;
-	int64		r = u % step_us;
+	int64		r = ts % step_us + SV_UNIX_TO_PG_USECS % step_us;
 
+	r %= step_us;
 	if (r < 0)
 		r += step_us;
 	return ts - r;
+}
+
+/* A window start computed from a timestamp the SQL caller gave: in range? */
+static TimestampTz
+sv_checked(TimestampTz start)
+{
+	if (!IS_VALID_TIMESTAMP(start))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range"),
+				 errdetail("The window that contains it starts before the earliest timestamp.")));
+	return start;
 }
 
 /*
@@ -100,7 +116,7 @@ streamview_tumble(PG_FUNCTION_ARGS)
 
 	if (TIMESTAMP_NOT_FINITE(ts))
 		PG_RETURN_TIMESTAMPTZ(ts);
-	PG_RETURN_TIMESTAMPTZ(streamview_window_floor(ts, size));
+	PG_RETURN_TIMESTAMPTZ(sv_checked(streamview_window_floor(ts, size)));
 }
 
 PG_FUNCTION_INFO_V1(streamview_hop);
@@ -119,5 +135,5 @@ streamview_hop(PG_FUNCTION_ARGS)
 				 errmsg("window slide must not be larger than the window size")));
 	if (TIMESTAMP_NOT_FINITE(ts))
 		PG_RETURN_TIMESTAMPTZ(ts);
-	PG_RETURN_TIMESTAMPTZ(streamview_window_floor(ts, slide));
+	PG_RETURN_TIMESTAMPTZ(sv_checked(streamview_window_floor(ts, slide)));
 }

@@ -261,5 +261,41 @@ my $t0 = time;
 $node->safe_psql('postgres', q{SET statement_timeout = '60s'; SELECT streamview.drop_view('slow_n')});
 cmp_ok(time - $t0, '<', 30, 'drop_view does not wait for the slow view without bound (' . (time - $t0) . ' s)');
 
+######################################################################
+# F8: a grantee could create sources until max_worker_processes was used
+# up.  streamview.max_workers_per_role caps what a role that is not a
+# superuser may start; streamview.max_workers caps what the launcher runs.
+######################################################################
+sub set_conf
+{
+	my ($name, $value) = @_;
+	$node->safe_psql('postgres', "ALTER SYSTEM SET $name = '$value'; SELECT pg_reload_conf();");
+	wait_for($node, "SELECT current_setting('$name') = '$value'") or die "$name not reloaded";
+	return;
+}
+set_conf('streamview.max_workers_per_role', 2);
+as('mallory', qq{SELECT streamview.create_source('msrc2', '$B', 'mtopic', '{"ts":"timestamptz"}', 'ts')});
+my ($rc, $out, $err) = $node->psql('postgres',
+	qq{SELECT streamview.create_source('msrc3', '$B', 'mtopic', '{"ts":"timestamptz"}', 'ts')},
+	extra_params => [ '-U', 'mallory' ]);
+like($err, qr/ERROR:\s+role mallory may not start another worker for a new source/,
+	'a third source is refused to mallory with max_workers_per_role = 2');
+like($err, qr/HINT:.*streamview.max_workers_per_role/, 'the hint names the setting');
+ok(wait_for($node, q{SELECT count(*) = 7 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer'}),
+	'seven source workers run');
+set_conf('streamview.max_workers', 7);
+$node->safe_psql('postgres',
+	qq{SELECT streamview.create_source('capped', '$B', 'mtopic', '{"ts":"timestamptz"}', 'ts')});
+ok(wait_for($node, q{SELECT last_error LIKE 'waiting for a worker: all 7 of streamview.max_workers are busy'
+                       FROM streamview.source_list WHERE name = 'capped'}),
+	'an eighth source waits, and says why');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer'}),
+	'7', 'no worker beyond streamview.max_workers');
+set_conf('streamview.max_workers', 8);
+ok(wait_for($node, q{SELECT count(*) = 8 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer'}),
+	'with room again, its worker starts');
+ok(wait_for($node, q{SELECT last_error IS NULL FROM streamview.source_list WHERE name = 'capped'}),
+	'and its error clears');
+
 $node->stop;
 done_testing();

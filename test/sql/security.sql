@@ -12,7 +12,7 @@ CREATE ROLE sv_analyst LOGIN;
 CREATE SCHEMA sv_eve AUTHORIZATION sv_eve;
 GRANT USAGE ON SCHEMA sv_eve TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text),
   streamview.drop_source(text, bool),
   streamview.create_view(text, text, text),
   streamview.drop_view(text),
@@ -168,7 +168,7 @@ SELECT count(*) AS eve_errors FROM streamview.worker_errors WHERE source_name = 
 SELECT streamview.drop_source('payroll', cascade => true);
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text) TO sv_analyst;
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) TO sv_analyst;
 SET ROLE sv_analyst;
 SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll', '{"ts":"timestamptz"}', 'ts');
 SELECT count(*) AS inherited_errors FROM streamview.worker_errors WHERE source_name = 'payroll';
@@ -176,7 +176,40 @@ RESET ROLE;
 SELECT count(*) AS errors_left FROM streamview.worker_errors WHERE detail LIKE '%SSN%';
 SELECT count(*) AS may_read_source FROM pg_proc WHERE proname = '_may_read_source';
 SELECT streamview.drop_source('payroll');
-REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text) FROM sv_analyst;
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) FROM sv_analyst;
+
+------------------------------------------------------------------------------
+-- F11: librdkafka's memory bounds are not for grantees to raise; and
+-- metadata.broker.list, an alias of bootstrap.servers, is refused like it.
+------------------------------------------------------------------------------
+SET ROLE sv_eve;
+SELECT pg_temp.err($$SELECT streamview.create_source('s_mem', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       options => '{"queued.max.messages.kbytes":2097151}')$$) AS queue_kbytes;
+SELECT pg_temp.err($$SELECT streamview.create_source('s_mem', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       options => '{"receive.message.max.bytes":"2147483647"}')$$) AS receive_bytes;
+SELECT pg_temp.err($$SELECT streamview.create_source('s_mem', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       options => '{"fetch.max.bytes":"lots"}')$$) AS fetch_bytes;
+SELECT pg_temp.err($$SELECT streamview.create_source('s_mem', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       options => '{"metadata.broker.list":"10.255.255.1:9092"}')$$) AS broker_alias;
+-- within the bounds is fine
+SELECT pg_temp.err($$SELECT streamview.create_source('s_mem', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       options => '{"queued.max.messages.kbytes":8192,"fetch.message.max.bytes":"65536"}')$$) AS within_bounds;
+SELECT streamview.drop_source('s_mem');
+RESET ROLE;
+-- a superuser may raise them
+SELECT streamview.create_source('s_mem', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       options => '{"queued.max.messages.kbytes":65536}');
+SELECT streamview.drop_source('s_mem');
+
+------------------------------------------------------------------------------
+-- Informational: window arithmetic near the ends of the timestamp range.
+------------------------------------------------------------------------------
+SET TimeZone = 'UTC';
+SELECT streamview.tumble('294276-12-31 23:59:59+00', '1 hour') AS last_hour;
+SELECT streamview.hop('294276-12-31 23:59:59+00', '2 hours', '1 hour') AS last_hop;
+SELECT streamview.tumble('4714-11-24 00:00:01+00 BC', '1 hour') AS first_hour;
+SELECT pg_temp.err($$SELECT streamview.tumble('4714-11-24 00:00:01+00 BC', '7 days')$$) AS before_the_first;
+RESET TimeZone;
 
 ------------------------------------------------------------------------------
 -- F6: a schema named streamview that another role made before the extension
