@@ -8,7 +8,15 @@
 EXTENSION   = pg_streamview
 MODULE_big  = pg_streamview
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
-DATA       := $(wildcard sql/pg_streamview--*.sql)
+EXTVERSION  = 0.2
+# The install script is built from parts, one per feature (sql/src/), in
+# this order; released scripts and update scripts are committed as they are.
+SQL_PARTS   = sql/src/header.sql sql/src/00_install.sql sql/src/01_catalog.sql \
+              sql/src/02_windows.sql sql/src/03_internal.sql sql/src/04_sources.sql \
+              sql/src/05_views.sql sql/src/06_rebuild.sql sql/src/07_validate.sql \
+              sql/src/08_swap.sql sql/src/09_monitoring.sql sql/src/10_grants.sql
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA       := $(filter-out $(DATA_built),$(wildcard sql/pg_streamview--*.sql))
 DOCS       := $(wildcard docs/*.md)
 PG_CONFIG  ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 
@@ -26,6 +34,9 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
 endif
+
+$(DATA_built): $(SQL_PARTS)
+	cat $^ > $@
 
 # Every module includes the one private header (PGXS tracks no header changes).
 $(OBJS): include/pg_streamview.h

@@ -3,7 +3,8 @@
 
 SV_PG_BIN=/usr/lib/postgresql/15/bin
 SV_PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
-SV_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap librdkafka-dev kcat
+SV_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+             librdkafka-dev kcat
              libipc-run-perl perl procps make gcc)
 
 sv_log() { printf '==> %s\n' "$*" >&2; }

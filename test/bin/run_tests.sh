@@ -29,7 +29,7 @@ cd "$WORK/tree"
 passed=0
 failed=0
 
-# SV_REGRESS / SV_TAP narrow a run while developing (names, or "none").
+# SV_REGRESS / SV_PGTAP / SV_TAP narrow a run while developing (names, or "none").
 taps=${SV_TAP:-t/}
 if [ "${SV_REGRESS:-}" != none ]; then
 sv_log "pg_regress (SQL surface)"
@@ -48,6 +48,30 @@ if [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
     cat "$WORK/regress/regression.diffs" 2>/dev/null
     # kept for a look after the scratch directory is gone
     rm -rf "$ROOT/results" && cp -r "$WORK/regress/results" "$ROOT/results" 2>/dev/null
+fi
+fi
+
+if [ "${SV_PGTAP:-}" != none ]; then
+sv_log "pgTAP (SQL-level assertions, with pg_prove)"
+PGT="$WORK/pgtap"
+mkdir -p "$PGT" && chown "$(sv_server_user)" "$PGT"
+sv_as_server_user initdb -D "$PGT/data" -A trust -U postgres > "$PGT/initdb.log" 2>&1
+{ cat test/pg_streamview.conf
+  echo "listen_addresses = ''"
+  echo "unix_socket_directories = '$PGT'"
+  echo "port = 55433"; } >> "$PGT/data/postgresql.conf"
+sv_as_server_user pg_ctl -D "$PGT/data" -l "$PGT/server.log" -w start > /dev/null
+sv_as_server_user pg_prove -h "$PGT" -p 55433 -U postgres -d postgres -v \
+    ${SV_PGTAP:-test/pgtap/*.sql} > "$WORK/pgtap.log" 2>&1
+pgtap_rc=$?
+sv_as_server_user pg_ctl -D "$PGT/data" -m fast -w stop > /dev/null
+cat "$WORK/pgtap.log"
+ok=$(grep -cE '^\s*ok [0-9]+' "$WORK/pgtap.log")
+bad=$(grep -cE '^\s*not ok [0-9]+' "$WORK/pgtap.log")
+passed=$((passed + ok)); failed=$((failed + bad))
+if { [ $pgtap_rc -ne 0 ] && [ "$bad" -eq 0 ]; } || [ "$ok" -eq 0 ]; then
+    failed=$((failed + 1))    # a file died, planned more than it ran, or nothing ran
+    tail -n 30 "$PGT/server.log"
 fi
 fi
 

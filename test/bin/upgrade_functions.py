@@ -14,7 +14,7 @@ import sys
 
 
 def statements(text):
-    """Split SQL into statements, minding dollar quotes and comments."""
+    """Split SQL into statements, minding quotes, dollar quotes and comments."""
     out, cur, quote, i = [], [], None, 0
     while i < len(text):
         if quote is None and text.startswith('--', i):
@@ -23,8 +23,14 @@ def statements(text):
             cur.append(text[i:j])
             i = j
             continue
+        c = text[i]
+        if quote in (None, "'") and c == "'":
+            quote = None if quote else "'"      # '' inside a literal toggles twice
+            cur.append(c)
+            i += 1
+            continue
         m = re.compile(r'\$[A-Za-z_]*\$').match(text, i)
-        if m:
+        if m and quote != "'":
             tag = m.group(0)
             if quote is None:
                 quote = tag
@@ -33,7 +39,6 @@ def statements(text):
             cur.append(tag)
             i = m.end()
             continue
-        c = text[i]
         cur.append(c)
         i += 1
         if c == ';' and quote is None:

@@ -1,0 +1,27 @@
+-- Before anything: may this schema hold the extension?
+
+-- The extension's functions run as its owner and call each other by their
+-- schema's name: whoever may rename that schema or create in it could put
+-- their own code in their place.  A schema that existed before, owned by a
+-- role that is not a superuser, or that others may create in, is refused.
+DO $$
+DECLARE
+    nsp pg_catalog.pg_namespace;
+BEGIN
+    SELECT * INTO nsp FROM pg_catalog.pg_namespace n WHERE n.nspname = 'streamview';
+    IF nsp.nspowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = nsp.nspowner) THEN
+        RAISE EXCEPTION 'schema "streamview" is owned by role "%"', pg_catalog.pg_get_userbyid(nsp.nspowner)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The extension''s functions run as the extension owner; the owner of their schema could replace them.',
+                  HINT = 'Drop or rename that schema, or make the installing role its owner, then install the extension again.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.aclexplode(nsp.nspacl) a
+                WHERE a.privilege_type = 'CREATE' AND a.grantee <> nsp.nspowner
+                  AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee), false)) THEN
+        RAISE EXCEPTION 'other roles may create objects in schema "streamview"'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Objects they create there could stand in for the extension''s own.',
+                  HINT = 'REVOKE CREATE ON SCHEMA streamview FROM those roles (and PUBLIC), then install the extension again.';
+    END IF;
+END $$;

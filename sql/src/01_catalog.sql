@@ -1,0 +1,237 @@
+-- The catalog: the extension's tables, dumped by pg_dump, closed to PUBLIC
+-- unless said otherwise.
+
+-- A source: one Kafka topic, and how to read its JSON messages.
+-- options may hold broker credentials (SASL passwords), so this table is not
+-- readable by PUBLIC; streamview.source_list shows it without them.
+CREATE TABLE streamview.sources (
+    source_id            serial PRIMARY KEY,
+    name                 text NOT NULL UNIQUE,
+    brokers              text NOT NULL,
+    topic                text NOT NULL,
+    event_time           text NOT NULL,
+    event_id             text,
+    max_out_of_orderness interval NOT NULL,
+    idle_timeout         interval,
+    options              jsonb NOT NULL DEFAULT '{}',
+    owner                regrole NOT NULL,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_error           text,
+    last_error_at        timestamptz,
+    -- an event whose time is further ahead of its message's broker timestamp
+    -- is a dead letter (future_time); NULL: not checked
+    max_future           interval DEFAULT '1 day'
+);
+
+-- The typed columns of a source, in declaration order.
+CREATE TABLE streamview.source_columns (
+    source_id     int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
+    attnum        int NOT NULL,
+    name          text NOT NULL,
+    type          regtype NOT NULL,
+    path          text[] NOT NULL,
+    default_value text,
+    required      bool NOT NULL DEFAULT false,
+    PRIMARY KEY (source_id, attnum),
+    UNIQUE (source_id, name)
+);
+
+CREATE TABLE streamview.views (
+    view_id          serial PRIMARY KEY,
+    name             text NOT NULL UNIQUE,
+    schema_name      name NOT NULL,
+    source_id        int NOT NULL REFERENCES streamview.sources,
+    owner            regrole NOT NULL,
+    allowed_lateness interval NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the view create_view made: what drop_view, swap and rollback act on,
+    -- never whatever relation has its name now
+    relid            regclass
+);
+
+-- One row per version of a view.  Exactly one version of a view is 'live'.
+CREATE TABLE streamview.versions (
+    version_id        serial UNIQUE,
+    view_id           int NOT NULL REFERENCES streamview.views ON DELETE CASCADE,
+    view_name         text NOT NULL,
+    version           int NOT NULL,
+    state             text NOT NULL
+                      CHECK (state IN ('replaying', 'caught_up', 'live', 'retired', 'failed')),
+    query             text NOT NULL,
+    definition        jsonb NOT NULL,
+    definition_hash   text NOT NULL,
+    table_name        regclass,
+    window_kind       text NOT NULL CHECK (window_kind IN ('tumble', 'hop')),
+    window_size       interval NOT NULL,
+    window_slide      interval NOT NULL,
+    batch_sql         text NOT NULL,
+    view_sql          text NOT NULL,
+    extension_version text NOT NULL,
+    schema_version    int NOT NULL DEFAULT 1,
+    start_offsets     jsonb,
+    start_from        timestamptz,
+    max_rate          bigint CHECK (max_rate > 0),
+    watermark         timestamptz,
+    error             text,
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by        name NOT NULL,
+    replay_started_at timestamptz,
+    caught_up_at      timestamptz,
+    validated_at      timestamptz,
+    validated_by      name,
+    swapped_at        timestamptz,
+    swapped_by        name,
+    retired_at        timestamptz,
+    retired_by        name,
+    failed_at         timestamptz,
+    PRIMARY KEY (view_id, version)
+);
+
+-- Per version and partition: where the version is in the log, the event-time
+-- high mark of the partition, and the ledger
+--   consumed = applied + duplicates + too_late + dead_lettered.
+-- Written in the same transaction as the upserts it accounts for.
+CREATE TABLE streamview.offsets (
+    version_id      int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    partition       int NOT NULL,
+    next_offset     bigint NOT NULL,
+    max_event_time  timestamptz,
+    consumed        bigint NOT NULL DEFAULT 0,
+    applied         bigint NOT NULL DEFAULT 0,
+    duplicates      bigint NOT NULL DEFAULT 0,
+    too_late        bigint NOT NULL DEFAULT 0,
+    dead_lettered   bigint NOT NULL DEFAULT 0,
+    log_end         bigint,
+    last_message_at timestamptz,
+    updated_at      timestamptz,
+    PRIMARY KEY (version_id, partition)
+);
+
+-- Where the log stood, now and then: after a batch, partition p's next
+-- offset and the highest event time read before it (at most one mark per
+-- minute of event time).  A rebuild from a point in time starts each
+-- partition at the last mark before that time, with that history.
+CREATE TABLE streamview.offset_marks (
+    source_id      int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
+    partition      int NOT NULL,
+    next_offset    bigint NOT NULL,
+    max_event_time timestamptz NOT NULL,
+    PRIMARY KEY (source_id, partition, next_offset)
+);
+
+CREATE INDEX offset_marks_time ON streamview.offset_marks (source_id, partition, max_event_time);
+
+-- event_ids applied by a version, remembered while an event carrying the same
+-- id could still be applied (see docs/architecture.md, "Deduplication").
+-- Kept as their SHA-256: an id is whatever a producer wrote, and a long one
+-- would not fit in the index.
+CREATE TABLE streamview.seen_ids (
+    version_id    int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    partition     int NOT NULL,
+    event_time    timestamptz NOT NULL,
+    event_id_hash bytea NOT NULL,
+    PRIMARY KEY (version_id, event_id_hash)
+);
+
+CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, event_time);
+
+-- Messages that were consumed but not applied, with why.  Unreadable messages
+-- are recorded once per source (view_name NULL); too-late ones per version.
+CREATE TABLE streamview.dead_letters (
+    dead_letter_id bigserial PRIMARY KEY,
+    source_name    text NOT NULL,
+    view_name      text,
+    version        int,
+    partition      int NOT NULL,
+    "offset"       bigint NOT NULL,
+    reason         text NOT NULL
+                   CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
+                                     'too_late', 'query_error', 'future_time')),
+    key            bytea,
+    payload        bytea,
+    error          text,
+    event_time     timestamptz,
+    recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE NULLS NOT DISTINCT (source_name, partition, "offset", view_name, version)
+);
+
+-- User invariants checked by validate(): rows violating predicate are counted.
+CREATE TABLE streamview.checks (
+    view_id    int NOT NULL REFERENCES streamview.views ON DELETE CASCADE,
+    name       text NOT NULL,
+    predicate  text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (view_id, name)
+);
+
+-- Every validation ever run, one row per check.
+CREATE TABLE streamview.validations (
+    validation_id bigserial PRIMARY KEY,
+    view_name     text NOT NULL,
+    version       int NOT NULL,
+    run           bigint NOT NULL,
+    "check"       text NOT NULL,
+    passed        bool NOT NULL,
+    detail        text,
+    validated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    validated_by  name NOT NULL
+);
+
+CREATE SEQUENCE streamview.validation_runs;
+
+-- Every swap and rollback: what the view read before and after, who, when.
+CREATE TABLE streamview.swaps (
+    swap_id      bigserial PRIMARY KEY,
+    view_name    text NOT NULL,
+    from_version int,
+    to_version   int NOT NULL,
+    forced       bool NOT NULL,
+    is_rollback  bool NOT NULL,
+    swapped_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    swapped_by   name NOT NULL
+);
+
+-- Why workers stopped, newest last.  Kept for the DBA; never read by the code.
+CREATE TABLE streamview.worker_errors (
+    worker_error_id bigserial PRIMARY KEY,
+    source_name     text NOT NULL,
+    message         text NOT NULL,
+    detail          text,
+    occurred_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the errors go with their source: the next source of that name, perhaps
+    -- another role's, must not read them
+    source_id       int REFERENCES streamview.sources ON DELETE CASCADE
+);
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.sources', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.source_columns', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.views', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.versions', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.offsets', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.seen_ids', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.offset_marks', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.dead_letters', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.checks', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.validations', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
+
+-- Catalog tables are written by the extension's functions (as the extension
+-- owner), never directly by users.
+REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;
+
+-- Views read the watermark of their version from here; the queries are no secret.
+GRANT SELECT ON streamview.versions, streamview.views, streamview.dead_letters,
+                streamview.worker_errors, streamview.validations, streamview.swaps,
+                streamview.checks TO PUBLIC;

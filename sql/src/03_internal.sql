@@ -1,0 +1,204 @@
+-- Internals shared by the API's implementations.  None is callable by PUBLIC.
+
+-- Parse-analyses a stream view query against the source's columns and returns
+-- its compiled form (window, keys, aggregates, per-batch SQL fragments).
+CREATE FUNCTION streamview._compile(source_name text, query text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'streamview_compile'
+LANGUAGE C VOLATILE STRICT;
+
+REVOKE ALL ON FUNCTION streamview._compile(text, text) FROM PUBLIC;
+
+-- Wakes the launcher when the calling transaction commits.
+CREATE FUNCTION streamview._notify_launcher()
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_notify_launcher'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION streamview._notify_launcher() FROM PUBLIC;
+
+CREATE FUNCTION streamview._supported_types()
+RETURNS regtype[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ARRAY['text', 'varchar', 'bigint', 'integer', 'smallint', 'numeric',
+                   'double precision', 'real', 'boolean', 'timestamptz', 'timestamp',
+                   'date', 'uuid']::regtype[] $$;
+
+CREATE FUNCTION streamview._interval_arg(value text, what text, allow_zero bool DEFAULT false)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result interval;
+BEGIN
+    BEGIN
+        result := value::interval;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+        RAISE EXCEPTION 'invalid interval for %: "%"', what, value
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write an interval such as ''5 seconds'' or ''1 minute''.';
+    END;
+    IF result < interval '0' OR (result = interval '0' AND NOT allow_zero) THEN
+        RAISE EXCEPTION '% must be positive', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', value);
+    END IF;
+    IF extract(month FROM result) <> 0 OR extract(year FROM result) <> 0 THEN
+        RAISE EXCEPTION '% must not contain months or years', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Months and years have no fixed length.',
+                  HINT = 'Use days instead, such as ''30 days''.';
+    END IF;
+    RETURN result;
+END $$;
+
+-- Each source runs a worker, and so does each running rebuild: a role that
+-- is not a superuser may have streamview.max_workers_per_role of them, so
+-- that no grantee can take every worker slot of the server.
+CREATE FUNCTION streamview._check_worker_quota(caller regrole, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    most int := coalesce(current_setting('streamview.max_workers_per_role', true), '4')::int;
+    used int;
+BEGIN
+    IF most = 0 OR (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller) THEN
+        RETURN;
+    END IF;
+    SELECT (SELECT count(*) FROM streamview.sources s WHERE s.owner = caller)
+         + (SELECT count(*) FROM streamview.versions x JOIN streamview.views w USING (view_id)
+             WHERE w.owner = caller AND x.state = 'replaying')
+      INTO used;
+    IF used >= most THEN
+        RAISE EXCEPTION 'role % may not start another worker for %', caller, what
+            USING ERRCODE = 'configuration_limit_exceeded',
+                  DETAIL = format('It has %s sources and running rebuilds, and streamview.max_workers_per_role is %s.',
+                                  used, most),
+                  HINT = 'Drop a source or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
+    END IF;
+END $$;
+
+CREATE FUNCTION streamview._check_owner(caller regrole, owner regrole, kind text, name text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_has_role(caller, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of % "%"', kind, name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The %s is owned by %s.', kind, owner);
+    END IF;
+END $$;
+
+-- The schema an unqualified CREATE VIEW of the caller would have used.
+CREATE FUNCTION streamview._caller_schema()
+RETURNS name
+AS 'MODULE_PATHNAME', 'streamview_caller_schema'
+LANGUAGE C STABLE;
+
+-- Finds which source a query reads (the single relation in its FROM clause).
+CREATE FUNCTION streamview._query_source(query text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_query_source'
+LANGUAGE C STABLE STRICT;
+
+-- The relation of stream view v, as create_view (or the last swap) made it:
+-- NULL when it was dropped by hand.  An error if it now belongs to another
+-- role: the API acts on it as the extension owner, on behalf of v's owner.
+CREATE FUNCTION streamview._view_relation(v streamview.views)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel pg_class;
+BEGIN
+    SELECT * INTO rel FROM pg_class c WHERE c.oid = v.relid AND c.relkind = 'v';
+    IF rel.oid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF rel.relowner <> v.owner THEN
+        RAISE EXCEPTION 'view %.% of stream view "%" is owned by role "%", not by the stream view''s owner',
+                        rel.relnamespace::regnamespace, rel.relname, v.name, pg_get_userbyid(rel.relowner)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The stream view belongs to %s.', v.owner),
+                  HINT = format('Give it back with ALTER VIEW %s OWNER TO %s.', v.relid, v.owner);
+    END IF;
+    RETURN rel.oid::regclass;
+END $$;
+
+-- The stream view's owner must still be allowed to create in the schema the
+-- extension creates its tables and views in (the extension owner could).
+CREATE FUNCTION streamview._check_may_create(v streamview.views, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT has_schema_privilege(v.owner, v.schema_name, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', v.schema_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('%s creates in schema %s, where %s may no longer create.', what, v.schema_name, v.owner),
+                  HINT = format('GRANT CREATE ON SCHEMA %I TO %s.', v.schema_name, v.owner);
+    END IF;
+END $$;
+
+-- Runs one SELECT returning jsonb as role, restricted (see api.c).  Every
+-- query that reads a user's table or evaluates a user's expression goes
+-- through it: the implementations themselves run as the extension owner.
+CREATE FUNCTION streamview._run_as(role regrole, query text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'streamview_run_as'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION streamview._count_as(role regrole, query text)
+RETURNS bigint
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (streamview._run_as(role, format('SELECT to_jsonb(q.c) FROM (%s) AS q(c)', query)))::text::bigint $$;
+
+-- The view, locked against concurrent changes, after an ownership check.
+CREATE FUNCTION streamview._lock_view(caller regrole, view_name text, lock bool DEFAULT true)
+RETURNS streamview.views
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    -- FOR UPDATE makes the source worker's next batch wait: only changes lock.
+    IF lock THEN
+        SELECT * INTO v FROM streamview.views w WHERE w.name = view_name FOR UPDATE;
+    ELSE
+        SELECT * INTO v FROM streamview.views w WHERE w.name = view_name;
+    END IF;
+    IF v.view_id IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" does not exist', view_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
+    END IF;
+    PERFORM streamview._check_owner(caller, v.owner, 'stream view', view_name);
+    RETURN v;
+END $$;
+
+CREATE FUNCTION streamview._get_version(v streamview.views, version int)
+RETURNS streamview.versions
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r streamview.versions;
+BEGIN
+    SELECT * INTO r FROM streamview.versions x WHERE x.view_id = v.view_id AND x.version = _get_version.version;
+    IF r.version_id IS NULL THEN
+        RAISE EXCEPTION 'version % of stream view "%" does not exist', version, v.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('See SELECT version, state FROM streamview.versions WHERE view_name = %L.', v.name);
+    END IF;
+    RETURN r;
+END $$;

@@ -1,0 +1,253 @@
+-- Sources: create_source, drop_source.
+--
+-- Each public function of the API is the C dispatcher streamview_api_dispatch:
+-- it records the calling role and its search_path, then runs
+-- streamview._<name>_impl(caller, ...), declared right below it, as the
+-- extension owner, so that catalog tables stay closed to PUBLIC while objects
+-- a user creates belong to that user.
+
+CREATE FUNCTION streamview.create_source(
+    name                 text,
+    brokers              text,
+    topic                text,
+    columns              jsonb,
+    event_time           text,
+    event_id             text DEFAULT NULL,
+    max_out_of_orderness text DEFAULT '0 seconds',
+    options              jsonb DEFAULT '{}',
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day')
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
+'declares a Kafka topic of JSON messages as a stream source';
+
+CREATE FUNCTION streamview._create_source_impl(
+    caller               regrole,
+    name                 text,
+    brokers              text,
+    topic                text,
+    columns              jsonb,
+    event_time           text,
+    event_id             text DEFAULT NULL,
+    max_out_of_orderness text DEFAULT '0 seconds',
+    options              jsonb DEFAULT '{}',
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid      int;
+    col      record;
+    spec     jsonb;
+    ctype    regtype;
+    cpath    text[];
+    cdefault text;
+    n        int := 0;
+    ooo      interval;
+    idle     interval;
+    future   interval;
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid source name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'A source name starts with a letter or underscore and has only letters, digits and underscores.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM streamview.sources s WHERE s.name = _create_source_impl.name) THEN
+        RAISE EXCEPTION 'source "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
+    END IF;
+    IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
+        RAISE EXCEPTION 'brokers and topic must be given'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass brokers => ''host:port'' and topic => ''name''.';
+    END IF;
+    IF columns IS NULL OR jsonb_typeof(columns) <> 'object' OR columns = '{}' THEN
+        RAISE EXCEPTION 'columns must be a non-empty JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
+    END IF;
+    IF options IS NULL OR jsonb_typeof(options) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(options) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'number', 'boolean')) THEN
+        RAISE EXCEPTION 'options must be a JSON object of librdkafka properties'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example ''{"security.protocol":"SASL_SSL"}''; values are strings, numbers or booleans.';
+    END IF;
+    PERFORM streamview._check_options(caller, options);
+    PERFORM streamview._check_worker_quota(caller, 'a new source');
+    ooo := streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
+    IF idle_timeout IS NOT NULL THEN
+        idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
+    END IF;
+    IF max_future IS NOT NULL THEN
+        future := streamview._interval_arg(max_future, 'max_future');
+    END IF;
+
+    INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
+                                    max_out_of_orderness, idle_timeout, options, owner, max_future)
+    VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
+            caller, future)
+    RETURNING source_id INTO sid;
+
+    FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
+        n := n + 1;
+        IF col.key !~ '^[A-Za-z_][A-Za-z0-9_]*$' OR col.key LIKE 'sv\_%' THEN
+            RAISE EXCEPTION 'invalid column name "%"', col.key
+                USING ERRCODE = 'invalid_name',
+                      HINT = 'Column names have only letters, digits and underscores, and do not start with "sv_"; map other JSON fields with "path".';
+        END IF;
+        spec := CASE jsonb_typeof(col.value)
+                    WHEN 'string' THEN jsonb_build_object('type', col.value)
+                    WHEN 'object' THEN col.value
+                END;
+        IF spec IS NULL OR NOT spec ? 'type' THEN
+            RAISE EXCEPTION 'column "%" has no type', col.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write "column":"type" or "column":{"type":"...","path":"a.b","default":...,"required":true}.';
+        END IF;
+        BEGIN
+            ctype := (spec->>'type')::regtype;
+        EXCEPTION WHEN undefined_object OR syntax_error OR invalid_text_representation THEN
+            ctype := NULL;
+        END;
+        IF ctype IS NULL OR NOT ctype = ANY (streamview._supported_types()) THEN
+            RAISE EXCEPTION 'column "%" has unsupported type "%"', col.key, spec->>'type'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Supported types: ' || array_to_string(streamview._supported_types()::text[], ', ') || '.';
+        END IF;
+        cpath := string_to_array(coalesce(spec->>'path', col.key), '.');
+        IF array_position(cpath, '') IS NOT NULL THEN
+            RAISE EXCEPTION 'column "%" has an invalid path "%"', col.key, spec->>'path'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A path names nested fields separated by dots, such as "payload.amount".';
+        END IF;
+        cdefault := CASE WHEN spec ? 'default' AND jsonb_typeof(spec->'default') <> 'null'
+                         THEN spec->>'default' END;
+        IF cdefault IS NOT NULL THEN
+            BEGIN
+                EXECUTE format('SELECT %L::%s', cdefault, ctype);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION 'default for column "%" is not a valid %: %', col.key, ctype, cdefault
+                    USING ERRCODE = 'invalid_parameter_value';
+            END;
+        END IF;
+        INSERT INTO streamview.source_columns (source_id, attnum, name, type, path, default_value, required)
+        VALUES (sid, n, col.key, ctype, cpath, cdefault, coalesce((spec->>'required')::bool, false));
+    END LOOP;
+
+    IF NOT EXISTS (SELECT 1 FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time) THEN
+        RAISE EXCEPTION 'event time column "%" is not among the columns', event_time
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Declare it in columns with type timestamptz.';
+    END IF;
+    IF (SELECT c.type FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time)
+       <> 'timestamptz'::regtype THEN
+        RAISE EXCEPTION 'event time column "%" must have type timestamptz', event_time
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Messages may carry ISO-8601 text or epoch milliseconds; both are read as timestamptz.';
+    END IF;
+    IF event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM streamview.source_columns c
+                                            WHERE c.source_id = sid AND c.name = event_id) THEN
+        RAISE EXCEPTION 'event id column "%" is not among the columns', event_id
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Declare it in columns, usually with type text.';
+    END IF;
+    PERFORM streamview._notify_launcher();
+END $$;
+
+CREATE FUNCTION streamview.drop_source(name text, cascade bool DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.drop_source(text, bool) IS
+'drops a source (and with cascade its views); its worker stops once the transaction commits';
+
+CREATE FUNCTION streamview._drop_source_impl(caller regrole, name text, cascade bool DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid int;
+    v   record;
+BEGIN
+    SELECT s.source_id INTO sid FROM streamview.sources s WHERE s.name = _drop_source_impl.name FOR UPDATE;
+    IF sid IS NULL THEN
+        RAISE EXCEPTION 'source "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM streamview.source_list.';
+    END IF;
+    PERFORM streamview._check_owner(caller, (SELECT s.owner FROM streamview.sources s WHERE s.source_id = sid),
+                                    'source', name);
+    FOR v IN SELECT w.name FROM streamview.views w WHERE w.source_id = sid LOOP
+        IF NOT cascade THEN
+            RAISE EXCEPTION 'cannot drop source "%" because view "%" depends on it', name, v.name
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Drop the view first, or use drop_source(name, cascade => true).';
+        END IF;
+        PERFORM streamview._drop_view_impl(caller, v.name);
+    END LOOP;
+    DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
+    DELETE FROM streamview.sources s WHERE s.source_id = sid;
+    PERFORM streamview._notify_launcher();
+END $$;
+
+-- librdkafka properties a source may set.  Some would break the guarantees
+-- (offsets are PostgreSQL's) and are refused to everyone; some run programs,
+-- load libraries or read server files, so roles without superuser are held
+-- to a list of connection and tuning properties, and to librdkafka's own
+-- bounds (pg_streamview's, for the prefetch queue) on the memory a worker
+-- may take for messages: a hostile broker or topic could fill a larger one.
+CREATE FUNCTION streamview._check_options(caller regrole, options jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k     text;
+    v     text;
+    super bool := (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller);
+    most  bigint;
+BEGIN
+    FOR k, v IN SELECT e.key, e.value FROM jsonb_each_text(options) e LOOP
+        IF k IN ('enable.auto.commit', 'enable.auto.offset.store', 'enable.partition.eof',
+                 'auto.offset.reset', 'group.id', 'bootstrap.servers', 'metadata.broker.list',
+                 'log.queue', 'isolation.level', 'group.instance.id') THEN
+            RAISE EXCEPTION 'Kafka option "%" cannot be set for a source', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = CASE WHEN k IN ('bootstrap.servers', 'metadata.broker.list')
+                                    THEN 'The brokers are the source''s brokers argument.'
+                                    ELSE 'pg_streamview sets it itself: offsets are kept in PostgreSQL.' END;
+        END IF;
+        IF NOT super
+           AND NOT (k IN ('security.protocol', 'sasl.mechanism', 'sasl.mechanisms', 'sasl.username',
+                          'sasl.password', 'ssl.ca.pem', 'ssl.certificate.pem', 'ssl.key.pem',
+                          'ssl.key.password', 'ssl.endpoint.identification.algorithm',
+                          'api.version.request', 'broker.version.fallback', 'client.rack',
+                          'check.crcs', 'allow.auto.create.topics')
+                    OR k ~ '^(session|socket|fetch|queued|reconnect|retry|metadata|topic\.metadata|message\.max|receive\.message|max\.poll|heartbeat|connections)\.') THEN
+            RAISE EXCEPTION 'only superusers may set Kafka option "%"', k
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Options that name files, programs or libraries on the server are reserved to superusers.',
+                      HINT = 'Pass certificates inline with ssl.ca.pem, ssl.certificate.pem and ssl.key.pem.';
+        END IF;
+        most := CASE k WHEN 'queued.max.messages.kbytes' THEN 16384
+                       WHEN 'queued.min.messages' THEN 1000000
+                       WHEN 'fetch.max.bytes' THEN 52428800
+                       WHEN 'fetch.message.max.bytes' THEN 1048576
+                       WHEN 'receive.message.max.bytes' THEN 100000000
+                       WHEN 'message.max.bytes' THEN 1000000 END;
+        IF NOT super AND most IS NOT NULL AND (v !~ '^\s*\d{1,18}\s*$' OR v::bigint > most) THEN
+            RAISE EXCEPTION 'only superusers may set Kafka option "%" above %', k, most
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('It bounds the memory a worker takes for messages; %s was given.', v),
+                      HINT = 'Leave it at its default, or ask a superuser to create the source.';
+        END IF;
+    END LOOP;
+END $$;

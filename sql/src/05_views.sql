@@ -1,0 +1,172 @@
+-- Stream views: create_view, drop_view, and the making of a version.
+
+-- Creates version `ver` of view `vid`: its table, its row in streamview.versions.
+-- Runs as the extension owner; the table is handed to the view's owner.
+CREATE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text, state text)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v        streamview.views;
+    src      text;
+    comp     jsonb;
+    tbl      text;
+    vrow_id  int;
+    cols     text;
+    keys     text;
+    batch    text;
+    viewsql  text;
+BEGIN
+    SELECT * INTO v FROM streamview.views w WHERE w.view_id = vid;
+    SELECT s.name INTO src FROM streamview.sources s WHERE s.source_id = v.source_id;
+    comp := streamview._compile(src, query);
+    tbl := format('%I.%I', v.schema_name, v.name || '_v' || ver);
+    IF to_regclass(tbl) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation % already exists', tbl
+            USING ERRCODE = 'duplicate_table',
+                  HINT = 'Each version of a stream view keeps its rows in a table named <view>_v<version>.';
+    END IF;
+
+    SELECT string_agg(format('%I %s', c->>'name', c->>'type'), ', ' ORDER BY o)
+      INTO cols FROM jsonb_array_elements(comp->'table_columns') WITH ORDINALITY AS t(c, o);
+    SELECT string_agg(format('%I', k), ', ' ORDER BY o)
+      INTO keys FROM jsonb_array_elements_text(comp->'conflict_columns') WITH ORDINALITY AS t(k, o);
+    EXECUTE format('CREATE TABLE %s (%s)', tbl, cols);
+    EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
+    EXECUTE format('CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT', tbl, keys);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
+                   format('rows of stream view %s, version %s (maintained by pg_streamview)', v.name, ver));
+
+    INSERT INTO streamview.versions (view_id, view_name, version, state, query, definition,
+                                     definition_hash, table_name, window_kind, window_size,
+                                     window_slide, batch_sql, view_sql, extension_version, created_by)
+    VALUES (vid, v.name, ver, state, query, comp - 'batch_select',
+            md5(jsonb_build_object('d', comp - 'batch_select', 'lateness', v.allowed_lateness)::text),
+            tbl::regclass, comp->>'window_kind', (comp->>'window_size')::interval,
+            (comp->>'window_slide')::interval, '', '',
+            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name)
+    RETURNING version_id INTO vrow_id;
+
+    batch := format(comp->>'batch_select', tbl, 'pg_temp.sv_batch_' || vrow_id);
+    viewsql := format(comp->>'view_select', tbl, v.allowed_lateness, vrow_id);
+    UPDATE streamview.versions SET batch_sql = batch, view_sql = viewsql WHERE version_id = vrow_id;
+    RETURN vrow_id;
+END $$;
+
+CREATE FUNCTION streamview.create_view(
+    name             text,
+    query            text,
+    allowed_lateness text DEFAULT '0 seconds')
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.create_view(text, text, text) IS
+'creates a stream view: a windowed aggregate over a source, kept up to date from the topic';
+
+CREATE FUNCTION streamview._create_view_impl(
+    caller           regrole,
+    name             text,
+    query            text,
+    allowed_lateness text DEFAULT '0 seconds')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src       record;
+    vname     text;
+    vschema   name;
+    vid       int;
+    vrow_id   int;
+    lateness  interval;
+    m         text[];
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'view name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    m := regexp_match(name, '^(?:([A-Za-z_][A-Za-z0-9_]*)\.)?([A-Za-z_][A-Za-z0-9_]*)$');
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'invalid view name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'Use letters, digits and underscores, optionally qualified with a schema: analytics.revenue.';
+    END IF;
+    vname := m[2];
+    vschema := coalesce(m[1], streamview._caller_schema());
+    IF NOT has_schema_privilege(caller, vschema, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', vschema
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A stream view creates its view and tables in that schema.',
+                  HINT = 'Qualify the view name with a schema you may create in: schema.view.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM streamview.views w WHERE w.name = vname) THEN
+        RAISE EXCEPTION 'stream view "%" already exists', vname
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use streamview.rebuild() to change its query, or drop it with streamview.drop_view().';
+    END IF;
+    IF to_regclass(format('%I.%I', vschema, vname)) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation "%.%" already exists', vschema, vname
+            USING ERRCODE = 'duplicate_table';
+    END IF;
+    lateness := streamview._interval_arg(allowed_lateness, 'allowed_lateness', true);
+
+    SELECT s.* INTO src FROM streamview.sources s
+     WHERE s.name = streamview._query_source(query);
+    PERFORM streamview._check_owner(caller, src.owner, 'source', src.name);
+
+    INSERT INTO streamview.views (name, schema_name, source_id, owner, allowed_lateness)
+    VALUES (vname, vschema, src.source_id, caller, lateness)
+    RETURNING view_id INTO vid;
+    vrow_id := streamview._create_version(caller, vid, 1, query, 'live');
+    EXECUTE (SELECT format('CREATE VIEW %I.%I AS %s', vschema, vname, ver.view_sql)
+               FROM streamview.versions ver WHERE ver.version_id = vrow_id);
+    EXECUTE format('ALTER VIEW %I.%I OWNER TO %s', vschema, vname, caller);
+    EXECUTE format('COMMENT ON VIEW %I.%I IS %L', vschema, vname,
+                   'stream view over source ' || src.name || ' (pg_streamview)');
+    UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
+    PERFORM streamview._notify_launcher();
+END $$;
+
+CREATE FUNCTION streamview.drop_view(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.drop_view(text) IS
+'drops a stream view, all its versions and their tables';
+
+CREATE FUNCTION streamview._drop_view_impl(caller regrole, name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v   streamview.views;
+    ver record;
+    rel regclass;
+BEGIN
+    SELECT * INTO v FROM streamview.views w WHERE w.name = _drop_view_impl.name FOR UPDATE;
+    IF v.view_id IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
+    END IF;
+    PERFORM streamview._check_owner(caller, v.owner, 'stream view', name);
+    -- the view create_view made, if it is still there: not whatever
+    -- relation has its name now, which may be another role's
+    rel := streamview._view_relation(v);
+    IF rel IS NOT NULL THEN
+        EXECUTE format('DROP VIEW %s', rel);
+    END IF;
+    FOR ver IN SELECT x.table_name FROM streamview.versions x WHERE x.view_id = v.view_id LOOP
+        IF ver.table_name IS NOT NULL THEN
+            EXECUTE format('DROP TABLE IF EXISTS %s', ver.table_name);
+        END IF;
+    END LOOP;
+    DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
+    DELETE FROM streamview.validations x WHERE x.view_name = v.name;
+    DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
+    DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
+    PERFORM streamview._notify_launcher();
+END $$;

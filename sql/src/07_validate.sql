@@ -1,0 +1,234 @@
+-- Validation: add_check, drop_check, validate.
+
+CREATE FUNCTION streamview.add_check(view_name text, name text, predicate text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.add_check(text, text, text) IS
+'registers an invariant (a boolean expression over the view''s columns) that validate() checks';
+
+CREATE FUNCTION streamview._add_check_impl(caller regrole, view_name text, name text, predicate text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v    streamview.views;
+    live streamview.versions;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    IF EXISTS (SELECT 1 FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _add_check_impl.name) THEN
+        RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    BEGIN
+        PERFORM streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                     live.view_sql, predicate));
+    EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
+        RAISE EXCEPTION 'invalid check "%" for stream view "%": %', name, view_name, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A check is a boolean expression over the view''s columns, such as revenue >= 0.';
+    END;
+    INSERT INTO streamview.checks (view_id, name, predicate) VALUES (v.view_id, name, predicate);
+END $$;
+
+CREATE FUNCTION streamview.drop_check(view_name text, name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.drop_check(text, text) IS
+'removes an invariant registered with add_check()';
+
+CREATE FUNCTION streamview._drop_check_impl(caller regrole, view_name text, name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    DELETE FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _drop_check_impl.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'check "%" of stream view "%" does not exist', name, view_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END $$;
+
+-- Differences between two versions over the windows final in both.
+CREATE FUNCTION streamview._compare(v streamview.views, a streamview.versions, b streamview.versions,
+                                    OUT comparable bool, OUT only_a bigint, OUT only_b bigint,
+                                    OUT differ bigint, OUT samples text, OUT totals text,
+                                    OUT totals_equal bool, OUT horizon timestamptz, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys_a text[];
+    keys_b text[];
+    cols   text[];
+    sums   text[];
+    jn     text;
+    q      text;
+    r      jsonb;
+    b_owner regrole := v.owner;   -- the versions' tables belong to the view's owner
+BEGIN
+    SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_a
+      FROM jsonb_array_elements(a.definition->'outputs') o WHERE o->>'kind' = 'key';
+    SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_b
+      FROM jsonb_array_elements(b.definition->'outputs') o WHERE o->>'kind' = 'key';
+    horizon := least(a.watermark, b.watermark) - v.allowed_lateness;
+    comparable := coalesce(keys_a, '{}') = coalesce(keys_b, '{}');
+    IF NOT comparable THEN
+        note := format('the versions group by different keys (%s and %s)',
+                       coalesce(array_to_string(keys_a, ', '), 'none'), coalesce(array_to_string(keys_b, ', '), 'none'));
+        RETURN;
+    END IF;
+    IF horizon IS NULL THEN
+        only_a := 0; only_b := 0; differ := 0; totals_equal := true;
+        note := 'no window is final in both versions yet';
+        RETURN;
+    END IF;
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO cols
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+     WHERE oa->>'kind' <> 'key';
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO sums
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+     WHERE oa->>'kind' IN ('count', 'sum') AND ob->>'kind' IN ('count', 'sum');
+    -- Rows match on (window_start, keys), NULL keys included: a jsonb array
+    -- of them is a key that FULL JOIN can hash.
+    SELECT 'jsonb_build_array(' || string_agg(format('s.%I', k), ', ') || ')'
+      INTO jn FROM unnest(array['window_start'] || coalesce(keys_a, '{}')) k;
+    q := format($q$
+        WITH x AS (SELECT %4$s AS sv_key, s AS r FROM (%1$s) s WHERE s.window_end <= %3$L),
+             y AS (SELECT %4$s AS sv_key, s AS r FROM (%2$s) s WHERE s.window_end <= %3$L),
+             j AS (SELECT x.r AS x, y.r AS y FROM x FULL JOIN y ON x.sv_key = y.sv_key)
+        SELECT count(*) FILTER (WHERE y IS NULL) AS only_a,
+               count(*) FILTER (WHERE x IS NULL) AS only_b,
+               count(*) FILTER (WHERE x IS NOT NULL AND y IS NOT NULL AND %5$s) AS differ,
+               (SELECT string_agg(d, '; ') FROM (
+                    SELECT CASE WHEN y IS NULL THEN 'only in version %6$s: ' || (x)::text
+                                WHEN x IS NULL THEN 'only in version %7$s: ' || (y)::text
+                                ELSE 'differs: ' || (x)::text || ' vs ' || (y)::text END AS d
+                      FROM j WHERE y IS NULL OR x IS NULL OR %5$s LIMIT 5) s) AS samples,
+               %8$s AS totals
+          FROM j $q$,
+        a.view_sql, b.view_sql, horizon, jn,
+        coalesce((SELECT '(' || string_agg(format('(x).%1$I IS DISTINCT FROM (y).%1$I', c), ' OR ') || ')'
+                    FROM unnest(cols) c), 'false'),
+        a.version, b.version,
+        coalesce((SELECT 'concat_ws(''; '', ' || string_agg(
+                      format('%1$L || '': '' || coalesce(sum((x).%1$I), 0) || '' vs '' || coalesce(sum((y).%1$I), 0)', c), ', ')
+                      || ')' FROM unnest(sums) c), '''''')
+    );
+    r := streamview._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
+    only_a := (r->>'only_a')::bigint; only_b := (r->>'only_b')::bigint; differ := (r->>'differ')::bigint;
+    samples := r->>'samples'; totals := nullif(r->>'totals', '');
+    totals_equal := NOT EXISTS (
+        SELECT 1 FROM unnest(string_to_array(coalesce(totals, ''), '; ')) t
+         WHERE t <> '' AND split_part(split_part(t, ': ', 2), ' vs ', 1) <> split_part(t, ' vs ', 2));
+END $$;
+
+CREATE FUNCTION streamview.validate(view_name text, version int, expect_identical bool DEFAULT false)
+RETURNS TABLE ("check" text, passed bool, detail text)
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE ROWS 8;
+
+COMMENT ON FUNCTION streamview.validate(text, int, bool) IS
+'checks a version against the live one (offsets, ledger, differences, invariants) and records the result';
+
+CREATE FUNCTION streamview._validate_impl(caller regrole, view_name text, version int,
+                                          expect_identical bool DEFAULT false)
+RETURNS TABLE ("check" text, passed bool, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v       streamview.views;
+    cand    streamview.versions;
+    live    streamview.versions;
+    run_id  bigint := nextval('streamview.validation_runs');
+    n       bigint;
+    m       bigint;
+    cmp     record;
+    chk     record;
+    ran     text[] := '{}';
+    oks     bool[] := '{}';
+    details text[] := '{}';
+BEGIN
+    v := streamview._lock_view(caller, view_name, lock => false);
+    cand := streamview._get_version(v, version);
+    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+
+    -- 1. caught up to the same offsets as the live version
+    SELECT count(*) FILTER (WHERE o.next_offset IS DISTINCT FROM l.next_offset), count(*)
+      INTO n, m
+      FROM (SELECT * FROM streamview.offsets WHERE version_id = cand.version_id) o
+      FULL JOIN (SELECT * FROM streamview.offsets WHERE version_id = live.version_id) l USING (partition);
+    "check" := 'caught_up';
+    passed := cand.state IN ('caught_up', 'live') AND n = 0;
+    detail := CASE WHEN cand.state NOT IN ('caught_up', 'live')
+                   THEN format('version %s is %s', cand.version, cand.state)
+                   WHEN n = 0 THEN format('same offsets as live version %s in %s partitions', live.version, m)
+                   ELSE format('%s of %s partitions are at other offsets than live version %s', n, m, live.version) END;
+    RETURN NEXT;
+    ran := ran || "check"; oks := oks || passed; details := details || detail;
+
+    -- 2. the per-partition ledger balances
+    SELECT count(*) FILTER (WHERE o.consumed <> o.applied + o.duplicates + o.too_late + o.dead_lettered),
+           sum(o.consumed)
+      INTO n, m FROM streamview.offsets o WHERE o.version_id = cand.version_id;
+    "check" := 'ledger';
+    passed := n = 0;
+    detail := format('consumed = applied + duplicates + too_late + dead_lettered in every partition (%s consumed)', coalesce(m, 0));
+    IF n > 0 THEN
+        detail := format('%s partitions do not balance', n);
+    END IF;
+    RETURN NEXT;
+    ran := ran || "check"; oks := oks || passed; details := details || detail;
+
+    -- 3. differences from the live version over windows final in both
+    IF cand.version_id <> live.version_id THEN
+        SELECT * INTO cmp FROM streamview._compare(v, live, cand);
+        "check" := 'differences';
+        IF NOT cmp.comparable THEN
+            passed := NOT expect_identical;
+            detail := 'not compared: ' || cmp.note;
+        ELSIF cmp.note IS NOT NULL THEN
+            passed := NOT expect_identical;
+            detail := cmp.note;
+        ELSE
+            passed := NOT expect_identical OR (cmp.only_a + cmp.only_b + cmp.differ = 0 AND cmp.totals_equal);
+            detail := format('windows ending by %s: %s rows only in live version %s, %s only in version %s, %s differ',
+                             cmp.horizon, cmp.only_a, live.version, cmp.only_b, cand.version, cmp.differ)
+                      || coalesce('; totals ' || cmp.totals, '')
+                      || coalesce('; e.g. ' || cmp.samples, '');
+        END IF;
+        RETURN NEXT;
+        ran := ran || "check"; oks := oks || passed; details := details || detail;
+    END IF;
+
+    -- 4. user invariants, evaluated as the view's owner
+    FOR chk IN SELECT c.name, c.predicate FROM streamview.checks c WHERE c.view_id = v.view_id ORDER BY c.name LOOP
+        n := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                  cand.view_sql, chk.predicate));
+        "check" := 'check ' || chk.name;
+        passed := n = 0;
+        detail := format('%s rows violate %s', n, chk.predicate);
+        RETURN NEXT;
+        ran := ran || "check"; oks := oks || passed; details := details || detail;
+    END LOOP;
+
+    -- Record this run: one row per check, as returned.
+    INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
+    SELECT v.name, cand.version, run_id, r.c, r.p, r.d, caller::name
+      FROM unnest(ran, oks, details) AS r(c, p, d);
+    UPDATE streamview.versions x SET validated_at = now(), validated_by = caller::name
+     WHERE x.version_id = cand.version_id;
+END $$;

@@ -1,0 +1,24 @@
+-- Grants: internals and mutators are closed to PUBLIC; windows are open.
+
+-- Internals run only through the dispatcher.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
+                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;
+
+GRANT USAGE ON SCHEMA streamview TO PUBLIC;
+
+-- Mutators are for roles the DBA chooses: a stream source opens a network
+-- connection from inside the server, and a view starts a worker.
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text),
+                       streamview.drop_source(text, bool),
+                       streamview.create_view(text, text, text),
+                       streamview.drop_view(text),
+                       streamview.rebuild(text, text, text, bigint),
+                       streamview.wait_for(text, int, interval),
+                       streamview.add_check(text, text, text),
+                       streamview.drop_check(text, text),
+                       streamview.validate(text, int, bool),
+                       streamview.swap(text, int, bool),
+                       streamview.rollback(text),
+                       streamview.drop_version(text, int) FROM PUBLIC;

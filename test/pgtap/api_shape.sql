@@ -1,0 +1,125 @@
+-- The SQL surface's shape, with pgTAP: every public function of the API is a
+-- dispatcher with an implementation behind it; the catalog, monitoring views
+-- and their privileges are what docs/reference.md says.
+BEGIN;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+CREATE EXTENSION IF NOT EXISTS pg_streamview;
+SELECT plan(36);
+
+-- The public API: the names DESIGN.md makes the contract.
+SELECT functions_are('streamview', ARRAY[
+    'create_source', 'drop_source', 'create_view', 'drop_view', 'rebuild', 'wait_for',
+    'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
+    -- internals, closed to PUBLIC
+    '_add_check_impl', '_caller_schema', '_check_may_create', '_check_options', '_check_owner',
+    '_check_worker_quota', '_compare', '_compile', '_count_as', '_create_source_impl',
+    '_create_version', '_create_view_impl', '_do_swap', '_drop_check_impl', '_drop_source_impl',
+    '_drop_version_impl', '_drop_view_impl', '_get_version', '_interval_arg', '_lock_view',
+    '_notify_launcher', '_query_source', '_rebuild_impl', '_rollback_impl', '_run_as',
+    '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_view_relation',
+    '_wait_for_impl'], 'the schema holds the API and its internals, nothing else');
+
+-- Every dispatcher has _<name>_impl(regrole, <its argument types>) behind it,
+-- returning the same type, and every _<name>_impl has its dispatcher.
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+     WHERE p.pronamespace = 'streamview'::regnamespace AND p.prosrc = 'streamview_api_dispatch'
+       AND NOT EXISTS (SELECT 1 FROM pg_proc i
+                        WHERE i.pronamespace = p.pronamespace AND i.proname = '_' || p.proname || '_impl'
+                          AND oidvectortypes(i.proargtypes) =
+                              'regrole' || CASE WHEN p.pronargs > 0 THEN ', ' || oidvectortypes(p.proargtypes) ELSE '' END
+                          AND i.prorettype = p.prorettype AND i.proretset = p.proretset) $$,
+    'every public function has its implementation behind the dispatcher');
+SELECT is_empty($$
+    SELECT i.oid::regprocedure FROM pg_proc i
+     WHERE i.pronamespace = 'streamview'::regnamespace AND i.proname ~ '^_.*_impl$'
+       AND NOT EXISTS (SELECT 1 FROM pg_proc p
+                        WHERE p.pronamespace = i.pronamespace AND '_' || p.proname || '_impl' = i.proname
+                          AND p.prosrc = 'streamview_api_dispatch') $$,
+    'every implementation has its public function');
+SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamview'::regnamespace
+            AND p.prosrc = 'streamview_api_dispatch'), 12, 'twelve mutators');
+
+-- Who may call what.
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+     WHERE p.pronamespace = 'streamview'::regnamespace AND p.proname NOT IN ('tumble', 'hop')
+       AND has_function_privilege('public', p.oid, 'EXECUTE') $$,
+    'PUBLIC may execute nothing but tumble and hop');
+SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval'], 'public',
+                          ARRAY['EXECUTE'], 'PUBLIC may call tumble');
+SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval'], 'public',
+                          ARRAY['EXECUTE'], 'PUBLIC may call hop');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+     WHERE p.pronamespace = 'streamview'::regnamespace
+       AND p.prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('plpgsql', 'sql'))
+       AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false) $$,
+    'every SQL and PL/pgSQL function pins search_path to pg_catalog, pg_temp');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+     WHERE p.pronamespace = 'streamview'::regnamespace AND p.prosecdef $$,
+    'no function is SECURITY DEFINER');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+     WHERE p.pronamespace = 'streamview'::regnamespace AND p.prosrc = 'streamview_api_dispatch'
+       AND obj_description(p.oid, 'pg_proc') IS NULL $$,
+    'every public function has a comment');
+
+-- The catalog.
+SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
+    'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors'],
+    'the catalog tables');
+SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list'],
+    'the monitoring views');
+SELECT is_empty($$
+    SELECT c.oid::regclass FROM pg_class c
+     WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind = 'r'
+       AND c.oid <> ALL (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'pg_streamview') $$,
+    'pg_dump dumps every catalog table (pg_extension_config_dump)');
+SELECT columns_are('streamview', 'status', ARRAY['view_name', 'version', 'state', 'is_live', 'watermark',
+    'consumed', 'applied', 'duplicates', 'too_late', 'dead_lettered', 'lag', 'partitions', 'source_name',
+    'table_name', 'last_batch_at', 'error'], 'streamview.status has the columns DESIGN.md names, and more');
+SELECT columns_are('streamview', 'rebuilds', ARRAY['view_name', 'version', 'state', 'done', 'total',
+    'percent', 'rate', 'eta', 'max_rate', 'replay_started_at', 'caught_up_at', 'error'],
+    'streamview.rebuilds');
+SELECT col_type_is('streamview', 'versions', 'table_name', 'regclass', 'versions.table_name is a regclass');
+SELECT col_type_is('streamview', 'views', 'relid', 'regclass', 'views.relid is a regclass');
+SELECT col_type_is('streamview', 'seen_ids', 'event_id_hash', 'bytea', 'seen ids are hashes');
+SELECT col_is_pk('streamview', 'seen_ids', ARRAY['version_id', 'event_id_hash'], 'seen_ids key');
+SELECT col_is_pk('streamview', 'offsets', ARRAY['version_id', 'partition'], 'one ledger row per version and partition');
+SELECT col_has_default('streamview', 'sources', 'max_future', 'max_future has a default');
+SELECT col_default_is('streamview', 'sources', 'max_future', '1 day'::interval::text, 'of one day');
+SELECT fk_ok('streamview', 'worker_errors', 'source_id', 'streamview', 'sources', 'source_id',
+             'worker errors belong to their source');
+
+-- Table privileges: PUBLIC reads the public tables only, and some under RLS.
+SELECT table_privs_are('streamview', 'sources', 'public', ARRAY[]::text[], 'sources are closed (options)');
+SELECT table_privs_are('streamview', 'offsets', 'public', ARRAY[]::text[], 'offsets are closed');
+SELECT table_privs_are('streamview', 'seen_ids', 'public', ARRAY[]::text[], 'seen_ids are closed');
+SELECT table_privs_are('streamview', 'versions', 'public', ARRAY['SELECT'], 'versions are readable');
+SELECT table_privs_are('streamview', 'validations', 'public', ARRAY['SELECT'], 'validations are readable...');
+SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.validations'::regclass), true,
+          '... under row level security');
+SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.dead_letters'::regclass), true,
+          'dead letters are under row level security');
+SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.worker_errors'::regclass), true,
+          'worker errors are under row level security');
+SELECT policies_are('streamview', 'dead_letters', ARRAY['owner_reads'], 'one policy on dead letters');
+SELECT is_empty($$
+    SELECT c.oid::regclass FROM pg_class c
+     WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind = 'v'
+       AND NOT has_table_privilege('public', c.oid, 'SELECT') $$,
+    'every monitoring view is readable by PUBLIC');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'pg_streamview'),
+          (SELECT default_version FROM pg_available_extensions WHERE name = 'pg_streamview'),
+          'the installed version is the default version');
+SELECT is((SELECT relocatable FROM pg_available_extension_versions
+            WHERE name = 'pg_streamview' AND version = (SELECT extversion FROM pg_extension WHERE extname = 'pg_streamview')),
+          false, 'the extension is not relocatable');
+SELECT is((SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'streamview'),
+          (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'pg_streamview'),
+          'the schema belongs to the extension owner');
+
+SELECT * FROM finish();
+ROLLBACK;
