@@ -110,6 +110,84 @@ ALTER TABLE streamview.seen_ids ADD PRIMARY KEY (version_id, event_id_hash);
 
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
+CREATE OR REPLACE FUNCTION streamview._check_worker_quota(caller regrole, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    most int := coalesce(current_setting('streamview.max_workers_per_role', true), '4')::int;
+    used int;
+BEGIN
+    IF most = 0 OR (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller) THEN
+        RETURN;
+    END IF;
+    SELECT (SELECT count(*) FROM streamview.sources s WHERE s.owner = caller)
+         + (SELECT count(*) FROM streamview.versions x JOIN streamview.views w USING (view_id)
+             WHERE w.owner = caller AND x.state = 'replaying')
+      INTO used;
+    IF used >= most THEN
+        RAISE EXCEPTION 'role % may not start another worker for %', caller, what
+            USING ERRCODE = 'configuration_limit_exceeded',
+                  DETAIL = format('It has %s sources and running rebuilds, and streamview.max_workers_per_role is %s.',
+                                  used, most),
+                  HINT = 'Drop a source or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._view_relation(v streamview.views)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel pg_class;
+BEGIN
+    SELECT * INTO rel FROM pg_class c WHERE c.oid = v.relid AND c.relkind = 'v';
+    IF rel.oid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF rel.relowner <> v.owner THEN
+        RAISE EXCEPTION 'view %.% of stream view "%" is owned by role "%", not by the stream view''s owner',
+                        rel.relnamespace::regnamespace, rel.relname, v.name, pg_get_userbyid(rel.relowner)
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The stream view belongs to %s.', v.owner),
+                  HINT = format('Give it back with ALTER VIEW %s OWNER TO %s.', v.relid, v.owner);
+    END IF;
+    RETURN rel.oid::regclass;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._check_may_create(v streamview.views, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT has_schema_privilege(v.owner, v.schema_name, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for schema %', v.schema_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('%s creates in schema %s, where %s may no longer create.', what, v.schema_name, v.owner),
+                  HINT = format('GRANT CREATE ON SCHEMA %I TO %s.', v.schema_name, v.owner);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.create_source(
+    name                 text,
+    brokers              text,
+    topic                text,
+    columns              jsonb,
+    event_time           text,
+    event_id             text DEFAULT NULL,
+    max_out_of_orderness text DEFAULT '0 seconds',
+    options              jsonb DEFAULT '{}',
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day')
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
+'declares a Kafka topic of JSON messages as a stream source';
+
 CREATE OR REPLACE FUNCTION streamview._create_source_impl(
     caller               regrole,
     name                 text,
@@ -294,31 +372,6 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._check_worker_quota(caller regrole, what text)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    most int := coalesce(current_setting('streamview.max_workers_per_role', true), '4')::int;
-    used int;
-BEGIN
-    IF most = 0 OR (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller) THEN
-        RETURN;
-    END IF;
-    SELECT (SELECT count(*) FROM streamview.sources s WHERE s.owner = caller)
-         + (SELECT count(*) FROM streamview.versions x JOIN streamview.views w USING (view_id)
-             WHERE w.owner = caller AND x.state = 'replaying')
-      INTO used;
-    IF used >= most THEN
-        RAISE EXCEPTION 'role % may not start another worker for %', caller, what
-            USING ERRCODE = 'configuration_limit_exceeded',
-                  DETAIL = format('It has %s sources and running rebuilds, and streamview.max_workers_per_role is %s.',
-                                  used, most),
-                  HINT = 'Drop a source or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
-    END IF;
-END $$;
-
 CREATE OR REPLACE FUNCTION streamview._create_view_impl(
     caller           regrole,
     name             text,
@@ -380,42 +433,6 @@ BEGIN
                    'stream view over source ' || src.name || ' (pg_streamview)');
     UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
     PERFORM streamview._notify_launcher();
-END $$;
-
-CREATE OR REPLACE FUNCTION streamview._view_relation(v streamview.views)
-RETURNS regclass
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    rel pg_class;
-BEGIN
-    SELECT * INTO rel FROM pg_class c WHERE c.oid = v.relid AND c.relkind = 'v';
-    IF rel.oid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF rel.relowner <> v.owner THEN
-        RAISE EXCEPTION 'view %.% of stream view "%" is owned by role "%", not by the stream view''s owner',
-                        rel.relnamespace::regnamespace, rel.relname, v.name, pg_get_userbyid(rel.relowner)
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('The stream view belongs to %s.', v.owner),
-                  HINT = format('Give it back with ALTER VIEW %s OWNER TO %s.', v.relid, v.owner);
-    END IF;
-    RETURN rel.oid::regclass;
-END $$;
-
-CREATE OR REPLACE FUNCTION streamview._check_may_create(v streamview.views, what text)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NOT has_schema_privilege(v.owner, v.schema_name, 'CREATE') THEN
-        RAISE EXCEPTION 'permission denied for schema %', v.schema_name
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('%s creates in schema %s, where %s may no longer create.', what, v.schema_name, v.owner),
-                  HINT = format('GRANT CREATE ON SCHEMA %I TO %s.', v.schema_name, v.owner);
-    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._drop_view_impl(caller regrole, name text)
@@ -601,23 +618,6 @@ BEGIN
     VALUES (v.name, live.version, target.version, forced, is_rollback, caller::name);
     PERFORM streamview._notify_launcher();
 END $$;
-
-CREATE OR REPLACE FUNCTION streamview.create_source(
-    name                 text,
-    brokers              text,
-    topic                text,
-    columns              jsonb,
-    event_time           text,
-    event_id             text DEFAULT NULL,
-    max_out_of_orderness text DEFAULT '0 seconds',
-    options              jsonb DEFAULT '{}',
-    idle_timeout         text DEFAULT NULL,
-    max_future           text DEFAULT '1 day')
-RETURNS void
-AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
-'declares a Kafka topic of JSON messages as a stream source';
 
 -- gone: streamview._may_read_source(text, name)
 -- gone: streamview._create_source_impl(regrole, name text, text, text, jsonb, text, text, text, jsonb, text)

@@ -6,6 +6,7 @@
 # t/005_upgrade.pl checks that the result equals a fresh install.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+make -s sql/pg_streamview--0.2.sql
 python3 - <<'PY'
 import subprocess
 f = 'sql/pg_streamview--0.1--0.2.sql'

@@ -61,8 +61,8 @@ def functions(path):
     result = {}
     for st in statements(open(path).read()):
         lines = st.split('\n')
-        while lines and lines[0].lstrip().startswith('--'):
-            lines.pop(0)        # the comment before the statement
+        while lines and (lines[0].lstrip().startswith('--') or not lines[0].strip()):
+            lines.pop(0)        # the comments before the statement
         body = '\n'.join(lines)
         m = re.search(r'CREATE FUNCTION (streamview\.\w+)\s*\(', body)
         if not m or not body.lstrip().startswith('CREATE FUNCTION'):
