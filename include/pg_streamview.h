@@ -122,12 +122,22 @@ typedef struct SvPartState
 	TimestampTz last_message_at;
 } SvPartState;
 
+/* See "Version states" in docs/architecture.md; streamview.version_state in SQL. */
+typedef enum SvVersionState
+{
+	SV_VERSION_REPLAYING,
+	SV_VERSION_CAUGHT_UP,
+	SV_VERSION_LIVE,
+	SV_VERSION_RETIRED,
+	SV_VERSION_FAILED
+} SvVersionState;
+
 typedef struct SvVersion
 {
 	int32		version_id;
 	int32		version;
 	char	   *view_name;
-	char	   *state;
+	SvVersionState state;
 	Oid			owner;
 	int64		lateness_us;
 	SvWindow	window;
@@ -148,15 +158,21 @@ typedef struct SvVersion
 extern SvSource *streamview_load_source(int32 source_id);
 extern List *streamview_load_versions(const SvSource *src, int32 replay_version);
 extern char *streamview_versions_signature(int32 source_id, int32 replay_version);
-extern bool streamview_caught_up(SvVersion *v);
-extern void streamview_mark_caught_up(SvVersion *v);
-extern void streamview_mark_failed(int32 version_id, const char *error);
 extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
 extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
 extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
 extern void streamview_clear_source_error(int32 source_id);
 extern Oid	streamview_extension_owner(void);
+
+/* in version.c: a version's lifecycle, as the worker sees it */
+extern const char *streamview_version_state_name(SvVersionState state);
+extern SvVersionState streamview_version_state(const char *name);
+extern bool streamview_caught_up(SvVersion *v);
+extern void streamview_mark_caught_up(SvVersion *v);
+extern void streamview_mark_failed(int32 version_id, const char *error);
+extern void streamview_fail_version(SvVersion *v, ErrorData *err);
+extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
 
 /* in parse.c: one message, parsed once */
 typedef enum SvReason
@@ -210,10 +226,8 @@ extern void streamview_kafka_close(SvKafka *k);
 /* in apply.c: classify a batch per version and write it in the current transaction */
 extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents, bool record_unreadable);
-extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
-extern void streamview_fail_version(SvVersion *v, ErrorData *err);
 extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
 
 /* in api.c */

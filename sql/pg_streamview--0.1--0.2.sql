@@ -108,6 +108,19 @@ ALTER TABLE streamview.seen_ids DROP COLUMN event_id;
 ALTER TABLE streamview.seen_ids ALTER COLUMN event_id_hash SET NOT NULL;
 ALTER TABLE streamview.seen_ids ADD PRIMARY KEY (version_id, event_id_hash);
 
+------------------------------------------------------------------------------
+-- The version lifecycle has one owner: the states are an enum, and only
+-- streamview._set_state changes them.  The monitoring views that read the
+-- state are made again (below) around the change of its type.
+------------------------------------------------------------------------------
+CREATE TYPE streamview.version_state AS ENUM ('replaying', 'caught_up', 'live', 'retired', 'failed');
+DROP VIEW streamview.status;
+DROP VIEW streamview.rebuilds;
+ALTER TABLE streamview.versions DROP CONSTRAINT versions_state_check;
+ALTER TABLE streamview.versions
+    ALTER COLUMN state TYPE streamview.version_state USING state::streamview.version_state;
+DROP FUNCTION streamview._create_version(regrole, int, int, text, text);
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
 CREATE OR REPLACE FUNCTION streamview._check_worker_quota(caller regrole, what text)
@@ -169,6 +182,59 @@ BEGIN
                   DETAIL = format('%s creates in schema %s, where %s may no longer create.', what, v.schema_name, v.owner),
                   HINT = format('GRANT CREATE ON SCHEMA %I TO %s.', v.schema_name, v.owner);
     END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._live_version(view_id int)
+RETURNS streamview.versions
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT x.* FROM streamview.versions x
+       WHERE x.view_id = _live_version.view_id AND x.state = 'live' $$;
+
+CREATE OR REPLACE FUNCTION streamview._partitions_behind(version_id int, reference_id int, exact bool)
+RETURNS int
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::int
+      FROM (SELECT o.partition, o.next_offset FROM streamview.offsets o
+             WHERE o.version_id = _partitions_behind.version_id) mine
+      FULL JOIN (SELECT o.partition, o.next_offset FROM streamview.offsets o
+                  WHERE o.version_id = _partitions_behind.reference_id) ref USING (partition)
+     WHERE CASE WHEN exact THEN mine.next_offset IS DISTINCT FROM ref.next_offset
+                ELSE coalesce(mine.next_offset, -1) < ref.next_offset END
+$$;
+
+CREATE OR REPLACE FUNCTION streamview._set_state(version_id int, allowed_from streamview.version_state[],
+                                      target streamview.version_state, by name DEFAULT NULL,
+                                      error text DEFAULT NULL, strict bool DEFAULT true)
+RETURNS streamview.versions
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r streamview.versions;
+BEGIN
+    UPDATE streamview.versions x
+       SET state = target,
+           caught_up_at = CASE WHEN target = 'caught_up' AND x.state = 'replaying' THEN now()
+                               ELSE x.caught_up_at END,
+           swapped_at = CASE WHEN target = 'live' THEN now() ELSE x.swapped_at END,
+           swapped_by = CASE WHEN target = 'live' THEN by ELSE x.swapped_by END,
+           retired_at = CASE WHEN target = 'retired' THEN now() ELSE x.retired_at END,
+           retired_by = CASE WHEN target = 'retired' THEN by ELSE x.retired_by END,
+           failed_at = CASE WHEN target = 'failed' THEN now() ELSE x.failed_at END,
+           error = CASE WHEN target = 'failed' THEN _set_state.error ELSE x.error END
+     WHERE x.version_id = _set_state.version_id AND x.state = ANY (allowed_from)
+    RETURNING x.* INTO r;
+    IF r.version_id IS NULL AND strict THEN
+        SELECT * INTO r FROM streamview.versions x WHERE x.version_id = _set_state.version_id;
+        RAISE EXCEPTION 'version % of stream view "%" is %, not %', r.version, r.view_name, r.state,
+                        array_to_string(allowed_from, ' or ')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It cannot become %s from there.', target);
+    END IF;
+    RETURN r;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.create_source(
@@ -372,6 +438,59 @@ BEGIN
     END LOOP;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text,
+                                           state streamview.version_state)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v        streamview.views;
+    src      text;
+    comp     jsonb;
+    tbl      text;
+    vrow_id  int;
+    cols     text;
+    keys     text;
+    batch    text;
+    viewsql  text;
+BEGIN
+    SELECT * INTO v FROM streamview.views w WHERE w.view_id = vid;
+    SELECT s.name INTO src FROM streamview.sources s WHERE s.source_id = v.source_id;
+    comp := streamview._compile(src, query);
+    tbl := format('%I.%I', v.schema_name, v.name || '_v' || ver);
+    IF to_regclass(tbl) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation % already exists', tbl
+            USING ERRCODE = 'duplicate_table',
+                  HINT = 'Each version of a stream view keeps its rows in a table named <view>_v<version>.';
+    END IF;
+
+    SELECT string_agg(format('%I %s', c->>'name', c->>'type'), ', ' ORDER BY o)
+      INTO cols FROM jsonb_array_elements(comp->'table_columns') WITH ORDINALITY AS t(c, o);
+    SELECT string_agg(format('%I', k), ', ' ORDER BY o)
+      INTO keys FROM jsonb_array_elements_text(comp->'conflict_columns') WITH ORDINALITY AS t(k, o);
+    EXECUTE format('CREATE TABLE %s (%s)', tbl, cols);
+    EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
+    EXECUTE format('CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT', tbl, keys);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
+                   format('rows of stream view %s, version %s (maintained by pg_streamview)', v.name, ver));
+
+    INSERT INTO streamview.versions (view_id, view_name, version, state, query, definition,
+                                     definition_hash, table_name, window_kind, window_size,
+                                     window_slide, batch_sql, view_sql, extension_version, created_by)
+    VALUES (vid, v.name, ver, state, query, comp - 'batch_select',
+            md5(jsonb_build_object('d', comp - 'batch_select', 'lateness', v.allowed_lateness)::text),
+            tbl::regclass, comp->>'window_kind', (comp->>'window_size')::interval,
+            (comp->>'window_slide')::interval, '', '',
+            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name)
+    RETURNING version_id INTO vrow_id;
+
+    batch := format(comp->>'batch_select', tbl, 'pg_temp.sv_batch_' || vrow_id);
+    viewsql := format(comp->>'view_select', tbl, v.allowed_lateness, vrow_id);
+    UPDATE streamview.versions SET batch_sql = batch, view_sql = viewsql WHERE version_id = vrow_id;
+    RETURN vrow_id;
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview._create_view_impl(
     caller           regrole,
     name             text,
@@ -508,7 +627,7 @@ BEGIN
             USING ERRCODE = 'object_in_use',
                   HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
     END IF;
-    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    live := streamview._live_version(v.view_id);
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
     vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
     UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
@@ -517,6 +636,188 @@ BEGIN
     END IF;
     PERFORM streamview._notify_launcher();
     RETURN ver;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._wait_for_impl(caller regrole, view_name text, version int,
+                                          timeout interval DEFAULT '10 minutes')
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v        streamview.views;
+    r        streamview.versions;
+    p        record;
+    deadline timestamptz := clock_timestamp() + timeout;
+    noticed  timestamptz := clock_timestamp();
+    polled   timestamptz := clock_timestamp();
+    shown    bigint := -1;
+BEGIN
+    SELECT * INTO v FROM streamview.views w WHERE w.name = view_name;
+    IF v.view_id IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" does not exist', view_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    r := streamview._get_version(v, version);
+    IF r.created_at = now() AND r.state = 'replaying' THEN
+        RAISE EXCEPTION 'version % of stream view "%" was created in this transaction', version, view_name
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'Its replay starts only once the transaction that called rebuild() commits.',
+                  HINT = 'Commit first, then call streamview.wait_for().';
+    END IF;
+    LOOP
+        SELECT * INTO r FROM streamview.versions x WHERE x.version_id = r.version_id;
+        -- Caught up, and taken over by the source worker: at the live
+        -- version's offsets, as validate() will want.
+        IF r.state = 'live' OR (r.state = 'caught_up' AND streamview._partitions_behind(
+               r.version_id, (streamview._live_version(r.view_id)).version_id, exact => true) = 0) THEN
+            RETURN r.state;
+        ELSIF r.state = 'failed' THEN
+            RAISE EXCEPTION 'rebuild of stream view "%" version % failed', view_name, version
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = coalesce(r.error, 'no error was recorded'),
+                      HINT = 'Fix the cause, drop the version with streamview.drop_version() and rebuild again.';
+        ELSIF r.state = 'retired' THEN
+            RAISE EXCEPTION 'version % of stream view "%" was dropped', version, view_name
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'timed out after % waiting for stream view "%" version % to catch up',
+                            timeout, view_name, version
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'The replay goes on; see streamview.rebuilds, and call wait_for() again.';
+        END IF;
+        -- Progress every 2 seconds while it moves, every 30 seconds while it does not.
+        IF clock_timestamp() - polled >= interval '2 seconds' THEN
+            polled := clock_timestamp();
+            SELECT * INTO p FROM streamview.rebuilds b
+             WHERE b.view_name = _wait_for_impl.view_name AND b.version = _wait_for_impl.version;
+            IF coalesce(p.done, 0) <> shown OR clock_timestamp() - noticed >= interval '30 seconds' THEN
+                shown := coalesce(p.done, 0);
+                noticed := clock_timestamp();
+                RAISE NOTICE 'stream view "%" version %: % of % events (% %%), % events/s, eta %',
+                    view_name, version, coalesce(p.done, 0), coalesce(p.total::text, '?'),
+                    coalesce(p.percent::text, '?'), coalesce(p.rate::text, '?'), coalesce(p.eta::text, '?');
+            END IF;
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._add_check_impl(caller regrole, view_name text, name text, predicate text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v    streamview.views;
+    live streamview.versions;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    IF EXISTS (SELECT 1 FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _add_check_impl.name) THEN
+        RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    live := streamview._live_version(v.view_id);
+    BEGIN
+        PERFORM streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                     live.view_sql, predicate));
+    EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
+        RAISE EXCEPTION 'invalid check "%" for stream view "%": %', name, view_name, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A check is a boolean expression over the view''s columns, such as revenue >= 0.';
+    END;
+    INSERT INTO streamview.checks (view_id, name, predicate) VALUES (v.view_id, name, predicate);
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._validate_impl(caller regrole, view_name text, version int,
+                                          expect_identical bool DEFAULT false)
+RETURNS TABLE ("check" text, passed bool, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v       streamview.views;
+    cand    streamview.versions;
+    live    streamview.versions;
+    run_id  bigint := nextval('streamview.validation_runs');
+    n       bigint;
+    m       bigint;
+    cmp     record;
+    chk     record;
+    ran     text[] := '{}';
+    oks     bool[] := '{}';
+    details text[] := '{}';
+BEGIN
+    v := streamview._lock_view(caller, view_name, lock => false);
+    cand := streamview._get_version(v, version);
+    live := streamview._live_version(v.view_id);
+
+    -- 1. caught up to the same offsets as the live version
+    n := streamview._partitions_behind(cand.version_id, live.version_id, exact => true);
+    SELECT count(DISTINCT o.partition) INTO m
+      FROM streamview.offsets o WHERE o.version_id IN (cand.version_id, live.version_id);
+    "check" := 'caught_up';
+    passed := cand.state IN ('caught_up', 'live') AND n = 0;
+    detail := CASE WHEN cand.state NOT IN ('caught_up', 'live')
+                   THEN format('version %s is %s', cand.version, cand.state)
+                   WHEN n = 0 THEN format('same offsets as live version %s in %s partitions', live.version, m)
+                   ELSE format('%s of %s partitions are at other offsets than live version %s', n, m, live.version) END;
+    RETURN NEXT;
+    ran := ran || "check"; oks := oks || passed; details := details || detail;
+
+    -- 2. the per-partition ledger balances
+    SELECT count(*) FILTER (WHERE o.consumed <> o.applied + o.duplicates + o.too_late + o.dead_lettered),
+           sum(o.consumed)
+      INTO n, m FROM streamview.offsets o WHERE o.version_id = cand.version_id;
+    "check" := 'ledger';
+    passed := n = 0;
+    detail := format('consumed = applied + duplicates + too_late + dead_lettered in every partition (%s consumed)', coalesce(m, 0));
+    IF n > 0 THEN
+        detail := format('%s partitions do not balance', n);
+    END IF;
+    RETURN NEXT;
+    ran := ran || "check"; oks := oks || passed; details := details || detail;
+
+    -- 3. differences from the live version over windows final in both
+    IF cand.version_id <> live.version_id THEN
+        SELECT * INTO cmp FROM streamview._compare(v, live, cand);
+        "check" := 'differences';
+        IF NOT cmp.comparable THEN
+            passed := NOT expect_identical;
+            detail := 'not compared: ' || cmp.note;
+        ELSIF cmp.note IS NOT NULL THEN
+            passed := NOT expect_identical;
+            detail := cmp.note;
+        ELSE
+            passed := NOT expect_identical OR (cmp.only_a + cmp.only_b + cmp.differ = 0 AND cmp.totals_equal);
+            detail := format('windows ending by %s: %s rows only in live version %s, %s only in version %s, %s differ',
+                             cmp.horizon, cmp.only_a, live.version, cmp.only_b, cand.version, cmp.differ)
+                      || coalesce('; totals ' || cmp.totals, '')
+                      || coalesce('; e.g. ' || cmp.samples, '');
+        END IF;
+        RETURN NEXT;
+        ran := ran || "check"; oks := oks || passed; details := details || detail;
+    END IF;
+
+    -- 4. user invariants, evaluated as the view's owner
+    FOR chk IN SELECT c.name, c.predicate FROM streamview.checks c WHERE c.view_id = v.view_id ORDER BY c.name LOOP
+        n := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                  cand.view_sql, chk.predicate));
+        "check" := 'check ' || chk.name;
+        passed := n = 0;
+        detail := format('%s rows violate %s', n, chk.predicate);
+        RETURN NEXT;
+        ran := ran || "check"; oks := oks || passed; details := details || detail;
+    END LOOP;
+
+    -- Record this run: one row per check, as returned.
+    INSERT INTO streamview.validations (view_name, version, run, "check", passed, detail, validated_by)
+    SELECT v.name, cand.version, run_id, r.c, r.p, r.d, caller::name
+      FROM unnest(ran, oks, details) AS r(c, p, d);
+    UPDATE streamview.versions x SET validated_at = now(), validated_by = caller::name
+     WHERE x.version_id = cand.version_id;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._do_swap(caller regrole, v streamview.views, target streamview.versions,
@@ -610,17 +911,46 @@ BEGIN
     EXECUTE format('COMMENT ON VIEW %s IS %L', vname,
                    format('stream view (pg_streamview), version %s', target.version));
 
-    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
-    UPDATE streamview.versions x SET state = 'caught_up' WHERE x.version_id = live.version_id;
-    UPDATE streamview.versions x SET state = 'live', swapped_at = now(), swapped_by = caller::name
-     WHERE x.version_id = target.version_id;
+    live := streamview._live_version(v.view_id);
+    PERFORM streamview._set_state(live.version_id, '{live}', 'caught_up');
+    PERFORM streamview._set_state(target.version_id, '{caught_up}', 'live', by => caller::name);
     INSERT INTO streamview.swaps (view_name, from_version, to_version, forced, is_rollback, swapped_by)
     VALUES (v.name, live.version, target.version, forced, is_rollback, caller::name);
     PERFORM streamview._notify_launcher();
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview._drop_version_impl(caller regrole, view_name text, version int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+    r streamview.versions;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    r := streamview._get_version(v, version);
+    IF r.state = 'live' THEN
+        RAISE EXCEPTION 'cannot drop version % of stream view "%" because it is live', version, view_name
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Swap another version in first with streamview.swap() or streamview.rollback(), or drop the whole view with streamview.drop_view().';
+    ELSIF r.state = 'retired' THEN
+        RAISE EXCEPTION 'version % of stream view "%" was already dropped', version, view_name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF r.table_name IS NOT NULL THEN
+        EXECUTE format('DROP TABLE IF EXISTS %s', r.table_name);
+    END IF;
+    PERFORM streamview._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
+    UPDATE streamview.versions x SET table_name = NULL WHERE x.version_id = r.version_id;
+    DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
+    DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
+    PERFORM streamview._notify_launcher();
+END $$;
+
 -- gone: streamview._may_read_source(text, name)
 -- gone: streamview._create_source_impl(regrole, name text, text, text, jsonb, text, text, text, jsonb, text)
+-- gone: streamview._create_version(regrole, int, int, text, text)
 -- gone: streamview.create_source(name text, text, text, jsonb, text, text, text, jsonb, text)
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
@@ -642,3 +972,47 @@ BEGIN
     END LOOP;
 END $$;
 DROP FUNCTION streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text);
+
+-- The monitoring views that read versions.state, as in a fresh install.
+CREATE VIEW streamview.status AS
+SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
+       coalesce(pg_catalog.sum(o.consumed), 0)::bigint AS consumed,
+       coalesce(pg_catalog.sum(o.applied), 0)::bigint AS applied,
+       coalesce(pg_catalog.sum(o.duplicates), 0)::bigint AS duplicates,
+       coalesce(pg_catalog.sum(o.too_late), 0)::bigint AS too_late,
+       coalesce(pg_catalog.sum(o.dead_lettered), 0)::bigint AS dead_lettered,
+       pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint AS lag,
+       pg_catalog.count(o.partition)::int AS partitions,
+       s.name AS source_name, ver.table_name, pg_catalog.max(o.updated_at) AS last_batch_at,
+       -- a version's own failure, or what currently stops its source's worker
+       coalesce(ver.error, CASE WHEN ver.state IN ('live', 'caught_up') THEN s.last_error END) AS error
+  FROM streamview.versions ver
+  JOIN streamview.views v ON v.view_id = ver.view_id
+  JOIN streamview.sources s ON s.source_id = v.source_id
+  LEFT JOIN streamview.offsets o ON o.version_id = ver.version_id
+ GROUP BY ver.version_id, ver.view_name, ver.version, ver.state, ver.watermark, s.name,
+          ver.table_name, ver.error, s.last_error;
+
+CREATE VIEW streamview.rebuilds AS
+SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
+       CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
+            WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
+       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
+            THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
+       ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
+  FROM streamview.versions ver
+  JOIN streamview.views v ON v.view_id = ver.view_id
+  LEFT JOIN LATERAL (
+      SELECT sum(greatest(coalesce(mine.next_offset, s.start) - s.start, 0))::bigint AS done,
+             sum(greatest(coalesce(live.log_end, live.next_offset, mine.log_end, s.start) - s.start, 0))::bigint AS total,
+             extract(epoch FROM coalesce(ver.caught_up_at, clock_timestamp()) - ver.replay_started_at) AS elapsed
+        FROM (SELECT e.key::int AS partition, e.value::bigint AS start
+                FROM jsonb_each_text(ver.start_offsets) e) s
+        LEFT JOIN streamview.offsets mine
+               ON mine.version_id = ver.version_id AND mine.partition = s.partition
+        LEFT JOIN streamview.versions lv ON lv.view_id = ver.view_id AND lv.state = 'live'
+        LEFT JOIN streamview.offsets live
+               ON live.version_id = lv.version_id AND live.partition = s.partition) p ON true
+ WHERE (ver.start_offsets IS NOT NULL OR ver.state = 'replaying') AND ver.state <> 'retired';
+GRANT SELECT ON streamview.status, streamview.rebuilds TO PUBLIC;

@@ -458,25 +458,6 @@ streamview_in_subtransaction(void (*fn) (void *), void *arg)
 	return err;
 }
 
-/*
- * A version's statement cannot run (its table was dropped by hand, a
- * privilege was revoked, ...).  The live version is what readers see: its
- * error is the worker's, recorded and retried with back-off until someone
- * mends it.  Any other version fails with the error, in the current
- * transaction, and the source's other versions go on.
- */
-void
-streamview_fail_version(SvVersion *v, ErrorData *err)
-{
-	if (strcmp(v->state, "live") == 0)
-		ReThrowError(err);
-	ereport(WARNING,
-			(errmsg("stream view \"%s\" version %d failed: %s", v->view_name, v->version,
-					err->message)));
-	streamview_mark_failed(v->version_id, err->message);
-	v->failed = true;
-}
-
 typedef struct SvApplyArgs
 {
 	const SvSource *src;
@@ -881,38 +862,6 @@ streamview_refresh_watermarks(const SvSource *src, List *versions)
 		v->has_watermark = true;
 		v->watermark = wm;
 	}
-}
-
-/*
- * Create the version's batch table and prepare its statement.  The table
- * belongs to the worker (its owner could otherwise alter it under us); the
- * view's owner may only read it.  Inside a transaction, SPI connected.
- */
-void
-streamview_prepare_version(const SvSource *src, SvVersion *v)
-{
-	StringInfoData sql;
-	char	   *relname = psprintf("sv_batch_%d", v->version_id);
-	SvRunAs		ra;
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE TEMP TABLE IF NOT EXISTS %s (", relname);
-	for (int c = 0; c < src->ncolumns; c++)
-		appendStringInfo(&sql, "%s %s, ", quote_identifier(src->columns[c].name),
-						 format_type_be_qualified(src->columns[c].type));
-	appendStringInfoString(&sql, "sv_window_start timestamptz NOT NULL) ON COMMIT DELETE ROWS");
-	SPI_execute(sql.data, false, 0);
-	SPI_execute(psprintf("GRANT SELECT ON pg_temp.%s TO %s", relname,
-						 quote_identifier(GetUserNameFromId(v->owner, false))), false, 0);
-	v->batch_relid = get_relname_relid(relname, LookupCreationNamespace("pg_temp"));
-
-	streamview_run_as_begin(v->owner, &ra);
-	v->plan = SPI_prepare(v->batch_sql, 0, NULL);
-	streamview_run_as_end(&ra);
-	if (v->plan == NULL)
-		elog(ERROR, "could not prepare the statement of view \"%s\": %s",
-			 v->view_name, SPI_result_code_string(SPI_result));
-	SPI_keepplan(v->plan);
 }
 
 /*

@@ -249,7 +249,7 @@ streamview_load_versions(const SvSource *src, int32 replay_version)
 		v->version_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 		v->version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		v->view_name = MemoryContextStrdup(cxt, sv_text(tup, desc, 3));
-		v->state = MemoryContextStrdup(cxt, sv_text(tup, desc, 4));
+		v->state = streamview_version_state(sv_text(tup, desc, 4));
 		v->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
 		v->lateness_us = sv_int8(tup, desc, 6, 0);
 		v->window.kind = strcmp(sv_text(tup, desc, 7), "hop") == 0 ? SV_WINDOW_HOP : SV_WINDOW_TUMBLE;
@@ -333,51 +333,6 @@ streamview_clear_source_error(int32 source_id)
 	SPI_execute_with_args("UPDATE streamview.sources SET last_error = NULL "
 						  "WHERE source_id = $1 AND last_error IS NOT NULL",
 						  1, argtypes, args, NULL, false, 0);
-}
-
-/*
- * A replaying version has caught up when, in every partition, it has
- * consumed at least as far as the view's live version (as committed).
- */
-bool
-streamview_caught_up(SvVersion *v)
-{
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(v->version_id)};
-
-	/* against the view's live version now: a swap may have changed it */
-	SPI_execute_with_args("SELECT NOT EXISTS (SELECT 1 FROM streamview.versions me "
-						  "JOIN streamview.versions lv ON lv.view_id = me.view_id AND lv.state = 'live' "
-						  "JOIN streamview.offsets live ON live.version_id = lv.version_id "
-						  "LEFT JOIN streamview.offsets mine "
-						  "  ON mine.version_id = me.version_id AND mine.partition = live.partition "
-						  "WHERE me.version_id = $1 "
-						  "  AND coalesce(mine.next_offset, -1) < live.next_offset)",
-						  1, argtypes, args, NULL, true, 1);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-									  &(bool){false}));
-}
-
-void
-streamview_mark_caught_up(SvVersion *v)
-{
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(v->version_id)};
-
-	SPI_execute_with_args("UPDATE streamview.versions SET state = 'caught_up', caught_up_at = now() "
-						  "WHERE version_id = $1 AND state = 'replaying'",
-						  1, argtypes, args, NULL, false, 0);
-}
-
-void
-streamview_mark_failed(int32 version_id, const char *error)
-{
-	Oid			argtypes[2] = {INT4OID, TEXTOID};
-	Datum		args[2] = {Int32GetDatum(version_id), CStringGetTextDatum(error)};
-
-	SPI_execute_with_args("UPDATE streamview.versions SET state = 'failed', error = $2, failed_at = now() "
-						  "WHERE version_id = $1 AND state IN ('replaying', 'caught_up')",
-						  2, argtypes, args, NULL, false, 0);
 }
 
 /* Where a replay began in each partition (for progress), once. */

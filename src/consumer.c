@@ -338,7 +338,7 @@ sv_commit_to_kafka(void)
 	{
 		SvVersion  *v = lfirst(lc);
 
-		if (strcmp(v->state, "live") != 0)
+		if (v->state != SV_VERSION_LIVE)
 			continue;
 		for (int p = 0; p < worker.nparts && p < v->nparts; p++)
 			next[p] = v->parts[p].next_offset;

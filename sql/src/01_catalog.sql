@@ -49,14 +49,17 @@ CREATE TABLE streamview.views (
     relid            regclass
 );
 
+-- The states of a version (docs/architecture.md, "Version states"); only
+-- streamview._set_state changes them.
+CREATE TYPE streamview.version_state AS ENUM ('replaying', 'caught_up', 'live', 'retired', 'failed');
+
 -- One row per version of a view.  Exactly one version of a view is 'live'.
 CREATE TABLE streamview.versions (
     version_id        serial UNIQUE,
     view_id           int NOT NULL REFERENCES streamview.views ON DELETE CASCADE,
     view_name         text NOT NULL,
     version           int NOT NULL,
-    state             text NOT NULL
-                      CHECK (state IN ('replaying', 'caught_up', 'live', 'retired', 'failed')),
+    state             streamview.version_state NOT NULL,
     query             text NOT NULL,
     definition        jsonb NOT NULL,
     definition_hash   text NOT NULL,

@@ -47,7 +47,7 @@ BEGIN
             USING ERRCODE = 'object_in_use',
                   HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
     END IF;
-    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    live := streamview._live_version(v.view_id);
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
     vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
     UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
@@ -148,12 +148,8 @@ BEGIN
         SELECT * INTO r FROM streamview.versions x WHERE x.version_id = r.version_id;
         -- Caught up, and taken over by the source worker: at the live
         -- version's offsets, as validate() will want.
-        IF r.state = 'live' OR (r.state = 'caught_up' AND NOT EXISTS (
-               SELECT 1 FROM streamview.versions lv
-                 JOIN streamview.offsets l ON l.version_id = lv.version_id
-                 LEFT JOIN streamview.offsets o ON o.version_id = r.version_id AND o.partition = l.partition
-                WHERE lv.view_id = r.view_id AND lv.state = 'live'
-                  AND o.next_offset IS DISTINCT FROM l.next_offset)) THEN
+        IF r.state = 'live' OR (r.state = 'caught_up' AND streamview._partitions_behind(
+               r.version_id, (streamview._live_version(r.view_id)).version_id, exact => true) = 0) THEN
             RETURN r.state;
         ELSIF r.state = 'failed' THEN
             RAISE EXCEPTION 'rebuild of stream view "%" version % failed', view_name, version

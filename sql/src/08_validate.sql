@@ -22,7 +22,7 @@ BEGIN
         RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
             USING ERRCODE = 'duplicate_object';
     END IF;
-    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    live := streamview._live_version(v.view_id);
     BEGIN
         PERFORM streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
                                                      live.view_sql, predicate));
@@ -164,13 +164,12 @@ DECLARE
 BEGIN
     v := streamview._lock_view(caller, view_name, lock => false);
     cand := streamview._get_version(v, version);
-    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
+    live := streamview._live_version(v.view_id);
 
     -- 1. caught up to the same offsets as the live version
-    SELECT count(*) FILTER (WHERE o.next_offset IS DISTINCT FROM l.next_offset), count(*)
-      INTO n, m
-      FROM (SELECT * FROM streamview.offsets WHERE version_id = cand.version_id) o
-      FULL JOIN (SELECT * FROM streamview.offsets WHERE version_id = live.version_id) l USING (partition);
+    n := streamview._partitions_behind(cand.version_id, live.version_id, exact => true);
+    SELECT count(DISTINCT o.partition) INTO m
+      FROM streamview.offsets o WHERE o.version_id IN (cand.version_id, live.version_id);
     "check" := 'caught_up';
     passed := cand.state IN ('caught_up', 'live') AND n = 0;
     detail := CASE WHEN cand.state NOT IN ('caught_up', 'live')

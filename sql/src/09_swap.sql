@@ -92,10 +92,9 @@ BEGIN
     EXECUTE format('COMMENT ON VIEW %s IS %L', vname,
                    format('stream view (pg_streamview), version %s', target.version));
 
-    SELECT * INTO live FROM streamview.versions x WHERE x.view_id = v.view_id AND x.state = 'live';
-    UPDATE streamview.versions x SET state = 'caught_up' WHERE x.version_id = live.version_id;
-    UPDATE streamview.versions x SET state = 'live', swapped_at = now(), swapped_by = caller::name
-     WHERE x.version_id = target.version_id;
+    live := streamview._live_version(v.view_id);
+    PERFORM streamview._set_state(live.version_id, '{live}', 'caught_up');
+    PERFORM streamview._set_state(target.version_id, '{caught_up}', 'live', by => caller::name);
     INSERT INTO streamview.swaps (view_name, from_version, to_version, forced, is_rollback, swapped_by)
     VALUES (v.name, live.version, target.version, forced, is_rollback, caller::name);
     PERFORM streamview._notify_launcher();
@@ -180,9 +179,8 @@ BEGIN
     IF r.table_name IS NOT NULL THEN
         EXECUTE format('DROP TABLE IF EXISTS %s', r.table_name);
     END IF;
-    UPDATE streamview.versions x SET state = 'retired', retired_at = now(), retired_by = caller::name,
-                                     table_name = NULL
-     WHERE x.version_id = r.version_id;
+    PERFORM streamview._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
+    UPDATE streamview.versions x SET table_name = NULL WHERE x.version_id = r.version_id;
     DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
     DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
     PERFORM streamview._notify_launcher();

@@ -2,7 +2,8 @@
 
 -- Creates version `ver` of view `vid`: its table, its row in streamview.versions.
 -- Runs as the extension owner; the table is handed to the view's owner.
-CREATE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text, state text)
+CREATE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text,
+                                           state streamview.version_state)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
