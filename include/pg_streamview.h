@@ -3,9 +3,11 @@
  * pg_streamview.h
  *	  Private declarations shared by the modules of pg_streamview.
  *
- * One section per source file.  Nothing here includes librdkafka: kafka.c is
- * the only file that does, and it hands the rest of the extension plain,
- * palloc'd copies of messages.
+ * The types first: a source, a version and its per-partition state, an
+ * event, a batch's per-version lists, the worker's parameters.  Then one
+ * section per source file, as postgres_fdw.h does.  Nothing here includes
+ * librdkafka: kafka.c is the only file that does, and it hands the rest of
+ * the extension plain, palloc'd copies of messages.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,39 +16,20 @@
 
 #include "postgres.h"
 
+#include "common/sha2.h"
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
 #define STREAMVIEW_SCHEMA		"streamview"
 #define STREAMVIEW_EXTENSION	"pg_streamview"
 
-/* in pg_streamview.c: settings */
-extern char *streamview_database;
-extern int	streamview_batch_size;
-extern int	streamview_batch_timeout_ms;
-extern int	streamview_launcher_naptime_ms;
-extern int	streamview_restart_delay_s;
-extern int	streamview_max_restart_delay_s;
-extern int	streamview_statement_timeout_ms;
-extern int	streamview_max_workers;
-extern int	streamview_max_workers_per_role;
+/* ---------------------------------------------------------------- types */
 
-/* in shmem.c */
-extern void streamview_shmem_init(void);
-extern void streamview_register_launcher_latch(void);
-extern void streamview_wake_launcher(void);
-
-/* in launcher.c */
-extern PGDLLEXPORT void streamview_launcher_main(Datum arg);
-extern void streamview_register_launcher(void);
-
-/* in consumer.c */
-extern PGDLLEXPORT void streamview_source_main(Datum arg);
-
-/* in window.c */
 typedef enum SvWindowKind
 {
 	SV_WINDOW_TUMBLE,
@@ -62,11 +45,7 @@ typedef struct SvWindow
 
 #define SV_MAX_WINDOWS_PER_EVENT 1024
 
-extern int64 streamview_interval_usecs(const Interval *iv, const char *what);
-extern TimestampTz streamview_window_floor(TimestampTz ts, int64 step_us);
-extern int	streamview_window_starts(const SvWindow *w, TimestampTz ts, TimestampTz *starts);
-
-/* in catalog.c: a source as the worker sees it */
+/* A column of a source, as the worker reads it from messages. */
 typedef struct SvColumn
 {
 	char	   *name;
@@ -84,6 +63,7 @@ typedef struct SvColumn
 
 typedef struct SvPathNode SvPathNode;	/* parse.c: trie of column paths */
 
+/* A source, as the worker sees it (catalog.c loads it). */
 typedef struct SvSource
 {
 	int32		source_id;
@@ -105,7 +85,11 @@ typedef struct SvSource
 	TimestampTz assigned_at;	/* when the worker started reading */
 } SvSource;
 
-/* Per version and partition: position in the log, event-time high mark, ledger. */
+/*
+ * Per version and partition: position in the log, event-time high mark, the
+ * ledger.  ledger.c loads and stores it (streamview.offsets); classify.c
+ * advances it.
+ */
 typedef struct SvPartState
 {
 	bool		known;			/* a row exists (or will) in streamview.offsets */
@@ -132,6 +116,7 @@ typedef enum SvVersionState
 	SV_VERSION_FAILED
 } SvVersionState;
 
+/* A version a worker maintains. */
 typedef struct SvVersion
 {
 	int32		version_id;
@@ -155,26 +140,7 @@ typedef struct SvVersion
 	TimestampTz cut;			/* windows starting before it are carried over */
 } SvVersion;
 
-extern SvSource *streamview_load_source(int32 source_id);
-extern List *streamview_load_versions(const SvSource *src, int32 replay_version);
-extern char *streamview_versions_signature(int32 source_id, int32 replay_version);
-extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
-extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
-extern void streamview_record_worker_error(int32 source_id, const char *message,
-										   const char *detail, bool current);
-extern void streamview_clear_source_error(int32 source_id);
-extern Oid	streamview_extension_owner(void);
-
-/* in version.c: a version's lifecycle, as the worker sees it */
-extern const char *streamview_version_state_name(SvVersionState state);
-extern SvVersionState streamview_version_state(const char *name);
-extern bool streamview_caught_up(SvVersion *v);
-extern void streamview_mark_caught_up(SvVersion *v);
-extern void streamview_mark_failed(int32 version_id, const char *error);
-extern void streamview_fail_version(SvVersion *v, ErrorData *err);
-extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
-
-/* in parse.c: one message, parsed once */
+/* Why a message was not applied (streamview.dead_letters.reason). */
 typedef enum SvReason
 {
 	SV_REASON_NONE = 0,
@@ -186,6 +152,9 @@ typedef enum SvReason
 	SV_REASON_FUTURE_TIME
 } SvReason;
 
+#define SV_ID_HASH_LEN PG_SHA256_DIGEST_LENGTH
+
+/* One message: filled by kafka.c, parsed by parse.c. */
 typedef struct SvEvent
 {
 	int32		partition;
@@ -202,13 +171,89 @@ typedef struct SvEvent
 	bool	   *nulls;
 	TimestampTz event_time;
 	char	   *event_id;
-	uint8		event_id_hash[32];	/* SHA-256 of event_id: what dedup stores */
+	uint8		event_id_hash[SV_ID_HASH_LEN];	/* SHA-256 of event_id: what dedup stores */
 } SvEvent;
 
+/* An event id a version remembers (the key is its SHA-256). */
+typedef struct SvSeen
+{
+	uint8		id_hash[SV_ID_HASH_LEN];
+	int32		partition;
+	TimestampTz event_time;
+	bool		is_new;			/* applied in this batch: to be stored */
+} SvSeen;
+
+/* One version's share of a batch: what classification decided. */
+typedef struct SvVersionBatch
+{
+	int		   *applied;		/* indexes into the batch's events */
+	int			napplied;
+	int		   *too_late;
+	int			ntoo_late;
+	int		   *failed;			/* query_error */
+	int			nfailed;
+	HTAB	   *seen;			/* remembered ids; NULL without event ids */
+	int			timeouts;		/* statement timeouts met in this batch */
+} SvVersionBatch;
+
+/* What streamview_run_as_end restores: kept by the caller, on its stack. */
+typedef struct SvRunAs
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest;			/* GUC nest level rolled back at the end */
+} SvRunAs;
+
+/* ------------------------------------------- in pg_streamview.c: settings */
+extern char *streamview_database;
+extern int	streamview_batch_size;
+extern int	streamview_batch_timeout_ms;
+extern int	streamview_launcher_naptime_ms;
+extern int	streamview_restart_delay_s;
+extern int	streamview_max_restart_delay_s;
+extern int	streamview_statement_timeout_ms;
+extern int	streamview_max_workers;
+extern int	streamview_max_workers_per_role;
+
+/* -------------------------------------------------------------- in shmem.c */
+extern void streamview_shmem_init(void);
+extern void streamview_register_launcher_latch(void);
+extern void streamview_wake_launcher(void);
+
+/* ----------------------------------------------------------- in launcher.c */
+extern PGDLLEXPORT void streamview_launcher_main(Datum arg);
+extern void streamview_register_launcher(void);
+
+/* ----------------------------------------------------------- in consumer.c */
+extern PGDLLEXPORT void streamview_source_main(Datum arg);
+
+/* ------------------------------------------------------------- in window.c */
+extern int64 streamview_interval_usecs(const Interval *iv, const char *what);
+extern TimestampTz streamview_window_floor(TimestampTz ts, int64 step_us);
+extern int	streamview_window_starts(const SvWindow *w, TimestampTz ts, TimestampTz *starts);
+
+/* ------------------------------------------------------------ in catalog.c */
+extern SvSource *streamview_load_source(int32 source_id);
+extern List *streamview_load_versions(const SvSource *src, int32 replay_version);
+extern char *streamview_versions_signature(int32 source_id, int32 replay_version);
+extern void streamview_record_worker_error(int32 source_id, const char *message,
+										   const char *detail, bool current);
+extern void streamview_clear_source_error(int32 source_id);
+
+/* ------------------------------------------------------------ in version.c */
+extern const char *streamview_version_state_name(SvVersionState state);
+extern SvVersionState streamview_version_state(const char *name);
+extern bool streamview_caught_up(SvVersion *v);
+extern void streamview_mark_caught_up(SvVersion *v);
+extern void streamview_mark_failed(int32 version_id, const char *error);
+extern void streamview_fail_version(SvVersion *v, ErrorData *err);
+extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
+
+/* -------------------------------------------------------------- in parse.c */
 extern const char *streamview_reason_name(SvReason reason);
 extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
 
-/* in kafka.c: the only file that knows librdkafka */
+/* ----------------------------- in kafka.c: the only file that knows librdkafka */
 typedef struct SvKafka SvKafka;
 
 extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
@@ -223,24 +268,38 @@ extern void streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_of
 extern char *streamview_kafka_report(SvKafka *k);
 extern void streamview_kafka_close(SvKafka *k);
 
-/* in apply.c: classify a batch per version and write it in the current transaction */
+/* ----------------------------------- in classify.c: pure rules, no SPI */
+extern SvPartState *streamview_part(SvVersion *v, int32 partition);
+extern bool streamview_lateness_floor(const SvSource *src, SvVersion *v, int32 p, TimestampTz *floor);
+extern HTAB *streamview_seen_create(int n);
+extern void streamview_unremember(HTAB *seen, const SvEvent *ev);
+extern void streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
+								SvVersionBatch *vb, TimestampTz now, StringInfo gaps);
+extern bool streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
+										 TimestampTz *result);
+
+/* ---------------------------- in ledger.c: every read and write of the ledger */
+extern void streamview_load_offsets(SvVersion *v);
+extern void streamview_store_offsets(SvVersion *v);
+extern void streamview_note_log_end(SvVersion *v, int32 p, int64 end);
+extern HTAB *streamview_load_seen(SvVersion *v, SvEvent *events, int n);
+extern void streamview_store_seen(const SvSource *src, SvVersion *v, HTAB *seen);
+extern void streamview_store_dead_letters(const SvSource *src, SvVersion *v, SvEvent *events,
+										  const int *idx, int n, SvReason reason);
+extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
+extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
+extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
+
+/* -------------------------------------------------------------- in apply.c */
 extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents, bool record_unreadable);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
-extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
 
-/* in api.c */
+/* ---------------------------------------------------------------- in api.c */
 extern Oid	streamview_caller(void);
 extern const char *streamview_caller_search_path(void);
-/* what streamview_run_as_end restores: kept by the caller, on its stack */
-typedef struct SvRunAs
-{
-	Oid			save_user;
-	int			save_sec;
-	int			nest;			/* GUC nest level rolled back at the end */
-} SvRunAs;
-
+extern Oid	streamview_extension_owner(void);
 extern void streamview_run_as_begin(Oid role, SvRunAs *ra);
 extern void streamview_run_as_end(const SvRunAs *ra);
 

@@ -149,51 +149,6 @@ streamview_load_source(int32 source_id)
 	return src;
 }
 
-static void
-sv_load_offsets(SvVersion *v)
-{
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(v->version_id)};
-	MemoryContext cxt = GetMemoryChunkContext(v);
-	int			maxp = -1;
-
-	SPI_execute_with_args("SELECT partition, next_offset, max_event_time, consumed, applied, "
-						  "duplicates, too_late, dead_lettered, log_end, last_message_at "
-						  "FROM streamview.offsets WHERE version_id = $1 ORDER BY partition",
-						  1, argtypes, args, NULL, true, 0);
-	for (uint64 i = 0; i < SPI_processed; i++)
-		maxp = Max(maxp, (int) sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, 0));
-	v->nparts = Max(maxp + 1, 1);
-	v->parts = MemoryContextAllocZero(cxt, v->nparts * sizeof(SvPartState));
-	for (int p = 0; p < v->nparts; p++)
-	{
-		v->parts[p].next_offset = -1;
-		v->parts[p].log_end = -1;
-	}
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		SvPartState *ps = &v->parts[sv_int8(tup, desc, 1, 0)];
-		bool		isnull;
-		Datum		d;
-
-		ps->known = true;
-		ps->next_offset = sv_int8(tup, desc, 2, -1);
-		d = SPI_getbinval(tup, desc, 3, &isnull);
-		ps->has_max = !isnull;
-		ps->max_event_time = isnull ? 0 : DatumGetTimestampTz(d);
-		ps->consumed = sv_int8(tup, desc, 4, 0);
-		ps->applied = sv_int8(tup, desc, 5, 0);
-		ps->duplicates = sv_int8(tup, desc, 6, 0);
-		ps->too_late = sv_int8(tup, desc, 7, 0);
-		ps->dead_lettered = sv_int8(tup, desc, 8, 0);
-		ps->log_end = sv_int8(tup, desc, 9, -1);
-		d = SPI_getbinval(tup, desc, 10, &isnull);
-		ps->last_message_at = isnull ? 0 : DatumGetTimestampTz(d);
-	}
-}
-
 static List *
 lappend_cxt(MemoryContext cxt, List *list, void *datum)
 {
@@ -264,7 +219,7 @@ streamview_load_versions(const SvSource *src, int32 replay_version)
 		wm = SPI_getbinval(tup, desc, 14, &isnull);
 		v->has_cut = !isnull;
 		v->cut = isnull ? 0 : DatumGetTimestampTz(wm);
-		sv_load_offsets(v);
+		streamview_load_offsets(v);
 		/* SPI calls leave CurrentMemoryContext in SPI's: be explicit */
 		result = lappend_cxt(TopMemoryContext, result, v);
 	}
@@ -333,98 +288,4 @@ streamview_clear_source_error(int32 source_id)
 	SPI_execute_with_args("UPDATE streamview.sources SET last_error = NULL "
 						  "WHERE source_id = $1 AND last_error IS NOT NULL",
 						  1, argtypes, args, NULL, false, 0);
-}
-
-/* Where a replay began in each partition (for progress), once. */
-void
-streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low)
-{
-	StringInfoData buf;
-	Oid			argtypes[2] = {INT4OID, TEXTOID};
-	Datum		args[2];
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	for (int p = 0; p < nparts; p++)
-	{
-		int64		start = (p < v->nparts && v->parts[p].next_offset >= 0)
-			? v->parts[p].next_offset : low[p];
-
-		appendStringInfo(&buf, "%s\"%d\": " INT64_FORMAT, p ? ", " : "", p, Max(start, 0));
-	}
-	appendStringInfoChar(&buf, '}');
-	args[0] = Int32GetDatum(v->version_id);
-	args[1] = CStringGetTextDatum(buf.data);
-	SPI_execute_with_args("UPDATE streamview.versions SET start_offsets = $2::jsonb, "
-						  "replay_started_at = coalesce(replay_started_at, now()) "
-						  "WHERE version_id = $1 AND start_offsets IS NULL",
-						  2, argtypes, args, NULL, false, 0);
-}
-
-/*
- * Offset marks (see streamview.offset_marks): after a batch, for each
- * partition whose highest event time entered a new minute since its last
- * mark, record (next offset, highest event time).  last[p] holds the minute
- * of partition p's last mark (-1: none yet), loaded when it is first needed.
- */
-#define SV_MARK_STEP_US USECS_PER_MINUTE
-
-void
-streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast)
-{
-	Datum	   *parts = palloc(v->nparts * sizeof(Datum)),
-			   *offs = palloc(v->nparts * sizeof(Datum)),
-			   *times = palloc(v->nparts * sizeof(Datum));
-	int			n = 0;
-	Oid			argtypes[4] = {INT4OID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		args[4];
-
-	if (*last == NULL || *nlast < v->nparts)
-	{
-		Oid			t[1] = {INT4OID};
-		Datum		a[1] = {Int32GetDatum(src->source_id)};
-		int64	   *grown = MemoryContextAlloc(TopMemoryContext, v->nparts * sizeof(int64));
-
-		for (int p = 0; p < v->nparts; p++)
-			grown[p] = -1;
-		SPI_execute_with_args("SELECT partition, (extract(epoch FROM max(max_event_time)) * 1000000)::int8 "
-							  "FROM streamview.offset_marks WHERE source_id = $1 GROUP BY 1",
-							  1, t, a, NULL, true, 0);
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			int			p = (int) sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, 0);
-
-			if (p < v->nparts)
-				grown[p] = sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, 0) / SV_MARK_STEP_US;
-		}
-		if (*last)
-			pfree(*last);
-		*last = grown;
-		*nlast = v->nparts;
-	}
-	for (int p = 0; p < v->nparts; p++)
-	{
-		SvPartState *ps = &v->parts[p];
-		/* minutes since the Unix epoch, like the loaded values */
-		int64		minute = ps->has_max
-			? (ps->max_event_time + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / SV_MARK_STEP_US
-			: -1;
-
-		if (!ps->has_max || ps->next_offset < 0 || minute <= (*last)[p])
-			continue;
-		parts[n] = Int32GetDatum(p);
-		offs[n] = Int64GetDatum(ps->next_offset);
-		times[n] = TimestampTzGetDatum(ps->max_event_time);
-		(*last)[p] = minute;
-		n++;
-	}
-	if (n == 0)
-		return;
-	args[0] = Int32GetDatum(src->source_id);
-	args[1] = PointerGetDatum(construct_array(parts, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(offs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[3] = PointerGetDatum(construct_array(times, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	SPI_execute_with_args("INSERT INTO streamview.offset_marks (source_id, partition, next_offset, max_event_time) "
-						  "SELECT $1, u.* FROM unnest($2, $3, $4) AS u ON CONFLICT DO NOTHING",
-						  4, argtypes, args, NULL, false, 0);
 }

@@ -371,15 +371,7 @@ sv_apply(SvEvent *events, int n)
 		int64		end = streamview_kafka_log_end(worker.kafka, p);
 
 		foreach(lc, worker.versions)
-		{
-			SvVersion  *v = lfirst(lc);
-
-			if (p < v->nparts && end >= 0 && v->parts[p].log_end != end)
-			{
-				v->parts[p].log_end = end;
-				v->parts[p].dirty = v->parts[p].dirty || v->parts[p].known;
-			}
-		}
+			streamview_note_log_end(lfirst(lc), p, end);
 	}
 	streamview_apply_batch(worker.src, worker.versions, events, n,
 						   worker.replay_version == 0);

@@ -1,0 +1,223 @@
+/*-------------------------------------------------------------------------
+ *
+ * classify.c
+ *	  The time semantics of DESIGN.md as pure rules: what each message is to
+ *	  a version (applied, duplicate, too late, dead letter), and the
+ *	  watermark.  No SPI, no catalog: state in, state out, like window.c.
+ *
+ * Per version, each message the version has not consumed yet is classified,
+ * in this order (DESIGN.md, "Time semantics"):
+ *	 unreadable → dead letter; event_id already applied → duplicate;
+ *	 event time < watermark[p] − allowed lateness → too_late; else applied.
+ * watermark[p] is max event time seen earlier in partition p minus the
+ * source's max_out_of_orderness, so the classification depends only on the
+ * partition's own history: the same log gives the same result whatever the
+ * batch boundaries.  The ids a version remembers are loaded by the caller
+ * (ledger.c) into the batch's seen-id table before classification.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "utils/hsearch.h"
+
+/* A version's state for partition p, growing the array when p is new. */
+SvPartState *
+streamview_part(SvVersion *v, int32 partition)
+{
+	if (partition >= v->nparts)
+	{
+		int			n = partition + 1;
+
+		v->parts = repalloc(v->parts, n * sizeof(SvPartState));
+		for (int p = v->nparts; p < n; p++)
+		{
+			memset(&v->parts[p], 0, sizeof(SvPartState));
+			v->parts[p].next_offset = -1;
+			v->parts[p].log_end = -1;
+		}
+		v->nparts = n;
+	}
+	return &v->parts[partition];
+}
+
+/*
+ * The lowest event time that can still be applied in partition p (its
+ * watermark minus the view's allowed lateness), or false when the partition
+ * has no history yet (everything can).
+ */
+bool
+streamview_lateness_floor(const SvSource *src, SvVersion *v, int32 p, TimestampTz *floor)
+{
+	SvPartState *ps = streamview_part(v, p);
+
+	if (!ps->has_max)
+		return false;
+	*floor = ps->max_event_time - src->ooo_us - v->lateness_us;
+	return true;
+}
+
+/* An empty table of remembered ids, for a batch of n events. */
+HTAB *
+streamview_seen_create(int n)
+{
+	HASHCTL		ctl = {0};
+
+	ctl.keysize = SV_ID_HASH_LEN;
+	ctl.entrysize = sizeof(SvSeen);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("pg_streamview seen ids", Max(n, 16), &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+static bool
+sv_is_duplicate(const SvSource *src, SvVersion *v, HTAB *seen, const SvEvent *ev)
+{
+	SvSeen	   *e;
+	TimestampTz floor;
+
+	if (ev->event_id == NULL)
+		return false;
+	e = hash_search(seen, ev->event_id_hash, HASH_FIND, NULL);
+	if (e == NULL)
+		return false;
+
+	/*
+	 * An id is remembered while an event carrying it could still be applied
+	 * in the partition where it was applied.  Past that it counts as
+	 * forgotten here, even if the row is still stored (rows are purged in
+	 * arrears), so the outcome does not depend on when purging happened.
+	 */
+	if (streamview_lateness_floor(src, v, e->partition, &floor) && e->event_time < floor)
+		return false;
+	return true;
+}
+
+static void
+sv_remember(HTAB *seen, const SvEvent *ev)
+{
+	SvSeen	   *e;
+
+	if (ev->event_id == NULL)
+		return;
+	e = hash_search(seen, ev->event_id_hash, HASH_ENTER, NULL);
+	e->partition = ev->partition;
+	e->event_time = ev->event_time;
+	e->is_new = true;
+}
+
+/* An event classified as applied could not be: its id is not remembered. */
+void
+streamview_unremember(HTAB *seen, const SvEvent *ev)
+{
+	if (seen != NULL && ev->event_id != NULL)
+		hash_search(seen, ev->event_id_hash, HASH_REMOVE, NULL);
+}
+
+/*
+ * Offsets a partition skipped: deleted by retention or compaction, or taken
+ * by transaction markers (one offset each, not reported).  Principle 3:
+ * nothing disappears without a trace, so larger gaps are recorded.
+ */
+static void
+sv_note_gap(SvVersion *v, const SvEvent *ev, StringInfo gaps)
+{
+	SvPartState *ps = &v->parts[ev->partition];
+
+	if (gaps == NULL || ps->next_offset < 0 || ev->offset <= ps->next_offset + 1)
+		return;
+	appendStringInfo(gaps, "%spartition %d: offsets " INT64_FORMAT " to " INT64_FORMAT,
+					 gaps->len ? "; " : "", ev->partition, ps->next_offset, ev->offset - 1);
+}
+
+/*
+ * Classify the batch for one version, advancing its in-memory state (the
+ * ledger, offsets, event-time high marks) and filling vb's lists of applied
+ * and too-late events.  vb->seen, when the source has event ids, holds the
+ * ids the version remembers among the batch's.  now stamps the partitions'
+ * last_message_at; gaps, when not NULL, collects skipped offsets.
+ */
+void
+streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
+					SvVersionBatch *vb, TimestampTz now, StringInfo gaps)
+{
+	vb->applied = palloc(n * sizeof(int));
+	vb->too_late = palloc(n * sizeof(int));
+	vb->failed = palloc(n * sizeof(int));
+
+	for (int i = 0; i < n; i++)
+	{
+		SvEvent    *ev = &events[i];
+		SvPartState *ps = streamview_part(v, ev->partition);
+		TimestampTz floor;
+
+		if (ps->next_offset >= 0 && ev->offset < ps->next_offset)
+			continue;			/* consumed by this version before */
+		sv_note_gap(v, ev, gaps);
+		ps->consumed++;
+		ps->dirty = true;
+		ps->next_offset = ev->offset + 1;
+		ps->last_message_at = now;
+		if (ev->reason != SV_REASON_NONE)
+		{
+			ps->dead_lettered++;
+			continue;
+		}
+		if (vb->seen && sv_is_duplicate(src, v, vb->seen, ev))
+			ps->duplicates++;
+		else if (streamview_lateness_floor(src, v, ev->partition, &floor) && ev->event_time < floor)
+		{
+			ps->too_late++;
+			vb->too_late[vb->ntoo_late++] = i;
+		}
+		else
+		{
+			ps->applied++;
+			vb->applied[vb->napplied++] = i;
+			if (vb->seen)
+				sv_remember(vb->seen, ev);
+		}
+		if (!ps->has_max || ev->event_time > ps->max_event_time)
+		{
+			ps->has_max = true;
+			ps->max_event_time = ev->event_time;
+		}
+	}
+}
+
+/*
+ * The view's watermark: the minimum over the topic's partitions of
+ * max event time − max_out_of_orderness.  Every partition counts, so a
+ * window shown as final stays final: one that has delivered nothing yet
+ * holds the watermark back, unless it is idle (nothing for the source's
+ * idle_timeout, as of now), and idle partitions are left out.  It never
+ * goes back: false when there is none, or it would not move forward.
+ */
+bool
+streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
+							 TimestampTz *result)
+{
+	bool		any = false;
+	TimestampTz wm = 0;
+	int			nparts = Max(v->nparts, src->topic_partitions);
+
+	for (int p = 0; p < nparts; p++)
+	{
+		SvPartState *ps = p < v->nparts ? &v->parts[p] : NULL;
+		TimestampTz last = (ps && ps->last_message_at != 0) ? ps->last_message_at : src->assigned_at;
+		bool		idle = src->idle_timeout_us >= 0 && last != 0 &&
+			last < now - src->idle_timeout_us;
+
+		if (idle)
+			continue;
+		if (ps == NULL || !ps->has_max)
+			return false;		/* an active partition without history yet */
+		if (!any || ps->max_event_time - src->ooo_us < wm)
+			wm = ps->max_event_time - src->ooo_us;
+		any = true;
+	}
+	if (!any || (v->has_watermark && wm <= v->watermark))
+		return false;
+	*result = wm;
+	return true;
+}

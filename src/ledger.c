@@ -1,0 +1,579 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.c
+ *	  The one owner of the ledger rows: every read and write of
+ *	  streamview.offsets, seen_ids, dead_letters and offset_marks, and of a
+ *	  version's stored watermark.
+ *
+ * Per version and partition, streamview.offsets holds where the version is
+ * in the log, its event-time high mark and the ledger
+ *	 consumed = applied + duplicates + too_late + dead_lettered,
+ * written in the same transaction as the upserts it accounts for.  Its
+ * columns are listed once, in sv_ledger_columns, which drives both the load
+ * and the store.  Everything is written in bulk, one statement per table
+ * per batch, from arrays (unnest).
+ *
+ * Callers are inside a transaction with SPI connected, as the extension
+ * owner (the worker's user).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+/* ---------- arrays for unnest() ---------- */
+
+static Datum
+sv_array(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval, typalign));
+}
+
+static Datum
+sv_bytea(const char *p, int len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), p, len);
+	return PointerGetDatum(b);
+}
+
+static int64
+sv_int8(HeapTuple tup, TupleDesc desc, int col, int64 if_null)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? if_null : DatumGetInt64(d);
+}
+
+/* ---------- streamview.offsets: one column list ---------- */
+
+/* When a column of the ledger row is NULL, and what NULL reads back as. */
+typedef enum SvNullRule
+{
+	SV_NEVER_NULL,
+	SV_NULL_IF_NO_MAX,			/* max_event_time: NULL until an event was read */
+	SV_NULL_IF_NEGATIVE,		/* log_end: -1, not known */
+	SV_NULL_IF_ZERO				/* last_message_at: 0, never */
+} SvNullRule;
+
+typedef struct SvLedgerColumn
+{
+	const char *name;
+	Oid			type;			/* INT8OID or TIMESTAMPTZOID: both int64 in memory */
+	size_t		field;			/* offsetof(SvPartState, ...) */
+	SvNullRule	null_rule;
+} SvLedgerColumn;
+
+static const SvLedgerColumn sv_ledger_columns[] = {
+	{"next_offset", INT8OID, offsetof(SvPartState, next_offset), SV_NEVER_NULL},
+	{"max_event_time", TIMESTAMPTZOID, offsetof(SvPartState, max_event_time), SV_NULL_IF_NO_MAX},
+	{"consumed", INT8OID, offsetof(SvPartState, consumed), SV_NEVER_NULL},
+	{"applied", INT8OID, offsetof(SvPartState, applied), SV_NEVER_NULL},
+	{"duplicates", INT8OID, offsetof(SvPartState, duplicates), SV_NEVER_NULL},
+	{"too_late", INT8OID, offsetof(SvPartState, too_late), SV_NEVER_NULL},
+	{"dead_lettered", INT8OID, offsetof(SvPartState, dead_lettered), SV_NEVER_NULL},
+	{"log_end", INT8OID, offsetof(SvPartState, log_end), SV_NULL_IF_NEGATIVE},
+	{"last_message_at", TIMESTAMPTZOID, offsetof(SvPartState, last_message_at), SV_NULL_IF_ZERO},
+};
+
+#define SV_NLEDGER lengthof(sv_ledger_columns)
+
+static int64 *
+sv_ledger_field(SvPartState *ps, const SvLedgerColumn *col)
+{
+	return (int64 *) ((char *) ps + col->field);
+}
+
+static bool
+sv_ledger_isnull(const SvPartState *ps, const SvLedgerColumn *col)
+{
+	int64		value = *sv_ledger_field((SvPartState *) ps, col);
+
+	switch (col->null_rule)
+	{
+		case SV_NULL_IF_NO_MAX:
+			return !ps->has_max;
+		case SV_NULL_IF_NEGATIVE:
+			return value < 0;
+		case SV_NULL_IF_ZERO:
+			return value == 0;
+		default:
+			return false;
+	}
+}
+
+static void
+sv_ledger_read(SvPartState *ps, const SvLedgerColumn *col, Datum d, bool isnull)
+{
+	int64	   *field = sv_ledger_field(ps, col);
+
+	if (col->null_rule == SV_NULL_IF_NO_MAX)
+		ps->has_max = !isnull;
+	if (!isnull)
+		*field = DatumGetInt64(d);	/* timestamptz is an int64 too */
+	else
+		*field = col->null_rule == SV_NULL_IF_NEGATIVE ? -1 : 0;
+}
+
+/* "a, b, c" of the ledger's columns, with a prefix before each. */
+static char *
+sv_ledger_list(const char *prefix)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int c = 0; c < SV_NLEDGER; c++)
+		appendStringInfo(&buf, "%s%s%s", c ? ", " : "", prefix, sv_ledger_columns[c].name);
+	return buf.data;
+}
+
+/*
+ * Load a version's ledger rows into v->parts (in v's own memory context).
+ * Partitions without a row start at no offset (-1: the start of the log).
+ */
+void
+streamview_load_offsets(SvVersion *v)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(v->version_id)};
+	MemoryContext cxt = GetMemoryChunkContext(v);
+	int			maxp = -1;
+
+	SPI_execute_with_args(psprintf("SELECT partition, %s FROM streamview.offsets "
+								   "WHERE version_id = $1 ORDER BY partition", sv_ledger_list("")),
+						  1, argtypes, args, NULL, true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		maxp = Max(maxp, (int) sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, 0));
+	v->nparts = Max(maxp + 1, 1);
+	v->parts = MemoryContextAllocZero(cxt, v->nparts * sizeof(SvPartState));
+	for (int p = 0; p < v->nparts; p++)
+	{
+		v->parts[p].next_offset = -1;
+		v->parts[p].log_end = -1;
+	}
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SvPartState *ps = &v->parts[sv_int8(tup, desc, 1, 0)];
+
+		ps->known = true;
+		for (int c = 0; c < SV_NLEDGER; c++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(tup, desc, c + 2, &isnull);
+
+			sv_ledger_read(ps, &sv_ledger_columns[c], d, isnull);
+		}
+	}
+}
+
+/*
+ * Store the ledger rows of the partitions the batch changed (dirty), in one
+ * upsert.
+ */
+void
+streamview_store_offsets(SvVersion *v)
+{
+	int			n = 0;
+	Datum	   *parts = palloc(v->nparts * sizeof(Datum));
+	Datum	   *cols[SV_NLEDGER];
+	bool	   *nulls[SV_NLEDGER];
+	Oid			argtypes[SV_NLEDGER + 2];
+	Datum		args[SV_NLEDGER + 2];
+	StringInfoData params,
+				sets;
+
+	for (int c = 0; c < SV_NLEDGER; c++)
+	{
+		cols[c] = palloc(v->nparts * sizeof(Datum));
+		nulls[c] = palloc(v->nparts * sizeof(bool));
+	}
+	for (int p = 0; p < v->nparts; p++)
+	{
+		SvPartState *ps = &v->parts[p];
+
+		if (!ps->dirty)
+			continue;
+		parts[n] = Int32GetDatum(p);
+		for (int c = 0; c < SV_NLEDGER; c++)
+		{
+			nulls[c][n] = sv_ledger_isnull(ps, &sv_ledger_columns[c]);
+			cols[c][n] = Int64GetDatum(*sv_ledger_field(ps, &sv_ledger_columns[c]));
+		}
+		n++;
+	}
+	if (n == 0)
+		return;
+
+	argtypes[0] = INT4OID;
+	args[0] = Int32GetDatum(v->version_id);
+	argtypes[1] = INT4ARRAYOID;
+	args[1] = sv_array(parts, NULL, n, INT4OID);
+	initStringInfo(&params);
+	initStringInfo(&sets);
+	appendStringInfoString(&params, "$2");
+	for (int c = 0; c < SV_NLEDGER; c++)
+	{
+		const SvLedgerColumn *col = &sv_ledger_columns[c];
+
+		argtypes[c + 2] = col->type == INT8OID ? INT8ARRAYOID : TIMESTAMPTZARRAYOID;
+		args[c + 2] = sv_array(cols[c], nulls[c], n, col->type);
+		appendStringInfo(&params, ", $%d", c + 3);
+		appendStringInfo(&sets, "%s = excluded.%s, ", col->name, col->name);
+	}
+	SPI_execute_with_args(psprintf("INSERT INTO streamview.offsets AS o (version_id, partition, %s, updated_at) "
+								   "SELECT $1, u.*, now() FROM unnest(%s) AS u "
+								   "ON CONFLICT (version_id, partition) DO UPDATE SET %s"
+								   "updated_at = excluded.updated_at",
+								   sv_ledger_list(""), params.data, sets.data),
+						  SV_NLEDGER + 2, argtypes, args, NULL, false, 0);
+	for (int p = 0; p < v->nparts; p++)
+		if (v->parts[p].dirty)
+		{
+			v->parts[p].known = true;
+			v->parts[p].dirty = false;
+		}
+}
+
+/*
+ * The broker's log end of partition p, as last seen: stored with the next
+ * ledger row of the partition (and only then, for a partition that has one).
+ */
+void
+streamview_note_log_end(SvVersion *v, int32 p, int64 end)
+{
+	if (p < v->nparts && end >= 0 && v->parts[p].log_end != end)
+	{
+		v->parts[p].log_end = end;
+		v->parts[p].dirty = v->parts[p].dirty || v->parts[p].known;
+	}
+}
+
+/* ---------- streamview.seen_ids ---------- */
+
+/*
+ * The ids among the batch's events (by their SHA-256) that the version
+ * remembers, in a new table that classification then adds to.
+ */
+HTAB *
+streamview_load_seen(SvVersion *v, SvEvent *events, int n)
+{
+	HTAB	   *seen = streamview_seen_create(n);
+	Datum	   *ids = palloc(Max(n, 1) * sizeof(Datum));
+	int			nids = 0;
+	Oid			argtypes[2] = {INT4OID, BYTEAARRAYOID};
+	Datum		args[2];
+
+	for (int i = 0; i < n; i++)
+		if (events[i].reason == SV_REASON_NONE && events[i].event_id != NULL)
+			ids[nids++] = sv_bytea((const char *) events[i].event_id_hash, SV_ID_HASH_LEN);
+	if (nids == 0)
+		return seen;
+
+	args[0] = Int32GetDatum(v->version_id);
+	args[1] = sv_array(ids, NULL, nids, BYTEAOID);
+	SPI_execute_with_args("SELECT event_id_hash, partition, event_time FROM streamview.seen_ids "
+						  "WHERE version_id = $1 AND event_id_hash = ANY ($2)",
+						  2, argtypes, args, NULL, true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		bytea	   *id = DatumGetByteaPP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		SvSeen	   *e;
+
+		if (VARSIZE_ANY_EXHDR(id) != SV_ID_HASH_LEN)
+			continue;			/* cannot be: the batch asked for hashes */
+		e = hash_search(seen, VARDATA_ANY(id), HASH_ENTER, NULL);
+		e->partition = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		e->event_time = DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+		e->is_new = false;
+	}
+	return seen;
+}
+
+/*
+ * Store the ids the batch applied, and forget those that could no longer be
+ * applied again anyway (their event time is below their partition's
+ * lateness floor): seen_ids stays bounded by the lateness horizon.
+ */
+void
+streamview_store_seen(const SvSource *src, SvVersion *v, HTAB *seen)
+{
+	HASH_SEQ_STATUS it;
+	SvSeen	   *e;
+	long		n = Max(hash_get_num_entries(seen), v->nparts);
+	Datum	   *ids = palloc(Max(n, 1) * sizeof(Datum)),
+			   *parts = palloc(Max(n, 1) * sizeof(Datum)),
+			   *times = palloc(Max(n, 1) * sizeof(Datum));
+	int			k = 0;
+	Oid			argtypes[4] = {INT4OID, BYTEAARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[4];
+
+	hash_seq_init(&it, seen);
+	while ((e = hash_seq_search(&it)) != NULL)
+	{
+		if (!e->is_new)
+			continue;
+		ids[k] = sv_bytea((const char *) e->id_hash, SV_ID_HASH_LEN);
+		parts[k] = Int32GetDatum(e->partition);
+		times[k] = TimestampTzGetDatum(e->event_time);
+		k++;
+	}
+	if (k > 0)
+	{
+		args[0] = Int32GetDatum(v->version_id);
+		args[1] = sv_array(ids, NULL, k, BYTEAOID);
+		args[2] = sv_array(parts, NULL, k, INT4OID);
+		args[3] = sv_array(times, NULL, k, TIMESTAMPTZOID);
+		SPI_execute_with_args("INSERT INTO streamview.seen_ids (version_id, event_id_hash, partition, event_time) "
+							  "SELECT $1, u.* FROM unnest($2, $3, $4) AS u "
+							  "ON CONFLICT (version_id, event_id_hash) DO UPDATE "
+							  "SET partition = excluded.partition, event_time = excluded.event_time",
+							  4, argtypes, args, NULL, false, 0);
+	}
+
+	k = 0;
+	for (int p = 0; p < v->nparts; p++)
+	{
+		TimestampTz floor;
+
+		if (v->parts[p].dirty && streamview_lateness_floor(src, v, p, &floor))
+		{
+			parts[k] = Int32GetDatum(p);
+			times[k] = TimestampTzGetDatum(floor);
+			k++;
+		}
+	}
+	if (k > 0)
+	{
+		Oid			ptypes[3] = {INT4OID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
+
+		args[0] = Int32GetDatum(v->version_id);
+		args[1] = sv_array(parts, NULL, k, INT4OID);
+		args[2] = sv_array(times, NULL, k, TIMESTAMPTZOID);
+		SPI_execute_with_args("DELETE FROM streamview.seen_ids s USING unnest($2, $3) AS u(p, floor) "
+							  "WHERE s.version_id = $1 AND s.partition = u.p AND s.event_time < u.floor",
+							  3, ptypes, args, NULL, false, 0);
+	}
+}
+
+/* ---------- streamview.dead_letters ---------- */
+
+/*
+ * Record events idx[0..n) as dead letters of version v (NULL: of the
+ * source, for unreadable messages), with reason (SV_REASON_NONE: each
+ * event's own), raw key and payload, and the error that explains it.
+ */
+void
+streamview_store_dead_letters(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
+							  int n, SvReason reason)
+{
+	Oid			argtypes[10] = {TEXTOID, TEXTOID, INT4OID, INT4ARRAYOID, INT8ARRAYOID,
+	TEXTARRAYOID, BYTEAARRAYOID, BYTEAARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[10];
+	char		argnulls[10];
+	Datum	   *part,
+			   *off,
+			   *why,
+			   *key,
+			   *pay,
+			   *msg,
+			   *ets;
+	bool	   *keyn,
+			   *payn,
+			   *msgn,
+			   *etn;
+
+	if (n == 0)
+		return;
+	part = palloc(n * sizeof(Datum));
+	off = palloc(n * sizeof(Datum));
+	why = palloc(n * sizeof(Datum));
+	key = palloc(n * sizeof(Datum));
+	pay = palloc(n * sizeof(Datum));
+	msg = palloc(n * sizeof(Datum));
+	ets = palloc(n * sizeof(Datum));
+	keyn = palloc(n * sizeof(bool));
+	payn = palloc(n * sizeof(bool));
+	msgn = palloc(n * sizeof(bool));
+	etn = palloc(n * sizeof(bool));
+	for (int i = 0; i < n; i++)
+	{
+		SvEvent    *ev = &events[idx[i]];
+		SvReason	r = reason != SV_REASON_NONE ? reason : ev->reason;
+
+		part[i] = Int32GetDatum(ev->partition);
+		off[i] = Int64GetDatum(ev->offset);
+		why[i] = CStringGetTextDatum(streamview_reason_name(r));
+		keyn[i] = ev->key == NULL;
+		key[i] = keyn[i] ? (Datum) 0 : sv_bytea(ev->key, ev->keylen);
+		payn[i] = ev->payload == NULL;
+		pay[i] = payn[i] ? (Datum) 0 : sv_bytea(ev->payload, ev->paylen);
+		if (r == SV_REASON_TOO_LATE)
+			ev->error = psprintf("event time is before %s, the oldest time still applied in partition %d",
+								 "watermark minus allowed lateness", ev->partition);
+		msgn[i] = ev->error == NULL;
+		msg[i] = msgn[i] ? (Datum) 0 : CStringGetTextDatum(ev->error);
+		etn[i] = ev->reason != SV_REASON_NONE;
+		ets[i] = etn[i] ? (Datum) 0 : TimestampTzGetDatum(ev->event_time);
+	}
+	memset(argnulls, ' ', sizeof(argnulls));
+	args[0] = CStringGetTextDatum(src->name);
+	args[1] = v ? CStringGetTextDatum(v->view_name) : (Datum) 0;
+	args[2] = v ? Int32GetDatum(v->version) : (Datum) 0;
+	argnulls[1] = argnulls[2] = v ? ' ' : 'n';
+	args[3] = sv_array(part, NULL, n, INT4OID);
+	args[4] = sv_array(off, NULL, n, INT8OID);
+	args[5] = sv_array(why, NULL, n, TEXTOID);
+	args[6] = sv_array(key, keyn, n, BYTEAOID);
+	args[7] = sv_array(pay, payn, n, BYTEAOID);
+	args[8] = sv_array(msg, msgn, n, TEXTOID);
+	args[9] = sv_array(ets, etn, n, TIMESTAMPTZOID);
+	SPI_execute_with_args("INSERT INTO streamview.dead_letters (source_name, view_name, version, "
+						  "partition, \"offset\", reason, key, payload, error, event_time) "
+						  "SELECT $1, $2, $3, u.* FROM unnest($4, $5, $6, $7, $8, $9, $10) AS u "
+						  "ON CONFLICT DO NOTHING",
+						  10, argtypes, args, argnulls, false, 0);
+}
+
+/* ---------- the stored watermark ---------- */
+
+/* Store each version's watermark if it moved (see streamview_compute_watermark). */
+void
+streamview_refresh_watermarks(const SvSource *src, List *versions)
+{
+	ListCell   *lc;
+	TimestampTz now = GetCurrentTimestamp();
+
+	foreach(lc, versions)
+	{
+		SvVersion  *v = lfirst(lc);
+		TimestampTz wm;
+		Oid			argtypes[2] = {INT4OID, TIMESTAMPTZOID};
+		Datum		args[2];
+
+		if (v->failed || !streamview_compute_watermark(src, v, now, &wm))
+			continue;
+		args[0] = Int32GetDatum(v->version_id);
+		args[1] = TimestampTzGetDatum(wm);
+		SPI_execute_with_args("UPDATE streamview.versions SET watermark = greatest(watermark, $2) "
+							  "WHERE version_id = $1", 2, argtypes, args, NULL, false, 0);
+		v->has_watermark = true;
+		v->watermark = wm;
+	}
+}
+
+/* ---------- streamview.offset_marks and start offsets ---------- */
+
+/* Where a replay began in each partition (for progress), once. */
+void
+streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low)
+{
+	StringInfoData buf;
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2];
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int p = 0; p < nparts; p++)
+	{
+		int64		start = (p < v->nparts && v->parts[p].next_offset >= 0)
+			? v->parts[p].next_offset : low[p];
+
+		appendStringInfo(&buf, "%s\"%d\": " INT64_FORMAT, p ? ", " : "", p, Max(start, 0));
+	}
+	appendStringInfoChar(&buf, '}');
+	args[0] = Int32GetDatum(v->version_id);
+	args[1] = CStringGetTextDatum(buf.data);
+	SPI_execute_with_args("UPDATE streamview.versions SET start_offsets = $2::jsonb, "
+						  "replay_started_at = coalesce(replay_started_at, now()) "
+						  "WHERE version_id = $1 AND start_offsets IS NULL",
+						  2, argtypes, args, NULL, false, 0);
+}
+
+/*
+ * Offset marks (see streamview.offset_marks): after a batch, for each
+ * partition whose highest event time entered a new minute since its last
+ * mark, record (next offset, highest event time).  last[p] holds the minute
+ * of partition p's last mark (-1: none yet), loaded when it is first needed.
+ */
+#define SV_MARK_STEP_US USECS_PER_MINUTE
+
+void
+streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast)
+{
+	Datum	   *parts = palloc(v->nparts * sizeof(Datum)),
+			   *offs = palloc(v->nparts * sizeof(Datum)),
+			   *times = palloc(v->nparts * sizeof(Datum));
+	int			n = 0;
+	Oid			argtypes[4] = {INT4OID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[4];
+
+	if (*last == NULL || *nlast < v->nparts)
+	{
+		Oid			t[1] = {INT4OID};
+		Datum		a[1] = {Int32GetDatum(src->source_id)};
+		int64	   *grown = MemoryContextAlloc(TopMemoryContext, v->nparts * sizeof(int64));
+
+		for (int p = 0; p < v->nparts; p++)
+			grown[p] = -1;
+		SPI_execute_with_args("SELECT partition, (extract(epoch FROM max(max_event_time)) * 1000000)::int8 "
+							  "FROM streamview.offset_marks WHERE source_id = $1 GROUP BY 1",
+							  1, t, a, NULL, true, 0);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			int			p = (int) sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, 0);
+
+			if (p < v->nparts)
+				grown[p] = sv_int8(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, 0) / SV_MARK_STEP_US;
+		}
+		if (*last)
+			pfree(*last);
+		*last = grown;
+		*nlast = v->nparts;
+	}
+	for (int p = 0; p < v->nparts; p++)
+	{
+		SvPartState *ps = &v->parts[p];
+		/* minutes since the Unix epoch, like the loaded values */
+		int64		minute = ps->has_max
+			? (ps->max_event_time + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / SV_MARK_STEP_US
+			: -1;
+
+		if (!ps->has_max || ps->next_offset < 0 || minute <= (*last)[p])
+			continue;
+		parts[n] = Int32GetDatum(p);
+		offs[n] = Int64GetDatum(ps->next_offset);
+		times[n] = TimestampTzGetDatum(ps->max_event_time);
+		(*last)[p] = minute;
+		n++;
+	}
+	if (n == 0)
+		return;
+	args[0] = Int32GetDatum(src->source_id);
+	args[1] = PointerGetDatum(construct_array(parts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(offs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_array(times, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	SPI_execute_with_args("INSERT INTO streamview.offset_marks (source_id, partition, next_offset, max_event_time) "
+						  "SELECT $1, u.* FROM unnest($2, $3, $4) AS u ON CONFLICT DO NOTHING",
+						  4, argtypes, args, NULL, false, 0);
+}
