@@ -45,6 +45,9 @@ typedef struct SvWindow
 
 #define SV_MAX_WINDOWS_PER_EVENT 1024
 
+/* The temporary table a worker fills with a version's batch, by version_id. */
+#define SV_BATCH_TABLE "sv_batch_%d"
+
 /* A column of a source, as the worker reads it from messages. */
 typedef struct SvColumn
 {
@@ -196,6 +199,42 @@ typedef struct SvVersionBatch
 	int			timeouts;		/* statement timeouts met in this batch */
 } SvVersionBatch;
 
+/* A stream view query, compiled (compile.c); codegen.c makes its SQL. */
+typedef enum SvAggKind
+{
+	SV_AGG_COUNT,
+	SV_AGG_SUM,
+	SV_AGG_MIN,
+	SV_AGG_MAX,
+	SV_AGG_AVG,
+	SV_AGG_BOOL_AND,
+	SV_AGG_BOOL_OR
+} SvAggKind;
+
+typedef struct SvOutput
+{
+	char	   *name;
+	bool		is_key;
+	SvAggKind	agg;
+	char	   *expr_sql;		/* key expression, or the aggregate call */
+	char	   *type_sql;
+	/* avg only: */
+	char	   *count_sql;
+	char	   *avg_type_sql;
+	Oid			avg_type;
+} SvOutput;
+
+typedef struct SvCompiled
+{
+	SvWindow	window;
+	char	   *window_size_sql;
+	char	   *window_slide_sql;
+	char	   *window_size_text;
+	char	   *window_slide_text;
+	char	   *where_sql;
+	List	   *outputs;		/* of SvOutput *, in select-list order */
+} SvCompiled;
+
 /* What streamview_run_as_end restores: kept by the caller, on its stack. */
 typedef struct SvRunAs
 {
@@ -223,6 +262,11 @@ extern void streamview_wake_launcher(void);
 /* ----------------------------------------------------------- in launcher.c */
 extern PGDLLEXPORT void streamview_launcher_main(Datum arg);
 extern void streamview_register_launcher(void);
+
+/* ----------------------------------------------------------- in compile.c */
+extern SvCompiled *streamview_compile_view(Oid caller, const char *caller_path,
+										   const char *source, const char *query);
+extern const char *streamview_agg_name(SvAggKind kind);
 
 /* ----------------------------------------------------------- in consumer.c */
 extern PGDLLEXPORT void streamview_source_main(Datum arg);
@@ -297,8 +341,6 @@ extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
 
 /* ---------------------------------------------------------------- in api.c */
-extern Oid	streamview_caller(void);
-extern const char *streamview_caller_search_path(void);
 extern Oid	streamview_extension_owner(void);
 extern void streamview_run_as_begin(Oid role, SvRunAs *ra);
 extern void streamview_run_as_end(const SvRunAs *ra);

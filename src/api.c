@@ -44,18 +44,6 @@ static Oid	sv_caller_namespace = InvalidOid;
 static bool sv_wake_at_commit = false;
 static bool sv_xact_callback_registered = false;
 
-Oid
-streamview_caller(void)
-{
-	return sv_caller;
-}
-
-const char *
-streamview_caller_search_path(void)
-{
-	return sv_caller_path;
-}
-
 /* The role that owns the extension (the one that ran CREATE EXTENSION). */
 Oid
 streamview_extension_owner(void)
@@ -211,6 +199,18 @@ streamview_caller_schema(PG_FUNCTION_ARGS)
 				 errhint("Qualify the view name with a schema: schema.view.")));
 	PG_RETURN_DATUM(DirectFunctionCall1(namein,
 										CStringGetDatum(get_namespace_name(sv_caller_namespace))));
+}
+
+PG_FUNCTION_INFO_V1(streamview_caller_search_path_fn);
+PGDLLEXPORT Datum streamview_caller_search_path_fn(PG_FUNCTION_ARGS);
+
+/* The search_path of the API's caller, as the dispatcher found it. */
+Datum
+streamview_caller_search_path_fn(PG_FUNCTION_ARGS)
+{
+	if (sv_caller_path == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(sv_caller_path));
 }
 
 static void

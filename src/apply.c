@@ -237,7 +237,7 @@ sv_apply_events(void *arg)
 {
 	SvApplyArgs *a = arg;
 
-	SPI_execute(psprintf("DELETE FROM pg_temp.sv_batch_%d", a->v->version_id), false, 0);
+	SPI_execute(psprintf("DELETE FROM pg_temp." SV_BATCH_TABLE, a->v->version_id), false, 0);
 	sv_fill_batch_table(a->src, a->v, a->events, a->idx, a->n);
 	sv_run_statement(a->v);
 }

@@ -17,15 +17,9 @@
  * pg_catalog on the search_path, so that the generated SQL means the same
  * thing in a worker whatever its own search_path.
  *
- * The result is the compiled form, as jsonb, including two format strings
- * that SQL fills in with the version's table names:
- *	 batch_select: INSERT INTO %1$s ... SELECT ... FROM %2$s ... GROUP BY ...
- *				   ON CONFLICT (window_start, keys) DO UPDATE SET <merge>
- *	 view_select:  the user-facing view over table %1$s, with is_final from
- *				   allowed lateness %2$L and version id %3$s.
- * Each batch's events are loaded into %2$s (one row per event and window,
- * column sv_window_start holding the window), so the per-batch statement
- * pre-aggregates the batch and upserts one row per (window, keys) touched.
+ * The result is an SvCompiled: the window, the WHERE clause, and per output
+ * column whether it is a group key or which mergeable aggregate, with its
+ * SQL as deparsed.  codegen.c turns it into the statements a version needs.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,74 +48,18 @@
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
 
-typedef enum SvAggKind
-{
-	SV_AGG_COUNT,
-	SV_AGG_SUM,
-	SV_AGG_MIN,
-	SV_AGG_MAX,
-	SV_AGG_AVG,
-	SV_AGG_BOOL_AND,
-	SV_AGG_BOOL_OR
-} SvAggKind;
-
 static const char *const sv_agg_names[] = {
 	"count", "sum", "min", "max", "avg", "bool_and", "bool_or"
 };
 
-typedef struct SvOutput
+/* An aggregate kind as SQL (and the compiled definition) names it. */
+const char *
+streamview_agg_name(SvAggKind kind)
 {
-	char	   *name;
-	bool		is_key;
-	SvAggKind	agg;
-	char	   *expr_sql;		/* key expression, or the aggregate call */
-	char	   *type_sql;
-	/* avg only: */
-	char	   *count_sql;
-	char	   *avg_type_sql;
-	Oid			avg_type;
-} SvOutput;
-
-typedef struct SvCompiled
-{
-	SvWindow	window;
-	char	   *window_size_sql;
-	char	   *window_slide_sql;
-	char	   *window_size_text;
-	char	   *window_slide_text;
-	char	   *where_sql;
-	List	   *outputs;		/* of SvOutput *, in select-list order */
-} SvCompiled;
+	return sv_agg_names[kind];
+}
 
 /* ---------- small helpers ---------- */
-
-static char *
-sv_escape_percent(const char *s)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (; *s; s++)
-	{
-		if (*s == '%')
-			appendStringInfoChar(&buf, '%');
-		appendStringInfoChar(&buf, *s);
-	}
-	return buf.data;
-}
-
-static void
-sv_json_kv(StringInfo buf, const char *key, const char *value, bool comma)
-{
-	if (comma)
-		appendStringInfoChar(buf, ',');
-	escape_json(buf, key);
-	appendStringInfoChar(buf, ':');
-	if (value)
-		escape_json(buf, value);
-	else
-		appendStringInfoString(buf, "null");
-}
 
 /*
  * The source named in the query's FROM clause.  Raw parse only, so that the
@@ -607,208 +545,18 @@ sv_compile_query(Query *q, Oid stand_in, const char *source, AttrNumber et_attno
 				 errhint("Use event time instead of now() or CURRENT_TIMESTAMP, and mark your own functions IMMUTABLE.")));
 }
 
-/* ---------- SQL generation ---------- */
-
-static char *
-sv_merge_sql(const SvOutput *o, const char *col)
-{
-	const char *q = quote_identifier(col);
-
-	switch (o->agg)
-	{
-		case SV_AGG_COUNT:
-			return psprintf("%s = t.%s + excluded.%s", q, q, q);
-		case SV_AGG_SUM:
-		case SV_AGG_AVG:
-			return psprintf("%s = coalesce(t.%s + excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
-		case SV_AGG_MIN:
-			return psprintf("%s = least(t.%s, excluded.%s)", q, q, q);
-		case SV_AGG_MAX:
-			return psprintf("%s = greatest(t.%s, excluded.%s)", q, q, q);
-		case SV_AGG_BOOL_AND:
-			return psprintf("%s = coalesce(t.%s AND excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
-		case SV_AGG_BOOL_OR:
-			return psprintf("%s = coalesce(t.%s OR excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
-	}
-	return NULL;
-}
-
-static char *
-sv_count_col(const SvOutput *o)
-{
-	return psprintf("%s__count", o->name);
-}
-
-static char *
-sv_build_batch_select(const SvCompiled *c)
-{
-	StringInfoData cols,
-				sel,
-				grp,
-				conflict,
-				merge;
-	ListCell   *lc;
-	int			pos = 2;
-
-	initStringInfo(&cols);
-	initStringInfo(&sel);
-	initStringInfo(&grp);
-	initStringInfo(&conflict);
-	initStringInfo(&merge);
-	appendStringInfoString(&cols, "window_start, window_end");
-	appendStringInfo(&sel, "sv_window_start, sv_window_start + %s", c->window_size_sql);
-	appendStringInfoString(&grp, "1");
-	appendStringInfoString(&conflict, "window_start");
-	foreach(lc, c->outputs)
-	{
-		SvOutput   *o = lfirst(lc);
-
-		appendStringInfo(&cols, ", %s", quote_identifier(o->name));
-		appendStringInfo(&sel, ", %s", o->expr_sql);
-		pos++;
-		if (o->is_key)
-		{
-			appendStringInfo(&grp, ", %d", pos);
-			appendStringInfo(&conflict, ", %s", quote_identifier(o->name));
-			continue;
-		}
-		appendStringInfo(&merge, "%s%s", merge.len ? ", " : "", sv_merge_sql(o, o->name));
-		if (o->agg == SV_AGG_AVG)
-		{
-			char	   *cc = sv_count_col(o);
-			SvOutput	counter = {.agg = SV_AGG_COUNT};
-
-			appendStringInfo(&cols, ", %s", quote_identifier(cc));
-			appendStringInfo(&sel, ", %s", o->count_sql);
-			pos++;
-			appendStringInfo(&merge, ", %s", sv_merge_sql(&counter, cc));
-		}
-	}
-	return psprintf("INSERT INTO %%1$s AS t (%s) SELECT %s FROM %%2$s%s%s GROUP BY %s "
-					"ON CONFLICT (%s) DO %s%s",
-					sv_escape_percent(cols.data), sv_escape_percent(sel.data),
-					c->where_sql ? " WHERE " : "",
-					c->where_sql ? sv_escape_percent(c->where_sql) : "",
-					grp.data, sv_escape_percent(conflict.data),
-					merge.len ? "UPDATE SET " : "NOTHING", sv_escape_percent(merge.data));
-}
-
-static char *
-sv_build_view_select(const SvCompiled *c)
-{
-	StringInfoData sel;
-	ListCell   *lc;
-
-	initStringInfo(&sel);
-	appendStringInfoString(&sel, "SELECT t.window_start, t.window_end");
-	foreach(lc, c->outputs)
-	{
-		SvOutput   *o = lfirst(lc);
-		const char *q = quote_identifier(o->name);
-
-		if (o->agg == SV_AGG_AVG && !o->is_key)
-		{
-			const char *cc = quote_identifier(sv_count_col(o));
-
-			if (o->avg_type == INTERVALOID)
-				appendStringInfo(&sel, ", CASE WHEN t.%s > 0 THEN t.%s / t.%s::float8 END AS %s",
-								 cc, q, cc, q);
-			else
-				appendStringInfo(&sel, ", CASE WHEN t.%s > 0 THEN t.%s::%s / t.%s::%s END AS %s",
-								 cc, q, o->avg_type_sql, cc, o->avg_type_sql, q);
-		}
-		else
-			appendStringInfo(&sel, ", t.%s", q);
-	}
-	sel.data = sv_escape_percent(sel.data);
-	sel.len = strlen(sel.data);
-	sel.maxlen = sel.len + 1;
-	appendStringInfoString(&sel,
-						   ", coalesce(t.window_end + %2$L::interval <= "
-						   "(SELECT v.watermark FROM streamview.versions v WHERE v.version_id = %3$s), false)"
-						   " AS is_final FROM %1$s t");
-	return sel.data;
-}
-
-static Datum
-sv_compiled_jsonb(const SvCompiled *c)
-{
-	StringInfoData buf;
-	ListCell   *lc;
-	bool		first = true;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	sv_json_kv(&buf, "window_kind", c->window.kind == SV_WINDOW_TUMBLE ? "tumble" : "hop", false);
-	sv_json_kv(&buf, "window_size", c->window_size_text, true);
-	sv_json_kv(&buf, "window_slide", c->window_slide_text, true);
-	sv_json_kv(&buf, "where", c->where_sql, true);
-	appendStringInfoString(&buf, ",\"outputs\":[");
-	foreach(lc, c->outputs)
-	{
-		SvOutput   *o = lfirst(lc);
-
-		appendStringInfoString(&buf, first ? "{" : ",{");
-		sv_json_kv(&buf, "name", o->name, false);
-		sv_json_kv(&buf, "kind", o->is_key ? "key" : sv_agg_names[o->agg], true);
-		sv_json_kv(&buf, "sql", o->expr_sql, true);
-		sv_json_kv(&buf, "type", o->avg_type_sql ? o->avg_type_sql : o->type_sql, true);
-		appendStringInfoChar(&buf, '}');
-		first = false;
-	}
-	appendStringInfoString(&buf, "],\"table_columns\":[{\"name\":\"window_start\",\"type\":\"timestamptz NOT NULL\"},"
-						   "{\"name\":\"window_end\",\"type\":\"timestamptz NOT NULL\"}");
-	foreach(lc, c->outputs)
-	{
-		SvOutput   *o = lfirst(lc);
-
-		appendStringInfoString(&buf, ",{");
-		sv_json_kv(&buf, "name", o->name, false);
-		sv_json_kv(&buf, "type", psprintf("%s%s", o->type_sql,
-										  (o->is_key || o->agg != SV_AGG_COUNT) ? "" : " NOT NULL"), true);
-		appendStringInfoChar(&buf, '}');
-		if (o->agg == SV_AGG_AVG && !o->is_key)
-		{
-			appendStringInfoString(&buf, ",{");
-			sv_json_kv(&buf, "name", sv_count_col(o), false);
-			sv_json_kv(&buf, "type", "bigint NOT NULL", true);
-			appendStringInfoChar(&buf, '}');
-		}
-	}
-	appendStringInfoString(&buf, "],\"conflict_columns\":[\"window_start\"");
-	foreach(lc, c->outputs)
-	{
-		SvOutput   *o = lfirst(lc);
-
-		if (o->is_key)
-		{
-			appendStringInfoChar(&buf, ',');
-			escape_json(&buf, o->name);
-		}
-	}
-	appendStringInfoChar(&buf, ']');
-	sv_json_kv(&buf, "batch_select", sv_build_batch_select(c), true);
-	sv_json_kv(&buf, "view_select", sv_build_view_select(c), true);
-	appendStringInfoChar(&buf, '}');
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
-}
-
-
-PG_FUNCTION_INFO_V1(streamview_compile);
-PGDLLEXPORT Datum streamview_compile(PG_FUNCTION_ARGS);
-
 /*
- * streamview._compile(source, query) → jsonb.  Analysis runs as the calling
+ * Compile a stream view query over source.  Analysis runs as the calling
  * role with its search_path (names in the query mean what they mean to the
- * user); deparsing runs with search_path = pg_catalog (the generated SQL
- * names everything else explicitly).
+ * user); deparsing runs with search_path = pg_catalog, pg_temp (the compiled
+ * SQL names everything else explicitly).  Inside a transaction; creates and
+ * drops a temporary stand-in table for the source.
  */
-Datum
-streamview_compile(PG_FUNCTION_ARGS)
+SvCompiled *
+streamview_compile_view(Oid caller, const char *caller_path, const char *source, const char *query)
 {
-	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	SvCompiled	c = {0};
+	SvCompiled *c = palloc0(sizeof(SvCompiled));
+	MemoryContext cxt = CurrentMemoryContext;
 	AttrNumber	et_attno;
 	Oid			stand_in;
 	List	   *raw;
@@ -816,7 +564,6 @@ streamview_compile(PG_FUNCTION_ARGS)
 	Oid			save_user;
 	int			save_sec;
 	int			nest;
-	Datum		result;
 	char	   *event_time;
 
 	SPI_connect();
@@ -825,10 +572,9 @@ streamview_compile(PG_FUNCTION_ARGS)
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	nest = NewGUCNestLevel();
-	if (OidIsValid(streamview_caller()))
-		SetUserIdAndSecContext(streamview_caller(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	if (streamview_caller_search_path())
-		(void) set_config_option("search_path", streamview_caller_search_path(),
+	SetUserIdAndSecContext(caller, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (caller_path)
+		(void) set_config_option("search_path", caller_path,
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	raw = raw_parser(query, RAW_PARSE_DEFAULT);
 	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), query, NULL, 0, NULL);
@@ -838,12 +584,34 @@ streamview_compile(PG_FUNCTION_ARGS)
 	nest = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	sv_compile_query(q, stand_in, source, et_attno, event_time, &c);
-	result = sv_compiled_jsonb(&c);
+	{
+		/* the compiled form outlives SPI */
+		MemoryContext spi = MemoryContextSwitchTo(cxt);
+
+		sv_compile_query(q, stand_in, source, et_attno, event_time, c);
+		MemoryContextSwitchTo(spi);
+	}
 	AtEOXact_GUC(true, nest);
 
 	SPI_execute(psprintf("DROP TABLE pg_temp.%s", quote_identifier(source)), false, 0);
-	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
-	PG_RETURN_DATUM(result);
+	return c;
+}
+
+PG_FUNCTION_INFO_V1(streamview_compile);
+PGDLLEXPORT Datum streamview_compile(PG_FUNCTION_ARGS);
+
+/*
+ * streamview._compile of version 0.1, whose script still declares it: the
+ * library of a later version refuses it with a hint (see
+ * streamview._version_sql instead).
+ */
+Datum
+streamview_compile(PG_FUNCTION_ARGS)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the SQL objects of pg_streamview are older than its library"),
+			 errhint("Run ALTER EXTENSION pg_streamview UPDATE.")));
+	PG_RETURN_NULL();
 }

@@ -133,7 +133,7 @@ void
 streamview_prepare_version(const SvSource *src, SvVersion *v)
 {
 	StringInfoData sql;
-	char	   *relname = psprintf("sv_batch_%d", v->version_id);
+	char	   *relname = psprintf(SV_BATCH_TABLE, v->version_id);
 	SvRunAs		ra;
 
 	initStringInfo(&sql);

@@ -1,13 +1,22 @@
 -- Internals shared by the API's implementations.  None is callable by PUBLIC.
 
--- Parse-analyses a stream view query against the source's columns and returns
--- its compiled form (window, keys, aggregates, per-batch SQL fragments).
-CREATE FUNCTION streamview._compile(source_name text, query text)
-RETURNS jsonb
-AS 'MODULE_PATHNAME', 'streamview_compile'
-LANGUAGE C VOLATILE STRICT;
+-- Compiles a stream view query over a source and returns everything a
+-- version needs, with its names in place (codegen.c): its definition, the
+-- statements that make its table and unique index, its per-batch upsert and
+-- the SELECT its view is while it is live.  The query is analysed as caller,
+-- with caller_path as search_path.
+CREATE FUNCTION streamview._version_sql(caller regrole, caller_path text, source text, query text,
+                                        table_name text, version_id int, lateness interval,
+                                        OUT definition jsonb, OUT create_table text,
+                                        OUT create_index text, OUT batch_sql text, OUT view_sql text)
+AS 'MODULE_PATHNAME', 'streamview_version_sql'
+LANGUAGE C VOLATILE;
 
-REVOKE ALL ON FUNCTION streamview._compile(text, text) FROM PUBLIC;
+-- The search_path of the API's caller, as the dispatcher found it.
+CREATE FUNCTION streamview._caller_search_path()
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_caller_search_path_fn'
+LANGUAGE C STABLE;
 
 -- Wakes the launcher when the calling transaction commits.
 CREATE FUNCTION streamview._notify_launcher()

@@ -2,6 +2,7 @@
 
 -- Creates version `ver` of view `vid`: its table, its row in streamview.versions.
 -- Runs as the extension owner; the table is handed to the view's owner.
+-- _version_sql (codegen.c) makes every statement; this only runs and records them.
 CREATE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text,
                                            state streamview.version_state)
 RETURNS int
@@ -11,47 +12,34 @@ AS $$
 DECLARE
     v        streamview.views;
     src      text;
-    comp     jsonb;
     tbl      text;
-    vrow_id  int;
-    cols     text;
-    keys     text;
-    batch    text;
-    viewsql  text;
+    vrow_id  int := nextval(pg_get_serial_sequence('streamview.versions', 'version_id'));
+    gen      record;
 BEGIN
     SELECT * INTO v FROM streamview.views w WHERE w.view_id = vid;
     SELECT s.name INTO src FROM streamview.sources s WHERE s.source_id = v.source_id;
-    comp := streamview._compile(src, query);
     tbl := format('%I.%I', v.schema_name, v.name || '_v' || ver);
+    SELECT * INTO gen FROM streamview._version_sql(caller, streamview._caller_search_path(), src, query,
+                                                   tbl, vrow_id, v.allowed_lateness);
     IF to_regclass(tbl) IS NOT NULL THEN
         RAISE EXCEPTION 'relation % already exists', tbl
             USING ERRCODE = 'duplicate_table',
                   HINT = 'Each version of a stream view keeps its rows in a table named <view>_v<version>.';
     END IF;
-
-    SELECT string_agg(format('%I %s', c->>'name', c->>'type'), ', ' ORDER BY o)
-      INTO cols FROM jsonb_array_elements(comp->'table_columns') WITH ORDINALITY AS t(c, o);
-    SELECT string_agg(format('%I', k), ', ' ORDER BY o)
-      INTO keys FROM jsonb_array_elements_text(comp->'conflict_columns') WITH ORDINALITY AS t(k, o);
-    EXECUTE format('CREATE TABLE %s (%s)', tbl, cols);
+    EXECUTE gen.create_table;
     EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
-    EXECUTE format('CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT', tbl, keys);
+    EXECUTE gen.create_index;
     EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
                    format('rows of stream view %s, version %s (maintained by pg_streamview)', v.name, ver));
 
-    INSERT INTO streamview.versions (view_id, view_name, version, state, query, definition,
+    INSERT INTO streamview.versions (version_id, view_id, view_name, version, state, query, definition,
                                      definition_hash, table_name, window_kind, window_size,
                                      window_slide, batch_sql, view_sql, extension_version, created_by)
-    VALUES (vid, v.name, ver, state, query, comp - 'batch_select',
-            md5(jsonb_build_object('d', comp - 'batch_select', 'lateness', v.allowed_lateness)::text),
-            tbl::regclass, comp->>'window_kind', (comp->>'window_size')::interval,
-            (comp->>'window_slide')::interval, '', '',
-            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name)
-    RETURNING version_id INTO vrow_id;
-
-    batch := format(comp->>'batch_select', tbl, 'pg_temp.sv_batch_' || vrow_id);
-    viewsql := format(comp->>'view_select', tbl, v.allowed_lateness, vrow_id);
-    UPDATE streamview.versions SET batch_sql = batch, view_sql = viewsql WHERE version_id = vrow_id;
+    VALUES (vrow_id, vid, v.name, ver, state, query, gen.definition,
+            md5(jsonb_build_object('d', gen.definition, 'lateness', v.allowed_lateness)::text),
+            tbl::regclass, gen.definition->>'window_kind', (gen.definition->>'window_size')::interval,
+            (gen.definition->>'window_slide')::interval, gen.batch_sql, gen.view_sql,
+            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name);
     RETURN vrow_id;
 END $$;
 

@@ -1,0 +1,317 @@
+/*-------------------------------------------------------------------------
+ *
+ * codegen.c
+ *	  The SQL a stream view version needs, generated in one place from its
+ *	  compiled query (compile.c): its table, its unique index, the per-batch
+ *	  upsert, the view's SELECT, and the definition stored with it.
+ *
+ * streamview._version_sql(caller, caller_path, source, query, table_name,
+ * version_id, lateness) compiles the query and returns all of them, with the
+ * version's real names in place: SQL only executes and records them.
+ *
+ * The definition (streamview.versions.definition, hashed with the view's
+ * allowed lateness into definition_hash) is a jsonb object:
+ *	 window_kind		"tumble" or "hop"
+ *	 window_size		the window's size, as interval text
+ *	 window_slide		its slide (the size for tumble)
+ *	 where				the query's WHERE clause as deparsed, or null
+ *	 outputs			[{name, kind, sql, type}] in select-list order: kind is
+ *						"key" or the aggregate (count, sum, min, max, avg,
+ *						bool_and, bool_or); sql the key expression or aggregate
+ *						call; type the column's type as the view shows it
+ *	 table_columns		[{name, type}] of the version's table, in order
+ *	 conflict_columns	the table's key: window_start and the group keys
+ * _compare reads outputs (name, kind) to match two versions' columns.
+ *
+ * The per-batch upsert reads the worker's batch table (SV_BATCH_TABLE),
+ * which holds one row per event and window, the window in sv_window_start:
+ *	 INSERT INTO <table> AS t (window_start, window_end, <outputs>)
+ *	 SELECT sv_window_start, sv_window_start + <size>, <outputs' SQL>
+ *	 FROM pg_temp.sv_batch_<version_id> [WHERE ...] GROUP BY 1, <keys>
+ *	 ON CONFLICT (window_start, <keys>) DO UPDATE SET <merge of each aggregate>
+ * so a batch is pre-aggregated and each (window, keys) it touches is
+ * upserted once.  avg is kept as a sum and a count (column <name>__count).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+static void
+sv_json_kv(StringInfo buf, const char *key, const char *value, bool comma)
+{
+	if (comma)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+	if (value)
+		escape_json(buf, value);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+/* How an aggregate's column takes in a batch's partial value. */
+static char *
+sv_merge_sql(const SvOutput *o, const char *col)
+{
+	const char *q = quote_identifier(col);
+
+	switch (o->agg)
+	{
+		case SV_AGG_COUNT:
+			return psprintf("%s = t.%s + excluded.%s", q, q, q);
+		case SV_AGG_SUM:
+		case SV_AGG_AVG:
+			return psprintf("%s = coalesce(t.%s + excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
+		case SV_AGG_MIN:
+			return psprintf("%s = least(t.%s, excluded.%s)", q, q, q);
+		case SV_AGG_MAX:
+			return psprintf("%s = greatest(t.%s, excluded.%s)", q, q, q);
+		case SV_AGG_BOOL_AND:
+			return psprintf("%s = coalesce(t.%s AND excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
+		case SV_AGG_BOOL_OR:
+			return psprintf("%s = coalesce(t.%s OR excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
+	}
+	return NULL;
+}
+
+static char *
+sv_count_col(const SvOutput *o)
+{
+	return psprintf("%s__count", o->name);
+}
+
+/*
+ * The per-batch upsert (see the file header): one statement that
+ * pre-aggregates the batch table and merges it into the version's table.
+ */
+static char *
+sv_batch_sql(const SvCompiled *c, const char *table, int32 version_id)
+{
+	StringInfoData cols,
+				sel,
+				grp,
+				conflict,
+				merge;
+	ListCell   *lc;
+	int			pos = 2;
+
+	initStringInfo(&cols);
+	initStringInfo(&sel);
+	initStringInfo(&grp);
+	initStringInfo(&conflict);
+	initStringInfo(&merge);
+	appendStringInfoString(&cols, "window_start, window_end");
+	appendStringInfo(&sel, "sv_window_start, sv_window_start + %s", c->window_size_sql);
+	appendStringInfoString(&grp, "1");
+	appendStringInfoString(&conflict, "window_start");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		appendStringInfo(&cols, ", %s", quote_identifier(o->name));
+		appendStringInfo(&sel, ", %s", o->expr_sql);
+		pos++;
+		if (o->is_key)
+		{
+			appendStringInfo(&grp, ", %d", pos);
+			appendStringInfo(&conflict, ", %s", quote_identifier(o->name));
+			continue;
+		}
+		appendStringInfo(&merge, "%s%s", merge.len ? ", " : "", sv_merge_sql(o, o->name));
+		if (o->agg == SV_AGG_AVG)
+		{
+			char	   *cc = sv_count_col(o);
+			SvOutput	counter = {.agg = SV_AGG_COUNT};
+
+			appendStringInfo(&cols, ", %s", quote_identifier(cc));
+			appendStringInfo(&sel, ", %s", o->count_sql);
+			pos++;
+			appendStringInfo(&merge, ", %s", sv_merge_sql(&counter, cc));
+		}
+	}
+	return psprintf("INSERT INTO %s AS t (%s) SELECT %s FROM pg_temp." SV_BATCH_TABLE "%s%s GROUP BY %s "
+					"ON CONFLICT (%s) DO %s%s",
+					table, cols.data, sel.data, version_id,
+					c->where_sql ? " WHERE " : "", c->where_sql ? c->where_sql : "",
+					grp.data, conflict.data, merge.len ? "UPDATE SET " : "NOTHING", merge.data);
+}
+
+/*
+ * The SELECT the stream view is defined as while this version is live:
+ * its rows, avg computed from its sum and count, and is_final from the
+ * version's watermark.
+ */
+static char *
+sv_view_sql(const SvCompiled *c, const char *table, int32 version_id, const char *lateness)
+{
+	StringInfoData sel;
+	ListCell   *lc;
+
+	initStringInfo(&sel);
+	appendStringInfoString(&sel, "SELECT t.window_start, t.window_end");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+		const char *q = quote_identifier(o->name);
+
+		if (o->agg == SV_AGG_AVG && !o->is_key)
+		{
+			const char *cc = quote_identifier(sv_count_col(o));
+
+			if (o->avg_type == INTERVALOID)
+				appendStringInfo(&sel, ", CASE WHEN t.%s > 0 THEN t.%s / t.%s::float8 END AS %s",
+								 cc, q, cc, q);
+			else
+				appendStringInfo(&sel, ", CASE WHEN t.%s > 0 THEN t.%s::%s / t.%s::%s END AS %s",
+								 cc, q, o->avg_type_sql, cc, o->avg_type_sql, q);
+		}
+		else
+			appendStringInfo(&sel, ", t.%s", q);
+	}
+	appendStringInfo(&sel,
+					 ", coalesce(t.window_end + %s::interval <= "
+					 "(SELECT v.watermark FROM streamview.versions v WHERE v.version_id = %d), false)"
+					 " AS is_final FROM %s t",
+					 quote_literal_cstr(lateness), version_id, table);
+	return sel.data;
+}
+
+/* The table's column list, "name type, ...", for CREATE TABLE. */
+static char *
+sv_table_columns(const SvCompiled *c)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "window_start timestamptz NOT NULL, window_end timestamptz NOT NULL");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		appendStringInfo(&buf, ", %s %s%s", quote_identifier(o->name), o->type_sql,
+						 (o->is_key || o->agg != SV_AGG_COUNT) ? "" : " NOT NULL");
+		if (o->agg == SV_AGG_AVG && !o->is_key)
+			appendStringInfo(&buf, ", %s bigint NOT NULL", quote_identifier(sv_count_col(o)));
+	}
+	return buf.data;
+}
+
+/* The table's key, "window_start, key, ...". */
+static char *
+sv_key_columns(const SvCompiled *c)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "window_start");
+	foreach(lc, c->outputs)
+		if (((SvOutput *) lfirst(lc))->is_key)
+			appendStringInfo(&buf, ", %s", quote_identifier(((SvOutput *) lfirst(lc))->name));
+	return buf.data;
+}
+
+/* The definition stored with the version (see the file header). */
+static Datum
+sv_definition(const SvCompiled *c)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	sv_json_kv(&buf, "window_kind", c->window.kind == SV_WINDOW_TUMBLE ? "tumble" : "hop", false);
+	sv_json_kv(&buf, "window_size", c->window_size_text, true);
+	sv_json_kv(&buf, "window_slide", c->window_slide_text, true);
+	sv_json_kv(&buf, "where", c->where_sql, true);
+	appendStringInfoString(&buf, ",\"outputs\":[");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		appendStringInfoString(&buf, first ? "{" : ",{");
+		sv_json_kv(&buf, "name", o->name, false);
+		sv_json_kv(&buf, "kind", o->is_key ? "key" : streamview_agg_name(o->agg), true);
+		sv_json_kv(&buf, "sql", o->expr_sql, true);
+		sv_json_kv(&buf, "type", o->avg_type_sql ? o->avg_type_sql : o->type_sql, true);
+		appendStringInfoChar(&buf, '}');
+		first = false;
+	}
+	appendStringInfoString(&buf, "],\"table_columns\":[{\"name\":\"window_start\",\"type\":\"timestamptz NOT NULL\"},"
+						   "{\"name\":\"window_end\",\"type\":\"timestamptz NOT NULL\"}");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		appendStringInfoString(&buf, ",{");
+		sv_json_kv(&buf, "name", o->name, false);
+		sv_json_kv(&buf, "type", psprintf("%s%s", o->type_sql,
+										  (o->is_key || o->agg != SV_AGG_COUNT) ? "" : " NOT NULL"), true);
+		appendStringInfoChar(&buf, '}');
+		if (o->agg == SV_AGG_AVG && !o->is_key)
+		{
+			appendStringInfoString(&buf, ",{");
+			sv_json_kv(&buf, "name", sv_count_col(o), false);
+			sv_json_kv(&buf, "type", "bigint NOT NULL", true);
+			appendStringInfoChar(&buf, '}');
+		}
+	}
+	appendStringInfoString(&buf, "],\"conflict_columns\":[\"window_start\"");
+	foreach(lc, c->outputs)
+	{
+		SvOutput   *o = lfirst(lc);
+
+		if (o->is_key)
+		{
+			appendStringInfoChar(&buf, ',');
+			escape_json(&buf, o->name);
+		}
+	}
+	appendStringInfoString(&buf, "]}");
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+PG_FUNCTION_INFO_V1(streamview_version_sql);
+PGDLLEXPORT Datum streamview_version_sql(PG_FUNCTION_ARGS);
+
+/*
+ * streamview._version_sql(caller regrole, caller_path text, source text,
+ * query text, table_name text, version_id int, lateness interval)
+ * → (definition jsonb, create_table text, create_index text, batch_sql text,
+ *    view_sql text).  table_name is already quoted (schema.table).
+ */
+Datum
+streamview_version_sql(PG_FUNCTION_ARGS)
+{
+	Oid			caller = PG_GETARG_OID(0);
+	char	   *caller_path = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	char	   *table = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	int32		version_id = PG_GETARG_INT32(5);
+	char	   *lateness = DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(6)));
+	SvCompiled *c;
+	TupleDesc	desc;
+	Datum		values[5];
+	bool		nulls[5] = {false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "streamview._version_sql must return a record");
+	c = streamview_compile_view(caller, caller_path, source, query);
+	values[0] = sv_definition(c);
+	values[1] = CStringGetTextDatum(psprintf("CREATE TABLE %s (%s)", table, sv_table_columns(c)));
+	values[2] = CStringGetTextDatum(psprintf("CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT",
+											 table, sv_key_columns(c)));
+	values[3] = CStringGetTextDatum(sv_batch_sql(c, table, version_id));
+	values[4] = CStringGetTextDatum(sv_view_sql(c, table, version_id, lateness));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
