@@ -30,10 +30,15 @@ SHLIB_LINK  = -lrdkafka
 
 REGRESS      = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 REGRESS_OPTS = --inputdir=test --temp-config=test/pg_streamview.conf --temp-instance=./tmp_check
+ISOLATION    = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test
+# PGXS can run the Perl TAP suite too (make installcheck); their helpers are in t/lib.
+TAP_TESTS    = 1
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
+PROVE_FLAGS += -I ./t/lib
 endif
 
 $(DATA_built): $(SQL_PARTS)

@@ -22,6 +22,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "postmaster/bgworker.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
@@ -65,6 +66,7 @@ typedef struct SvColumn
 } SvColumn;
 
 typedef struct SvPathNode SvPathNode;	/* parse.c: trie of column paths */
+typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 
 /* A source, as the worker sees it (catalog.c loads it). */
 typedef struct SvSource
@@ -235,6 +237,33 @@ typedef struct SvCompiled
 	List	   *outputs;		/* of SvOutput *, in select-list order */
 } SvCompiled;
 
+/*
+ * The two kinds of background worker the launcher starts, and what it hands
+ * each in bgw_extra.  One name each, in code, docs, bgw_type and
+ * application_name: "source worker" (pg_streamview source) and "replay
+ * worker" (pg_streamview replay).
+ */
+typedef enum SvWorkerKind
+{
+	SV_WORKER_SOURCE,			/* one per source: every live and caught-up version */
+	SV_WORKER_REPLAY			/* one per replaying version (a rebuild) */
+} SvWorkerKind;
+
+#define SV_BGW_TYPE_SOURCE "pg_streamview source"
+#define SV_BGW_TYPE_REPLAY "pg_streamview replay"
+
+typedef struct SvWorkerParams
+{
+	Oid			dboid;
+	Oid			owner;			/* the role it connects as: the extension's owner */
+	SvWorkerKind kind;
+	int32		source_id;
+	int32		replay_version_id;	/* SV_WORKER_REPLAY: versions.version_id */
+} SvWorkerParams;
+
+StaticAssertDecl(sizeof(SvWorkerParams) <= BGW_EXTRALEN,
+				 "SvWorkerParams must fit in bgw_extra");
+
 /* What streamview_run_as_end restores: kept by the caller, on its stack. */
 typedef struct SvRunAs
 {
@@ -268,8 +297,22 @@ extern SvCompiled *streamview_compile_view(Oid caller, const char *caller_path,
 										   const char *source, const char *query);
 extern const char *streamview_agg_name(SvAggKind kind);
 
-/* ----------------------------------------------------------- in consumer.c */
-extern PGDLLEXPORT void streamview_source_main(Datum arg);
+/* ------------------------------------------------------ in source_worker.c */
+extern PGDLLEXPORT void streamview_worker_main(Datum arg);
+
+/* ------------------------------------------------------------- in worker.c */
+extern void streamview_begin_batch(const char *activity);
+extern void streamview_commit_batch(void);
+extern void streamview_pin_worker_settings(void);
+extern void streamview_worker_context(const char *description);
+extern void streamview_worker_context_event(int32 partition, int64 offset);
+
+/* ------------------------------------------------------------- in replay.c */
+extern void streamview_replay_start(SvVersion *v, SvKafka *kafka, int nparts);
+extern int	streamview_replay_batch_limit(SvVersion *v, int capacity);
+extern void streamview_replay_throttle(SvVersion *v, int n);
+extern bool streamview_replay_check_caught_up(SvVersion *v);
+extern void streamview_replay_done(SvVersion *v) pg_attribute_noreturn();
 
 /* ------------------------------------------------------------- in window.c */
 extern int64 streamview_interval_usecs(const Interval *iv, const char *what);
@@ -278,8 +321,8 @@ extern int	streamview_window_starts(const SvWindow *w, TimestampTz ts, Timestamp
 
 /* ------------------------------------------------------------ in catalog.c */
 extern SvSource *streamview_load_source(int32 source_id);
-extern List *streamview_load_versions(const SvSource *src, int32 replay_version);
-extern char *streamview_versions_signature(int32 source_id, int32 replay_version);
+extern List *streamview_load_versions(const SvSource *src, int32 replay_version_id);
+extern char *streamview_versions_signature(int32 source_id, int32 replay_version_id);
 extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
 extern void streamview_clear_source_error(int32 source_id);
@@ -298,7 +341,6 @@ extern const char *streamview_reason_name(SvReason reason);
 extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
 
 /* ----------------------------- in kafka.c: the only file that knows librdkafka */
-typedef struct SvKafka SvKafka;
 
 extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
 extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);

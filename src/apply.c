@@ -251,7 +251,13 @@ sv_try_apply(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx,
 			 SvVersionBatch *vb)
 {
 	SvApplyArgs a = {src, v, events, idx, n};
-	ErrorData  *err = streamview_in_subtransaction(sv_apply_events, &a);
+	ErrorData  *err;
+
+	/* what is logged while one event is tried alone names it */
+	if (n == 1)
+		streamview_worker_context_event(events[idx[0]].partition, events[idx[0]].offset);
+	err = streamview_in_subtransaction(sv_apply_events, &a);
+	streamview_worker_context_event(-1, -1);
 
 	if (err != NULL && err->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		vb->timeouts++;			/* the only cancel that comes back */

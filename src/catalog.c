@@ -160,7 +160,7 @@ lappend_cxt(MemoryContext cxt, List *list, void *datum)
 }
 
 /*
- * Which versions a worker maintains: a source worker (replay_version 0) the
+ * Which versions a worker maintains: a source worker (replay_version_id 0) the
  * live and caught-up ones; a replay worker just its replaying version.
  */
 #define SV_WORKER_VERSIONS \
@@ -172,10 +172,10 @@ lappend_cxt(MemoryContext cxt, List *list, void *datum)
  * in a memory context of its own (a child of TopMemoryContext).
  */
 List *
-streamview_load_versions(const SvSource *src, int32 replay_version)
+streamview_load_versions(const SvSource *src, int32 replay_version_id)
 {
 	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		args[2] = {Int32GetDatum(src->source_id), Int32GetDatum(replay_version)};
+	Datum		args[2] = {Int32GetDatum(src->source_id), Int32GetDatum(replay_version_id)};
 	List	   *result = NIL;
 	uint64		n;
 	SPITupleTable *tt;
@@ -233,10 +233,10 @@ streamview_load_versions(const SvSource *src, int32 replay_version)
  * (which lock those rows FOR UPDATE) wait for the batch to commit.
  */
 char *
-streamview_versions_signature(int32 source_id, int32 replay_version)
+streamview_versions_signature(int32 source_id, int32 replay_version_id)
 {
 	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		args[2] = {Int32GetDatum(source_id), Int32GetDatum(replay_version)};
+	Datum		args[2] = {Int32GetDatum(source_id), Int32GetDatum(replay_version_id)};
 	char	   *sig;
 
 	SPI_execute_with_args("SELECT 1 FROM streamview.sources WHERE source_id = $1 FOR KEY SHARE",

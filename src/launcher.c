@@ -40,7 +40,7 @@
 typedef struct SvWorkerSlot
 {
 	int32		source_id;
-	int32		replay_version; /* 0 for a source worker */
+	int32		replay_version_id; /* 0 for a source worker */
 	char		name[NAMEDATALEN];
 	Oid			owner;
 	BackgroundWorkerHandle *handle;
@@ -69,7 +69,7 @@ streamview_register_launcher(void)
 }
 
 static SvWorkerSlot *
-sv_find_slot(int32 source_id, int32 replay_version)
+sv_find_slot(int32 source_id, int32 replay_version_id)
 {
 	ListCell   *lc;
 
@@ -77,7 +77,7 @@ sv_find_slot(int32 source_id, int32 replay_version)
 	{
 		SvWorkerSlot *slot = lfirst(lc);
 
-		if (slot->source_id == source_id && slot->replay_version == replay_version)
+		if (slot->source_id == source_id && slot->replay_version_id == replay_version_id)
 			return slot;
 	}
 	return NULL;
@@ -90,27 +90,33 @@ sv_start_worker(SvWorkerSlot *slot)
 	pid_t		pid;
 	MemoryContext old;
 	bool		registered;
+	SvWorkerParams params = {
+		.dboid = MyDatabaseId,
+		.owner = slot->owner,
+		.kind = slot->replay_version_id ? SV_WORKER_REPLAY : SV_WORKER_SOURCE,
+		.source_id = slot->source_id,
+		.replay_version_id = slot->replay_version_id,
+	};
 
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_streamview");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "streamview_source_main");
-	if (slot->replay_version == 0)
+
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "streamview_worker_main");
+	if (params.kind == SV_WORKER_SOURCE)
 	{
-		snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview consumer for source %s", slot->name);
-		snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview consumer");
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %s", SV_BGW_TYPE_SOURCE, slot->name);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, SV_BGW_TYPE_SOURCE);
 	}
 	else
 	{
-		snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview rebuild of %s", slot->name);
-		snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview rebuild");
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %s", SV_BGW_TYPE_REPLAY, slot->name);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, SV_BGW_TYPE_REPLAY);
 	}
 	bgw.bgw_main_arg = Int32GetDatum(slot->source_id);
 	bgw.bgw_notify_pid = MyProcPid;
-	memcpy(bgw.bgw_extra, &MyDatabaseId, sizeof(Oid));
-	memcpy(bgw.bgw_extra + sizeof(Oid), &slot->owner, sizeof(Oid));
-	memcpy(bgw.bgw_extra + 2 * sizeof(Oid), &slot->replay_version, sizeof(int32));
+	memcpy(bgw.bgw_extra, &params, sizeof(params));
 
 	/* The handle must outlive this round's SPI memory. */
 	old = MemoryContextSwitchTo(TopMemoryContext);
@@ -180,9 +186,9 @@ sv_wait_for_worker(SvWorkerSlot *slot)
 				   streamview_max_workers);
 	ereport(LOG,
 			(errmsg("pg_streamview: %s for %s \"%s\"", msg,
-					slot->replay_version ? "the rebuild of" : "source", slot->name),
+					slot->replay_version_id ? "the rebuild of" : "source", slot->name),
 			 errhint("Raise streamview.max_workers (and max_worker_processes), or drop sources.")));
-	if (slot->replay_version == 0)
+	if (slot->replay_version_id == 0)
 		SPI_execute_with_args("UPDATE streamview.sources SET last_error = $2, last_error_at = now() "
 							  "WHERE source_id = $1",
 							  2, (Oid[]) {INT4OID, TEXTOID},
@@ -195,9 +201,9 @@ sv_wait_for_worker(SvWorkerSlot *slot)
  * theirs) and run each view's statement as that view's owner.
  */
 static void
-sv_reconcile_source(int32 source_id, int32 replay_version, const char *name, Oid owner)
+sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, Oid owner)
 {
-	SvWorkerSlot *slot = sv_find_slot(source_id, replay_version);
+	SvWorkerSlot *slot = sv_find_slot(source_id, replay_version_id);
 	pid_t		pid;
 
 	if (slot == NULL)
@@ -206,7 +212,7 @@ sv_reconcile_source(int32 source_id, int32 replay_version, const char *name, Oid
 
 		slot = palloc0(sizeof(SvWorkerSlot));
 		slot->source_id = source_id;
-		slot->replay_version = replay_version;
+		slot->replay_version_id = replay_version_id;
 		slots = lappend(slots, slot);
 		MemoryContextSwitchTo(old);
 	}

@@ -29,7 +29,8 @@ cd "$WORK/tree"
 passed=0
 failed=0
 
-# SV_REGRESS / SV_PGTAP / SV_TAP narrow a run while developing (names, or "none").
+# SV_REGRESS / SV_ISOLATION / SV_PGTAP / SV_TAP narrow a run while developing
+# (names, or "none").
 taps=${SV_TAP:-t/}
 if [ "${SV_REGRESS:-}" != none ]; then
 sv_log "pg_regress (SQL surface)"
@@ -48,6 +49,24 @@ if [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
     cat "$WORK/regress/regression.diffs" 2>/dev/null
     # kept for a look after the scratch directory is gone
     rm -rf "$ROOT/results" && cp -r "$WORK/regress/results" "$ROOT/results" 2>/dev/null
+fi
+fi
+
+if [ "${SV_ISOLATION:-}" != none ]; then
+sv_log "isolation (concurrent sessions)"
+specs=${SV_ISOLATION:-$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)}
+sv_as_server_user "$SV_PGXS_DIR/src/test/isolation/pg_isolation_regress" \
+    --temp-instance="$WORK/isolation-instance" --temp-config=test/pg_streamview.conf \
+    --inputdir=test --outputdir="$WORK/isolation" --bindir="$SV_PG_BIN" \
+    --port=55434 $specs > "$WORK/isolation.log" 2>&1
+cat "$WORK/isolation.log"
+ok=$(grep -cE '\.\.\. ok|^ok ' "$WORK/isolation.log")
+bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/isolation.log")
+passed=$((passed + ok)); failed=$((failed + bad))
+if [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
+    [ "$ok" -eq 0 ] && [ "$bad" -eq 0 ] && failed=$((failed + 1))
+    cat "$WORK/isolation/regression.diffs" 2>/dev/null
+    rm -rf "$ROOT/results-isolation" && cp -r "$WORK/isolation/results" "$ROOT/results-isolation" 2>/dev/null
 fi
 fi
 

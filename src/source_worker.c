@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * consumer.c
- *	  The source worker: one per source, started by the launcher.
+ * source_worker.c
+ *	  The source worker, one per source, and the loop it shares with the
+ *	  replay worker; both are started by the launcher.
  *
  * Loop: take up to streamview.batch_size messages (waiting at most
  * streamview.batch_timeout), then apply them in ONE transaction that holds
@@ -18,11 +19,10 @@
  * partition at the lowest stored offset of any version (a new version starts
  * from the beginning of the log), so each version sees every message once.
  *
- * A replay worker runs the same loop for one version in state 'replaying'
- * (a rebuild), with a consumer of its own so the live version keeps its
- * freshness, at most max_rate events per second; when its offsets reach the
- * live version's it becomes caught_up and exits, and the source worker
- * takes it over.
+ * A replay worker (SV_WORKER_REPLAY) runs the same loop for one version in
+ * state 'replaying' (a rebuild), with a consumer of its own so the live
+ * version keeps its freshness; what only it does (max_rate, catching up,
+ * the hand-over) is in replay.c.  worker.c holds what both share.
  *
  * Connects as the extension's owner, which does the catalog bookkeeping;
  * each view's statement runs as that view's owner (apply.c).
@@ -56,10 +56,9 @@
 
 typedef struct SvWorker
 {
+	SvWorkerKind kind;
 	int32		source_id;
-	int32		replay_version; /* replay worker: the version; 0: source worker */
-	TimestampTz replay_started;
-	int64		replayed;		/* events consumed by this replay run */
+	int32		replay_version_id;	/* a replay worker's version; 0 for a source worker */
 	SvSource   *src;
 	List	   *versions;
 	char	   *signature;
@@ -76,27 +75,12 @@ typedef struct SvWorker
 
 static SvWorker worker;
 
-static void
-sv_begin(const char *activity)
+/* A replay worker's one version. */
+static SvVersion *
+sv_replayed_version(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-sv_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	/* commit leaves TopMemoryContext current: back to the round's context */
-	if (worker.loop_cxt)
-		MemoryContextSwitchTo(worker.loop_cxt);
+	Assert(worker.kind == SV_WORKER_REPLAY && worker.versions != NIL);
+	return linitial(worker.versions);
 }
 
 static void
@@ -141,13 +125,13 @@ sv_load(void)
 {
 	ListCell   *lc;
 	MemoryContext old;
-	char	   *sig = streamview_versions_signature(worker.source_id, worker.replay_version);
+	char	   *sig = streamview_versions_signature(worker.source_id, worker.replay_version_id);
 
 	if (sig == NULL)
 		return false;
 	sv_free_versions();
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	worker.versions = streamview_load_versions(worker.src, worker.replay_version);
+	worker.versions = streamview_load_versions(worker.src, worker.replay_version_id);
 	MemoryContextSwitchTo(old);
 	foreach(lc, worker.versions)
 		sv_prepare(lfirst(lc));
@@ -198,12 +182,12 @@ sv_note_error(const char *error)
 		return;
 	if (error && worker.last_error && strcmp(error, worker.last_error) == 0)
 		return;
-	sv_begin("recording source error");
+	streamview_begin_batch("recording source error");
 	if (error)
 		streamview_record_worker_error(worker.source_id, error, NULL, true);
 	else
 		streamview_clear_source_error(worker.source_id);
-	sv_commit();
+	streamview_commit_batch();
 	if (worker.last_error)
 		pfree(worker.last_error);
 	worker.last_error = error ? MemoryContextStrdup(TopMemoryContext, error) : NULL;
@@ -233,78 +217,6 @@ sv_check_partitions(bool wait)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-}
-
-/*
- * Replay worker: has the version reached the live version's offsets?  If so
- * it becomes caught_up in the current transaction (the one that applied its
- * last batch), and from then on the source worker maintains it from exactly
- * the offsets stored with that batch: no gap, nothing applied twice.
- */
-static bool
-sv_check_caught_up(void)
-{
-	SvVersion  *v;
-
-	if (worker.replay_version == 0 || worker.versions == NIL)
-		return false;
-	v = linitial(worker.versions);
-	if (!streamview_caught_up(v))
-		return false;
-	streamview_mark_caught_up(v);
-	return true;
-}
-
-static void
-sv_replay_done(void)
-{
-	ereport(LOG,
-			(errmsg("pg_streamview replay of view \"%s\" version %d caught up after %lld events",
-					((SvVersion *) linitial(worker.versions))->view_name,
-					((SvVersion *) linitial(worker.versions))->version,
-					(long long) worker.replayed)));
-	proc_exit(0);
-}
-
-/*
- * Replay worker: keep to max_rate events per second, sleeping on the latch
- * (so SIGTERM still ends the wait at once).
- */
-static void
-sv_throttle(int n)
-{
-	SvVersion  *v;
-	int64		due_us;
-	long		secs;
-	int			usecs;
-
-	worker.replayed += n;
-	if (worker.replay_version == 0 || worker.versions == NIL)
-		return;
-	v = linitial(worker.versions);
-	if (v->max_rate <= 0)
-		return;
-	due_us = worker.replayed * USECS_PER_SEC / v->max_rate;
-	TimestampDifference(worker.replay_started, GetCurrentTimestamp(), &secs, &usecs);
-	if (secs * USECS_PER_SEC + usecs >= due_us)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 (due_us - secs * USECS_PER_SEC - usecs) / 1000 + 1, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-}
-
-/* Replay worker: the most messages one batch may take under max_rate. */
-static int
-sv_batch_limit(int capacity)
-{
-	SvVersion  *v;
-
-	if (worker.replay_version == 0 || worker.versions == NIL)
-		return capacity;
-	v = linitial(worker.versions);
-	if (v->max_rate <= 0)
-		return capacity;
-	return (int) Max(1, Min((int64) capacity, v->max_rate / 10));
 }
 
 /* Source worker: offset marks, from the first version it maintains. */
@@ -357,11 +269,11 @@ sv_apply(SvEvent *events, int n)
 	char	   *sig;
 	bool		caught_up;
 
-	sv_begin("applying batch");
-	sig = streamview_versions_signature(worker.source_id, worker.replay_version);
+	streamview_begin_batch("applying batch");
+	sig = streamview_versions_signature(worker.source_id, worker.replay_version_id);
 	if (sig == NULL || strcmp(sig, worker.signature) != 0)
 	{
-		sv_commit();
+		streamview_commit_batch();
 		return false;
 	}
 	pfree(sig);
@@ -374,16 +286,16 @@ sv_apply(SvEvent *events, int n)
 			streamview_note_log_end(lfirst(lc), p, end);
 	}
 	streamview_apply_batch(worker.src, worker.versions, events, n,
-						   worker.replay_version == 0);
-	if (worker.replay_version == 0)
+						   worker.kind == SV_WORKER_SOURCE);
+	if (worker.kind == SV_WORKER_SOURCE)
 		sv_record_marks();
-	caught_up = sv_check_caught_up();
-	sv_commit();
+	caught_up = worker.kind == SV_WORKER_REPLAY && streamview_replay_check_caught_up(sv_replayed_version());
+	streamview_commit_batch();
 	sv_note_error(NULL);		/* a batch went through: the source is fine */
-	if (worker.replay_version == 0)
+	if (worker.kind == SV_WORKER_SOURCE)
 		sv_commit_to_kafka();
 	if (caught_up)
-		sv_replay_done();
+		streamview_replay_done(sv_replayed_version());
 	return true;
 }
 
@@ -392,10 +304,10 @@ sv_reload_and_assign(void)
 {
 	bool		alive;
 
-	sv_begin("loading stream views");
+	streamview_begin_batch("loading stream views");
 	alive = sv_load();
-	sv_commit();
-	if (!alive || (worker.replay_version != 0 && worker.versions == NIL))
+	streamview_commit_batch();
+	if (!alive || (worker.kind == SV_WORKER_REPLAY && worker.versions == NIL))
 	{
 		ereport(LOG, (errmsg("pg_streamview worker for source \"%s\" has nothing left to do",
 							 worker.src->name)));
@@ -415,17 +327,18 @@ sv_housekeeping(void)
 
 	worker.last_housekeeping = now;
 	sv_note_error(streamview_kafka_report(worker.kafka));
-	sv_begin("refreshing watermarks");
-	sig = streamview_versions_signature(worker.source_id, worker.replay_version);
+	streamview_begin_batch("refreshing watermarks");
+	sig = streamview_versions_signature(worker.source_id, worker.replay_version_id);
 	changed = (sig == NULL || strcmp(sig, worker.signature) != 0);
 	if (sig)
 		pfree(sig);
 	if (!changed)
 		streamview_refresh_watermarks(worker.src, worker.versions);
-	caught_up = !changed && sv_check_caught_up();
-	sv_commit();
+	caught_up = !changed && worker.kind == SV_WORKER_REPLAY &&
+		streamview_replay_check_caught_up(sv_replayed_version());
+	streamview_commit_batch();
 	if (caught_up)
-		sv_replay_done();
+		streamview_replay_done(sv_replayed_version());
 	if (changed)
 		sv_reload_and_assign();
 	if (TimestampDifferenceExceeds(worker.last_partition_check, now, SV_PARTITION_CHECK_MS))
@@ -481,7 +394,10 @@ sv_main_loop(void)
 
 		MemoryContextReset(worker.batch_cxt);
 		old = MemoryContextSwitchTo(worker.batch_cxt);
-		n = streamview_kafka_consume(worker.kafka, events, sv_batch_limit(capacity),
+		n = streamview_kafka_consume(worker.kafka, events,
+									 worker.kind == SV_WORKER_REPLAY ?
+									 streamview_replay_batch_limit(sv_replayed_version(), capacity) :
+									 capacity,
 									 streamview_batch_timeout_ms);
 		MemoryContextSwitchTo(old);
 
@@ -489,7 +405,8 @@ sv_main_loop(void)
 		{
 			if (!sv_apply(events, n))
 				sv_reload_and_assign();
-			sv_throttle(n);
+			if (worker.kind == SV_WORKER_REPLAY)
+				streamview_replay_throttle(sv_replayed_version(), n);
 			if (TimestampDifferenceExceeds(worker.last_housekeeping, GetCurrentTimestamp(),
 										   SV_IDLE_WAIT_MS))
 				sv_housekeeping();
@@ -498,21 +415,6 @@ sv_main_loop(void)
 		sv_housekeeping();
 		sv_wait_for_messages(wes);
 	}
-}
-
-/* Replay worker: record where the replay starts, for progress reporting. */
-static void
-sv_start_replay(void)
-{
-	int64	   *low = palloc(worker.nparts * sizeof(int64));
-
-	for (int p = 0; p < worker.nparts; p++)
-		low[p] = streamview_kafka_log_start(worker.kafka, p, 5000);
-	worker.replay_started = GetCurrentTimestamp();
-	sv_begin("starting replay");
-	streamview_record_start_offsets(linitial(worker.versions), worker.nparts, low);
-	sv_commit();
-	pfree(low);
 }
 
 /*
@@ -527,10 +429,11 @@ sv_take_worker_lock(void)
 {
 	LOCKTAG		tag;
 	Oid			nsp = get_namespace_oid(STREAMVIEW_SCHEMA, false);
-	Oid			classid = get_relname_relid(worker.replay_version ? "versions" : "sources", nsp);
+	bool		replay = worker.kind == SV_WORKER_REPLAY;
+	Oid			classid = get_relname_relid(replay ? "versions" : "sources", nsp);
 
 	SET_LOCKTAG_OBJECT(tag, MyDatabaseId, classid,
-					   worker.replay_version ? worker.replay_version : worker.source_id, 0);
+					   replay ? worker.replay_version_id : worker.source_id, 0);
 	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
@@ -560,12 +463,12 @@ sv_fail(void)
 	{
 		PG_TRY();
 		{
-			sv_begin("recording worker error");
+			streamview_begin_batch("recording worker error");
 			streamview_record_worker_error(worker.source_id, err->message, err->detail, true);
 			/* a replay fails for good, unless the error was transient */
-			if (worker.replay_version != 0 && !streamview_transient_error(err->sqlerrcode))
-				streamview_mark_failed(worker.replay_version, err->message);
-			sv_commit();
+			if (worker.kind == SV_WORKER_REPLAY && !streamview_transient_error(err->sqlerrcode))
+				streamview_mark_failed(worker.replay_version_id, err->message);
+			streamview_commit_batch();
 		}
 		PG_CATCH();
 		{
@@ -577,45 +480,29 @@ sv_fail(void)
 	proc_exit(1);
 }
 
+/*
+ * The entry point of both kinds of worker.  Connects as the extension's
+ * owner, pins its settings, takes its lock, loads its source and versions,
+ * opens its consumer and runs the loop; any error ends in sv_fail.
+ */
 void
-streamview_source_main(Datum arg)
+streamview_worker_main(Datum arg)
 {
-	Oid			dboid;
-	Oid			owner;
+	SvWorkerParams params;
 	sigjmp_buf	local_sigjmp_buf;
 	bool		locked;
 	char	   *group_id;
 
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	memcpy(&owner, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(Oid));
-	memcpy(&worker.replay_version, MyBgworkerEntry->bgw_extra + 2 * sizeof(Oid), sizeof(int32));
-	worker.source_id = DatumGetInt32(arg);
+	memcpy(&params, MyBgworkerEntry->bgw_extra, sizeof(params));
+	worker.kind = params.kind;
+	worker.source_id = params.source_id;
+	worker.replay_version_id = params.replay_version_id;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, owner, 0);
-
-	/*
-	 * A view is a function of the log: settings that change what SQL
-	 * computes or whether it runs are pinned, whatever the database or role
-	 * defaults say.  Generated SQL names everything it uses; pg_temp comes
-	 * last so that temporary objects cannot stand in for catalog ones.
-	 */
-	{
-		static const char *const pinned[][2] = {
-			{"TimeZone", "UTC"}, {"DateStyle", "ISO, YMD"}, {"IntervalStyle", "postgres"},
-			{"search_path", "pg_catalog, pg_temp"}, {"extra_float_digits", "1"},
-			{"lc_monetary", "C"}, {"lc_numeric", "C"}, {"lc_time", "C"},
-			{"statement_timeout", "0"}, {"lock_timeout", "0"},
-			{"idle_in_transaction_session_timeout", "0"},
-			{"default_transaction_read_only", "off"},
-			{"default_transaction_isolation", "read committed"},
-		};
-
-		for (int i = 0; i < lengthof(pinned); i++)
-			SetConfigOption(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_OVERRIDE);
-	}
+	BackgroundWorkerInitializeConnectionByOid(params.dboid, params.owner, 0);
+	streamview_pin_worker_settings();
 
 	worker.batch_cxt = AllocSetContextCreate(TopMemoryContext, "pg_streamview batch",
 											 ALLOCSET_DEFAULT_SIZES);
@@ -625,7 +512,7 @@ streamview_source_main(Datum arg)
 		sv_fail();
 	PG_exception_stack = &local_sigjmp_buf;
 
-	sv_begin("starting");
+	streamview_begin_batch("starting");
 	locked = sv_take_worker_lock();
 	if (locked)
 	{
@@ -635,31 +522,41 @@ streamview_source_main(Datum arg)
 		MemoryContextSwitchTo(old);
 	}
 	if (!locked || worker.src == NULL || !sv_load() ||
-		(worker.replay_version != 0 && worker.versions == NIL))
+		(worker.kind == SV_WORKER_REPLAY && worker.versions == NIL))
 	{
-		sv_commit();
-		ereport(LOG, (errmsg("pg_streamview source worker for source %d has nothing to do",
+		streamview_commit_batch();
+		ereport(LOG, (errmsg("pg_streamview %s for source %d has nothing to do",
+							 worker.kind == SV_WORKER_REPLAY ? "replay worker" : "source worker",
 							 worker.source_id),
-					  errdetail(locked ? "The source no longer exists." : "Another worker serves it.")));
+					  locked ? errdetail("The source no longer exists.") :
+					  errdetail("Another worker serves it.")));
 		proc_exit(0);
 	}
 	streamview_clear_source_error(worker.source_id);
 	group_id = MemoryContextStrdup(TopMemoryContext,
-								   psprintf("pg_streamview.%s.%s", get_database_name(dboid),
+								   psprintf("pg_streamview.%s.%s", get_database_name(params.dboid),
 											worker.src->name));
-	sv_commit();
-	if (worker.replay_version == 0)
-		pgstat_report_appname(psprintf("pg_streamview source %s", worker.src->name));
+	streamview_commit_batch();
+	if (worker.kind == SV_WORKER_SOURCE)
+	{
+		pgstat_report_appname(psprintf("%s %s", SV_BGW_TYPE_SOURCE, worker.src->name));
+		streamview_worker_context(psprintf("pg_streamview source worker for source \"%s\"",
+										   worker.src->name));
+	}
 	else
-		pgstat_report_appname(psprintf("pg_streamview rebuild %s v%d",
-									   ((SvVersion *) linitial(worker.versions))->view_name,
-									   ((SvVersion *) linitial(worker.versions))->version));
+	{
+		SvVersion  *v = sv_replayed_version();
+
+		pgstat_report_appname(psprintf("%s %s v%d", SV_BGW_TYPE_REPLAY, v->view_name, v->version));
+		streamview_worker_context(psprintf("pg_streamview replay worker for view \"%s\" version %d",
+										   v->view_name, v->version));
+	}
 
 	worker.kafka = streamview_kafka_open(worker.src, group_id);
 	sv_check_partitions(true);
 	sv_note_error(NULL);
-	if (worker.replay_version != 0)
-		sv_start_replay();
+	if (worker.kind == SV_WORKER_REPLAY)
+		streamview_replay_start(sv_replayed_version(), worker.kafka, worker.nparts);
 	ereport(LOG, (errmsg("pg_streamview consuming topic \"%s\" for source \"%s\" (%d partitions, %d versions)",
 						 worker.src->topic, worker.src->name, worker.nparts,
 						 list_length(worker.versions))));
