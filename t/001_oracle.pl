@@ -22,12 +22,13 @@ my $node   = new_node('n001', batch_size => 1000);
 my %columns = gen_columns();
 
 my @views = (
-	{
+	test_view(
+		source      => 'purchases',
 		name        => 'rev',
 		lateness_ms => 30_000,
 		window      => [ 'tumble', 60_000 ],
 		keys        => [qw(user_id region)],
-		where       => sub { $_[0]{amount_cents} >= 100 },
+		where       => [ 'amount_cents', '>=', 100 ],
 		aggs        => [
 			[ n       => 'count_star' ],
 			[ revenue => 'sum', 'amount_cents' ],
@@ -35,24 +36,17 @@ my @views = (
 			[ max_amt => 'max', 'amount_cents' ],
 			[ avg_amt => 'avg', 'amount_cents' ],
 		],
-		sql => q{SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id, region,
-		                count(*) AS n, sum(amount_cents) AS revenue, min(amount_cents) AS min_amt,
-		                max(amount_cents) AS max_amt, avg(amount_cents) AS avg_amt
-		           FROM purchases WHERE amount_cents >= 100 GROUP BY 1, 2, 3},
-		lateness_sql => '30 seconds',
-	},
-	{
+	),
+	test_view(
+		source      => 'purchases',
 		name        => 'hopv',
 		lateness_ms => 10_000,
 		window      => [ 'hop', 180_000, 60_000 ],
 		keys        => [qw(user_id)],
 		aggs        => [ [ n => 'count_star' ], [ qty => 'sum', 'qty' ] ],
-		sql => q{SELECT streamview.hop(ts, '3 minutes', '1 minute') AS window_start, user_id,
-		                count(*) AS n, sum(qty) AS qty
-		           FROM purchases GROUP BY 1, 2},
-		lateness_sql => '10 seconds',
-	},
-	{
+	),
+	test_view(
+		source      => 'purchases',
 		name        => 'flags',
 		lateness_ms => 20_000,
 		window      => [ 'tumble', 120_000 ],
@@ -63,12 +57,7 @@ my @views = (
 			[ all_flag => 'bool_and', 'flag' ],
 			[ any_flag => 'bool_or', 'flag' ],
 		],
-		sql => q{SELECT streamview.tumble(ts, '2 minutes') AS window_start, region,
-		                count(*) AS n, count(flag) AS n_flag, bool_and(flag) AS all_flag,
-		                bool_or(flag) AS any_flag
-		           FROM purchases GROUP BY 1, 2},
-		lateness_sql => '20 seconds',
-	},
+	),
 );
 
 my $msgs = gen_stream(

@@ -22,7 +22,8 @@ my $node   = new_node('n002', batch_size => 200);
 
 my %columns = gen_columns();
 my @views = (
-	{
+	test_view(
+		source      => 'clicks',
 		name        => 'crash_rev',
 		lateness_ms => 20_000,
 		window      => [ 'tumble', 60_000 ],
@@ -34,23 +35,15 @@ my @views = (
 			[ hi      => 'max', 'amount_cents' ],
 			[ any_flag => 'bool_or', 'flag' ],
 		],
-		sql => q{SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id, count(*) AS n,
-		                sum(amount_cents) AS revenue, min(amount_cents) AS lo, max(amount_cents) AS hi,
-		                bool_or(flag) AS any_flag
-		           FROM clicks GROUP BY 1, 2},
-		lateness_sql => '20 seconds',
-	},
-	{
+	),
+	test_view(
+		source      => 'clicks',
 		name        => 'crash_hop',
 		lateness_ms => 10_000,
 		window      => [ 'hop', 120_000, 60_000 ],
 		keys        => [qw(region)],
 		aggs        => [ [ n => 'count_star' ], [ qty => 'sum', 'qty' ] ],
-		sql => q{SELECT streamview.hop(ts, '2 minutes', '1 minute') AS window_start, region,
-		                count(*) AS n, sum(qty) AS qty
-		           FROM clicks GROUP BY 1, 2},
-		lateness_sql => '10 seconds',
-	},
+	),
 );
 
 my $oracle = oracle_new(
@@ -118,7 +111,7 @@ for my $round (1 .. 3)
 	# the postmaster reinitializes; wait until it accepts connections again
 	# and a new worker serves the source
 	ok(wait_for($node,
-			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer' "
+			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source' "
 			  . "AND pid <> $pid"),
 		"round $round: a new worker replaced the killed one");
 }

@@ -57,30 +57,26 @@ my %columns = (
 my $cols_json = JSON::PP->new->canonical->encode(\%columns);
 
 my @views = (
-	{
+	test_view(
+		source      => 'orders',
 		name        => 'order_totals',
 		lateness_ms => 60_000,
 		window      => [ 'tumble', 60_000 ],
 		keys        => [qw(user_id)],
 		aggs        => [ [ n => 'count_star' ], [ revenue => 'sum', 'amount_cents' ] ],
-		sql => q{SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id,
-		                count(*) AS n, sum(amount_cents) AS revenue
-		           FROM orders GROUP BY 1, 2},
-	},
-	{
+	),
+	test_view(
+		source      => 'orders',
 		name        => 'order_inv',
 		lateness_ms => 60_000,
 		window      => [ 'tumble', 60_000 ],
 		keys        => [qw(user_id)],
 		aggs        => [
 			[ n   => 'count_star' ],
-			[ inv => 'sum', sub { int(100 / $_[0]{amount_cents}) } ],
+			[ inv => 'sum', { sql => '100 / amount_cents', perl => sub { int(100 / $_[0]{amount_cents}) } } ],
 		],
 		error => sub { $_[0]{amount_cents} == 0 },    # 100 / 0
-		sql => q{SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id,
-		                count(*) AS n, sum(100 / amount_cents) AS inv
-		           FROM orders GROUP BY 1, 2},
-	},
+	),
 );
 my $oracle = oracle_new(
 	columns                 => \%columns,
@@ -116,7 +112,7 @@ sub workers
 {
 	return query_rows($node,
 		"SELECT application_name FROM pg_stat_activity "
-		  . "WHERE backend_type = 'pg_streamview consumer' ORDER BY 1");
+		  . "WHERE backend_type = 'pg_streamview source' ORDER BY 1");
 }
 
 # 1. the launcher starts a worker when a source is created
@@ -128,13 +124,13 @@ as_alice(qq{
 my $pid1 = worker_pid($node, 'orders');
 ok($pid1, "a worker started for source orders (pid " . ($pid1 // 'none') . ")");
 is_deeply(workers(), [ ['pg_streamview source orders'] ],
-	"pg_stat_activity shows one 'pg_streamview consumer' named after the source");
+	"pg_stat_activity shows one 'pg_streamview source' named after the source");
 
 # 2. views created by alice are hers, and the worker fills them
 for my $v (@views)
 {
 	as_alice("SELECT streamview.create_view(name => '$v->{name}', query => \$q\$ $v->{sql} \$q\$, "
-		  . "allowed_lateness => '1 minute')");
+		  . "allowed_lateness => '$v->{lateness_sql}')");
 }
 # One event in each partition first, so that the view watermark is the
 # minimum over all partitions whatever order the worker reads them in.
@@ -187,7 +183,7 @@ check_orders('first chunk:');
 # 3. SIGTERM: the launcher restarts the worker and the stream goes on
 kill 'TERM', $pid1;
 ok(wait_for($node,
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer' "
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source' "
 		  . "AND application_name = 'pg_streamview source orders' AND pid <> $pid1"),
 	'after SIGTERM the launcher started a new worker');
 my $pid2 = worker_pid($node, 'orders');
@@ -305,7 +301,7 @@ $node->safe_psql('postgres', "SELECT streamview.drop_source('late_part', cascade
 as_alice("SELECT streamview.drop_source('orders', cascade => true)");
 as_alice("SELECT streamview.drop_source('secure', cascade => true)");
 ok(wait_for($node,
-		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer'"),
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'"),
 	'drop_source stopped the remaining workers');
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_class WHERE relname IN ('order_totals', 'order_inv', 'secure_sum')"),

@@ -29,28 +29,22 @@ my $node   = new_node('n004', batch_size => 300);
 
 my %columns = gen_columns();
 my @views = (
-	{
+	test_view(
+		source      => 'orders',
 		name        => 'rev',
 		lateness_ms => 20_000,
 		window      => [ 'tumble', 60_000 ],
 		keys        => [qw(user_id)],
 		aggs => [ [ n => 'count_star' ], [ revenue => 'sum', 'amount_cents' ], [ avg_cents => 'avg', 'amount_cents' ] ],
-		sql => q{SELECT streamview.tumble(ts, '1 minute') AS window_start, user_id, count(*) AS n,
-		                sum(amount_cents) AS revenue, avg(amount_cents) AS avg_cents
-		           FROM orders GROUP BY 1, 2},
-		lateness_sql => '20 seconds',
-	},
-	{
+	),
+	test_view(
+		source      => 'orders',
 		name        => 'hops',
 		lateness_ms => 10_000,
 		window      => [ 'hop', 120_000, 60_000 ],
 		keys        => [qw(region)],
 		aggs        => [ [ n => 'count_star' ], [ qty => 'sum', 'qty' ], [ any_flag => 'bool_or', 'flag' ] ],
-		sql => q{SELECT streamview.hop(ts, '2 minutes', '1 minute') AS window_start, region,
-		                count(*) AS n, sum(qty) AS qty, bool_or(flag) AS any_flag
-		           FROM orders GROUP BY 1, 2},
-		lateness_sql => '10 seconds',
-	},
+	),
 );
 my $oracle = oracle_new(
 	columns                 => \%columns,
@@ -105,7 +99,7 @@ for my $v (@views)
 }
 ok(wait_for($node, "SELECT bool_and(done > 300 AND state = 'replaying') FROM streamview.rebuilds"),
 	'both replays are under way');
-my $replay_workers = sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_streamview rebuild'");
+my $replay_workers = sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_streamview replay'");
 is($replay_workers, '2', 'one replay worker per rebuild, apart from the source worker');
 my ($rate) = split /\|/, sql("SELECT max(rate) FROM streamview.rebuilds");
 ok($rate > 0 && $rate <= 500 * 1.5, "replays keep to max_rate (rate $rate/s for max_rate 500)");

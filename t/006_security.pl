@@ -257,6 +257,8 @@ like($node->safe_psql('postgres', q{
 produce($broker, 'slow', [ map { ev(0, k => "slow$_", ts => "2024-05-01T12:01:0${_}Z") } 0 .. 9 ]);
 ok(wait_for($node, q{SELECT error LIKE '%too slow for its events%' FROM streamview.status WHERE view_name = 'slow_n'}),
 	'a view too slow for every event shows it in status.error');
+ok($node->log_contains(qr/too slow for its events[^\n]*\n(?:[^\n]*\n){0,30}?\s*(?:CONTEXT:\s+)?pg_streamview source worker for source "slow"/),
+	'the worker\'s log lines name its source (error context)');
 my $t0 = time;
 $node->safe_psql('postgres', q{SET statement_timeout = '60s'; SELECT streamview.drop_view('slow_n')});
 cmp_ok(time - $t0, '<', 30, 'drop_view does not wait for the slow view without bound (' . (time - $t0) . ' s)');
@@ -281,7 +283,7 @@ my ($rc, $out, $err) = $node->psql('postgres',
 like($err, qr/ERROR:\s+role mallory may not start another worker for a new source/,
 	'a third source is refused to mallory with max_workers_per_role = 2');
 like($err, qr/HINT:.*streamview.max_workers_per_role/, 'the hint names the setting');
-ok(wait_for($node, q{SELECT count(*) = 7 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer'}),
+ok(wait_for($node, q{SELECT count(*) = 7 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'}),
 	'seven source workers run');
 set_conf('streamview.max_workers', 7);
 $node->safe_psql('postgres',
@@ -289,10 +291,10 @@ $node->safe_psql('postgres',
 ok(wait_for($node, q{SELECT last_error LIKE 'waiting for a worker: all 7 of streamview.max_workers are busy'
                        FROM streamview.source_list WHERE name = 'capped'}),
 	'an eighth source waits, and says why');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer'}),
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'}),
 	'7', 'no worker beyond streamview.max_workers');
 set_conf('streamview.max_workers', 8);
-ok(wait_for($node, q{SELECT count(*) = 8 FROM pg_stat_activity WHERE backend_type = 'pg_streamview consumer'}),
+ok(wait_for($node, q{SELECT count(*) = 8 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'}),
 	'with room again, its worker starts');
 ok(wait_for($node, q{SELECT last_error IS NULL FROM streamview.source_list WHERE name = 'capped'}),
 	'and its error clears');
