@@ -111,6 +111,15 @@ sv_lookup_impl(Oid fn, int nargs, Oid *argtypes)
 PG_FUNCTION_INFO_V1(streamview_api_dispatch);
 PGDLLEXPORT Datum streamview_api_dispatch(PG_FUNCTION_ARGS);
 
+/*
+ * The body of every public function of the API.  Refuses to run inside a
+ * security-restricted operation (user code), remembers the calling role and
+ * its search_path (restored on the way out, so calls may nest), finds the
+ * implementation _<name>_impl in the dispatcher's own schema, and calls it
+ * as the extension's owner with the caller as its first argument.  Errors
+ * propagate unchanged; the user switch is undone on the way out, and by
+ * transaction abort.
+ */
 Datum
 streamview_api_dispatch(PG_FUNCTION_ARGS)
 {

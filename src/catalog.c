@@ -37,6 +37,11 @@ sv_int8(HeapTuple tup, TupleDesc desc, int col, int64 if_null)
 	return isnull ? if_null : DatumGetInt64(d);
 }
 
+/*
+ * The source's typed columns, in declaration order, with each one's path,
+ * input function and default (already converted), in the source's memory
+ * context; marks which columns are the event time and the event id.
+ */
 static void
 sv_load_columns(SvSource *src, const char *event_time, const char *event_id)
 {

@@ -214,6 +214,13 @@ sv_const_interval(Node *arg, const char *what, char **text)
 	return us;
 }
 
+/*
+ * Is expr the window marker, streamview.tumble(ts, size) or
+ * streamview.hop(ts, size, slide)?  If so, record it in c, after checking
+ * that it is computed from the event time column with literal intervals
+ * (never evaluated: the compiler runs as the extension's owner) of a sane
+ * size.
+ */
 static bool
 sv_check_window(Node *expr, AttrNumber event_time_attno, const char *event_time,
 				SvCompiled *c)
@@ -303,6 +310,12 @@ sv_reads_session_walker(Node *node, void *context)
 	return expression_tree_walker(node, sv_reads_session_walker, context);
 }
 
+/*
+ * What a stream view query may not be: anything but one SELECT over the
+ * source, with subqueries, window functions, DISTINCT, HAVING, ORDER BY,
+ * LIMIT, set-returning functions or grouping sets.  Each gets its own error
+ * and hint.
+ */
 static void
 sv_check_query_shape(Query *q, Oid stand_in)
 {

@@ -107,6 +107,14 @@ sv_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 	}
 }
 
+/*
+ * A consumer for the source: pg_streamview's defaults, then the broker list,
+ * group and client id, then the source's own options; logs and errors on
+ * the main queue, served only by the worker's thread; the consumer queue
+ * signalling a pipe the worker can wait on.  A bad option is an error that
+ * names it; librdkafka's explanation is its detail (for an enumerated
+ * property it quotes the value given).
+ */
 SvKafka *
 streamview_kafka_open(const SvSource *src, const char *group_id)
 {

@@ -83,6 +83,12 @@ sv_find_slot(int32 source_id, int32 replay_version_id)
 	return NULL;
 }
 
+/*
+ * Register a dynamic background worker for the slot, as the kind it needs
+ * (source or replay), with its SvWorkerParams in bgw_extra, and wait until it
+ * has started.  When no worker slot is free, warn and try again after
+ * streamview.restart_delay.
+ */
 static void
 sv_start_worker(SvWorkerSlot *slot)
 {
@@ -233,6 +239,12 @@ sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, 
 	}
 }
 
+/*
+ * One round of the launcher, in a transaction of its own: read the sources
+ * and the replaying versions, start the workers that are missing (with
+ * back-off, within streamview.max_workers), and terminate the workers whose
+ * source or version is gone.
+ */
 static void
 sv_reconcile(void)
 {

@@ -518,6 +518,7 @@ streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low)
  */
 #define SV_MARK_STEP_US USECS_PER_MINUTE
 
+/* Record the offset marks of this batch (see above); loads last[] first. */
 void
 streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast)
 {

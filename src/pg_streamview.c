@@ -30,6 +30,10 @@ int			streamview_max_workers_per_role = 4;
 
 PGDLLEXPORT void _PG_init(void);
 
+/*
+ * Load time: refuse unless preloaded, define the settings (alphabetical),
+ * reserve the prefix, request shared memory and register the launcher.
+ */
 void
 _PG_init(void)
 {

@@ -355,6 +355,15 @@ sv_wait_for_messages(WaitEventSet *wes)
 	streamview_kafka_drain_fd(worker.kafka);
 }
 
+/*
+ * The loop of both kinds of worker.  Each round, in a memory context reset
+ * every round: check for interrupts and postmaster death, reload the
+ * configuration on SIGHUP, take up to streamview.batch_size messages
+ * (waiting at most streamview.batch_timeout), and apply them in one
+ * transaction; when nothing came, do the housekeeping (watermarks, catalog
+ * changes, new partitions) and sleep on the latch and the Kafka queue's
+ * pipe for up to a second.
+ */
 static void
 sv_main_loop(void)
 {
