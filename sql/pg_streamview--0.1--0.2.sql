@@ -255,6 +255,61 @@ BEGIN
     RETURN r;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview._add_column(sid int, attnum int, name text, declared jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    spec     jsonb;
+    ctype    regtype;
+    cpath    text[];
+    cdefault text;
+BEGIN
+    IF name !~ '^[A-Za-z_][A-Za-z0-9_]*$' OR name LIKE 'sv\_%' THEN
+        RAISE EXCEPTION 'invalid column name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'Column names have only letters, digits and underscores, and do not start with "sv_"; map other JSON fields with "path".';
+    END IF;
+    spec := CASE jsonb_typeof(declared)
+                WHEN 'string' THEN jsonb_build_object('type', declared)
+                WHEN 'object' THEN declared
+            END;
+    IF spec IS NULL OR NOT spec ? 'type' THEN
+        RAISE EXCEPTION 'column "%" has no type', name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write "column":"type" or "column":{"type":"...","path":"a.b","default":...,"required":true}.';
+    END IF;
+    BEGIN
+        ctype := (spec->>'type')::regtype;
+    EXCEPTION WHEN undefined_object OR syntax_error OR invalid_text_representation THEN
+        ctype := NULL;
+    END;
+    IF ctype IS NULL OR NOT ctype = ANY (streamview._supported_types()) THEN
+        RAISE EXCEPTION 'column "%" has unsupported type "%"', name, spec->>'type'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Supported types: ' || array_to_string(streamview._supported_types()::text[], ', ') || '.';
+    END IF;
+    cpath := string_to_array(coalesce(spec->>'path', name), '.');
+    IF array_position(cpath, '') IS NOT NULL THEN
+        RAISE EXCEPTION 'column "%" has an invalid path "%"', name, spec->>'path'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A path names nested fields separated by dots, such as "payload.amount".';
+    END IF;
+    cdefault := CASE WHEN spec ? 'default' AND jsonb_typeof(spec->'default') <> 'null'
+                     THEN spec->>'default' END;
+    IF cdefault IS NOT NULL THEN
+        BEGIN
+            EXECUTE format('SELECT %L::%s', cdefault, ctype);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'default for column "%" is not a valid %: %', name, ctype, cdefault
+                USING ERRCODE = 'invalid_parameter_value';
+        END;
+    END IF;
+    INSERT INTO streamview.source_columns (source_id, attnum, name, type, path, default_value, required)
+    VALUES (sid, attnum, name, ctype, cpath, cdefault, coalesce((spec->>'required')::bool, false));
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview.create_source(
     name                 text,
     brokers              text,
@@ -291,10 +346,6 @@ AS $$
 DECLARE
     sid      int;
     col      record;
-    spec     jsonb;
-    ctype    regtype;
-    cpath    text[];
-    cdefault text;
     n        int := 0;
     ooo      interval;
     idle     interval;
@@ -344,48 +395,7 @@ BEGIN
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
         n := n + 1;
-        IF col.key !~ '^[A-Za-z_][A-Za-z0-9_]*$' OR col.key LIKE 'sv\_%' THEN
-            RAISE EXCEPTION 'invalid column name "%"', col.key
-                USING ERRCODE = 'invalid_name',
-                      HINT = 'Column names have only letters, digits and underscores, and do not start with "sv_"; map other JSON fields with "path".';
-        END IF;
-        spec := CASE jsonb_typeof(col.value)
-                    WHEN 'string' THEN jsonb_build_object('type', col.value)
-                    WHEN 'object' THEN col.value
-                END;
-        IF spec IS NULL OR NOT spec ? 'type' THEN
-            RAISE EXCEPTION 'column "%" has no type', col.key
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Write "column":"type" or "column":{"type":"...","path":"a.b","default":...,"required":true}.';
-        END IF;
-        BEGIN
-            ctype := (spec->>'type')::regtype;
-        EXCEPTION WHEN undefined_object OR syntax_error OR invalid_text_representation THEN
-            ctype := NULL;
-        END;
-        IF ctype IS NULL OR NOT ctype = ANY (streamview._supported_types()) THEN
-            RAISE EXCEPTION 'column "%" has unsupported type "%"', col.key, spec->>'type'
-                USING ERRCODE = 'feature_not_supported',
-                      HINT = 'Supported types: ' || array_to_string(streamview._supported_types()::text[], ', ') || '.';
-        END IF;
-        cpath := string_to_array(coalesce(spec->>'path', col.key), '.');
-        IF array_position(cpath, '') IS NOT NULL THEN
-            RAISE EXCEPTION 'column "%" has an invalid path "%"', col.key, spec->>'path'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'A path names nested fields separated by dots, such as "payload.amount".';
-        END IF;
-        cdefault := CASE WHEN spec ? 'default' AND jsonb_typeof(spec->'default') <> 'null'
-                         THEN spec->>'default' END;
-        IF cdefault IS NOT NULL THEN
-            BEGIN
-                EXECUTE format('SELECT %L::%s', cdefault, ctype);
-            EXCEPTION WHEN OTHERS THEN
-                RAISE EXCEPTION 'default for column "%" is not a valid %: %', col.key, ctype, cdefault
-                    USING ERRCODE = 'invalid_parameter_value';
-            END;
-        END IF;
-        INSERT INTO streamview.source_columns (source_id, attnum, name, type, path, default_value, required)
-        VALUES (sid, n, col.key, ctype, cpath, cdefault, coalesce((spec->>'required')::bool, false));
+        PERFORM streamview._add_column(sid, n, col.key, col.value);
     END LOOP;
 
     IF NOT EXISTS (SELECT 1 FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time) THEN
