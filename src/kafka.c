@@ -28,6 +28,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "miscadmin.h"
+
 #define SV_KAFKA_MAX_NOTES 16
 #define SV_KAFKA_NOTE_LEN 512
 
@@ -42,7 +44,14 @@ struct SvKafka
 	int			nnotes;
 	int			note_level[SV_KAFKA_MAX_NOTES];
 	char		notes[SV_KAFKA_MAX_NOTES][SV_KAFKA_NOTE_LEN];
-	char		last_error[SV_KAFKA_NOTE_LEN];
+	/*
+	 * What is wrong with the connection now: set by any error librdkafka
+	 * reports and by a failed metadata request, and kept until there is
+	 * evidence of health (a message consumed, or metadata answered).
+	 * librdkafka reports a broker going away once, not for as long as it is
+	 * away, so the problem must be remembered, not consumed by a report.
+	 */
+	char		problem[SV_KAFKA_NOTE_LEN];
 };
 
 /* Defaults that differ from librdkafka's, before the user's options. */
@@ -85,9 +94,9 @@ sv_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
 	SvKafka    *k = opaque;
 
-	snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "%s: %s",
+	snprintf(k->problem, SV_KAFKA_NOTE_LEN, "%s: %s",
 			 rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
-	sv_note(k, LOG, "Kafka error: %s%s", k->last_error, "");
+	sv_note(k, LOG, "Kafka error: %s%s", k->problem, "");
 }
 
 static void
@@ -160,7 +169,13 @@ streamview_kafka_open(const SvSource *src, const char *group_id)
 	return k;
 }
 
-/* Number of partitions of the topic, or 0 when it does not exist (yet). */
+/*
+ * Number of partitions of the topic, or 0 when it does not exist (yet) or
+ * the brokers do not answer within timeout_ms.  Asks in short steps, with
+ * CHECK_FOR_INTERRUPTS between them, so that a worker asked to stop while
+ * the brokers are away stops at once.  An answer clears the problem noted;
+ * no answer, or an error about the topic, notes one.
+ */
 int
 streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 {
@@ -168,17 +183,26 @@ streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 	rd_kafka_resp_err_t err;
 	int			n = 0;
 
-	err = rd_kafka_metadata(k->rk, 0, k->topic, &md, timeout_ms);
+	for (int waited = 0;; waited += 200)
+	{
+		err = rd_kafka_metadata(k->rk, 0, k->topic, &md, 200);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited + 200 >= timeout_ms)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "metadata for topic %s: %s",
-				 k->topic_name, rd_kafka_err2str(err));
+		/* keep what librdkafka said first: it says more than a timeout */
+		if (k->problem[0] == '\0')
+			snprintf(k->problem, SV_KAFKA_NOTE_LEN, "metadata for topic %s: %s",
+					 k->topic_name, rd_kafka_err2str(err));
 		return 0;
 	}
+	k->problem[0] = '\0';
 	if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		n = md->topics[0].partition_cnt;
 	else if (md->topic_cnt == 1)
-		snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "topic %s: %s",
+		snprintf(k->problem, SV_KAFKA_NOTE_LEN, "topic %s: %s",
 				 k->topic_name, rd_kafka_err2str(md->topics[0].err));
 	rd_kafka_metadata_destroy(md);
 	return n;
@@ -270,13 +294,15 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
 		}
 		else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 		{
-			snprintf(k->last_error, SV_KAFKA_NOTE_LEN, "partition %d: %s",
+			snprintf(k->problem, SV_KAFKA_NOTE_LEN, "partition %d: %s",
 					 (int) m->partition, rd_kafka_message_errstr(m));
-			sv_note(k, LOG, "Kafka consumer error: %s%s", k->last_error, "");
+			sv_note(k, LOG, "Kafka consumer error: %s%s", k->problem, "");
 		}
 		rd_kafka_message_destroy(m);
 	}
 	pfree(msgs);
+	if (n > 0)
+		k->problem[0] = '\0';	/* messages arrive: the brokers are there */
 	return n;
 }
 
@@ -323,24 +349,17 @@ streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_offsets)
 }
 
 /*
- * Serve librdkafka's callbacks, then report what they noted.  Returns the
- * latest error seen since the last call (palloc'd), or NULL.
+ * Serve librdkafka's callbacks, log what they noted, and return the problem
+ * the connection has now (palloc'd), or NULL when there is none.
  */
 char *
 streamview_kafka_report(SvKafka *k)
 {
-	char	   *last = NULL;
-
 	rd_kafka_poll(k->rk, 0);
 	for (int i = 0; i < k->nnotes; i++)
 		ereport(k->note_level[i], (errmsg_internal("%s", k->notes[i])));
 	k->nnotes = 0;
-	if (k->last_error[0] != '\0')
-	{
-		last = pstrdup(k->last_error);
-		k->last_error[0] = '\0';
-	}
-	return last;
+	return k->problem[0] != '\0' ? pstrdup(k->problem) : NULL;
 }
 
 void

@@ -53,6 +53,7 @@
 
 #define SV_IDLE_WAIT_MS			1000
 #define SV_PARTITION_CHECK_MS	10000
+#define SV_PROBLEM_CHECK_MS		3000
 
 typedef struct SvWorker
 {
@@ -193,13 +194,18 @@ sv_note_error(const char *error)
 	worker.last_error = error ? MemoryContextStrdup(TopMemoryContext, error) : NULL;
 }
 
-/* Wait until the topic exists and has partitions; re-check now and then. */
+/*
+ * Ask the brokers about the topic: new partitions are assigned, and what is
+ * wrong (brokers away, topic missing) is the source's error until it is
+ * mended (sv_note_error: status.error shows it for as long as it lasts).
+ * wait: until the topic exists and has partitions.
+ */
 static void
 sv_check_partitions(bool wait)
 {
 	for (;;)
 	{
-		int			n = streamview_kafka_partition_count(worker.kafka, 5000);
+		int			n = streamview_kafka_partition_count(worker.kafka, 2000);
 		char	   *err = streamview_kafka_report(worker.kafka);
 
 		worker.last_partition_check = GetCurrentTimestamp();
@@ -209,9 +215,11 @@ sv_check_partitions(bool wait)
 			worker.src->topic_partitions = n;
 			sv_assign();
 		}
+		if (n == 0 && err == NULL)
+			err = psprintf("topic \"%s\" has no partitions", worker.src->topic);
+		sv_note_error(err);
 		if (n > 0 || !wait)
 			return;
-		sv_note_error(err ? err : psprintf("topic \"%s\" has no partitions", worker.src->topic));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 SV_IDLE_WAIT_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -341,7 +349,9 @@ sv_housekeeping(void)
 		streamview_replay_done(sv_replayed_version());
 	if (changed)
 		sv_reload_and_assign();
-	if (TimestampDifferenceExceeds(worker.last_partition_check, now, SV_PARTITION_CHECK_MS))
+	/* while something is wrong, look every few seconds whether it still is */
+	if (TimestampDifferenceExceeds(worker.last_partition_check, now,
+								   worker.last_error ? SV_PROBLEM_CHECK_MS : SV_PARTITION_CHECK_MS))
 		sv_check_partitions(false);
 }
 

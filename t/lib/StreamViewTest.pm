@@ -27,7 +27,7 @@ use StreamViewTest::Oracle;
 
 use Exporter 'import';
 our @EXPORT = qw(
-  broker_start broker_stop produce new_node
+  broker_start broker_stop produce new_node kafka09_start kafka09_stop_broker kafka09_start_broker
   wait_consumed wait_for query_rows status_row partition_rows worker_pids worker_pid
   oracle_new oracle_run view_sql_rows compare_rows
   check_view_against_oracle check_unreadable_dead_letters us_to_iso iso_ms gen_stream
@@ -36,6 +36,7 @@ our @EXPORT = qw(
 
 our $ROOT      = abs_path(dirname(__FILE__) . '/../..');
 our $BROKER_SH = "$ROOT/test/bin/broker.sh";
+our $KAFKA09_SH = "$ROOT/test/bin/kafka09.sh";
 
 my @brokers;    # started here, stopped at exit
 
@@ -61,11 +62,56 @@ sub broker_start
 	return $brk;
 }
 
+# kafka09_start($name, {topic => partitions, ...}) -> {dir, addr, kafka09}:
+# a real Apache Kafka 0.9.0.1 (test/bin/kafka09.sh), whose log survives a
+# restart; kafka09_stop_broker / kafka09_start_broker stop and start the
+# broker alone; broker_stop stops everything (also at exit).
+sub kafka09_start
+{
+	my ($name, $topics) = @_;
+	my $dir = "$PostgreSQL::Test::Utils::tmp_check/kafka09_$name";
+	make_path($dir);
+	my ($out, $err);
+	IPC::Run::run([ 'bash', $KAFKA09_SH, 'start', $dir, map { "$_:$topics->{$_}" } sort keys %$topics ],
+		'>', \$out, '2>', \$err)
+	  or die "kafka09.sh start failed: $err";
+	chomp $out;
+	my $brk = {
+		dir => $dir, addr => $out, name => $name, kafka09 => 1,
+		# format v0: no timestamps, no headers; keep the order across a leader change
+		kcat_args => [ '-X', 'api.version.request=false', '-X', 'broker.version.fallback=0.9.0.1',
+			'-X', 'max.in.flight.requests.per.connection=1' ],
+		options => { 'api.version.request' => 'false', 'broker.version.fallback' => '0.9.0.1' },
+	};
+	push @brokers, $brk;
+	note "kafka 0.9.0.1 $name at $out";
+	return $brk;
+}
+
+sub kafka09_stop_broker
+{
+	my ($brk) = @_;
+	my ($o, $e);
+	IPC::Run::run([ 'bash', $KAFKA09_SH, 'stop-kafka', $brk->{dir} ], '>', \$o, '2>', \$e)
+	  or die "kafka09.sh stop-kafka failed: $e";
+	return;
+}
+
+sub kafka09_start_broker
+{
+	my ($brk) = @_;
+	my ($o, $e);
+	IPC::Run::run([ 'bash', $KAFKA09_SH, 'start-kafka', $brk->{dir} ], '>', \$o, '2>', \$e)
+	  or die "kafka09.sh start-kafka failed: $e";
+	return;
+}
+
 sub broker_stop
 {
 	my ($brk) = @_;
 	return unless $brk && !$brk->{stopped};
-	IPC::Run::run([ $BROKER_SH, 'stop', $brk->{dir} ], '>', \my $o, '2>', \my $e);
+	IPC::Run::run([ $brk->{kafka09} ? ('bash', $KAFKA09_SH) : $BROKER_SH, 'stop', $brk->{dir} ],
+		'>', \my $o, '2>', \my $e);
 	$brk->{stopped} = 1;
 	return;
 }
@@ -96,7 +142,8 @@ sub produce
 		my $in = join('', @{ $byp{$p} });
 		my ($out, $err);
 		IPC::Run::run(
-			[ 'kcat', '-P', '-b', $brk->{addr}, '-t', $topic, '-p', $p, '-K', "\t", '-Z' ],
+			[ 'kcat', '-P', '-b', $brk->{addr}, '-t', $topic, '-p', $p, '-K', "\t", '-Z',
+				@{ $brk->{kcat_args} // [] } ],
 			'<', \$in, '>', \$out, '2>', \$err)
 		  or die "kcat failed for partition $p: $err";
 	}

@@ -9,11 +9,17 @@ ROOT=$PWD
 
 sv_install_deps || exit 1
 sv_build_install || { echo "0 passed, 1 failed"; exit 1; }
+# the real Kafka 0.9.0.1 of the fault tests (Java and its jars, from npm), once
+if [ "${SV_TAP:-}" != none ]; then
+    sv_log "fetching Apache Kafka 0.9.0.1 for the fault tests"
+    bash test/bin/kafka09.sh fetch || { echo "0 passed, 1 failed"; exit 1; }
+fi
 
 WORK=$(mktemp -d /tmp/pg_streamview-test.XXXXXX)
 cleanup() {
     # Stop anything a test left behind: brokers and servers under $WORK.
-    for pidf in "$WORK"/tree/tmp_check/*/broker.pid "$WORK"/*/broker.pid; do
+    for pidf in "$WORK"/tree/tmp_check/*/broker.pid "$WORK"/*/broker.pid \
+                "$WORK"/tree/tmp_check/*/kafka.pid "$WORK"/tree/tmp_check/*/zk.pid; do
         [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null
     done
     pkill -f "$WORK" 2>/dev/null

