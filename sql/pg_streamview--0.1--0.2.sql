@@ -202,6 +202,28 @@ BEGIN
     END IF;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview._exclusive(stmt text, what text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    saved   text := current_setting('lock_timeout');
+    bounded text := coalesce(nullif(current_setting('streamview.lock_timeout', true), ''), '10s');
+BEGIN
+    PERFORM set_config('lock_timeout', bounded, true);
+    BEGIN
+        EXECUTE stmt;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION '% is in use', what
+            USING ERRCODE = 'lock_not_available',
+                  DETAIL = format('Another session holds a lock on it (a long-running query, or an open '
+                                  'transaction that read it), and streamview.lock_timeout (%s) passed.', bounded),
+                  HINT = 'Try again when that session is done, or raise streamview.lock_timeout.';
+    END;
+    PERFORM set_config('lock_timeout', saved, true);
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview._live_version(view_id int)
 RETURNS streamview.versions
 LANGUAGE sql STABLE
@@ -590,11 +612,12 @@ BEGIN
     -- relation has its name now, which may be another role's
     rel := streamview._view_relation(v);
     IF rel IS NOT NULL THEN
-        EXECUTE format('DROP VIEW %s', rel);
+        PERFORM streamview._exclusive(format('DROP VIEW %s', rel), format('stream view "%s"', v.name));
     END IF;
     FOR ver IN SELECT x.table_name FROM streamview.versions x WHERE x.view_id = v.view_id LOOP
         IF ver.table_name IS NOT NULL THEN
-            EXECUTE format('DROP TABLE IF EXISTS %s', ver.table_name);
+            PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
+                                          format('table %s of stream view "%s"', ver.table_name, v.name));
         END IF;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
@@ -893,18 +916,20 @@ BEGIN
                       DETAIL = 'The view that create_view made was dropped, and another relation has its name.',
                       HINT = format('Drop or rename %s, or drop the stream view with streamview.drop_view().', vname);
         END IF;
-        EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
+        PERFORM streamview._exclusive(format('CREATE VIEW %s AS %s', vname, target.view_sql),
+                                      format('stream view "%s"', v.name));
         EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
         rel := vname::regclass;
     ELSE
         vname := rel::text;
         SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = rel;
         BEGIN
-            EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql);
+            PERFORM streamview._exclusive(format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql),
+                                          format('stream view "%s"', v.name));
         EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
             -- The column list changed: replace the view (grants are carried over).
             BEGIN
-                EXECUTE format('DROP VIEW %s', vname);
+                PERFORM streamview._exclusive(format('DROP VIEW %s', vname), format('stream view "%s"', v.name));
             EXCEPTION WHEN dependent_objects_still_exist THEN
                 RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
                                 v.name, target.version
@@ -954,7 +979,8 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF r.table_name IS NOT NULL THEN
-        EXECUTE format('DROP TABLE IF EXISTS %s', r.table_name);
+        PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', r.table_name),
+                                      format('table %s of stream view "%s"', r.table_name, v.name));
     END IF;
     PERFORM streamview._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
     UPDATE streamview.versions x SET table_name = NULL WHERE x.version_id = r.version_id;

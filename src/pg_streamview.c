@@ -27,6 +27,7 @@ int			streamview_restart_delay_s = 1;
 int			streamview_statement_timeout_ms = 30000;
 int			streamview_max_workers = 8;
 int			streamview_max_workers_per_role = 4;
+int			streamview_lock_timeout_ms = 10000;
 
 PGDLLEXPORT void _PG_init(void);
 
@@ -60,6 +61,15 @@ _PG_init(void)
 							"How often the launcher checks sources and workers.",
 							NULL, &streamview_launcher_naptime_ms, 1000, 100, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.lock_timeout",
+							"Longest swap, rollback, drop_view and drop_version wait for a lock a reader holds.",
+							"Past it they fail with lock_not_available instead of waiting on; 0 waits for ever.",
+							&streamview_lock_timeout_ms, 10000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.max_restart_delay",
+							"Longest back-off before restarting a failed source worker.",
+							NULL, &streamview_max_restart_delay_s, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.max_workers",
 							"Most background workers pg_streamview runs at once (sources and rebuilds).",
 							"Sources and rebuilds beyond it wait for a worker; keep it below max_worker_processes.",
@@ -70,10 +80,6 @@ _PG_init(void)
 							"0 means no limit.",
 							&streamview_max_workers_per_role, 4, 0, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("streamview.max_restart_delay",
-							"Longest back-off before restarting a failed source worker.",
-							NULL, &streamview_max_restart_delay_s, 60, 1, 86400,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.restart_delay",
 							"First back-off before restarting a failed source worker; doubles on each failure.",
 							NULL, &streamview_restart_delay_s, 1, 0, 3600,

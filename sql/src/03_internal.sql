@@ -211,3 +211,31 @@ BEGIN
     END IF;
     RETURN r;
 END $$;
+
+-- Runs a statement that locks a user-visible relation exclusively (a view
+-- being swapped, a table being dropped) with lock_timeout set to
+-- streamview.lock_timeout, so that a long-running reader makes the call fail
+-- with a clear error instead of hanging (and holding the view's catalog row,
+-- which the source's worker waits for).  The caller's lock_timeout is put
+-- back afterwards.
+CREATE FUNCTION streamview._exclusive(stmt text, what text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    saved   text := current_setting('lock_timeout');
+    bounded text := coalesce(nullif(current_setting('streamview.lock_timeout', true), ''), '10s');
+BEGIN
+    PERFORM set_config('lock_timeout', bounded, true);
+    BEGIN
+        EXECUTE stmt;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION '% is in use', what
+            USING ERRCODE = 'lock_not_available',
+                  DETAIL = format('Another session holds a lock on it (a long-running query, or an open '
+                                  'transaction that read it), and streamview.lock_timeout (%s) passed.', bounded),
+                  HINT = 'Try again when that session is done, or raise streamview.lock_timeout.';
+    END;
+    PERFORM set_config('lock_timeout', saved, true);
+END $$;

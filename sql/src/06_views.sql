@@ -146,11 +146,12 @@ BEGIN
     -- relation has its name now, which may be another role's
     rel := streamview._view_relation(v);
     IF rel IS NOT NULL THEN
-        EXECUTE format('DROP VIEW %s', rel);
+        PERFORM streamview._exclusive(format('DROP VIEW %s', rel), format('stream view "%s"', v.name));
     END IF;
     FOR ver IN SELECT x.table_name FROM streamview.versions x WHERE x.view_id = v.view_id LOOP
         IF ver.table_name IS NOT NULL THEN
-            EXECUTE format('DROP TABLE IF EXISTS %s', ver.table_name);
+            PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
+                                          format('table %s of stream view "%s"', ver.table_name, v.name));
         END IF;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;

@@ -59,18 +59,20 @@ BEGIN
                       DETAIL = 'The view that create_view made was dropped, and another relation has its name.',
                       HINT = format('Drop or rename %s, or drop the stream view with streamview.drop_view().', vname);
         END IF;
-        EXECUTE format('CREATE VIEW %s AS %s', vname, target.view_sql);
+        PERFORM streamview._exclusive(format('CREATE VIEW %s AS %s', vname, target.view_sql),
+                                      format('stream view "%s"', v.name));
         EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
         rel := vname::regclass;
     ELSE
         vname := rel::text;
         SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = rel;
         BEGIN
-            EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql);
+            PERFORM streamview._exclusive(format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql),
+                                          format('stream view "%s"', v.name));
         EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
             -- The column list changed: replace the view (grants are carried over).
             BEGIN
-                EXECUTE format('DROP VIEW %s', vname);
+                PERFORM streamview._exclusive(format('DROP VIEW %s', vname), format('stream view "%s"', v.name));
             EXCEPTION WHEN dependent_objects_still_exist THEN
                 RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
                                 v.name, target.version
@@ -177,7 +179,8 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF r.table_name IS NOT NULL THEN
-        EXECUTE format('DROP TABLE IF EXISTS %s', r.table_name);
+        PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', r.table_name),
+                                      format('table %s of stream view "%s"', r.table_name, v.name));
     END IF;
     PERFORM streamview._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
     UPDATE streamview.versions x SET table_name = NULL WHERE x.version_id = r.version_id;
