@@ -45,6 +45,7 @@ typedef struct SvWindow
 } SvWindow;
 
 #define SV_MAX_WINDOWS_PER_EVENT 1024
+#define SV_MAX_WINDOW_US (366 * USECS_PER_DAY)	/* windows are at most a year long */
 
 /* The temporary table a worker fills with a version's batch, by version_id. */
 #define SV_BATCH_TABLE "sv_batch_%d"

@@ -141,6 +141,36 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_caller_search_path_fn'
 LANGUAGE C STABLE;
 
+CREATE OR REPLACE FUNCTION streamview._interval_arg(value text, what text, allow_zero bool DEFAULT false)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result interval;
+BEGIN
+    BEGIN
+        result := value::interval;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+        RAISE EXCEPTION 'invalid interval for %: "%"', what, value
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write an interval such as ''5 seconds'' or ''1 minute''.';
+    END;
+    IF result < interval '0' OR (result = interval '0' AND NOT allow_zero) THEN
+        RAISE EXCEPTION '% must be positive', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', value),
+                  HINT = 'Write an interval such as ''5 seconds''.';
+    END IF;
+    IF extract(month FROM result) <> 0 OR extract(year FROM result) <> 0 THEN
+        RAISE EXCEPTION '% must not contain months or years', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Months and years have no fixed length.',
+                  HINT = 'Use days instead, such as ''30 days''.';
+    END IF;
+    RETURN result;
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview._check_worker_quota(caller regrole, what text)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -222,6 +252,19 @@ BEGIN
                   HINT = 'Try again when that session is done, or raise streamview.lock_timeout.';
     END;
     PERFORM set_config('lock_timeout', saved, true);
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._require(value anyelement, what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', what
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Pass %s; see the reference for its form.', what);
+    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._live_version(view_id int)
@@ -325,7 +368,8 @@ BEGIN
             EXECUTE format('SELECT %L::%s', cdefault, ctype);
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'default for column "%" is not a valid %: %', name, ctype, cdefault
-                USING ERRCODE = 'invalid_parameter_value';
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Write the default as %s input, as a JSON string or number.', ctype);
         END;
     END IF;
     INSERT INTO streamview.source_columns (source_id, attnum, name, type, path, default_value, required)
@@ -383,6 +427,7 @@ BEGIN
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
     END IF;
+    PERFORM streamview._require(event_time, 'event_time');
     IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
         RAISE EXCEPTION 'brokers and topic must be given'
             USING ERRCODE = 'invalid_parameter_value',
@@ -547,7 +592,9 @@ DECLARE
     m         text[];
 BEGIN
     IF name IS NULL THEN
-        RAISE EXCEPTION 'view name must not be null' USING ERRCODE = 'null_value_not_allowed';
+        RAISE EXCEPTION 'view name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the name of the view to create, optionally with its schema: analytics.revenue.';
     END IF;
     m := regexp_match(name, '^(?:([A-Za-z_][A-Za-z0-9_]*)\.)?([A-Za-z_][A-Za-z0-9_]*)$');
     IF m IS NULL THEN
@@ -572,6 +619,8 @@ BEGIN
         RAISE EXCEPTION 'relation "%.%" already exists', vschema, vname
             USING ERRCODE = 'duplicate_table';
     END IF;
+    PERFORM streamview._require(query, 'query');
+    PERFORM streamview._require(allowed_lateness, 'allowed_lateness');
     lateness := streamview._interval_arg(allowed_lateness, 'allowed_lateness', true);
 
     SELECT s.* INTO src FROM streamview.sources s
@@ -644,6 +693,12 @@ BEGIN
     v := streamview._lock_view(caller, view_name);
     PERFORM streamview._check_may_create(v, 'A rebuild');
     PERFORM streamview._check_worker_quota(v.owner, 'a rebuild');
+    IF max_rate > 1000000000 THEN
+        RAISE EXCEPTION 'max_rate must be at most 1000000000 events per second'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', max_rate),
+                  HINT = 'Pass NULL for no limit.';
+    END IF;
     IF max_rate IS NOT NULL AND max_rate <= 0 THEN
         RAISE EXCEPTION 'max_rate must be positive'
             USING ERRCODE = 'invalid_parameter_value',
@@ -697,6 +752,13 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     r := streamview._get_version(v, version);
+    PERFORM streamview._require(timeout, 'timeout');
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', timeout),
+                  HINT = 'Pass how long to wait, such as ''10 minutes''.';
+    END IF;
     IF r.created_at = now() AND r.state = 'replaying' THEN
         RAISE EXCEPTION 'version % of stream view "%" was created in this transaction', version, view_name
             USING ERRCODE = 'invalid_transaction_state',
@@ -752,6 +814,8 @@ DECLARE
     live streamview.versions;
 BEGIN
     v := streamview._lock_view(caller, view_name);
+    PERFORM streamview._require(name, 'name');
+    PERFORM streamview._require(predicate, 'predicate');
     IF EXISTS (SELECT 1 FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _add_check_impl.name) THEN
         RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
             USING ERRCODE = 'duplicate_object';

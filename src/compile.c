@@ -210,7 +210,14 @@ sv_const_interval(Node *arg, const char *what, char **text)
 	if (us <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive", what)));
+				 errmsg("%s must be positive", what),
+				 errhint("Write a positive interval such as '1 minute'.")));
+	if (us > SV_MAX_WINDOW_US)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most 366 days", what),
+				 errdetail("The value given was %s.", *text),
+				 errhint("For longer periods, aggregate the windows of a stream view in a view over it.")));
 	return us;
 }
 
@@ -257,7 +264,8 @@ sv_check_window(Node *expr, AttrNumber event_time_attno, const char *event_time,
 		if (c->window.slide_us > c->window.size_us)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("window slide must not be larger than the window size")));
+					 errmsg("window slide must not be larger than the window size"),
+					 errhint("Use streamview.tumble() for windows that do not overlap.")));
 		if (c->window.size_us / c->window.slide_us >= SV_MAX_WINDOWS_PER_EVENT)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

@@ -101,7 +101,8 @@ sv_positive_usecs(Interval *iv, const char *what)
 	if (us <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive", what)));
+				 errmsg("%s must be positive", what),
+				 errhint("Write a positive interval such as '1 minute'.")));
 	return us;
 }
 

@@ -52,7 +52,8 @@ BEGIN
     IF result < interval '0' OR (result = interval '0' AND NOT allow_zero) THEN
         RAISE EXCEPTION '% must be positive', what
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('The value given was %s.', value);
+                  DETAIL = format('The value given was %s.', value),
+                  HINT = 'Write an interval such as ''5 seconds''.';
     END IF;
     IF extract(month FROM result) <> 0 OR extract(year FROM result) <> 0 THEN
         RAISE EXCEPTION '% must not contain months or years', what
@@ -238,4 +239,19 @@ BEGIN
                   HINT = 'Try again when that session is done, or raise streamview.lock_timeout.';
     END;
     PERFORM set_config('lock_timeout', saved, true);
+END $$;
+
+-- A required argument that was given as NULL: a clear error, before anything
+-- is created (instead of a not-null violation from a catalog table).
+CREATE FUNCTION streamview._require(value anyelement, what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', what
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Pass %s; see the reference for its form.', what);
+    END IF;
 END $$;

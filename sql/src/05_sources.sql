@@ -56,7 +56,8 @@ BEGIN
             EXECUTE format('SELECT %L::%s', cdefault, ctype);
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'default for column "%" is not a valid %: %', name, ctype, cdefault
-                USING ERRCODE = 'invalid_parameter_value';
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Write the default as %s input, as a JSON string or number.', ctype);
         END;
     END IF;
     INSERT INTO streamview.source_columns (source_id, attnum, name, type, path, default_value, required)
@@ -115,6 +116,7 @@ BEGIN
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
     END IF;
+    PERFORM streamview._require(event_time, 'event_time');
     IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
         RAISE EXCEPTION 'brokers and topic must be given'
             USING ERRCODE = 'invalid_parameter_value',

@@ -73,7 +73,9 @@ DECLARE
     m         text[];
 BEGIN
     IF name IS NULL THEN
-        RAISE EXCEPTION 'view name must not be null' USING ERRCODE = 'null_value_not_allowed';
+        RAISE EXCEPTION 'view name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the name of the view to create, optionally with its schema: analytics.revenue.';
     END IF;
     m := regexp_match(name, '^(?:([A-Za-z_][A-Za-z0-9_]*)\.)?([A-Za-z_][A-Za-z0-9_]*)$');
     IF m IS NULL THEN
@@ -98,6 +100,8 @@ BEGIN
         RAISE EXCEPTION 'relation "%.%" already exists', vschema, vname
             USING ERRCODE = 'duplicate_table';
     END IF;
+    PERFORM streamview._require(query, 'query');
+    PERFORM streamview._require(allowed_lateness, 'allowed_lateness');
     lateness := streamview._interval_arg(allowed_lateness, 'allowed_lateness', true);
 
     SELECT s.* INTO src FROM streamview.sources s

@@ -26,6 +26,12 @@ BEGIN
     v := streamview._lock_view(caller, view_name);
     PERFORM streamview._check_may_create(v, 'A rebuild');
     PERFORM streamview._check_worker_quota(v.owner, 'a rebuild');
+    IF max_rate > 1000000000 THEN
+        RAISE EXCEPTION 'max_rate must be at most 1000000000 events per second'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', max_rate),
+                  HINT = 'Pass NULL for no limit.';
+    END IF;
     IF max_rate IS NOT NULL AND max_rate <= 0 THEN
         RAISE EXCEPTION 'max_rate must be positive'
             USING ERRCODE = 'invalid_parameter_value',
@@ -138,6 +144,13 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     r := streamview._get_version(v, version);
+    PERFORM streamview._require(timeout, 'timeout');
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', timeout),
+                  HINT = 'Pass how long to wait, such as ''10 minutes''.';
+    END IF;
     IF r.created_at = now() AND r.state = 'replaying' THEN
         RAISE EXCEPTION 'version % of stream view "%" was created in this transaction', version, view_name
             USING ERRCODE = 'invalid_transaction_state',

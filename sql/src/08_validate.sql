@@ -18,6 +18,8 @@ DECLARE
     live streamview.versions;
 BEGIN
     v := streamview._lock_view(caller, view_name);
+    PERFORM streamview._require(name, 'name');
+    PERFORM streamview._require(predicate, 'predicate');
     IF EXISTS (SELECT 1 FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _add_check_impl.name) THEN
         RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
             USING ERRCODE = 'duplicate_object';

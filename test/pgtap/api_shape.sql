@@ -15,7 +15,7 @@ SELECT functions_are('streamview', ARRAY[
     '_check_worker_quota', '_caller_search_path', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_interval_arg', '_live_version', '_lock_view',
-    '_notify_launcher', '_partitions_behind', '_query_source', '_rebuild_impl', '_rollback_impl', '_run_as', '_set_state',
+    '_notify_launcher', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl'], 'the schema holds the API and its internals, nothing else');
 
