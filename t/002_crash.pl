@@ -1,6 +1,7 @@
 # Exactly-once under crashes: a stream produced in chunks while PostgreSQL is
 # restarted in immediate mode and the source worker is killed with SIGKILL,
-# mid-stream, several times.  With a small batch size the crashes land
+# mid-stream, ten times at random points; then a replay worker is killed ten
+# times and PostgreSQL stopped in immediate mode in the middle of its replay.  With a small batch size the crashes land
 # between (and inside) many batches.  At the end every table, counter, dead
 # letter and the watermark equal the oracle: nothing lost, nothing counted twice.
 use strict;
@@ -98,14 +99,16 @@ push @mid, [ 'immediate restart', $at, $total ];
 $node->start;
 ok(1, 'PostgreSQL restarted after an immediate stop');
 
-# 3. the worker killed with SIGKILL while the next chunk streams in
-for my $round (1 .. 3)
+# 3. the worker killed with SIGKILL while the next chunk streams in, nine
+# times, each at a point drawn at random (seeded, so a failure repeats)
+srand(20241125);
+for my $round (1 .. 9)
 {
 	my $pid = worker_pid($node, 'clicks');
 	ok($pid, "round $round: the source worker is running (pid " . ($pid // 'none') . ")");
 	$before = consumed();
-	next_chunk(3000);
-	$at = wait_progress($before + 200 * $round);
+	next_chunk(1500);
+	$at = wait_progress($before + 100 + int(rand(3000)));
 	kill 'KILL', $pid;
 	push @mid, [ "SIGKILL $round", $at, $total ];
 	# the postmaster reinitializes; wait until it accepts connections again
@@ -116,7 +119,7 @@ for my $round (1 .. 3)
 		"round $round: a new worker replaced the killed one");
 }
 
-# 4. a SIGKILL right after producing, before the worker has caught up
+# 4. a tenth SIGKILL, right after producing, before the worker has caught up
 my $pid = worker_pid($node, 'clicks');
 next_chunk(2000);
 kill 'KILL', $pid if $pid;
@@ -147,6 +150,50 @@ check_unreadable_dead_letters($node, $oracle, 'clicks');
 is($node->safe_psql('postgres',
 		'SELECT count(*) FROM streamview.partitions WHERE NOT balanced'),
 	'0', 'every partition ledger balances');
+
+# 6. a replay worker killed with SIGKILL ten times at random points of its
+# replay, and PostgreSQL stopped in immediate mode in the middle of it: the
+# rebuilt version still equals the live one, row for row.
+my $replay_done = sub {
+	return $node->safe_psql('postgres',
+		"SELECT coalesce((SELECT done FROM streamview.rebuilds WHERE view_name = 'crash_rev' AND version = 2), 0)");
+};
+is($node->safe_psql('postgres', q{SELECT streamview.rebuild('crash_rev', max_rate => 4000)}), '2',
+	'a throttled rebuild of crash_rev');
+my @replay_kills;
+for my $round (1 .. 10)
+{
+	my $goal = $replay_done->() + 200 + int(rand(1500));
+	wait_for($node, "SELECT coalesce((SELECT done FROM streamview.rebuilds "
+		  . "WHERE view_name = 'crash_rev' AND version = 2), 0) >= $goal "
+		  . "OR (SELECT state FROM streamview.versions WHERE view_name = 'crash_rev' AND version = 2) <> 'replaying'");
+	my $rpid = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_streamview replay'");
+	last unless $rpid;
+	push @replay_kills, $replay_done->();
+	kill 'KILL', $rpid;
+	ok(wait_for($node, "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_streamview replay' "
+			  . "AND pid <> $rpid OR (SELECT state FROM streamview.versions "
+			  . "WHERE view_name = 'crash_rev' AND version = 2) <> 'replaying'"),
+		"replay kill $round: a new replay worker goes on");
+	if ($round == 5)
+	{
+		$node->stop('immediate');
+		$node->start;
+		push @replay_kills, 'immediate';
+	}
+}
+note 'replay killed at done = ' . join(', ', @replay_kills);
+cmp_ok(scalar(grep { $_ ne 'immediate' } @replay_kills), '>=', 10, 'ten SIGKILLs landed mid-replay');
+is($node->safe_psql('postgres', q{SELECT streamview.wait_for('crash_rev', 2, '3 minutes')}), 'caught_up',
+	'the rebuild catches up after its crashes');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM ((TABLE crash_rev_v1 EXCEPT ALL TABLE crash_rev_v2)
+	                      UNION ALL (TABLE crash_rev_v2 EXCEPT ALL TABLE crash_rev_v1)) d}), '0',
+	'the rebuilt version equals the live one, row for row');
+is($node->safe_psql('postgres', q{
+	SELECT bool_and(passed) FROM streamview.validate('crash_rev', 2, expect_identical => true)}), 't',
+	'validate (expect_identical) passes');
 
 note sprintf('002 took %.1fs', time - $t_start);
 broker_stop($broker);
