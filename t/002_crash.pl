@@ -1,8 +1,8 @@
 # Exactly-once under crashes: a stream produced in chunks while PostgreSQL is
 # restarted in immediate mode and the source worker is killed with SIGKILL,
 # mid-stream, ten times at random points; then a replay worker is killed ten
-# times and PostgreSQL stopped in immediate mode in the middle of its replay.  With a small batch size the crashes land
-# between (and inside) many batches.  At the end every table, counter, dead
+# times and PostgreSQL stopped in immediate mode in the middle of its replay.
+# With a small batch size the crashes land between (and inside) many batches.  At the end every table, counter, dead
 # letter and the watermark equal the oracle: nothing lost, nothing counted twice.
 use strict;
 use warnings;
