@@ -31,6 +31,7 @@
 #include "utils/timestamp.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 
 struct SvPathNode
 {
@@ -52,6 +53,8 @@ typedef struct SvParseState
 	char	  **tokens;			/* per column: the scalar's text */
 	JsonTokenType *types;
 	bool	   *not_scalar;		/* per column: an object or array was found */
+	bool	   *found;			/* per column: its field was met */
+	int			duplicate;		/* a column whose field was met twice, or -1 */
 } SvParseState;
 
 static const char *const sv_reason_names[] = {
@@ -102,6 +105,18 @@ sv_build_paths(const SvSource *src)
 	return root;
 }
 
+/*
+ * The field of column c is met.  Twice is a duplicate key: JSON parsers do
+ * not agree on which one wins, so such a message is not read at all.
+ */
+static void
+sv_met(SvParseState *ps, int c)
+{
+	if (ps->found[c] && ps->duplicate < 0)
+		ps->duplicate = c;
+	ps->found[c] = true;
+}
+
 static void
 sv_object_start(void *state)
 {
@@ -109,7 +124,11 @@ sv_object_start(void *state)
 	SvPathNode *node = ps->depth == 0 ? ps->src->paths : ps->field;
 
 	if (node && node->column >= 0)
+	{
 		ps->not_scalar[node->column] = true;
+		if (ps->depth > 0)
+			sv_met(ps, node->column);
+	}
 	if (ps->depth < SV_MAX_DEPTH)
 		ps->stack[ps->depth] = node;
 	ps->depth++;
@@ -128,7 +147,10 @@ sv_array_start(void *state)
 	SvParseState *ps = state;
 
 	if (ps->field && ps->field->column >= 0)
+	{
 		ps->not_scalar[ps->field->column] = true;
+		sv_met(ps, ps->field->column);
+	}
 	if (ps->depth < SV_MAX_DEPTH)
 		ps->stack[ps->depth] = NULL;	/* nothing inside arrays is addressed */
 	ps->depth++;
@@ -151,7 +173,7 @@ sv_scalar(void *state, char *token, JsonTokenType type)
 
 	if (ps->depth > 0 && ps->field && ps->field->column >= 0)
 	{
-		/* Last occurrence of a duplicated key wins, as in jsonb. */
+		sv_met(ps, ps->field->column);
 		ps->tokens[ps->field->column] = token;
 		ps->types[ps->field->column] = type;
 		ps->not_scalar[ps->field->column] = false;
@@ -245,6 +267,28 @@ sv_epoch_ms(const char *token, TimestampTz *result)
 }
 
 /*
+ * NaN and infinities are valid values of float and numeric types, but not
+ * events' numbers: one would make every sum and average of its window NaN
+ * or infinite for good, in every rebuild too.
+ */
+static bool
+sv_finite(Oid type, Datum value)
+{
+	switch (type)
+	{
+		case FLOAT8OID:
+			return isfinite(DatumGetFloat8(value));
+		case FLOAT4OID:
+			return isfinite(DatumGetFloat4(value));
+		case NUMERICOID:
+			return !numeric_is_nan(DatumGetNumeric(value)) &&
+				!numeric_is_inf(DatumGetNumeric(value));
+		default:
+			return true;
+	}
+}
+
+/*
  * Convert one scalar token with the column type's input function.  Returns
  * false, with ev->error set, when the value is not valid for the type.
  */
@@ -300,6 +344,12 @@ sv_convert(const SvColumn *col, const char *token, JsonTokenType type, Datum *va
 		ok = false;
 	}
 	PG_END_TRY();
+	if (ok && !sv_finite(col->type, *value))
+	{
+		sv_reject(ev, SV_REASON_INVALID_VALUE,
+				  "column \"%s\": \"%s\" is not a finite number", col->name, token);
+		ok = false;
+	}
 	return ok;
 }
 
@@ -414,6 +464,8 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 	ps.tokens = palloc0(src->ncolumns * sizeof(char *));
 	ps.types = palloc0(src->ncolumns * sizeof(JsonTokenType));
 	ps.not_scalar = palloc0(src->ncolumns * sizeof(bool));
+	ps.found = palloc0(src->ncolumns * sizeof(bool));
+	ps.duplicate = -1;
 	ps.lex = makeJsonLexContextCstringLen(ev->payload, ev->paylen, PG_UTF8, true);
 	sem.semstate = &ps;
 	sem.object_start = sv_object_start;
@@ -432,6 +484,13 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 	if (ps.lex->input[strspn(ps.lex->input, " \t\r\n")] != '{')
 	{
 		sv_reject(ev, SV_REASON_INVALID_JSON, "the payload is not a JSON object");
+		return;
+	}
+	if (ps.duplicate >= 0)
+	{
+		sv_reject(ev, SV_REASON_INVALID_JSON, "field \"%s\" (column \"%s\") appears more than once",
+				  src->columns[ps.duplicate].path[src->columns[ps.duplicate].npath - 1],
+				  src->columns[ps.duplicate].name);
 		return;
 	}
 
