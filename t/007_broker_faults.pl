@@ -16,7 +16,7 @@ use JSON::PP;
 use StreamViewTest;
 
 my $P      = 2;
-my $kafka  = kafka09_start('k007', { faults => $P, spare => 1 });
+my $kafka  = kafka09_start('k007', { faults => $P, spare => 1, late => 1 });
 my $node   = new_node('n007', batch_size => 50);
 my $B      = $kafka->{addr};
 my $opts   = JSON::PP->new->canonical->encode($kafka->{options});
@@ -116,7 +116,31 @@ send_events(100);
 ok(wait_consumed($node, 'faults_n', 500), 'the worker goes on once the broker is back');
 view_is_exact('after PostgreSQL started without its broker');
 
-# 4. A source dropped during an outage: its worker stops at once, not after
+# 4. Partitions added to the topic are found and read, without a restart.
+kafka09_add_partitions($kafka, 'faults', 3);
+$P = 3;
+send_events(90);
+ok(wait_consumed($node, 'faults_n', 590), 'a partition added to the topic is read');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM streamview.partitions WHERE view_name = 'faults_n'}), '3',
+	'and has its ledger row');
+view_is_exact('after a partition was added');
+
+# 5. A source created while its broker is away says so, and starts reading
+# when the broker is back.
+kafka09_stop_broker($kafka);
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('late', '$B', 'late', '{"ts":"timestamptz","k":"text"}', 'ts', options => '$opts');
+	SELECT streamview.create_view('public.late_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM late GROUP BY 1 \$\$);
+});
+ok(wait_for($node, q{SELECT last_error IS NOT NULL FROM streamview.source_list WHERE name = 'late'}),
+	'a source created while the broker is away shows the error');
+kafka09_start_broker($kafka);
+produce($kafka, 'late', [ map { [ 0, "k$_", qq({"ts":"2024-05-01T12:00:0${_}Z","k":"k$_"}) ] } 0 .. 4 ]);
+ok(wait_consumed($node, 'late_n', 5), 'and reads once the broker is back');
+is($node->safe_psql('postgres', q{SELECT sum(n) FROM late_n}), '5', 'all of it');
+
+# 6. A source dropped during an outage: its worker stops at once, not after
 # a blocking metadata call.
 $node->safe_psql('postgres', qq{
 	SELECT streamview.create_source('spare', '$B', 'spare', '{"ts":"timestamptz"}', 'ts', options => '$opts')});

@@ -13,6 +13,7 @@
 #   kafka09.sh start-kafka DIR        start it again, on the same port and log
 #   kafka09.sh stop DIR               stop both
 #   kafka09.sh addr DIR               the broker's host:port
+#   kafka09.sh partitions DIR TOPIC N  add partitions to a topic (up to N)
 #
 # Clients must set api.version.request=false and broker.version.fallback=0.9.0.1.
 set -euo pipefail
@@ -182,5 +183,10 @@ case "$cmd" in
     start-kafka) start_kafka "$2" ;;
     stop) stop_pid "$2/kafka.pid"; stop_pid "$2/zk.pid" ;;
     addr) cat "$2/bootstrap" ;;
-    *) die "usage: kafka09.sh fetch|start|stop-kafka|start-kafka|stop|addr" ;;
+    partitions)
+        (cd "$KAFKA_HOME" && java -Xmx128m -cp 'libs/*' kafka.admin.TopicCommand \
+            --zookeeper "127.0.0.1:$(sed -n 's/^clientPort=//p' "$2/zk.properties")" \
+            --alter --topic "$3" --partitions "$4") >>"$2/topics.log" 2>&1
+        wait_leaders "$2" "$3:$4" ;;
+    *) die "usage: kafka09.sh fetch|start|stop-kafka|start-kafka|stop|addr|partitions" ;;
 esac
