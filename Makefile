@@ -52,12 +52,19 @@ MOCKBROKER = test/mockbroker/sv_mockbroker
 $(MOCKBROKER): test/mockbroker/sv_mockbroker.c
 	$(MAKE) -C test/mockbroker
 
-.PHONY: test demo mockbroker
+.PHONY: test demo mockbroker bench soak
 mockbroker: $(MOCKBROKER)
 
 # Everything: dependencies, build, install, pg_regress, TAP; prints "N passed, M failed".
 test:
 	bash test/bin/run_tests.sh
+
+# Not tests: throughput against baselines, and a 10-minute soak with crashes.
+bench:
+	bash bench/run.sh
+
+soak:
+	bash bench/soak.sh
 
 # Build, install, start a throwaway PostgreSQL and broker, stream events, show views.
 demo:
