@@ -135,7 +135,7 @@ echo "largest lag (events) $maxlag"
 
 if command -v gnuplot >/dev/null; then
     gnuplot <<GP
-set terminal png size 900,500
+set terminal png size 900,500 noenhanced
 set output 'docs/soak.png'
 set title "pg_streamview soak: $RATE events/s for $MINUTES min, source worker killed every minute"
 set xlabel 'seconds'
