@@ -99,6 +99,35 @@ sv_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	sv_note(k, LOG, "Kafka error: %s%s", k->problem, "");
 }
 
+/*
+ * librdkafka's explanation of a bad option quotes the value given (for an
+ * enumerated property).  The value may be a secret put in the wrong field,
+ * and the explanation goes to the server log and worker_errors: it is
+ * replaced by a placeholder.
+ */
+static char *
+sv_redact(const char *errstr, const char *value)
+{
+	StringInfoData buf;
+	const char *p = errstr;
+	const char *hit;
+
+	initStringInfo(&buf);
+	if (value[0] == '\0')
+	{
+		appendStringInfoString(&buf, errstr);
+		return buf.data;
+	}
+	while ((hit = strstr(p, value)) != NULL)
+	{
+		appendBinaryStringInfo(&buf, p, hit - p);
+		appendStringInfoString(&buf, "(the value given)");
+		p = hit + strlen(value);
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
 static void
 sv_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 			const char *source_name)
@@ -111,7 +140,7 @@ sv_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid Kafka option \"%s\" for source \"%s\"", name, source_name),
-				 errdetail_internal("%s", errstr),
+				 errdetail_internal("%s", sv_redact(errstr, value)),
 				 errhint("Options are librdkafka configuration properties.")));
 	}
 }
@@ -121,8 +150,7 @@ sv_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
  * group and client id, then the source's own options; logs and errors on
  * the main queue, served only by the worker's thread; the consumer queue
  * signalling a pipe the worker can wait on.  A bad option is an error that
- * names it; librdkafka's explanation is its detail (for an enumerated
- * property it quotes the value given).
+ * names it, with librdkafka's explanation, never its value, as detail.
  */
 SvKafka *
 streamview_kafka_open(const SvSource *src, const char *group_id)

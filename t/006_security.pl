@@ -299,5 +299,25 @@ ok(wait_for($node, q{SELECT count(*) = 8 FROM pg_stat_activity WHERE backend_typ
 ok(wait_for($node, q{SELECT last_error IS NULL FROM streamview.source_list WHERE name = 'capped'}),
 	'and its error clears');
 
+######################################################################
+# Secrets (issue 8): a value put in the wrong option is not echoed into
+# the server log or worker_errors by librdkafka's explanation (review A11).
+######################################################################
+set_conf('streamview.max_workers', 12);
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('leaky', '$B', 'mtopic', '{"ts":"timestamptz"}', 'ts',
+	       options => '{"ssl.endpoint.identification.algorithm":"SECRET-IN-WRONG-FIELD-42"}')});
+ok(wait_for($node, q{SELECT count(*) > 0 FROM streamview.worker_errors
+                      WHERE source_name = 'leaky' AND message LIKE 'invalid Kafka option%'}),
+	'the worker fails on the bad option and says which');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM streamview.worker_errors
+                                   WHERE source_name = 'leaky' AND detail LIKE '%SECRET-IN-WRONG-FIELD-42%'}),
+	'0', 'worker_errors does not quote the value');
+# (lines that start with white space continue a logged statement)
+my @leaks = grep { /SECRET-IN-WRONG-FIELD-42/ && !/statement: / && !/^\s/ } split /\n/, slurp_file($node->logfile);
+is(scalar @leaks, 0, 'nor does the server log (beyond the test\'s own statements)')
+  or diag(join("\n", @leaks));
+$node->safe_psql('postgres', q{SELECT streamview.drop_source('leaky')});
+
 $node->stop;
 done_testing();
