@@ -52,12 +52,18 @@ MOCKBROKER = test/mockbroker/sv_mockbroker
 $(MOCKBROKER): test/mockbroker/sv_mockbroker.c
 	$(MAKE) -C test/mockbroker
 
-.PHONY: test demo mockbroker bench soak
+.PHONY: test test-kafka09 demo mockbroker bench soak
 mockbroker: $(MOCKBROKER)
 
 # Everything: dependencies, build, install, pg_regress, TAP; prints "N passed, M failed".
 test:
 	bash test/bin/run_tests.sh
+
+# The integration suite's core cases (the oracle, rebuilds) against a real
+# Kafka 0.9.0.1 instead of the mock broker.
+test-kafka09:
+	SV_BROKER=kafka09 SV_REGRESS=none SV_ISOLATION=none SV_PGTAP=none \
+	  SV_TAP="t/001_oracle.pl t/004_rebuild.pl" bash test/bin/run_tests.sh
 
 # Not tests: throughput against baselines, and a 10-minute soak with crashes.
 bench:

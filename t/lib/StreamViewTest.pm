@@ -45,10 +45,13 @@ my @brokers;    # started here, stopped at exit
 # Broker
 ######################################################################
 
-# broker_start($name, {topic => partitions, ...}) -> {dir, addr}
+# broker_start($name, {topic => partitions, ...}) -> {dir, addr, options}:
+# the mock broker, or, with SV_BROKER=kafka09 in the environment (make
+# test-kafka09), a real Kafka 0.9.0.1; options are what a source needs for it.
 sub broker_start
 {
 	my ($name, $topics) = @_;
+	return kafka09_start($name, $topics) if ($ENV{SV_BROKER} // '') eq 'kafka09';
 	my $dir = "$PostgreSQL::Test::Utils::tmp_check/broker_$name";
 	make_path($dir);
 	my @args = ($BROKER_SH, 'start', $dir);
@@ -57,7 +60,7 @@ sub broker_start
 	IPC::Run::run(\@args, '>', \$out, '2>', \$err)
 	  or die "broker.sh start failed: $err";
 	chomp $out;
-	my $brk = { dir => $dir, addr => $out, name => $name };
+	my $brk = { dir => $dir, addr => $out, name => $name, options => {} };
 	push @brokers, $brk;
 	note "broker $name at $out";
 	return $brk;
@@ -501,11 +504,12 @@ sub create_gen_source
 	my ($node, $broker, $name, $topic) = @_;
 	my %columns   = gen_columns();
 	my $cols_json = JSON::PP->new->canonical->encode(\%columns);
+	my $options   = JSON::PP->new->canonical->encode({ 'session.timeout.ms' => '6000', %{ $broker->{options} // {} } });
 	$node->safe_psql('postgres', qq{
 		SELECT streamview.create_source(name => '$name', brokers => '$broker->{addr}',
 		  topic => '$topic', columns => '$cols_json', event_time => 'ts',
 		  event_id => 'event_id', max_out_of_orderness => '5 seconds',
-		  options => '{"session.timeout.ms":"6000"}');
+		  options => '$options');
 	});
 	return;
 }
