@@ -268,6 +268,29 @@ sv_commit_to_kafka(void)
 }
 
 /*
+ * A partition's log that ends before what a version has already consumed
+ * was deleted and created again (or truncated): the broker then serves its
+ * new messages from offset 0, and they would be taken for messages the
+ * version consumed before, and skipped without a trace.  That is never
+ * silently accepted: the worker stops with an error that says so, shown in
+ * status.error, until someone decides what the new topic means.
+ */
+static void
+sv_check_log_end(SvVersion *v, int32 p, int64 end)
+{
+	if (end < 0 || p >= v->nparts || v->parts[p].next_offset <= end)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("partition %d of topic \"%s\" ends at offset " INT64_FORMAT
+					", before offset " INT64_FORMAT " that stream view \"%s\" has already read",
+					p, worker.src->topic, end, v->parts[p].next_offset, v->view_name),
+			 errdetail("The topic was deleted and created again, or its log was truncated: "
+					   "its new messages would be taken for ones already read."),
+			 errhint("Drop the source and create it again to read the new topic from its start.")));
+}
+
+/*
  * Apply one batch.  Returns false when the catalog changed under us; the
  * batch was then not applied, and the caller must reload and re-assign.
  */
@@ -291,7 +314,10 @@ sv_apply(SvEvent *events, int n)
 		int64		end = streamview_kafka_log_end(worker.kafka, p);
 
 		foreach(lc, worker.versions)
+		{
+			sv_check_log_end(lfirst(lc), p, end);
 			streamview_note_log_end(lfirst(lc), p, end);
+		}
 	}
 	streamview_apply_batch(worker.src, worker.versions, events, n,
 						   worker.kind == SV_WORKER_SOURCE);

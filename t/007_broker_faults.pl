@@ -140,7 +140,20 @@ produce($kafka, 'late', [ map { [ 0, "k$_", qq({"ts":"2024-05-01T12:00:0${_}Z","
 ok(wait_consumed($node, 'late_n', 5), 'and reads once the broker is back');
 is($node->safe_psql('postgres', q{SELECT sum(n) FROM late_n}), '5', 'all of it');
 
-# 6. A source dropped during an outage: its worker stops at once, not after
+# 6. The topic deleted and created again under a running source: the new
+# messages start again at offset 0, below what the view has read.  They
+# must not be skipped as "read before": the source stops and says why.
+$node->safe_psql('postgres', q{SELECT streamview.drop_source('late', cascade => true)});
+kafka09_recreate_topic($kafka, 'faults', 3);
+produce($kafka, 'faults', [ map { [ $_ % 3, "n$_", qq({"ts":"2024-05-01T13:00:0${_}Z","k":"n$_"}) ] } 0 .. 5 ]);
+ok(wait_for($node, q{SELECT error LIKE '%before offset%already read%' FROM streamview.status WHERE view_name = 'faults_n'}),
+	'a topic deleted and created again stops the source with an error that says so');
+note 'status.error: ' . error_now();
+is($node->safe_psql('postgres', q{SELECT count(*) FROM faults_n WHERE window_start >= '2024-05-01 13:00+00'}), '0',
+	'and nothing of the new topic was taken for read, or applied');
+$node->safe_psql('postgres', q{SELECT streamview.drop_source('faults', cascade => true)});
+
+# 7. A source dropped during an outage: its worker stops at once, not after
 # a blocking metadata call.
 $node->safe_psql('postgres', qq{
 	SELECT streamview.create_source('spare', '$B', 'spare', '{"ts":"timestamptz"}', 'ts', options => '$opts')});

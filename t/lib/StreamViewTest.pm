@@ -28,7 +28,7 @@ use StreamViewTest::Oracle;
 use Exporter 'import';
 our @EXPORT = qw(
   broker_start broker_stop produce new_node kafka09_start kafka09_stop_broker kafka09_start_broker
-  kafka09_add_partitions
+  kafka09_add_partitions kafka09_recreate_topic
   wait_consumed wait_for query_rows status_row partition_rows worker_pids worker_pid
   oracle_new oracle_run view_sql_rows compare_rows
   check_view_against_oracle check_unreadable_dead_letters us_to_iso iso_ms gen_stream
@@ -116,6 +116,15 @@ sub kafka09_add_partitions
 	my ($o, $e);
 	IPC::Run::run([ 'bash', $KAFKA09_SH, 'partitions', $brk->{dir}, $topic, $n ], '>', \$o, '2>', \$e)
 	  or die "kafka09.sh partitions failed: $e";
+	return;
+}
+
+sub kafka09_recreate_topic
+{
+	my ($brk, $topic, $n) = @_;
+	my ($o, $e);
+	IPC::Run::run([ 'bash', $KAFKA09_SH, 'recreate', $brk->{dir}, $topic, $n ], '>', \$o, '2>', \$e)
+	  or die "kafka09.sh recreate failed: $e";
 	return;
 }
 

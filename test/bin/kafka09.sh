@@ -14,6 +14,7 @@
 #   kafka09.sh stop DIR               stop both
 #   kafka09.sh addr DIR               the broker's host:port
 #   kafka09.sh partitions DIR TOPIC N  add partitions to a topic (up to N)
+#   kafka09.sh recreate DIR TOPIC N   delete a topic and create it again, empty
 #
 # Clients must set api.version.request=false and broker.version.fallback=0.9.0.1.
 set -euo pipefail
@@ -152,12 +153,13 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$kport
 log.dirs=$dir/logs
 zookeeper.connect=127.0.0.1:$zport
 num.partitions=2
-auto.create.topics.enable=true
+auto.create.topics.enable=false
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 group.max.session.timeout.ms=300000
 log.cleaner.dedupe.buffer.size=16777216
 log.flush.interval.messages=1
+delete.topic.enable=true
 EOF
     (cd "$KAFKA_HOME" && exec java -Xmx128m -Xms32m -Dlog4j.configuration="file:$dir/log4j.properties" \
         -cp 'libs/*' org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zk.properties") \
@@ -188,5 +190,18 @@ case "$cmd" in
             --zookeeper "127.0.0.1:$(sed -n 's/^clientPort=//p' "$2/zk.properties")" \
             --alter --topic "$3" --partitions "$4") >>"$2/topics.log" 2>&1
         wait_leaders "$2" "$3:$4" ;;
-    *) die "usage: kafka09.sh fetch|start|stop-kafka|start-kafka|stop|addr|partitions" ;;
+    recreate)
+        zk="127.0.0.1:$(sed -n 's/^clientPort=//p' "$2/zk.properties")"
+        (cd "$KAFKA_HOME" && java -Xmx128m -cp 'libs/*' kafka.admin.TopicCommand \
+            --zookeeper "$zk" --delete --topic "$3") >>"$2/topics.log" 2>&1
+        for ((i = 0; i < 300; i++)); do
+            (cd "$KAFKA_HOME" && java -Xmx128m -cp 'libs/*' kafka.admin.TopicCommand \
+                --zookeeper "$zk" --list) 2>/dev/null | grep -qx "$3" || break
+            sleep 0.2
+        done
+        (cd "$KAFKA_HOME" && java -Xmx128m -cp 'libs/*' kafka.admin.TopicCommand \
+            --zookeeper "$zk" --create --topic "$3" --partitions "$4" --replication-factor 1) \
+            >>"$2/topics.log" 2>&1
+        wait_leaders "$2" "$3:$4" ;;
+    *) die "usage: kafka09.sh fetch|start|stop-kafka|start-kafka|stop|addr|partitions|recreate" ;;
 esac
