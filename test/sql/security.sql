@@ -212,6 +212,39 @@ SELECT pg_temp.err($$SELECT streamview.tumble('4714-11-24 00:00:01+00 BC', '7 da
 RESET TimeZone;
 
 ------------------------------------------------------------------------------
+-- Issue 8, item 11: code a user wrote runs as the view's owner, restricted:
+-- it cannot read what the owner cannot, become another role, create
+-- temporary objects to stand in for catalog ones, or put triggers on the
+-- tables the extension writes as its owner.
+------------------------------------------------------------------------------
+CREATE TABLE public.sv_private (secret text);
+INSERT INTO public.sv_private VALUES ('top secret');
+SET ROLE sv_eve;
+SELECT streamview.create_source('s_uc', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts');
+SELECT streamview.create_view('sv_eve.uc', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_uc GROUP BY 1 $$);
+RESET ROLE;
+-- a row, as the worker would have written it: checks are evaluated per row
+INSERT INTO sv_eve.uc_v1 (window_start, window_end, n) VALUES ('2024-05-01 12:00+00', '2024-05-01 12:01+00', 1);
+SET ROLE sv_eve;
+SELECT pg_temp.err($$SELECT streamview.add_check('uc', 'reads_sources', '(SELECT count(*) FROM streamview.sources) >= 0')$$) AS check_reads_catalog;
+SELECT pg_temp.err($$SELECT streamview.add_check('uc', 'reads_private', '(SELECT count(*) FROM public.sv_private) >= 0')$$) AS check_reads_other_table;
+SELECT pg_temp.err($$SELECT streamview.add_check('uc', 'becomes', $c$set_config('role', 'postgres', false) IS NOT NULL$c$)$$) AS check_sets_role;
+CREATE FUNCTION sv_eve.make_temp() RETURNS bool LANGUAGE plpgsql AS $f$
+BEGIN
+  CREATE TEMP TABLE sources (x int);
+  RETURN true;
+END $f$;
+SELECT pg_temp.err($$SELECT streamview.add_check('uc', 'temp', 'sv_eve.make_temp()')$$) AS check_creates_temp;
+CREATE FUNCTION sv_eve.trg() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NULL; END $f$;
+SELECT pg_temp.err($$CREATE TRIGGER t AFTER INSERT ON streamview.offsets FOR EACH ROW EXECUTE FUNCTION sv_eve.trg()$$) AS trigger_on_offsets;
+SELECT pg_temp.err($$CREATE TRIGGER t AFTER INSERT ON streamview.dead_letters FOR EACH ROW EXECUTE FUNCTION sv_eve.trg()$$) AS trigger_on_dead_letters;
+SELECT pg_temp.err($$CREATE RULE r AS ON UPDATE TO streamview.versions DO ALSO NOTHING$$) AS rule_on_versions;
+SELECT count(*) AS checks_added FROM streamview.checks c JOIN streamview.views v USING (view_id) WHERE v.name = 'uc';
+SELECT streamview.drop_source('s_uc', cascade => true);
+RESET ROLE;
+DROP TABLE public.sv_private;
+
+------------------------------------------------------------------------------
 -- F6: a schema named streamview that another role made before the extension
 -- was installed is refused, and so is one that others may create in.
 ------------------------------------------------------------------------------
