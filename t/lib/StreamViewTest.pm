@@ -92,41 +92,20 @@ sub kafka09_start
 	return $brk;
 }
 
-sub kafka09_stop_broker
+# test/bin/kafka09.sh COMMAND on the broker's directory, with more arguments.
+sub kafka09_run
 {
-	my ($brk) = @_;
+	my ($brk, $command, @args) = @_;
 	my ($o, $e);
-	IPC::Run::run([ 'bash', $KAFKA09_SH, 'stop-kafka', $brk->{dir} ], '>', \$o, '2>', \$e)
-	  or die "kafka09.sh stop-kafka failed: $e";
+	IPC::Run::run([ 'bash', $KAFKA09_SH, $command, $brk->{dir}, @args ], '>', \$o, '2>', \$e)
+	  or die "kafka09.sh $command failed: $e";
 	return;
 }
 
-sub kafka09_start_broker
-{
-	my ($brk) = @_;
-	my ($o, $e);
-	IPC::Run::run([ 'bash', $KAFKA09_SH, 'start-kafka', $brk->{dir} ], '>', \$o, '2>', \$e)
-	  or die "kafka09.sh start-kafka failed: $e";
-	return;
-}
-
-sub kafka09_add_partitions
-{
-	my ($brk, $topic, $n) = @_;
-	my ($o, $e);
-	IPC::Run::run([ 'bash', $KAFKA09_SH, 'partitions', $brk->{dir}, $topic, $n ], '>', \$o, '2>', \$e)
-	  or die "kafka09.sh partitions failed: $e";
-	return;
-}
-
-sub kafka09_recreate_topic
-{
-	my ($brk, $topic, $n) = @_;
-	my ($o, $e);
-	IPC::Run::run([ 'bash', $KAFKA09_SH, 'recreate', $brk->{dir}, $topic, $n ], '>', \$o, '2>', \$e)
-	  or die "kafka09.sh recreate failed: $e";
-	return;
-}
+sub kafka09_stop_broker { kafka09_run($_[0], 'stop-kafka') }
+sub kafka09_start_broker { kafka09_run($_[0], 'start-kafka') }
+sub kafka09_add_partitions { kafka09_run($_[0], 'partitions', $_[1], $_[2]) }
+sub kafka09_recreate_topic { kafka09_run($_[0], 'recreate', $_[1], $_[2]) }
 
 sub broker_stop
 {

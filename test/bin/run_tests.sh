@@ -38,42 +38,36 @@ failed=0
 # SV_REGRESS / SV_ISOLATION / SV_PGTAP / SV_TAP narrow a run while developing
 # (names, or "none").
 taps=${SV_TAP:-t/}
+# run_regress LABEL DRIVER NAME PORT TESTS...: pg_regress or
+# pg_isolation_regress under a temporary preloaded instance, counted; on a
+# failure the diffs are shown and the results kept in $ROOT/results-NAME.
+run_regress() {
+    local label=$1 driver=$2 name=$3 port=$4 ok bad
+    shift 4
+    sv_log "$label"
+    sv_as_server_user "$driver" \
+        --temp-instance="$WORK/$name-instance" --temp-config=test/pg_streamview.conf \
+        --inputdir=test --outputdir="$WORK/$name" --bindir="$SV_PG_BIN" \
+        --port="$port" "$@" > "$WORK/$name.log" 2>&1
+    cat "$WORK/$name.log"
+    ok=$(grep -cE '\.\.\. ok|^ok ' "$WORK/$name.log")
+    bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/$name.log")
+    passed=$((passed + ok)); failed=$((failed + bad))
+    if [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
+        [ "$ok" -eq 0 ] && [ "$bad" -eq 0 ] && failed=$((failed + 1))
+        cat "$WORK/$name/regression.diffs" 2>/dev/null
+        # kept for a look after the scratch directory is gone
+        rm -rf "$ROOT/results-$name" && cp -r "$WORK/$name/results" "$ROOT/results-$name" 2>/dev/null
+    fi
+}
+
 if [ "${SV_REGRESS:-}" != none ]; then
-sv_log "pg_regress (SQL surface)"
-tests=${SV_REGRESS:-$(ls test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)}
-
-sv_as_server_user "$SV_PGXS_DIR/src/test/regress/pg_regress" \
-    --temp-instance="$WORK/regress-instance" --temp-config=test/pg_streamview.conf \
-    --inputdir=test --outputdir="$WORK/regress" --bindir="$SV_PG_BIN" \
-    --port=55431 $tests > "$WORK/regress.log" 2>&1
-cat "$WORK/regress.log"
-ok=$(grep -cE '\.\.\. ok|^ok ' "$WORK/regress.log")
-bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/regress.log")
-passed=$((passed + ok)); failed=$((failed + bad))
-if [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
-    [ "$ok" -eq 0 ] && [ "$bad" -eq 0 ] && failed=$((failed + 1))
-    cat "$WORK/regress/regression.diffs" 2>/dev/null
-    # kept for a look after the scratch directory is gone
-    rm -rf "$ROOT/results" && cp -r "$WORK/regress/results" "$ROOT/results" 2>/dev/null
+    run_regress "pg_regress (SQL surface)" "$SV_PGXS_DIR/src/test/regress/pg_regress" regress 55431 \
+        ${SV_REGRESS:-$(ls test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)}
 fi
-fi
-
 if [ "${SV_ISOLATION:-}" != none ]; then
-sv_log "isolation (concurrent sessions)"
-specs=${SV_ISOLATION:-$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)}
-sv_as_server_user "$SV_PGXS_DIR/src/test/isolation/pg_isolation_regress" \
-    --temp-instance="$WORK/isolation-instance" --temp-config=test/pg_streamview.conf \
-    --inputdir=test --outputdir="$WORK/isolation" --bindir="$SV_PG_BIN" \
-    --port=55434 $specs > "$WORK/isolation.log" 2>&1
-cat "$WORK/isolation.log"
-ok=$(grep -cE '\.\.\. ok|^ok ' "$WORK/isolation.log")
-bad=$(grep -cE '\.\.\. FAILED|^not ok ' "$WORK/isolation.log")
-passed=$((passed + ok)); failed=$((failed + bad))
-if [ "$bad" -gt 0 ] || [ "$ok" -eq 0 ]; then
-    [ "$ok" -eq 0 ] && [ "$bad" -eq 0 ] && failed=$((failed + 1))
-    cat "$WORK/isolation/regression.diffs" 2>/dev/null
-    rm -rf "$ROOT/results-isolation" && cp -r "$WORK/isolation/results" "$ROOT/results-isolation" 2>/dev/null
-fi
+    run_regress "isolation (concurrent sessions)" "$SV_PGXS_DIR/src/test/isolation/pg_isolation_regress" \
+        isolation 55434 ${SV_ISOLATION:-$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)}
 fi
 
 if [ "${SV_PGTAP:-}" != none ]; then
