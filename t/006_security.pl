@@ -11,7 +11,7 @@ use Test::More;
 use JSON::PP;
 use StreamViewTest;
 
-my $broker = broker_start('b006', { guarded => 2, mtopic => 1, future => 1, poison => 1, slow => 1 });
+my $broker = broker_start('b006', { guarded => 2, mtopic => 1, future => 1, poison => 1, slow => 1, usercode => 1 });
 my $node   = new_node('n006', batch_size => 50);
 my $B      = $broker->{addr};
 
@@ -300,10 +300,91 @@ ok(wait_for($node, q{SELECT last_error IS NULL FROM streamview.source_list WHERE
 	'and its error clears');
 
 ######################################################################
+# Issue 8, item 11, in the worker: the code a user writes and the worker
+# runs (a view's functions, triggers on its table) runs as the view's owner
+# and restricted.  It cannot read what its owner cannot, become another
+# role, create temporary objects, write the extension's tables, call the API,
+# or leave settings behind for the worker's own SQL (search_path and an
+# operator of trudy's, TimeZone for the next batch's event times).  Each
+# refusal is that event's dead letter; the source goes on.
+######################################################################
+set_conf('streamview.max_workers', 12);
+grant_api('trudy');
+$node->safe_psql('postgres', q{
+	CREATE TABLE public.vault (secret text);
+	INSERT INTO public.vault VALUES ('the crown jewels')});
+as('trudy', qq{
+	SET search_path = trudy;
+	CREATE FUNCTION trudy.look(k text) RETURNS int LANGUAGE plpgsql IMMUTABLE AS \$f\$
+	BEGIN
+	  IF k = 'peek' THEN PERFORM * FROM public.vault; END IF;
+	  IF k = 'become' THEN PERFORM pg_catalog.set_config('role', 'postgres', false); END IF;
+	  IF k = 'settings' THEN
+	    PERFORM pg_catalog.set_config('TimeZone', 'Pacific/Chatham', false),
+	            pg_catalog.set_config('DateStyle', 'SQL, DMY', false),
+	            pg_catalog.set_config('search_path', 'trudy, pg_catalog', false);
+	  END IF;
+	  RETURN 1;
+	END \$f\$;
+	-- would make trudy a superuser if the extension's own SQL ran it as its owner
+	CREATE FUNCTION trudy.eq(int8, int8) RETURNS bool LANGUAGE plpgsql AS \$f\$
+	BEGIN
+	  IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+	    EXECUTE 'ALTER ROLE trudy SUPERUSER';
+	  END IF;
+	  RETURN \$1 OPERATOR(pg_catalog.=) \$2;
+	END \$f\$;
+	CREATE FUNCTION trudy.eq(int4, int4) RETURNS bool LANGUAGE sql
+	  AS 'SELECT trudy.eq(\$1::int8, \$2::int8)';
+	CREATE OPERATOR trudy.= (LEFTARG = int8, RIGHTARG = int8, FUNCTION = trudy.eq);
+	CREATE OPERATOR trudy.= (LEFTARG = int4, RIGHTARG = int4, FUNCTION = trudy.eq);
+	SELECT streamview.create_source('ucsrc', '$B', 'usercode', '{"ts":"timestamptz","k":"text"}', 'ts');
+	SELECT streamview.create_view('trudy.uc', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n, sum(trudy.look(k)) AS looked
+	    FROM ucsrc GROUP BY 1, 2 \$\$, allowed_lateness => '1 day');
+	CREATE FUNCTION trudy.uc_trg() RETURNS trigger LANGUAGE plpgsql AS \$f\$
+	BEGIN
+	  IF NEW.k = 'temp' THEN CREATE TEMP TABLE offsets (x int); END IF;
+	  IF NEW.k = 'setrole' THEN SET ROLE postgres; END IF;
+	  IF NEW.k = 'ledger' THEN UPDATE streamview.offsets SET next_offset = 0; END IF;
+	  IF NEW.k = 'api' THEN PERFORM streamview.drop_view('trudy.uc'); END IF;
+	  RETURN NEW;
+	END \$f\$;
+	CREATE TRIGGER uc_t BEFORE INSERT ON trudy.uc_v1 FOR EACH ROW EXECUTE FUNCTION trudy.uc_trg();
+});
+my @attacks = qw(ok peek become temp setrole ledger api settings);
+produce($broker, 'usercode', [ map { ev(0, k => $attacks[$_], ts => "2024-05-01T12:00:0${_}Z") } 0 .. $#attacks ]);
+ok(wait_consumed($node, 'uc', scalar @attacks), 'the source goes past every attack');
+# a later batch: its event time has no zone, so it is read in the worker's
+# UTC, whatever the last batch's user code set
+produce($broker, 'usercode', [ ev(0, k => 'after', ts => '2024-05-01T12:30:00') ]);
+ok(wait_consumed($node, 'uc', @attacks + 1), 'and goes on with the next batch');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg((convert_from(payload, 'UTF8')::json ->> 'k') || ': ' || error, E'\n' ORDER BY "offset")
+	  FROM streamview.dead_letters WHERE source_name = 'ucsrc'}),
+	join("\n",
+		'peek: permission denied for table vault',
+		'become: cannot set parameter "role" within security-definer function',
+		'temp: cannot create temporary table within security-restricted operation',
+		'setrole: cannot set parameter "role" within security-definer function',
+		'ledger: permission denied for table offsets',
+		'api: cannot call streamview.drop_view() from code that a stream view runs'),
+	'each attack is refused and becomes its event\'s dead letter, saying why');
+is(as('trudy', q{SELECT string_agg(k || '@' || to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI'), ' ' ORDER BY k)
+                   FROM trudy.uc}),
+	'after@12:30 ok@12:00 settings@12:00', 'the settings user code set are gone by the next batch');
+is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'trudy'}), 'f',
+	'trudy\'s operator never ran as the extension\'s owner');
+is($node->safe_psql('postgres', q{
+	SELECT consumed || ' ' || applied || ' ' || dead_lettered FROM streamview.status WHERE view_name = 'uc'}),
+	'9 3 6', 'the ledger balances: 3 applied, 6 dead letters');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM streamview.worker_errors WHERE source_name = 'ucsrc'}),
+	'0', 'the source never stopped');
+
+######################################################################
 # Secrets (issue 8): a value put in the wrong option is not echoed into
 # the server log or worker_errors by librdkafka's explanation (review A11).
 ######################################################################
-set_conf('streamview.max_workers', 12);
 $node->safe_psql('postgres', qq{
 	SELECT streamview.create_source('leaky', '$B', 'mtopic', '{"ts":"timestamptz"}', 'ts',
 	       options => '{"ssl.endpoint.identification.algorithm":"SECRET-IN-WRONG-FIELD-42"}')});
