@@ -85,12 +85,42 @@ ALTER TABLE streamview.dead_letters DROP CONSTRAINT dead_letters_reason_check;
 ALTER TABLE streamview.dead_letters ADD CONSTRAINT dead_letters_reason_check
     CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
                       'too_late', 'query_error', 'future_time'));
+
+------------------------------------------------------------------------------
+-- USAGE on a source (grant_usage, revoke_usage): roles other than its owner
+-- may build stream views over it, and read its dead letters and worker
+-- errors, without seeing its options or being able to change it.
+------------------------------------------------------------------------------
+CREATE TABLE streamview.source_usage (
+    source_id  int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
+    grantee    regrole NOT NULL,
+    granted_by regrole NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (source_id, grantee)
+);
+SELECT pg_catalog.pg_extension_config_dump('streamview.source_usage', '');
+REVOKE ALL ON streamview.source_usage FROM PUBLIC;
 CREATE OR REPLACE VIEW streamview.source_list AS
 SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
        s.idle_timeout,
        CASE WHEN pg_catalog.pg_has_role(s.owner, 'USAGE') THEN s.options END AS options,
-       s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future
+       s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
+       ARRAY(SELECT u.grantee FROM streamview.source_usage u
+              WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage
   FROM streamview.sources s;
+ALTER POLICY owner_reads ON streamview.dead_letters
+    USING (EXISTS (SELECT 1 FROM streamview.source_list s
+                    WHERE s.name = dead_letters.source_name
+                      AND (pg_catalog.pg_has_role(s.owner, 'USAGE')
+                           OR EXISTS (SELECT 1 FROM pg_catalog.unnest(s.usage) g
+                                       WHERE pg_catalog.pg_has_role(g, 'USAGE')))));
+ALTER POLICY owner_reads ON streamview.worker_errors
+    USING (EXISTS (SELECT 1 FROM streamview.source_list s
+                    WHERE s.name = worker_errors.source_name
+                      AND (pg_catalog.pg_has_role(s.owner, 'USAGE')
+                           OR EXISTS (SELECT 1 FROM pg_catalog.unnest(s.usage) g
+                                       WHERE pg_catalog.pg_has_role(g, 'USAGE')))));
+
 -- create_source gains an argument: the old one is set aside until the new one
 -- exists, so that the grants DBAs made on it can be carried over (below).
 ALTER FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text)
@@ -194,6 +224,23 @@ BEGIN
                                   used, most),
                   HINT = 'Drop a source or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
     END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._check_usage(role regrole, src streamview.sources)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_has_role(role, src.owner, 'USAGE')
+       OR EXISTS (SELECT 1 FROM streamview.source_usage u
+                   WHERE u.source_id = src.source_id AND pg_has_role(role, u.grantee, 'USAGE')) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'permission denied for source "%"', src.name
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('The source is owned by %s, who has not granted USAGE on it to %s.', src.owner, role),
+              HINT = format('Its owner can run: SELECT streamview.grant_usage(%L, %L);', src.name, role::text);
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._view_relation(v streamview.views)
@@ -485,6 +532,65 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview.grant_usage(source_name text, to_role regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.grant_usage(text, regrole) IS
+'lets a role (and its members) build stream views over a source; its options stay hidden';
+
+CREATE OR REPLACE FUNCTION streamview.revoke_usage(source_name text, from_role regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
+'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on';
+
+CREATE OR REPLACE FUNCTION streamview._lock_source(caller regrole, name text)
+RETURNS streamview.sources
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources;
+BEGIN
+    PERFORM streamview._require(name, 'source_name');
+    SELECT s.* INTO src FROM streamview.sources s WHERE s.name = _lock_source.name FOR UPDATE;
+    IF src.source_id IS NULL THEN
+        RAISE EXCEPTION 'source "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM streamview.source_list.';
+    END IF;
+    PERFORM streamview._check_owner(caller, src.owner, 'source', name);
+    RETURN src;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._grant_usage_impl(caller regrole, source_name text, to_role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    PERFORM streamview._require(to_role, 'to_role');
+    INSERT INTO streamview.source_usage (source_id, grantee, granted_by)
+    VALUES (src.source_id, to_role, caller)
+    ON CONFLICT (source_id, grantee) DO NOTHING;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    PERFORM streamview._require(from_role, 'from_role');
+    DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview._check_options(caller regrole, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -583,7 +689,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src       record;
+    src       streamview.sources;
     vname     text;
     vschema   name;
     vid       int;
@@ -625,7 +731,7 @@ BEGIN
 
     SELECT s.* INTO src FROM streamview.sources s
      WHERE s.name = streamview._query_source(query);
-    PERFORM streamview._check_owner(caller, src.owner, 'source', src.name);
+    PERFORM streamview._check_usage(caller, src);
 
     INSERT INTO streamview.views (name, schema_name, source_id, owner, allowed_lateness)
     VALUES (vname, vschema, src.source_id, caller, lateness)
@@ -692,6 +798,7 @@ DECLARE
 BEGIN
     v := streamview._lock_view(caller, view_name);
     PERFORM streamview._check_may_create(v, 'A rebuild');
+    PERFORM streamview._check_usage(v.owner, s) FROM streamview.sources s WHERE s.source_id = v.source_id;
     PERFORM streamview._check_worker_quota(v.owner, 'a rebuild');
     IF max_rate > 1000000000 THEN
         RAISE EXCEPTION 'max_rate must be at most 1000000000 events per second'

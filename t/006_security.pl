@@ -400,5 +400,18 @@ is(scalar @leaks, 0, 'nor does the server log (beyond the test\'s own statements
   or diag(join("\n", @leaks));
 $node->safe_psql('postgres', q{SELECT streamview.drop_source('leaky')});
 
+# A source that runs with a password among its options (ignored by a
+# plaintext connection): its worker shows it in no activity and no log line.
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('quiet', '$B', 'mtopic', '{"ts":"timestamptz"}', 'ts',
+	       options => '{"sasl.username":"svc","sasl.password":"SECRET-PASSWORD-77"}')});
+ok(worker_pid($node, 'quiet'), 'the source with a password runs');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity
+                                   WHERE query LIKE '%SECRET-PASSWORD%' AND pid <> pg_backend_pid()}),
+	'0', 'no session or worker shows the password in pg_stat_activity');
+my @pw = grep { /SECRET-PASSWORD-77/ && !/statement: / && !/^\s/ } split /\n/, slurp_file($node->logfile);
+is(scalar @pw, 0, 'nor does any line of the server log (beyond the test\'s own statements)')
+  or diag(join("\n", @pw));
+
 $node->stop;
 done_testing();

@@ -23,6 +23,17 @@ CREATE TABLE streamview.sources (
     max_future           interval DEFAULT '1 day'
 );
 
+-- Who, besides its owner, may build stream views over a source: USAGE, as
+-- on a foreign server.  It shows none of the source's options and gives no
+-- right to change or drop it.
+CREATE TABLE streamview.source_usage (
+    source_id  int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
+    grantee    regrole NOT NULL,
+    granted_by regrole NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (source_id, grantee)
+);
+
 -- The typed columns of a source, in declaration order.
 CREATE TABLE streamview.source_columns (
     source_id     int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
@@ -223,6 +234,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.offset_marks', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.dead_letters', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.source_usage', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.checks', '');
 

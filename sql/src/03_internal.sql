@@ -105,6 +105,25 @@ BEGIN
     END IF;
 END $$;
 
+-- USAGE on a source: its owner (and the owner role's members) and the roles
+-- it was granted to (streamview.grant_usage) may build stream views over it.
+CREATE FUNCTION streamview._check_usage(role regrole, src streamview.sources)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_has_role(role, src.owner, 'USAGE')
+       OR EXISTS (SELECT 1 FROM streamview.source_usage u
+                   WHERE u.source_id = src.source_id AND pg_has_role(role, u.grantee, 'USAGE')) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'permission denied for source "%"', src.name
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('The source is owned by %s, who has not granted USAGE on it to %s.', src.owner, role),
+              HINT = format('Its owner can run: SELECT streamview.grant_usage(%L, %L);', src.name, role::text);
+END $$;
+
 -- The schema an unqualified CREATE VIEW of the caller would have used.
 CREATE FUNCTION streamview._caller_schema()
 RETURNS name

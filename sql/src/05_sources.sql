@@ -212,6 +212,68 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
+CREATE FUNCTION streamview.grant_usage(source_name text, to_role regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.grant_usage(text, regrole) IS
+'lets a role (and its members) build stream views over a source; its options stay hidden';
+
+CREATE FUNCTION streamview.revoke_usage(source_name text, from_role regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
+'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on';
+
+-- The source, locked, after its owner check (grant_usage, revoke_usage).
+CREATE FUNCTION streamview._lock_source(caller regrole, name text)
+RETURNS streamview.sources
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources;
+BEGIN
+    PERFORM streamview._require(name, 'source_name');
+    SELECT s.* INTO src FROM streamview.sources s WHERE s.name = _lock_source.name FOR UPDATE;
+    IF src.source_id IS NULL THEN
+        RAISE EXCEPTION 'source "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM streamview.source_list.';
+    END IF;
+    PERFORM streamview._check_owner(caller, src.owner, 'source', name);
+    RETURN src;
+END $$;
+
+CREATE FUNCTION streamview._grant_usage_impl(caller regrole, source_name text, to_role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    PERFORM streamview._require(to_role, 'to_role');
+    INSERT INTO streamview.source_usage (source_id, grantee, granted_by)
+    VALUES (src.source_id, to_role, caller)
+    ON CONFLICT (source_id, grantee) DO NOTHING;
+END $$;
+
+CREATE FUNCTION streamview._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    PERFORM streamview._require(from_role, 'from_role');
+    DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
+END $$;
+
 -- librdkafka properties a source may set.  Some would break the guarantees
 -- (offsets are PostgreSQL's) and are refused to everyone; some run programs,
 -- load libraries or read server files, so roles without superuser are held

@@ -64,7 +64,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src       record;
+    src       streamview.sources;
     vname     text;
     vschema   name;
     vid       int;
@@ -106,7 +106,7 @@ BEGIN
 
     SELECT s.* INTO src FROM streamview.sources s
      WHERE s.name = streamview._query_source(query);
-    PERFORM streamview._check_owner(caller, src.owner, 'source', src.name);
+    PERFORM streamview._check_usage(caller, src);
 
     INSERT INTO streamview.views (name, schema_name, source_id, owner, allowed_lateness)
     VALUES (vname, vschema, src.source_id, caller, lateness)

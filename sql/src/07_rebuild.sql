@@ -25,6 +25,7 @@ DECLARE
 BEGIN
     v := streamview._lock_view(caller, view_name);
     PERFORM streamview._check_may_create(v, 'A rebuild');
+    PERFORM streamview._check_usage(v.owner, s) FROM streamview.sources s WHERE s.source_id = v.source_id;
     PERFORM streamview._check_worker_quota(v.owner, 'a rebuild');
     IF max_rate > 1000000000 THEN
         RAISE EXCEPTION 'max_rate must be at most 1000000000 events per second'

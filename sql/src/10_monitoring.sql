@@ -4,7 +4,9 @@ CREATE VIEW streamview.source_list AS
 SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
        s.idle_timeout,
        CASE WHEN pg_catalog.pg_has_role(s.owner, 'USAGE') THEN s.options END AS options,
-       s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future
+       s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
+       ARRAY(SELECT u.grantee FROM streamview.source_usage u
+              WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage
   FROM streamview.sources s;
 
 CREATE VIEW streamview.partitions AS
@@ -66,20 +68,27 @@ GRANT SELECT ON streamview.status, streamview.partitions, streamview.source_list
                 streamview.rebuilds TO PUBLIC;
 
 -- Dead letters and worker errors hold the topic's data: each role sees the
--- rows of the sources it owns (or is a member of the owner of).  Which role
--- owns which source is no secret: the policies read it from
--- streamview.source_list, which shows it to everyone.
+-- rows of the sources it owns (or is a member of the owner of) or has USAGE
+-- on.  Which role owns which source, and who has USAGE on it, is no secret:
+-- the policies read it from streamview.source_list, which shows it to
+-- everyone.
 ALTER TABLE streamview.dead_letters ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE streamview.worker_errors ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY owner_reads ON streamview.dead_letters FOR SELECT
     USING (EXISTS (SELECT 1 FROM streamview.source_list s
-                    WHERE s.name = dead_letters.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+                    WHERE s.name = dead_letters.source_name
+                      AND (pg_catalog.pg_has_role(s.owner, 'USAGE')
+                           OR EXISTS (SELECT 1 FROM pg_catalog.unnest(s.usage) g
+                                       WHERE pg_catalog.pg_has_role(g, 'USAGE')))));
 
 CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
     USING (EXISTS (SELECT 1 FROM streamview.source_list s
-                    WHERE s.name = worker_errors.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+                    WHERE s.name = worker_errors.source_name
+                      AND (pg_catalog.pg_has_role(s.owner, 'USAGE')
+                           OR EXISTS (SELECT 1 FROM pg_catalog.unnest(s.usage) g
+                                       WHERE pg_catalog.pg_has_role(g, 'USAGE')))));
 
 -- A validation's detail quotes rows and totals of the versions it compared:
 -- the view's owner (and its members) may read it, like the versions' tables.

@@ -12,6 +12,8 @@ GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 -- connection from inside the server, and a view starts a worker.
 REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text),
                        streamview.drop_source(text, bool),
+                       streamview.grant_usage(text, regrole),
+                       streamview.revoke_usage(text, regrole),
                        streamview.create_view(text, text, text),
                        streamview.drop_view(text),
                        streamview.rebuild(text, text, text, bigint),

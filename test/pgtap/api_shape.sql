@@ -4,17 +4,18 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(36);
+SELECT plan(37);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
-    'create_source', 'drop_source', 'create_view', 'drop_view', 'rebuild', 'wait_for',
+    'create_source', 'drop_source', 'grant_usage', 'revoke_usage', 'create_view', 'drop_view', 'rebuild', 'wait_for',
     'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
     -- internals, closed to PUBLIC
-    '_add_check_impl', '_add_column', '_caller_schema', '_check_may_create', '_check_options', '_check_owner',
+    '_add_check_impl', '_add_column', '_caller_schema', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_do_swap', '_drop_check_impl', '_drop_source_impl',
-    '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_interval_arg', '_live_version', '_lock_view',
+    '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_interval_arg', '_live_version',
+    '_lock_source', '_lock_view', '_revoke_usage_impl',
     '_notify_launcher', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl'], 'the schema holds the API and its internals, nothing else');
@@ -38,7 +39,7 @@ SELECT is_empty($$
                           AND p.prosrc = 'streamview_api_dispatch') $$,
     'every implementation has its public function');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamview'::regnamespace
-            AND p.prosrc = 'streamview_api_dispatch'), 12, 'twelve mutators');
+            AND p.prosrc = 'streamview_api_dispatch'), 14, 'fourteen mutators');
 
 -- Who may call what.
 SELECT is_empty($$
@@ -68,8 +69,8 @@ SELECT is_empty($$
 
 -- The catalog.
 SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
-    'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors'],
-    'the catalog tables');
+    'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors',
+    'source_usage'], 'the catalog tables');
 SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list'],
     'the monitoring views');
 SELECT is_empty($$
@@ -97,6 +98,7 @@ SELECT fk_ok('streamview', 'worker_errors', 'source_id', 'streamview', 'sources'
 SELECT table_privs_are('streamview', 'sources', 'public', ARRAY[]::text[], 'sources are closed (options)');
 SELECT table_privs_are('streamview', 'offsets', 'public', ARRAY[]::text[], 'offsets are closed');
 SELECT table_privs_are('streamview', 'seen_ids', 'public', ARRAY[]::text[], 'seen_ids are closed');
+SELECT table_privs_are('streamview', 'source_usage', 'public', ARRAY[]::text[], 'source_usage is closed (source_list shows it)');
 SELECT table_privs_are('streamview', 'versions', 'public', ARRAY['SELECT'], 'versions are readable');
 SELECT table_privs_are('streamview', 'validations', 'public', ARRAY['SELECT'], 'validations are readable...');
 SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.validations'::regclass), true,
