@@ -1041,6 +1041,7 @@ DECLARE
     acl    aclitem[];
     g      record;
     rel    regclass;
+    note   text;
     vname  text := format('%I.%I', v.schema_name, v.name);
 BEGIN
     IF target.state = 'live' THEN
@@ -1079,6 +1080,7 @@ BEGIN
     -- create_view made (by OID), whatever now has its name.
     PERFORM streamview._check_may_create(v, 'A swap');
     rel := streamview._view_relation(v);
+    note := obj_description(rel, 'pg_class');
     IF rel IS NULL THEN
         -- dropped by hand: made again, for the view's owner, where it was
         IF to_regclass(vname) IS NOT NULL THEN
@@ -1119,8 +1121,11 @@ BEGIN
         END;
     END IF;
     UPDATE streamview.views w SET relid = rel WHERE w.view_id = v.view_id;
-    EXECUTE format('COMMENT ON VIEW %s IS %L', vname,
-                   format('stream view (pg_streamview), version %s', target.version));
+    -- A comment the DBA wrote stays; the extension's own names the version.
+    IF note IS NULL OR note ~ '^stream view (over source .* \(pg_streamview\)|\(pg_streamview\), version \d+)$' THEN
+        note := format('stream view (pg_streamview), version %s', target.version);
+    END IF;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', vname, note);
 
     live := streamview._live_version(v.view_id);
     PERFORM streamview._set_state(live.version_id, '{live}', 'caught_up');
@@ -1186,6 +1191,19 @@ BEGIN
 END $$;
 DROP FUNCTION streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text);
 
+-- lag is NULL, not 0, while a partition's log end is unknown.
+CREATE OR REPLACE VIEW streamview.partitions AS
+SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
+       CASE WHEN o.log_end IS NOT NULL THEN greatest(o.log_end - o.next_offset, 0) END AS lag,
+       o.max_event_time, o.max_event_time - s.max_out_of_orderness AS watermark,
+       o.consumed, o.applied, o.duplicates, o.too_late, o.dead_lettered,
+       o.consumed = o.applied + o.duplicates + o.too_late + o.dead_lettered AS balanced,
+       o.last_message_at, o.updated_at
+  FROM streamview.offsets o
+  JOIN streamview.versions ver USING (version_id)
+  JOIN streamview.views v ON v.view_id = ver.view_id
+  JOIN streamview.sources s ON s.source_id = v.source_id;
+
 -- The monitoring views that read versions.state, as in a fresh install.
 CREATE VIEW streamview.status AS
 SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
@@ -1194,7 +1212,10 @@ SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver
        coalesce(pg_catalog.sum(o.duplicates), 0)::bigint AS duplicates,
        coalesce(pg_catalog.sum(o.too_late), 0)::bigint AS too_late,
        coalesce(pg_catalog.sum(o.dead_lettered), 0)::bigint AS dead_lettered,
-       pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint AS lag,
+       -- NULL until every partition's log end is known: a source that never
+       -- reached its broker is not caught up
+       CASE WHEN pg_catalog.count(o.partition) > 0 AND pg_catalog.bool_and(o.log_end IS NOT NULL)
+            THEN pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint END AS lag,
        pg_catalog.count(o.partition)::int AS partitions,
        s.name AS source_name, ver.table_name, pg_catalog.max(o.updated_at) AS last_batch_at,
        -- a version's own failure, or what currently stops its source's worker

@@ -13,6 +13,7 @@ DECLARE
     acl    aclitem[];
     g      record;
     rel    regclass;
+    note   text;
     vname  text := format('%I.%I', v.schema_name, v.name);
 BEGIN
     IF target.state = 'live' THEN
@@ -51,6 +52,7 @@ BEGIN
     -- create_view made (by OID), whatever now has its name.
     PERFORM streamview._check_may_create(v, 'A swap');
     rel := streamview._view_relation(v);
+    note := obj_description(rel, 'pg_class');
     IF rel IS NULL THEN
         -- dropped by hand: made again, for the view's owner, where it was
         IF to_regclass(vname) IS NOT NULL THEN
@@ -91,8 +93,11 @@ BEGIN
         END;
     END IF;
     UPDATE streamview.views w SET relid = rel WHERE w.view_id = v.view_id;
-    EXECUTE format('COMMENT ON VIEW %s IS %L', vname,
-                   format('stream view (pg_streamview), version %s', target.version));
+    -- A comment the DBA wrote stays; the extension's own names the version.
+    IF note IS NULL OR note ~ '^stream view (over source .* \(pg_streamview\)|\(pg_streamview\), version \d+)$' THEN
+        note := format('stream view (pg_streamview), version %s', target.version);
+    END IF;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', vname, note);
 
     live := streamview._live_version(v.view_id);
     PERFORM streamview._set_state(live.version_id, '{live}', 'caught_up');

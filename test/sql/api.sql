@@ -76,6 +76,16 @@ SELECT view_name, version, state, window_kind, window_size, window_slide, table_
   FROM streamview.versions;
 SELECT view_name, version, state, is_live, watermark, consumed, applied, lag
   FROM streamview.status;
+-- lag is unknown (NULL), not 0, until every partition's log end is known
+INSERT INTO streamview.offsets (version_id, partition, next_offset, log_end)
+SELECT version_id, p, 5, CASE p WHEN 0 THEN 12 END FROM streamview.versions, generate_series(0, 1) p
+ WHERE view_name = 'revenue_per_minute';
+SELECT partition, next_offset, log_end, lag FROM streamview.partitions
+ WHERE view_name = 'revenue_per_minute' ORDER BY 1;
+SELECT view_name, lag FROM streamview.status WHERE view_name = 'revenue_per_minute';
+UPDATE streamview.offsets SET log_end = 5 WHERE log_end IS NULL;
+SELECT view_name, lag FROM streamview.status WHERE view_name = 'revenue_per_minute';
+DELETE FROM streamview.offsets;
 -- A hopping window, a key expression, the window named by default
 SELECT streamview.create_view('per_country_hop', $$
   SELECT streamview.hop(ts, '10 minutes', '1 minute'), lower(country) AS country, count(*) AS n

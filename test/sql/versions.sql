@@ -72,6 +72,20 @@ SELECT version, state, table_name, retired_at IS NOT NULL AS retired FROM stream
 SELECT to_regclass('sales_v2') AS v2_table;
 SELECT streamview.rebuild('sales') AS next_version;
 
+-- swap and rollback keep a comment the DBA wrote on the view; the
+-- extension's own comment names the live version
+SELECT obj_description('sales'::regclass, 'pg_class') AS comment_from_create_view;
+COMMENT ON VIEW sales IS 'Sales per shop and hour; ask finance';
+SELECT (streamview._set_state(version_id, ARRAY['replaying']::streamview.version_state[], 'caught_up')).state
+  FROM streamview.versions WHERE view_name = 'sales' AND version = 3;
+SELECT streamview.swap('sales', 3, force => true);
+SELECT obj_description('sales'::regclass, 'pg_class') AS comment_after_swap;
+SELECT streamview.rollback('sales');
+SELECT obj_description('sales'::regclass, 'pg_class') AS comment_after_rollback;
+COMMENT ON VIEW sales IS NULL;
+SELECT streamview.swap('sales', 3, force => true);
+SELECT obj_description('sales'::regclass, 'pg_class') AS comment_without_one;
+
 -- Rebuilding a dropped view
 SELECT streamview.drop_view('sales');
 SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);
