@@ -412,8 +412,16 @@ sv_check_event_time(const SvSource *src, SvEvent *ev)
 				  timestamptz_to_str(ev->event_time));
 		return false;
 	}
-	if (src->max_future_us >= 0 && ev->has_broker_time &&
-		ev->event_time - ev->broker_time > src->max_future_us)
+	/*
+	 * Not event_time - broker_time > max_future: a producer may set any
+	 * broker timestamp, up to some 290,000 years from now, and then the
+	 * difference for an event before 1970 overflows and wraps around to
+	 * "far ahead" (found by test/fuzz).  So: ahead at all, and then by how
+	 * much, in unsigned arithmetic, which is exact for two int64 values in
+	 * that order.
+	 */
+	if (src->max_future_us >= 0 && ev->has_broker_time && ev->event_time > ev->broker_time &&
+		(uint64) ev->event_time - (uint64) ev->broker_time > (uint64) src->max_future_us)
 	{
 		sv_reject(ev, SV_REASON_FUTURE_TIME,
 				  "event time \"%s\" (%s) is more than the source's max_future (%s) "
