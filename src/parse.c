@@ -12,8 +12,10 @@
  * A message that cannot be read is never an ERROR for the worker: it gets a
  * reason (invalid_json, missing_field, invalid_value) and an explanation,
  * and becomes a dead letter.  Type input functions report bad values by
- * throwing, so each conversion runs under PG_TRY; only data exceptions
- * (SQLSTATE class 22) are caught, which these pure functions raise without
+ * throwing, and so does the conversion of a payload to a database encoding
+ * other than UTF-8, so each runs under PG_TRY; only data exceptions
+ * (SQLSTATE class 22, and the feature_not_supported of escapes in a
+ * SQL_ASCII database) are caught, which these pure functions raise without
  * holding any resource, so no subtransaction is needed.  Anything else is
  * re-thrown.
  *
@@ -436,6 +438,60 @@ sv_check_event_time(const SvSource *src, SvEvent *ev)
 }
 
 /*
+ * Run the JSON parser over the payload with our callbacks.  Messages are
+ * UTF-8, but the values made of them, the field names compared with the
+ * columns' paths and the explanations of dead letters are text of the
+ * database, in its encoding; the lexer already converts \u escapes to it.
+ * So in a database that is not UTF-8 the payload is converted first, and a
+ * character that encoding lacks (raw or escaped) makes the message
+ * invalid_json, instead of an ERROR that would stop the source on this
+ * message again and again (found by test/fuzz in a LATIN1 database).
+ * Returns false, with ev->reason set, when the message is not read.
+ */
+static bool
+sv_parse_json(SvParseState *ps, JsonSemAction *sem, SvEvent *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		char	   *text = ev->payload;
+		int			len = ev->paylen;
+		JsonParseErrorType rc;
+
+		if (GetDatabaseEncoding() != PG_UTF8)
+		{
+			text = pg_any_to_server(ev->payload, ev->paylen, PG_UTF8);
+			len = strlen(text);
+		}
+		ps->lex = makeJsonLexContextCstringLen(text, len, GetDatabaseEncoding(), true);
+		rc = pg_parse_json(ps->lex, sem);
+		if (rc != JSON_SUCCESS)
+		{
+			sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s", json_errdetail(rc, ps->lex));
+			ok = false;
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *err;
+
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		/* untranslatable characters; SQL_ASCII: no conversion of escapes */
+		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION &&
+			err->sqlerrcode != ERRCODE_FEATURE_NOT_SUPPORTED)
+			PG_RE_THROW();
+		FlushErrorState();
+		sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s", err->message);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
  * Parse ev->payload into ev->values/nulls/event_time/event_id, or set
  * ev->reason and ev->error.  Allocates in CurrentMemoryContext (the batch's).
  */
@@ -444,7 +500,6 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 {
 	SvParseState ps = {0};
 	JsonSemAction sem = {0};
-	JsonParseErrorType rc;
 
 	ev->reason = SV_REASON_NONE;
 	ev->values = palloc0(src->ncolumns * sizeof(Datum));
@@ -474,7 +529,6 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 	ps.not_scalar = palloc0(src->ncolumns * sizeof(bool));
 	ps.found = palloc0(src->ncolumns * sizeof(bool));
 	ps.duplicate = -1;
-	ps.lex = makeJsonLexContextCstringLen(ev->payload, ev->paylen, PG_UTF8, true);
 	sem.semstate = &ps;
 	sem.object_start = sv_object_start;
 	sem.object_end = sv_object_end;
@@ -483,12 +537,13 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 	sem.object_field_start = sv_field_start;
 	sem.scalar = sv_scalar;
 
-	if (ev->paylen == 0 || (rc = pg_parse_json(ps.lex, &sem)) != JSON_SUCCESS)
+	if (ev->paylen == 0)
 	{
-		sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s",
-				  ev->paylen == 0 ? "the payload is empty" : json_errdetail(rc, ps.lex));
+		sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: the payload is empty");
 		return;
 	}
+	if (!sv_parse_json(&ps, &sem, ev))
+		return;
 	if (ps.lex->input[strspn(ps.lex->input, " \t\r\n")] != '{')
 	{
 		sv_reject(ev, SV_REASON_INVALID_JSON, "the payload is not a JSON object");
