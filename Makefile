@@ -72,6 +72,12 @@ bench:
 soak:
 	bash bench/soak.sh
 
+# Not a test either: fuzz the message decoders, 10 minutes by default
+# (`make fuzz FUZZ_SECONDS=60`); see "Fuzzing" in docs/development.md.
+.PHONY: fuzz
+fuzz:
+	bash test/fuzz/run.sh $(FUZZ_SECONDS)
+
 # Build, install, start a throwaway PostgreSQL and broker, stream events, show views.
 demo:
 	bash demo/demo.sh
