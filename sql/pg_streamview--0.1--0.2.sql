@@ -1191,6 +1191,17 @@ BEGIN
 END $$;
 DROP FUNCTION streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text);
 
+-- The catalog's sequences are dumped with it (pg_dump, then a restore: new
+-- sources, views and versions no longer collide with restored ones).
+SELECT pg_catalog.pg_extension_config_dump('streamview.sources_source_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.views_view_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.versions_version_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.dead_letters_dead_letter_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.validations_validation_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.swaps_swap_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors_worker_error_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.validation_runs', '');
+
 -- lag is NULL, not 0, while a partition's log end is unknown.
 CREATE OR REPLACE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,

@@ -243,6 +243,16 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.validations', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
 
+-- Their sequences too: a restored catalog must not hand out ids it holds.
+SELECT pg_catalog.pg_extension_config_dump('streamview.sources_source_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.views_view_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.versions_version_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.dead_letters_dead_letter_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.validations_validation_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.swaps_swap_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors_worker_error_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.validation_runs', '');
+
 -- Catalog tables are written by the extension's functions (as the extension
 -- owner), never directly by users.
 REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;

@@ -75,9 +75,9 @@ SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source
     'the monitoring views');
 SELECT is_empty($$
     SELECT c.oid::regclass FROM pg_class c
-     WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind = 'r'
+     WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind IN ('r', 'S')
        AND c.oid <> ALL (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'pg_streamview') $$,
-    'pg_dump dumps every catalog table (pg_extension_config_dump)');
+    'pg_dump dumps every catalog table and sequence (pg_extension_config_dump)');
 SELECT columns_are('streamview', 'status', ARRAY['view_name', 'version', 'state', 'is_live', 'watermark',
     'consumed', 'applied', 'duplicates', 'too_late', 'dead_lettered', 'lag', 'partitions', 'source_name',
     'table_name', 'last_batch_at', 'error'], 'streamview.status has the columns DESIGN.md names, and more');

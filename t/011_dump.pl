@@ -1,0 +1,121 @@
+# pg_dump and pg_restore of a database with stream views.  The catalog
+# tables and their sequences are dumped (pg_extension_config_dump), so in
+# the restored cluster the worker resumes from the stored offsets (nothing
+# read twice, nothing skipped) and new sources, views and rebuilds get ids
+# of their own (0.1 did not dump the sequences: the next create_source
+# failed with a duplicate key).
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+use StreamViewTest;
+
+my $broker = broker_start('b011', { dumped => 2, other => 1 });
+my $B      = $broker->{addr};
+my $old    = new_node('n011a');
+
+my $sent = 0;
+my %expected;
+sub send_events
+{
+	my ($n) = @_;
+	my @m;
+	for (1 .. $n)
+	{
+		my $i = $sent++;
+		my $k = 'k' . ($i % 3);
+		$expected{$k}++;
+		push @m, [ $i % 2, $k, JSON::PP->new->canonical->encode(
+			{ ts => sprintf('2024-06-01T10:%02d:%02dZ', int($i / 60) % 60, $i % 60), k => $k }) ];
+	}
+	produce($broker, 'dumped', \@m);
+	return;
+}
+sub view_is
+{
+	my ($node, $label) = @_;
+	my %got = map { split / / } split /\n/,
+	  $node->safe_psql('postgres', q{SELECT k || ' ' || sum(n) FROM dumped_n GROUP BY k});
+	is_deeply(\%got, \%expected, "$label: the view counts every event sent ($sent) once");
+	return;
+}
+
+$old->safe_psql('postgres', qq{
+	SELECT streamview.create_source('dumped', '$B', 'dumped', '{"ts":"timestamptz","k":"text"}', 'ts');
+	SELECT streamview.create_view('public.dumped_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM dumped GROUP BY 1, 2 \$\$);
+	COMMENT ON VIEW public.dumped_n IS 'events per minute and key';
+});
+send_events(300);
+ok(wait_consumed($old, 'dumped_n', 300), 'the first cluster consumed 300 events');
+view_is($old, 'before the dump');
+
+# The dump, taken while the worker runs; then the first cluster stops, as
+# when a database moves to a new server.
+my $dump = "$PostgreSQL::Test::Utils::tmp_check/n011.dump";
+command_ok([ 'pg_dump', '-Fc', '-d', $old->connstr('postgres'), '-f', $dump ], 'pg_dump');
+my %before = map { split /\|/ } split /\n/, $old->safe_psql('postgres',
+	q{SELECT 'sources', last_value FROM streamview.sources_source_id_seq
+	  UNION ALL SELECT 'versions', last_value FROM streamview.versions_version_id_seq});
+$old->stop;
+
+my $new = PostgreSQL::Test::Cluster->new('n011b');
+$new->init;
+$new->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_streamview'\n"
+	  . "streamview.restart_delay = 1\nstreamview.launcher_naptime = 200\nmax_worker_processes = 16\n");
+$new->start;
+command_ok([ 'pg_restore', '--exit-on-error', '-d', $new->connstr('postgres'), $dump ], 'pg_restore');
+
+is($new->safe_psql('postgres', q{
+	SELECT string_agg(name || ':' || state, ' ' ORDER BY name)
+	  FROM streamview.source_list s, streamview.status st WHERE st.source_name = s.name}),
+	'dumped:live', 'the restored catalog has the source and its live view');
+is($new->safe_psql('postgres', q{SELECT obj_description('public.dumped_n'::regclass, 'pg_class')}),
+	'events per minute and key', 'and the view keeps its comment');
+is($new->safe_psql('postgres',
+		q{SELECT last_value FROM streamview.sources_source_id_seq}), $before{sources},
+	'the sources sequence is restored');
+is($new->safe_psql('postgres',
+		q{SELECT last_value FROM streamview.versions_version_id_seq}), $before{versions},
+	'the versions sequence is restored');
+view_is($new, 'right after the restore');
+
+# The worker resumes from the stored offsets: the next events are counted
+# once, the old ones not again.
+send_events(200);
+ok(wait_consumed($new, 'dumped_n', 500), 'the restored cluster goes on from the stored offsets');
+wait_settled();
+view_is($new, 'after 200 more events');
+is($new->safe_psql('postgres', q{SELECT count(*) FROM streamview.partitions WHERE NOT balanced}),
+	'0', 'every partition ledger balances');
+
+# New objects get ids of their own.
+$new->safe_psql('postgres', qq{
+	SELECT streamview.create_source('other', '$B', 'other', '{"ts":"timestamptz"}', 'ts');
+	SELECT streamview.create_view('public.other_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM other GROUP BY 1 \$\$);
+});
+is($new->safe_psql('postgres', q{SELECT string_agg(name, ' ' ORDER BY name) FROM streamview.source_list}),
+	'dumped other', 'create_source and create_view work after the restore');
+is($new->safe_psql('postgres', q{SELECT streamview.rebuild('dumped_n')}), '2', 'and so does rebuild');
+is($new->safe_psql('postgres', qq{SELECT streamview.wait_for('dumped_n', 2, '60 seconds')}), 'caught_up',
+	'the rebuild replays the topic');
+is($new->safe_psql('postgres', q{
+	SELECT count(*) FROM ((TABLE dumped_n_v1 EXCEPT ALL TABLE dumped_n_v2)
+	                      UNION ALL (TABLE dumped_n_v2 EXCEPT ALL TABLE dumped_n_v1)) d}), '0',
+	'and equals the restored live version, row for row');
+
+# Until the live version has read to the log end of every partition.
+sub wait_settled
+{
+	wait_for($new, q{SELECT count(*) = 0 FROM streamview.partitions
+	                 WHERE view_name = 'dumped_n' AND (log_end IS NULL OR next_offset < log_end)});
+	return;
+}
+
+broker_stop($broker);
+$new->stop;
+done_testing();
