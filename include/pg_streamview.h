@@ -303,6 +303,10 @@ extern const char *streamview_agg_name(SvAggKind kind);
 extern PGDLLEXPORT void streamview_worker_main(Datum arg);
 
 /* ------------------------------------------------------------- in worker.c */
+extern void streamview_worker_signals(void);
+extern bool streamview_stop_requested(void);
+extern void streamview_stop(void) pg_attribute_noreturn();
+extern void streamview_batch_aborted(void);
 extern void streamview_begin_batch(const char *activity);
 extern void streamview_commit_batch(void);
 extern void streamview_pin_worker_settings(void);

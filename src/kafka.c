@@ -217,6 +217,8 @@ streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited + 200 >= timeout_ms)
 			break;
 		CHECK_FOR_INTERRUPTS();
+		if (streamview_stop_requested())
+			streamview_stop();
 	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{

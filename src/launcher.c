@@ -307,16 +307,18 @@ sv_reconcile(void)
 void
 streamview_launcher_main(Datum arg)
 {
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	streamview_worker_signals();
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(streamview_database, NULL, 0);
+	streamview_worker_context("pg_streamview launcher");
 	streamview_register_launcher_latch();
 	ereport(LOG, (errmsg("pg_streamview launcher started in database \"%s\"", streamview_database)));
 
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
+		if (streamview_stop_requested())
+			streamview_stop();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

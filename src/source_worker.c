@@ -224,6 +224,8 @@ sv_check_partitions(bool wait)
 						 SV_IDLE_WAIT_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		if (streamview_stop_requested())
+			streamview_stop();
 	}
 }
 
@@ -422,6 +424,8 @@ sv_main_loop(void)
 		MemoryContextSwitchTo(worker.loop_cxt);
 		MemoryContextReset(worker.loop_cxt);
 		CHECK_FOR_INTERRUPTS();
+		if (streamview_stop_requested())
+			streamview_stop();
 		/* a busy worker never sleeps on WL_EXIT_ON_PM_DEATH: look */
 		if (!PostmasterIsAlive())
 			proc_exit(1);
@@ -502,6 +506,7 @@ sv_fail(void)
 	err = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
+	streamview_batch_aborted();
 	RESUME_INTERRUPTS();
 
 	if (worker.src != NULL)
@@ -543,8 +548,7 @@ streamview_worker_main(Datum arg)
 	worker.source_id = params.source_id;
 	worker.replay_version_id = params.replay_version_id;
 
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	streamview_worker_signals();
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(params.dboid, params.owner, 0);
 	streamview_pin_worker_settings();

@@ -136,16 +136,24 @@ streamview_prepare_version(const SvSource *src, SvVersion *v)
 	char	   *relname = psprintf(SV_BATCH_TABLE, v->version_id);
 	SvRunAs		ra;
 
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE TEMP TABLE IF NOT EXISTS %s (", relname);
-	for (int c = 0; c < src->ncolumns; c++)
-		appendStringInfo(&sql, "%s %s, ", quote_identifier(src->columns[c].name),
-						 format_type_be_qualified(src->columns[c].type));
-	appendStringInfoString(&sql, "sv_window_start timestamptz NOT NULL) ON COMMIT DELETE ROWS");
-	SPI_execute(sql.data, false, 0);
-	SPI_execute(psprintf("GRANT SELECT ON pg_temp.%s TO %s", relname,
-						 quote_identifier(GetUserNameFromId(v->owner, false))), false, 0);
+	/*
+	 * Made once per worker: a reload of the versions finds it (and says
+	 * nothing, where IF NOT EXISTS would log a NOTICE each time).
+	 */
 	v->batch_relid = get_relname_relid(relname, LookupCreationNamespace("pg_temp"));
+	if (!OidIsValid(v->batch_relid))
+	{
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "CREATE TEMP TABLE %s (", relname);
+		for (int c = 0; c < src->ncolumns; c++)
+			appendStringInfo(&sql, "%s %s, ", quote_identifier(src->columns[c].name),
+							 format_type_be_qualified(src->columns[c].type));
+		appendStringInfoString(&sql, "sv_window_start timestamptz NOT NULL) ON COMMIT DELETE ROWS");
+		SPI_execute(sql.data, false, 0);
+		SPI_execute(psprintf("GRANT SELECT ON pg_temp.%s TO %s", relname,
+							 quote_identifier(GetUserNameFromId(v->owner, false))), false, 0);
+		v->batch_relid = get_relname_relid(relname, LookupCreationNamespace("pg_temp"));
+	}
 
 	streamview_run_as_begin(v->owner, &ra);
 	v->plan = SPI_prepare(v->batch_sql, 0, NULL);

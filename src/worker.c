@@ -3,8 +3,8 @@
  * worker.c
  *	  What every pg_streamview background worker shares, source worker and
  *	  replay worker alike: the transaction bracket of a batch, the settings
- *	  a worker pins, and the error context that names the worker's source
- *	  (and the event at hand) on every line it logs.
+ *	  a worker pins, how it stops, and the error context that names the
+ *	  worker's source (and the event at hand) on every line it logs.
  *
  * The two kinds of worker (SvWorkerKind) run the same loop
  * (source_worker.c); replay.c holds what only a replay worker does.  The
@@ -16,12 +16,73 @@
 
 #include "access/xact.h"
 #include "pgstat.h"
+#include "miscadmin.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 /* The memory context that was current when the batch's transaction began. */
 static MemoryContext sv_batch_caller_cxt = NULL;
+
+/* ---------- stopping ---------- */
+
+static volatile sig_atomic_t sv_stop_requested = false;
+static volatile sig_atomic_t sv_in_batch = false;
+
+/*
+ * SIGTERM is how a worker is told to stop: drop_source, drop_view, the
+ * launcher, a server shutdown.  That is routine, so it is not the FATAL
+ * "terminating background worker" of die(): outside a batch the loop sees
+ * the request at its next round, at once since the latch is set, and exits
+ * with a LOG line.  Inside a batch it is die() after all, so that a long
+ * statement does not hold up the stop; the batch's rollback loses nothing.
+ */
+static void
+sv_handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	sv_stop_requested = true;
+	if (sv_in_batch)
+		die(postgres_signal_arg);
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void
+streamview_worker_signals(void)
+{
+	pqsignal(SIGTERM, sv_handle_sigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+}
+
+/* Has the worker been asked to stop?  Waits poll it, as they check interrupts. */
+bool
+streamview_stop_requested(void)
+{
+	return sv_stop_requested;
+}
+
+static char sv_context_worker[NAMEDATALEN * 3];
+
+/* The worker stops because it was asked to: a LOG line, and exit code 0. */
+void
+streamview_stop(void)
+{
+	ereport(LOG, (errmsg("%s stopping", sv_context_worker[0] ? sv_context_worker : "pg_streamview worker")));
+	proc_exit(0);
+}
+
+/* The batch transaction was aborted (the worker's error path). */
+void
+streamview_batch_aborted(void)
+{
+	sv_in_batch = false;
+}
 
 /*
  * Begin a batch's transaction, the canonical bracket of a background worker
@@ -31,6 +92,9 @@ void
 streamview_begin_batch(const char *activity)
 {
 	sv_batch_caller_cxt = CurrentMemoryContext;
+	if (sv_stop_requested)
+		streamview_stop();		/* asked before the batch began: not worth starting */
+	sv_in_batch = true;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
@@ -45,6 +109,7 @@ streamview_commit_batch(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	sv_in_batch = false;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	/* commit leaves TopMemoryContext current */
@@ -78,7 +143,6 @@ streamview_pin_worker_settings(void)
 
 /* ---------- error context ---------- */
 
-static char sv_context_worker[NAMEDATALEN * 3];
 static int32 sv_context_partition = -1;
 static int64 sv_context_offset = -1;
 static ErrorContextCallback sv_context_callback;

@@ -309,7 +309,19 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $start_time,
 	'the postmaster never restarted');
 
+# 9. Routine stops are not failures: no FATAL in the log for the workers
+# that drop_source stopped or for the server's shutdown, each says it is
+# stopping (LOG), and reloading a source's versions made no NOTICE.
+$node->stop;
+my $log = slurp_file($node->logfile);
+my @fatal = grep { /FATAL/ } split /\n/, $log;
+is(scalar @fatal, 0, 'no FATAL line in the whole log: drops and the shutdown are routine stops')
+  or diag(join("\n", @fatal[ 0 .. ($#fatal > 9 ? 9 : $#fatal) ]));
+my $stops = () = $log =~ /LOG:  pg_streamview source worker for source "[^"]+" stopping/g;
+cmp_ok($stops, '>=', 3, "each stopped source worker says so at LOG ($stops)");
+like($log, qr/LOG:  pg_streamview launcher stopping/, 'and so does the launcher at shutdown');
+unlike($log, qr/relation "sv_batch_\d+" already exists/, 'reloading versions makes no NOTICE');
+
 note sprintf('003 took %.1fs', time - $t_start);
 broker_stop($broker);
-$node->stop;
 done_testing();
