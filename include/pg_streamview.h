@@ -389,6 +389,8 @@ extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
 
 /* ---------------------------------------------------------------- in api.c */
+extern void streamview_as_owner(void (*fn) (void *), void *arg);
+extern bool streamview_in_api(void);
 extern Oid	streamview_extension_owner(void);
 extern void streamview_run_as_begin(Oid role, SvRunAs *ra);
 extern void streamview_run_as_end(const SvRunAs *ra);

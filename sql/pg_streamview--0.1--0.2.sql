@@ -782,6 +782,11 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview._guard_drop()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'streamview_guard_drop'
+LANGUAGE C;
+
 CREATE OR REPLACE FUNCTION streamview._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
                                          start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
 RETURNS int
@@ -1261,3 +1266,8 @@ SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
                ON live.version_id = lv.version_id AND live.partition = s.partition) p ON true
  WHERE (ver.start_offsets IS NOT NULL OR ver.state = 'replaying') AND ver.state <> 'retired';
 GRANT SELECT ON streamview.status, streamview.rebuilds TO PUBLIC;
+
+-- A plain DROP of a stream view, or of a table a version uses, is refused
+-- (guard.c).
+CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
+    EXECUTE FUNCTION streamview._guard_drop();

@@ -194,6 +194,39 @@ streamview_api_dispatch(PG_FUNCTION_ARGS)
 	return result;
 }
 
+/*
+ * Run fn(arg) as the extension's owner: for code that must read the
+ * catalog, which is closed to PUBLIC, whoever set it off (guard.c).
+ */
+void
+streamview_as_owner(void (*fn) (void *), void *arg)
+{
+	Oid			save_user;
+	int			save_sec;
+
+	streamview_as_extension_owner(&save_user, &save_sec);
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_FINALLY();
+	{
+		streamview_restore_user(save_user, save_sec);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Is the extension's own code running, inside a public function of the API,
+ * and not code a user wrote that the API runs (restricted)?  guard.c lets
+ * the API's own DDL through.
+ */
+bool
+streamview_in_api(void)
+{
+	return OidIsValid(sv_caller) && !InSecurityRestrictedOperation();
+}
+
 PG_FUNCTION_INFO_V1(streamview_caller_schema);
 PGDLLEXPORT Datum streamview_caller_schema(PG_FUNCTION_ARGS);
 

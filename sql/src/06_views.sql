@@ -164,3 +164,15 @@ BEGIN
     DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
     PERFORM streamview._notify_launcher();
 END $$;
+
+-- A plain DROP of a stream view, or of a table a version still uses, is
+-- refused with a hint (guard.c); drop_view and drop_version do it with the
+-- catalog.  (A superuser who must can ALTER EVENT TRIGGER
+-- streamview_guard_drop DISABLE.)
+CREATE FUNCTION streamview._guard_drop()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'streamview_guard_drop'
+LANGUAGE C;
+
+CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
+    EXECUTE FUNCTION streamview._guard_drop();

@@ -84,6 +84,12 @@ SET ROLE sv_eve;
 SELECT streamview.create_source('s_f3', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts');
 -- drop: eve's stream view is dropped by hand, the analyst makes a view of that name
 SELECT streamview.create_view('sv_shared.report2', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_f3 GROUP BY 1 $$);
+-- (a plain DROP VIEW of a stream view is refused, unless a superuser
+-- disabled the guard, as here, to try what the extension does then)
+SELECT pg_temp.err($$DROP VIEW sv_shared.report2$$) AS refused;
+RESET ROLE;
+ALTER EVENT TRIGGER streamview_guard_drop DISABLE;
+SET ROLE sv_eve;
 DROP VIEW sv_shared.report2;
 SET ROLE sv_analyst;
 CREATE VIEW sv_shared.report2 AS SELECT 'analyst data'::text AS x;
@@ -117,6 +123,7 @@ DROP VIEW sv_shared.daily_kpis;
 SET ROLE sv_eve;
 SELECT streamview.rollback('daily_kpis');
 RESET ROLE;
+ALTER EVENT TRIGGER streamview_guard_drop ENABLE;
 SELECT c.relname, pg_get_userbyid(c.relowner) AS owner FROM pg_class c
  WHERE c.relnamespace = 'sv_shared'::regnamespace AND c.relkind = 'v' ORDER BY 1;
 -- an owner who may no longer create in the schema cannot rebuild or swap there

@@ -25,6 +25,11 @@ SELECT version, state, table_name, max_rate, definition_hash <> (SELECT definiti
 \d sales_v2
 SELECT view_name, version, state, done, percent FROM streamview.rebuilds;
 
+-- A plain DROP of the stream view, or of a table a version uses, is refused
+SELECT pg_temp.err($$ DROP VIEW sales $$) AS drop_view_by_hand;
+SELECT pg_temp.err($$ DROP TABLE sales_v2 $$) AS drop_table_by_hand;
+SELECT pg_temp.err($$ DROP TABLE sales_v1 CASCADE $$) AS drop_live_table_cascade;
+
 -- Errors
 SELECT pg_temp.err($$ SELECT streamview.rebuild('nope') $$);
 SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);
