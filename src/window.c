@@ -11,6 +11,12 @@
  */
 #include "pg_streamview.h"
 
+/*
+ * For pg_mul_s64_overflow and pg_add_s64_overflow.  Not to be had through
+ * access/tupmacs.h: 15.20's includes common/int.h, 15.18's does not, and
+ * the build failed against 15.18 (make test SANITIZE=1 builds against it).
+ */
+#include "common/int.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 
