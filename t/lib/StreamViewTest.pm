@@ -28,7 +28,7 @@ use StreamViewTest::Oracle;
 use Exporter 'import';
 our @EXPORT = qw(
   broker_start broker_stop produce new_node kafka09_start kafka09_stop_broker kafka09_start_broker
-  kafka09_add_partitions kafka09_recreate_topic
+  kafka09_add_partitions kafka09_recreate_topic kafka09_trust kafka09_ssl_options
   wait_consumed wait_for query_rows status_row partition_rows worker_pids worker_pid
   oracle_new oracle_run view_sql_rows compare_rows
   check_view_against_oracle check_unreadable_dead_letters us_to_iso iso_ms gen_stream
@@ -66,17 +66,23 @@ sub broker_start
 	return $brk;
 }
 
-# kafka09_start($name, {topic => partitions, ...}) -> {dir, addr, kafka09}:
+# kafka09_start($name, {topic => partitions, ...}[, ssl => 1]) -> {dir, addr, kafka09}:
 # a real Apache Kafka 0.9.0.1 (test/bin/kafka09.sh), whose log survives a
 # restart; kafka09_stop_broker / kafka09_start_broker stop and start the
 # broker alone; broker_stop stops everything (also at exit).
+# With ssl => 1 the broker also has an SSL listener that requires a client
+# certificate: ssl_addr is its address, and ssl => {ca, good => {cert, key},
+# rogue => {cert, key}} the PEM texts of the CA and of a client the broker
+# trusts and one it does not (signed by another CA), until kafka09_trust.
+# kafka09_ssl_options($brk, 'good' or 'rogue') are a source's options for it.
 sub kafka09_start
 {
-	my ($name, $topics) = @_;
+	my ($name, $topics, %o) = @_;
 	my $dir = "$PostgreSQL::Test::Utils::tmp_check/kafka09_$name";
 	make_path($dir);
 	my ($out, $err);
-	IPC::Run::run([ 'bash', $KAFKA09_SH, 'start', $dir, map { "$_:$topics->{$_}" } sort keys %$topics ],
+	IPC::Run::run([ 'bash', $KAFKA09_SH, 'start', $dir, ($o{ssl} ? '--ssl' : ()),
+			map { "$_:$topics->{$_}" } sort keys %$topics ],
 		'>', \$out, '2>', \$err)
 	  or die "kafka09.sh start failed: $err";
 	chomp $out;
@@ -87,9 +93,31 @@ sub kafka09_start
 			'-X', 'max.in.flight.requests.per.connection=1' ],
 		options => { 'api.version.request' => 'false', 'broker.version.fallback' => '0.9.0.1' },
 	};
+	if ($o{ssl})
+	{
+		chomp($brk->{ssl_addr} = slurp_file("$dir/ssl_bootstrap"));
+		$brk->{ssl} = {
+			ca => slurp_file("$dir/ssl/ca.pem"),
+			map { ($_ => { cert => slurp_file("$dir/ssl/$_.pem"), key => slurp_file("$dir/ssl/$_.key") }) }
+			  qw(good rogue) };
+	}
 	push @brokers, $brk;
-	note "kafka 0.9.0.1 $name at $out";
+	note "kafka 0.9.0.1 $name at $out" . ($o{ssl} ? ", SSL at $brk->{ssl_addr}" : '');
 	return $brk;
+}
+
+# A source's options for the SSL listener, as client $who ('good' or 'rogue'):
+# the certificates inline (allowed to roles that are not superusers).
+sub kafka09_ssl_options
+{
+	my ($brk, $who) = @_;
+	return {
+		%{ $brk->{options} },
+		'security.protocol'   => 'ssl',
+		'ssl.ca.pem'          => $brk->{ssl}{ca},
+		'ssl.certificate.pem' => $brk->{ssl}{$who}{cert},
+		'ssl.key.pem'         => $brk->{ssl}{$who}{key},
+	};
 }
 
 # test/bin/kafka09.sh COMMAND on the broker's directory, with more arguments.
@@ -106,6 +134,8 @@ sub kafka09_stop_broker { kafka09_run($_[0], 'stop-kafka') }
 sub kafka09_start_broker { kafka09_run($_[0], 'start-kafka') }
 sub kafka09_add_partitions { kafka09_run($_[0], 'partitions', $_[1], $_[2]) }
 sub kafka09_recreate_topic { kafka09_run($_[0], 'recreate', $_[1], $_[2]) }
+# the broker trusts the rogue client's CA from now on (it restarts)
+sub kafka09_trust { kafka09_run($_[0], 'trust', $_[1]) }
 
 sub broker_stop
 {
