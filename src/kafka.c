@@ -18,6 +18,9 @@
  *	  coordinator gets the same offsets afterwards, for lag tools only.
  *  - The consumer queue signals a pipe when it becomes non-empty, so the
  *	  worker can sleep on a WaitEventSet with its latch and that pipe.
+ *  - A connection problem is kept until there is evidence of health, and
+ *	  a retry that fails the same way does not make it a new problem
+ *	  (sv_error_cb).
  *
  *-------------------------------------------------------------------------
  */
@@ -45,13 +48,15 @@ struct SvKafka
 	int			note_level[SV_KAFKA_MAX_NOTES];
 	char		notes[SV_KAFKA_MAX_NOTES][SV_KAFKA_NOTE_LEN];
 	/*
-	 * What is wrong with the connection now: set by any error librdkafka
-	 * reports and by a failed metadata request, and kept until there is
-	 * evidence of health (a message consumed, or metadata answered).
-	 * librdkafka reports a broker going away once, not for as long as it is
-	 * away, so the problem must be remembered, not consumed by a report.
+	 * What is wrong with the connection now: set by the errors librdkafka
+	 * reports (sv_error_cb) and by a failed metadata request, and kept
+	 * until there is evidence of health (a message consumed, or metadata
+	 * answered).  librdkafka reports a broker going away once, not for as
+	 * long as it is away, so the problem must be remembered, not consumed
+	 * by a report.
 	 */
 	char		problem[SV_KAFKA_NOTE_LEN];
+	bool		problem_is_credentials; /* an SSL or authentication error */
 };
 
 /* Defaults that differ from librdkafka's, before the user's options. */
@@ -79,23 +84,68 @@ sv_note(SvKafka *k, int level, const char *fmt, const char *a, const char *b)
 	k->nnotes++;
 }
 
-/* Served only from rd_kafka_poll() on our thread (log.queue=true). */
+/*
+ * Served only from rd_kafka_poll() on our thread (log.queue=true).  A
+ * broker connection's failure ("FAIL") is not logged here: librdkafka
+ * sends the same failure to sv_error_cb, which logs a lasting problem once;
+ * logged here too it was a line at every retry whenever two failures
+ * alternate (librdkafka suppresses only an error identical to the last).
+ */
 static void
 sv_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	SvKafka    *k = rd_kafka_opaque(rk);
 
-	if (k != NULL && level <= 4)
+	if (k != NULL && level <= 4 && strcmp(fac, "FAIL") != 0)
 		sv_note(k, WARNING, "librdkafka %s: %s", fac, buf);
 }
 
+static bool
+sv_is_credentials_error(int err)
+{
+	return err == RD_KAFKA_RESP_ERR__SSL ||
+		err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+		err == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED;
+}
+
+/*
+ * An error librdkafka reports becomes the source's problem (kept until
+ * there is evidence of health), and is logged, when its text differs from
+ * the problem's.  A lasting failure is retried about once a second, and
+ * each retry reports an error again; so that a retry that fails the same
+ * way is not a new problem (a new status.error, worker_errors row and log
+ * line each time):
+ *  - what librdkafka appends in parentheses, which changes at each retry
+ *	  ("(after 49ms in state SSL_HANDSHAKE, 1 identical error(s)
+ *	  suppressed)"), is cut off;
+ *  - "1/1 brokers are down", which follows the error that brought the last
+ *	  broker down, does not replace that error: it names the cause;
+ *  - an SSL or authentication error, once noted, is replaced by nothing
+ *	  until the broker accepts the connection: a rejected client certificate
+ *	  is reported in turn as "_SSL: ... SSL handshake failed: ... client SSL
+ *	  authentication might be required ..." and as "_TRANSPORT: ...
+ *	  unexpected message", as the timing goes, and the first says what to
+ *	  fix.
+ */
 static void
 sv_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
 	SvKafka    *k = opaque;
+	char		problem[SV_KAFKA_NOTE_LEN];
+	char	   *after;
 
-	snprintf(k->problem, SV_KAFKA_NOTE_LEN, "%s: %s",
+	if (k->problem[0] != '\0' &&
+		(k->problem_is_credentials || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN))
+		return;
+	snprintf(problem, SV_KAFKA_NOTE_LEN, "%s: %s",
 			 rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+	after = strstr(problem, " (after ");
+	if (after != NULL && problem[strlen(problem) - 1] == ')')
+		*after = '\0';
+	if (strcmp(problem, k->problem) == 0)
+		return;
+	strlcpy(k->problem, problem, SV_KAFKA_NOTE_LEN);
+	k->problem_is_credentials = sv_is_credentials_error(err);
 	sv_note(k, LOG, "Kafka error: %s%s", k->problem, "");
 }
 
@@ -224,16 +274,22 @@ streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 	{
 		/* keep what librdkafka said first: it says more than a timeout */
 		if (k->problem[0] == '\0')
+		{
 			snprintf(k->problem, SV_KAFKA_NOTE_LEN, "metadata for topic %s: %s",
 					 k->topic_name, rd_kafka_err2str(err));
+			k->problem_is_credentials = false;
+		}
 		return 0;
 	}
 	k->problem[0] = '\0';
 	if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		n = md->topics[0].partition_cnt;
 	else if (md->topic_cnt == 1)
+	{
 		snprintf(k->problem, SV_KAFKA_NOTE_LEN, "topic %s: %s",
 				 k->topic_name, rd_kafka_err2str(md->topics[0].err));
+		k->problem_is_credentials = false;
+	}
 	rd_kafka_metadata_destroy(md);
 	return n;
 }
@@ -326,6 +382,7 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
 		{
 			snprintf(k->problem, SV_KAFKA_NOTE_LEN, "partition %d: %s",
 					 (int) m->partition, rd_kafka_message_errstr(m));
+			k->problem_is_credentials = false;
 			sv_note(k, LOG, "Kafka consumer error: %s%s", k->problem, "");
 		}
 		rd_kafka_message_destroy(m);
