@@ -639,6 +639,11 @@ BEGIN
     END LOOP;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview._depend_on_extension(tbl regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_depend_on_extension'
+LANGUAGE C VOLATILE STRICT;
+
 CREATE OR REPLACE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text,
                                            state streamview.version_state)
 RETURNS int
@@ -663,6 +668,7 @@ BEGIN
                   HINT = 'Each version of a stream view keeps its rows in a table named <view>_v<version>.';
     END IF;
     EXECUTE gen.create_table;
+    PERFORM streamview._depend_on_extension(tbl::regclass);
     EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
     EXECUTE gen.create_index;
     EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
@@ -1271,3 +1277,8 @@ GRANT SELECT ON streamview.status, streamview.rebuilds TO PUBLIC;
 -- (guard.c).
 CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
     EXECUTE FUNCTION streamview._guard_drop();
+
+-- The tables of existing versions go with the extension, like new ones.
+SELECT streamview._depend_on_extension(x.table_name)
+  FROM streamview.versions x
+ WHERE x.table_name::oid IN (SELECT c.oid FROM pg_catalog.pg_class c);

@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * guard.c
- *	  DDL that would break a stream view behind the extension's back.
+ *	  Stream views and DDL: drops that would break one behind the
+ *	  extension's back are refused, and version tables go with the
+ *	  extension.
  *
  * A plain DROP VIEW of a stream view, or DROP TABLE of one of its
  * versions' tables, used to go unnoticed: the catalog kept the view live
@@ -15,11 +17,20 @@
  * The trigger's own queries run as the extension's owner: the catalog is
  * closed to PUBLIC, and any role's DROP fires it.
  *
+ * A version's table belongs to the view's owner, not to the extension
+ * (pg_dump must dump it), but it depends on the extension: DROP EXTENSION
+ * refuses while stream views exist, and with CASCADE drops their tables
+ * too, instead of leaving them behind.
+ *
  *-------------------------------------------------------------------------
  */
 #include "pg_streamview.h"
 
+#include "catalog/dependency.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
 #include "commands/event_trigger.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -93,5 +104,21 @@ streamview_guard_drop(PG_FUNCTION_ARGS)
 				 errdetail("The extension's catalog and workers would go on maintaining it."),
 				 errhint("Use SELECT streamview.drop_version(%s, %s); or streamview.drop_view(%s);",
 						 quote_literal_cstr(d.view), d.version, quote_literal_cstr(d.view))));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(streamview_depend_on_extension);
+PGDLLEXPORT Datum streamview_depend_on_extension(PG_FUNCTION_ARGS);
+
+/* _depend_on_extension(table regclass): the table goes with the extension. */
+Datum
+streamview_depend_on_extension(PG_FUNCTION_ARGS)
+{
+	ObjectAddress table;
+	ObjectAddress ext;
+
+	ObjectAddressSet(table, RelationRelationId, PG_GETARG_OID(0));
+	ObjectAddressSet(ext, ExtensionRelationId, get_extension_oid("pg_streamview", false));
+	recordDependencyOn(&table, &ext, DEPENDENCY_NORMAL);
 	PG_RETURN_VOID();
 }

@@ -1,5 +1,12 @@
 -- Stream views: create_view, drop_view, and the making of a version.
 
+-- A version's table goes with the extension (guard.c): DROP EXTENSION
+-- refuses while it exists, and CASCADE drops it.
+CREATE FUNCTION streamview._depend_on_extension(tbl regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_depend_on_extension'
+LANGUAGE C VOLATILE STRICT;
+
 -- Creates version `ver` of view `vid`: its table, its row in streamview.versions.
 -- Runs as the extension owner; the table is handed to the view's owner.
 -- _version_sql (codegen.c) makes every statement; this only runs and records them.
@@ -27,6 +34,7 @@ BEGIN
                   HINT = 'Each version of a stream view keeps its rows in a table named <view>_v<version>.';
     END IF;
     EXECUTE gen.create_table;
+    PERFORM streamview._depend_on_extension(tbl::regclass);
     EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
     EXECUTE gen.create_index;
     EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,

@@ -91,6 +91,15 @@ COMMENT ON VIEW sales IS NULL;
 SELECT streamview.swap('sales', 3, force => true);
 SELECT obj_description('sales'::regclass, 'pg_class') AS comment_without_one;
 
+-- Version tables go with the extension: DROP EXTENSION refuses while stream
+-- views exist, and CASCADE drops their tables too (tried, then rolled back)
+SELECT pg_temp.err($$ DROP EXTENSION pg_streamview $$) AS drop_extension;
+BEGIN;
+SET LOCAL client_min_messages = warning;
+DROP EXTENSION pg_streamview CASCADE;
+SELECT count(*) AS tables_left FROM pg_class WHERE relname ~ '^sales(_v\d+)?$';
+ROLLBACK;
+
 -- Rebuilding a dropped view
 SELECT streamview.drop_view('sales');
 SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);
