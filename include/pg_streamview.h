@@ -282,6 +282,7 @@ extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
 extern int	streamview_statement_timeout_ms;
 extern int	streamview_max_workers;
+extern bool streamview_enabled;
 extern int	streamview_max_workers_per_role;
 extern int	streamview_lock_timeout_ms;
 

@@ -52,6 +52,7 @@ typedef struct SvWorkerSlot
 } SvWorkerSlot;
 
 static List *slots = NIL;
+static bool sv_was_enabled = true;
 
 void
 streamview_register_launcher(void)
@@ -260,7 +261,12 @@ sv_reconcile(void)
 	foreach(lc, slots)
 		((SvWorkerSlot *) lfirst(lc))->seen = false;
 
-	have_extension = OidIsValid(get_extension_oid(STREAMVIEW_EXTENSION, true));
+	/* switched off: no slot is seen, so every running worker is stopped */
+	if (streamview_enabled != sv_was_enabled)
+		ereport(LOG, (errmsg(streamview_enabled ? "pg_streamview workers enabled"
+							 : "pg_streamview workers disabled (streamview.enabled = off): stopping them")));
+	sv_was_enabled = streamview_enabled;
+	have_extension = streamview_enabled && OidIsValid(get_extension_oid(STREAMVIEW_EXTENSION, true));
 	if (have_extension)
 	{
 		Oid			extowner = streamview_extension_owner();

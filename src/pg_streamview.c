@@ -26,6 +26,7 @@ int			streamview_max_restart_delay_s = 60;
 int			streamview_restart_delay_s = 1;
 int			streamview_statement_timeout_ms = 30000;
 int			streamview_max_workers = 8;
+bool		streamview_enabled = true;
 int			streamview_max_workers_per_role = 4;
 int			streamview_lock_timeout_ms = 10000;
 
@@ -70,6 +71,11 @@ _PG_init(void)
 							"Longest back-off before restarting a failed source worker.",
 							NULL, &streamview_max_restart_delay_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("streamview.enabled",
+							 "Whether pg_streamview runs its background workers.",
+							 "Off stops every source and replay worker (a kill switch, or for "
+							 "maintenance); on starts them again where their offsets stand.",
+							 &streamview_enabled, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.max_workers",
 							"Most background workers pg_streamview runs at once (sources and rebuilds).",
 							"Sources and rebuilds beyond it wait for a worker; keep it below max_worker_processes.",

@@ -1,5 +1,5 @@
 # Out of resources during a batch: a full disk under the view's table, and
-# statements cancelled in the middle of a batch.  Each batch is one
+# statements cancelled in the middle of a batch; and the kill switch.  Each batch is one
 # transaction, so a batch that fails rolls back whole (the view's rows, its
 # offsets, counters and dead letters together); the worker is restarted with
 # back-off and reads again from its stored offsets; once the cause goes it
@@ -169,7 +169,22 @@ ok(wait_consumed($node, $_->{name}, $total), "space freed: $_->{name} consumed a
 	                               ALTER ROLE CURRENT_USER RESET lock_timeout});
 }
 
-# 5. Everything equals the oracle; every ledger balances.
+# 5. The kill switch: streamview.enabled = off stops every worker, and what
+# arrives meanwhile waits in the broker; on starts them again from the
+# stored offsets.
+$node->safe_psql('postgres', 'ALTER SYSTEM SET streamview.enabled = off');
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+ok(wait_for($node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'}),
+	'streamview.enabled = off stops the source worker');
+$before = consumed();
+next_chunk(200);
+sleep(2);
+is(consumed(), $before, 'nothing is consumed while it is off');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET streamview.enabled');
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+ok(wait_consumed($node, $_->{name}, $total), "on again: $_->{name} consumed all $total") for @views;
+
+# 6. Everything equals the oracle; every ledger balances.
 check_view_against_oracle($node, $oracle, $_->{name}) for @views;
 check_unreadable_dead_letters($node, $oracle, 'res');
 is(unbalanced(), '0', 'every partition ledger balances');

@@ -1,4 +1,23 @@
--- Before anything: may this schema hold the extension?
+-- Before anything: is this the database the workers serve, and may this
+-- schema hold the extension?
+
+-- The launcher and its workers connect to one database, streamview.database:
+-- stream views created anywhere else would never be maintained.  (Without
+-- the library preloaded the setting is unknown; loading it then says why.)
+DO $$
+DECLARE
+    served text := pg_catalog.current_setting('streamview.database', true);
+BEGIN
+    IF served IS NOT NULL AND served <> pg_catalog.current_database() THEN
+        RAISE EXCEPTION 'pg_streamview can only be created in database "%"', served
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Its background workers run in the database that streamview.database names, not in "%s".',
+                                  pg_catalog.current_database()),
+                  HINT = format('Create it in database "%s", or set streamview.database = ''%s'' in postgresql.conf and restart the server.',
+                                served, pg_catalog.current_database());
+    END IF;
+END $$;
+
 
 -- The extension's functions run as its owner and call each other by their
 -- schema's name: whoever may rename that schema or create in it could put

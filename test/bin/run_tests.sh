@@ -68,7 +68,7 @@ if [ "${SV_REGRESS:-}" != none ]; then
 fi
 if [ "${SV_ISOLATION:-}" != none ]; then
     run_regress "isolation (concurrent sessions)" "$SV_PGXS_DIR/src/test/isolation/pg_isolation_regress" \
-        isolation 55434 ${SV_ISOLATION:-$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)}
+        isolation 55434 --dbname=regression ${SV_ISOLATION:-$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)}
 fi
 
 if [ "${SV_PGTAP:-}" != none ]; then
@@ -77,6 +77,9 @@ PGT="$WORK/pgtap"
 mkdir -p "$PGT" && chown "$(sv_server_user)" "$PGT"
 sv_as_server_user initdb -D "$PGT/data" -A trust -U postgres > "$PGT/initdb.log" 2>&1
 { cat test/pg_streamview.conf
+  # pgTAP runs in the database the workers serve, with the workers on
+  echo "streamview.database = 'postgres'"
+  echo "streamview.enabled = on"
   echo "listen_addresses = ''"
   echo "unix_socket_directories = '$PGT'"
   echo "port = 55433"; } >> "$PGT/data/postgresql.conf"

@@ -141,3 +141,11 @@ SELECT streamview.drop_source('purchases', cascade => true);
 SELECT count(*) AS sources FROM streamview.sources;
 SELECT count(*) AS views FROM streamview.views;
 SELECT to_regclass('revenue_per_minute') AS view;
+
+-- Only in the database the workers serve (streamview.database): anywhere
+-- else its stream views would never be maintained
+CREATE DATABASE sv_elsewhere;
+\c sv_elsewhere
+CREATE EXTENSION pg_streamview;
+\c regression
+DROP DATABASE sv_elsewhere;

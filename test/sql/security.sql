@@ -255,27 +255,32 @@ DROP TABLE public.sv_private;
 -- F6: a schema named streamview that another role made before the extension
 -- was installed is refused, and so is one that others may create in.
 ------------------------------------------------------------------------------
+-- (In this database, the one the workers serve, with the extension dropped
+-- and made again in a transaction that is rolled back.)
 \set regressdb :DBNAME
-CREATE DATABASE sv_f6;
-\c sv_f6
-\set SHOW_CONTEXT never
 CREATE ROLE sv_mallory;
-GRANT CREATE ON DATABASE sv_f6 TO sv_mallory;
+GRANT CREATE ON DATABASE :"regressdb" TO sv_mallory;
+BEGIN;
+SET LOCAL client_min_messages = warning;
+DROP EXTENSION pg_streamview CASCADE;
+DROP SCHEMA streamview;
 SET ROLE sv_mallory;
 CREATE SCHEMA streamview;
 RESET ROLE;
+SAVEPOINT owned_by_mallory;
 CREATE EXTENSION pg_streamview;
+ROLLBACK TO owned_by_mallory;
 DROP SCHEMA streamview;
 CREATE SCHEMA streamview;
 GRANT CREATE ON SCHEMA streamview TO PUBLIC;
+SAVEPOINT open_to_public;
 CREATE EXTENSION pg_streamview;
+ROLLBACK TO open_to_public;
 REVOKE CREATE ON SCHEMA streamview FROM PUBLIC;
 CREATE EXTENSION pg_streamview;
 SELECT extname FROM pg_extension WHERE extname = 'pg_streamview';
-\c :regressdb
-\set SHOW_CONTEXT never
-\i test/sql/helpers.psql
-DROP DATABASE sv_f6;
+ROLLBACK;
+REVOKE CREATE ON DATABASE :"regressdb" FROM sv_mallory;
 DROP ROLE sv_mallory;
 -- The dispatcher runs only implementations that belong to the extension.
 ALTER EXTENSION pg_streamview DROP FUNCTION streamview._drop_check_impl(regrole, text, text);
