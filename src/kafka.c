@@ -327,7 +327,9 @@ sv_copy_bytes(const void *p, size_t len)
 
 /*
  * The message's broker timestamp (CreateTime, or LogAppendTime if the topic
- * says so), in PostgreSQL's epoch.  Brokers before 0.10 have none.
+ * says so), in PostgreSQL's epoch.  Brokers before 0.10 have none.  A
+ * producer may set any CreateTime: one too large for microseconds is taken
+ * as none (instead of overflowing into a time that means nothing).
  */
 static void
 sv_broker_time(const rd_kafka_message_t *m, SvEvent *ev)
@@ -335,7 +337,7 @@ sv_broker_time(const rd_kafka_message_t *m, SvEvent *ev)
 	rd_kafka_timestamp_type_t type;
 	int64_t		ms = rd_kafka_message_timestamp(m, &type);
 
-	if (type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || ms < 0)
+	if (type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || ms < 0 || ms > PG_INT64_MAX / 1000)
 		return;
 	ev->has_broker_time = true;
 	ev->broker_time = (TimestampTz) ms * 1000 -
