@@ -28,6 +28,10 @@
 
 #define STREAMVIEW_SCHEMA		"streamview"
 #define STREAMVIEW_EXTENSION	"pg_streamview"
+/* The SQL version this library is built for: default_version in the control file. */
+#define STREAMVIEW_VERSION		"0.2"
+/* The SQL version this library is built for: default_version in the control file. */
+#define STREAMVIEW_VERSION		"0.2"
 
 /* ---------------------------------------------------------------- types */
 
@@ -392,6 +396,7 @@ extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
 /* ---------------------------------------------------------------- in api.c */
 extern void streamview_as_owner(void (*fn) (void *), void *arg);
 extern bool streamview_in_api(void);
+extern char *streamview_installed_version(void);
 extern Oid	streamview_extension_owner(void);
 extern void streamview_run_as_begin(Oid role, SvRunAs *ra);
 extern void streamview_run_as_end(const SvRunAs *ra);

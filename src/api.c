@@ -66,6 +66,60 @@ streamview_extension_owner(void)
 	return owner;
 }
 
+/*
+ * The version of the extension's SQL objects (pg_extension.extversion), or
+ * NULL when it is not installed in this database.
+ */
+char *
+streamview_installed_version(void)
+{
+	Oid			extoid = get_extension_oid(STREAMVIEW_EXTENSION, true);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	if (!OidIsValid(extoid))
+		return NULL;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
+ * The library and the SQL objects must be of one version: after a new
+ * library is installed, the catalog keeps the old shape until ALTER
+ * EXTENSION ... UPDATE, and code of one version run against the other fails
+ * in ways that say nothing of the cause.  The API refuses with a hint.
+ */
+static void
+sv_check_sql_version(void)
+{
+	char	   *installed = streamview_installed_version();
+
+	if (installed != NULL && strcmp(installed, STREAMVIEW_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_streamview's SQL objects are version %s, its library version %s",
+						installed, STREAMVIEW_VERSION),
+				 errdetail("The library was updated; the extension in this database was not."),
+				 errhint("Run ALTER EXTENSION pg_streamview UPDATE as a superuser.")));
+}
+
 static void
 streamview_as_extension_owner(Oid *save_user, int *save_sec)
 {
@@ -150,6 +204,8 @@ streamview_api_dispatch(PG_FUNCTION_ARGS)
 				 errdetail("View queries, checks, and triggers and defaults on a version's table "
 						   "run in a security-restricted operation."),
 				 errhint("Call it from your own session instead.")));
+
+	sv_check_sql_version();
 
 	/* Find _<name>_impl(regrole, <our declared argument types>). */
 	{

@@ -241,6 +241,34 @@ sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, 
 }
 
 /*
+ * Is the extension installed, with SQL objects of the library's version?
+ * Workers of one version over a catalog of another would fail batch after
+ * batch: until ALTER EXTENSION ... UPDATE, none is started (said once).
+ */
+static bool
+sv_sql_version_matches(void)
+{
+	static char *reported = NULL;
+	char	   *installed = streamview_installed_version();
+
+	if (installed == NULL || strcmp(installed, STREAMVIEW_VERSION) == 0)
+	{
+		reported = NULL;
+		return installed != NULL;
+	}
+	if (reported == NULL || strcmp(reported, installed) != 0)
+	{
+		ereport(WARNING,
+				(errmsg("pg_streamview's SQL objects are version %s, its library version %s: no worker runs",
+						installed, STREAMVIEW_VERSION),
+				 errhint("Run ALTER EXTENSION pg_streamview UPDATE in database \"%s\" as a superuser.",
+						 streamview_database)));
+		reported = MemoryContextStrdup(TopMemoryContext, installed);
+	}
+	return false;
+}
+
+/*
  * One round of the launcher, in a transaction of its own: read the sources
  * and the replaying versions, start the workers that are missing (with
  * back-off, within streamview.max_workers), and terminate the workers whose
@@ -266,7 +294,7 @@ sv_reconcile(void)
 		ereport(LOG, (errmsg(streamview_enabled ? "pg_streamview workers enabled"
 							 : "pg_streamview workers disabled (streamview.enabled = off): stopping them")));
 	sv_was_enabled = streamview_enabled;
-	have_extension = streamview_enabled && OidIsValid(get_extension_oid(STREAMVIEW_EXTENSION, true));
+	have_extension = streamview_enabled && sv_sql_version_matches();
 	if (have_extension)
 	{
 		Oid			extowner = streamview_extension_owner();

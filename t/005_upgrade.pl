@@ -110,5 +110,31 @@ is($node->safe_psql('granted', q{
 	   AND p.proname NOT IN ('tumble', 'hop')}),
 	'create_source,create_view,validate', 'grants on the API survive the update');
 
+# The library refuses to work with SQL objects of another version: the API
+# says so with a hint, and the launcher starts no worker (and says so, once),
+# until ALTER EXTENSION ... UPDATE.
+my $old = PostgreSQL::Test::Cluster->new('n005old');
+$old->init;
+$old->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_streamview'\n"
+	  . "streamview.launcher_naptime = 200\nlog_min_messages = info\n");
+$old->start;
+$old->safe_psql('postgres', "CREATE EXTENSION pg_streamview VERSION '0.1'");
+my $call = q{SELECT streamview.create_source('s', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts')};
+my ($rc, $out, $err) = $old->psql('postgres', $call, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/pg_streamview's SQL objects are version 0\.1, its library version $current/,
+	'an API call against the 0.1 catalog is refused, naming both versions');
+like($err, qr/HINT:  Run ALTER EXTENSION pg_streamview UPDATE/, 'with the command that mends it');
+ok($old->wait_for_log(qr/WARNING:  pg_streamview's SQL objects are version 0\.1, its library version $current: no worker runs/),
+	'the launcher says why it starts no worker');
+$old->safe_psql('postgres', 'ALTER EXTENSION pg_streamview UPDATE');
+$old->safe_psql('postgres', $call);
+is($old->safe_psql('postgres', 'SELECT name FROM streamview.source_list'), 's', 'after the update the API works');
+ok($old->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'}),
+	'and the launcher starts the source\'s worker');
+my $warnings = () = slurp_file($old->logfile) =~ /no worker runs/g;
+is($warnings, 1, 'the launcher said it once');
+$old->stop;
+
 $node->stop;
 done_testing();
