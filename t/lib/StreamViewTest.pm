@@ -206,11 +206,21 @@ sub new_node
 	return $node;
 }
 
-# Poll until $sql returns $expected (default 't'); returns true/false.
+# Poll until $sql returns $expected (default 't'); returns true/false.  A
+# crash restart (a worker killed with SIGKILL) can cut psql's connection
+# while it sends the query, and IPC::Run then dies of the broken pipe: that
+# poll is started again, a few times.
 sub wait_for
 {
 	my ($node, $sql, $expected) = @_;
-	return $node->poll_query_until('postgres', $sql, $expected // 't');
+	for my $try (1 .. 5)
+	{
+		my $ok = eval { $node->poll_query_until('postgres', $sql, $expected // 't') };
+		return $ok unless $@;
+		note "poll interrupted, started again: $@";
+		usleep(200_000);
+	}
+	return 0;
 }
 
 # Wait until the live version of $view has consumed at least $n messages.
