@@ -81,6 +81,8 @@ UPDATE streamview.views w SET relid = c.oid::regclass
 ------------------------------------------------------------------------------
 ALTER TABLE streamview.sources ADD COLUMN max_future interval;
 ALTER TABLE streamview.sources ALTER COLUMN max_future SET DEFAULT '1 day';
+-- pause() and resume()
+ALTER TABLE streamview.sources ADD COLUMN paused_at timestamptz;
 ALTER TABLE streamview.dead_letters DROP CONSTRAINT dead_letters_reason_check;
 ALTER TABLE streamview.dead_letters ADD CONSTRAINT dead_letters_reason_check
     CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
@@ -106,7 +108,8 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        CASE WHEN pg_catalog.pg_has_role(s.owner, 'USAGE') THEN s.options END AS options,
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
-              WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage
+              WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
+       s.paused_at
   FROM streamview.sources s;
 ALTER POLICY owner_reads ON streamview.dead_letters
     USING (EXISTS (SELECT 1 FROM streamview.source_list s
@@ -589,6 +592,51 @@ DECLARE
 BEGIN
     PERFORM streamview._require(from_role, 'from_role');
     DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.pause(source_name text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.pause(text) IS
+'stops reading a source (its worker and its rebuilds'' workers) until resume(); returns when it was paused';
+
+CREATE OR REPLACE FUNCTION streamview.resume(source_name text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.resume(text) IS
+'reads a paused source again, from its stored offsets; returns when it had been paused (NULL if it was not)';
+
+CREATE OR REPLACE FUNCTION streamview._pause_impl(caller regrole, source_name text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    IF src.paused_at IS NULL THEN
+        UPDATE streamview.sources s SET paused_at = now() WHERE s.source_id = src.source_id
+        RETURNING s.paused_at INTO src.paused_at;
+        PERFORM streamview._notify_launcher();
+    END IF;
+    RETURN src.paused_at;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._resume_impl(caller regrole, source_name text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    IF src.paused_at IS NOT NULL THEN
+        UPDATE streamview.sources s SET paused_at = NULL WHERE s.source_id = src.source_id;
+        PERFORM streamview._notify_launcher();
+    END IF;
+    RETURN src.paused_at;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._check_options(caller regrole, options jsonb)

@@ -300,11 +300,13 @@ sv_reconcile(void)
 		Oid			extowner = streamview_extension_owner();
 
 		/* One source worker per source, one replay worker per replaying version. */
-		SPI_execute("SELECT source_id, 0, name FROM streamview.sources "
+		/* (none for a paused source: its running workers are stopped below) */
+		SPI_execute("SELECT source_id, 0, name FROM streamview.sources WHERE paused_at IS NULL "
 					"UNION ALL "
 					"SELECT v.source_id, ver.version_id, ver.view_name || ' version ' || ver.version "
 					"FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
-					"WHERE ver.state = 'replaying' ORDER BY 1, 2", true, 0);
+					"JOIN streamview.sources s ON s.source_id = v.source_id "
+					"WHERE ver.state = 'replaying' AND s.paused_at IS NULL ORDER BY 1, 2", true, 0);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];

@@ -1,5 +1,6 @@
 # Out of resources during a batch: a full disk under the view's table, and
-# statements cancelled in the middle of a batch; and the kill switch.  Each batch is one
+# statements cancelled in the middle of a batch; the kill switch and
+# pause/resume.  Each batch is one
 # transaction, so a batch that fails rolls back whole (the view's rows, its
 # offsets, counters and dead letters together); the worker is restarted with
 # back-off and reads again from its stored offsets; once the cause goes it
@@ -184,7 +185,24 @@ $node->safe_psql('postgres', 'ALTER SYSTEM RESET streamview.enabled');
 $node->safe_psql('postgres', 'SELECT pg_reload_conf()');
 ok(wait_consumed($node, $_->{name}, $total), "on again: $_->{name} consumed all $total") for @views;
 
-# 6. Everything equals the oracle; every ledger balances.
+# 6. pause() stops one source's worker until resume(), which reads on from
+# the stored offsets.
+my $paused_at = $node->safe_psql('postgres', q{SELECT streamview.pause('res')});
+ok($paused_at ne '', "pause returns when the source was paused ($paused_at)");
+is($node->safe_psql('postgres', q{SELECT streamview.pause('res')}), $paused_at, 'pausing again changes nothing');
+ok(wait_for($node, q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'}),
+	'the paused source has no worker');
+is($node->safe_psql('postgres', q{SELECT paused_at IS NOT NULL FROM streamview.source_list WHERE name = 'res'}),
+	't', 'source_list shows it paused');
+$before = consumed();
+next_chunk(200);
+sleep(2);
+is(consumed(), $before, 'nothing is consumed while it is paused');
+is($node->safe_psql('postgres', q{SELECT streamview.resume('res')}), $paused_at, 'resume returns when it had been paused');
+ok(wait_consumed($node, $_->{name}, $total), "resumed: $_->{name} consumed all $total") for @views;
+is($node->safe_psql('postgres', q{SELECT streamview.resume('res') IS NULL}), 't', 'resuming a running source returns NULL');
+
+# 7. Everything equals the oracle; every ledger balances.
 check_view_against_oracle($node, $oracle, $_->{name}) for @views;
 check_unreadable_dead_letters($node, $oracle, 'res');
 is(unbalanced(), '0', 'every partition ledger balances');

@@ -20,7 +20,9 @@ CREATE TABLE streamview.sources (
     last_error_at        timestamptz,
     -- an event whose time is further ahead of its message's broker timestamp
     -- is a dead letter (future_time); NULL: not checked
-    max_future           interval DEFAULT '1 day'
+    max_future           interval DEFAULT '1 day',
+    -- set by pause(), cleared by resume(): no worker reads the source meanwhile
+    paused_at            timestamptz
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as

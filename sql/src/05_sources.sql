@@ -228,7 +228,8 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
 'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on';
 
--- The source, locked, after its owner check (grant_usage, revoke_usage).
+-- The source, locked, after its owner check (grant_usage, revoke_usage,
+-- pause, resume).
 CREATE FUNCTION streamview._lock_source(caller regrole, name text)
 RETURNS streamview.sources
 LANGUAGE plpgsql
@@ -272,6 +273,53 @@ DECLARE
 BEGIN
     PERFORM streamview._require(from_role, 'from_role');
     DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
+END $$;
+
+CREATE FUNCTION streamview.pause(source_name text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.pause(text) IS
+'stops reading a source (its worker and its rebuilds'' workers) until resume(); returns when it was paused';
+
+CREATE FUNCTION streamview.resume(source_name text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.resume(text) IS
+'reads a paused source again, from its stored offsets; returns when it had been paused (NULL if it was not)';
+
+CREATE FUNCTION streamview._pause_impl(caller regrole, source_name text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    IF src.paused_at IS NULL THEN
+        UPDATE streamview.sources s SET paused_at = now() WHERE s.source_id = src.source_id
+        RETURNING s.paused_at INTO src.paused_at;
+        PERFORM streamview._notify_launcher();
+    END IF;
+    RETURN src.paused_at;
+END $$;
+
+CREATE FUNCTION streamview._resume_impl(caller regrole, source_name text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src streamview.sources := streamview._lock_source(caller, source_name);
+BEGIN
+    IF src.paused_at IS NOT NULL THEN
+        UPDATE streamview.sources s SET paused_at = NULL WHERE s.source_id = src.source_id;
+        PERFORM streamview._notify_launcher();
+    END IF;
+    RETURN src.paused_at;
 END $$;
 
 -- librdkafka properties a source may set.  Some would break the guarantees

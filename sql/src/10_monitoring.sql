@@ -6,7 +6,8 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        CASE WHEN pg_catalog.pg_has_role(s.owner, 'USAGE') THEN s.options END AS options,
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
-              WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage
+              WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
+       s.paused_at
   FROM streamview.sources s;
 
 CREATE VIEW streamview.partitions AS

@@ -14,6 +14,8 @@ REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, t
                        streamview.drop_source(text, bool),
                        streamview.grant_usage(text, regrole),
                        streamview.revoke_usage(text, regrole),
+                       streamview.pause(text),
+                       streamview.resume(text),
                        streamview.create_view(text, text, text),
                        streamview.drop_view(text),
                        streamview.rebuild(text, text, text, bigint),

@@ -15,7 +15,9 @@ GRANT EXECUTE ON FUNCTION
   streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text),
   streamview.drop_source(text, bool),
   streamview.grant_usage(text, regrole),
-  streamview.revoke_usage(text, regrole) TO streamview_admin;
+  streamview.revoke_usage(text, regrole),
+  streamview.pause(text),
+  streamview.resume(text) TO streamview_admin;
 GRANT EXECUTE ON FUNCTION
   streamview.create_view(text, text, text),
   streamview.drop_view(text),
@@ -56,6 +58,7 @@ SELECT streamview.drop_version('orders_per_shop', 2);
 -- an author may not change or drop the source, nor grant it on, nor see its options
 SELECT pg_temp.err($$SELECT streamview.drop_source('orders')$$) AS author_drops_source;
 SELECT pg_temp.err($$SELECT streamview.grant_usage('orders', 'analyst')$$) AS author_grants;
+SELECT pg_temp.err($$SELECT streamview.pause('orders')$$) AS author_pauses;
 SELECT pg_temp.err($$SELECT streamview.create_source('mine', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts')$$) AS author_creates_source;
 SELECT name, owner, usage, options FROM streamview.source_list;
 RESET ROLE;
@@ -84,6 +87,14 @@ GRANT CREATE ON SCHEMA reports TO eve;
 GRANT EXECUTE ON FUNCTION streamview.create_view(text, text, text) TO eve;
 SET ROLE eve;
 SELECT pg_temp.err($$SELECT streamview.create_view('reports.spy', 'SELECT streamview.tumble(ts, ''1 hour'') AS window_start, count(*) AS n FROM orders GROUP BY 1')$$) AS no_usage;
+RESET ROLE;
+
+-- An admin pauses and resumes the source.
+SET ROLE ada;
+SELECT streamview.pause('orders') IS NOT NULL AS paused;
+SELECT name, paused_at IS NOT NULL AS paused FROM streamview.source_list;
+SELECT streamview.resume('orders') IS NOT NULL AS resumed;
+SELECT name, paused_at IS NOT NULL AS paused FROM streamview.source_list;
 RESET ROLE;
 
 -- USAGE taken back: no new views or rebuilds; the existing view goes on.
