@@ -378,6 +378,7 @@ extern bool streamview_compute_watermark(const SvSource *src, SvVersion *v, Time
 /* ---------------------------- in ledger.c: every read and write of the ledger */
 extern void streamview_load_offsets(SvVersion *v);
 extern void streamview_store_offsets(SvVersion *v);
+extern void streamview_store_log_end(SvVersion *v, int32 p, int64 end);
 extern void streamview_note_log_end(SvVersion *v, int32 p, int64 end);
 extern HTAB *streamview_load_seen(SvVersion *v, SvEvent *events, int n);
 extern void streamview_store_seen(const SvSource *src, SvVersion *v, HTAB *seen);

@@ -267,6 +267,28 @@ streamview_note_log_end(SvVersion *v, int32 p, int64 end)
 	}
 }
 
+/*
+ * Idle, the log end the fetcher last saw, stored at once for a partition
+ * that has a ledger row: the last batch may have come before the fetcher
+ * knew it, and with no batch after it, lag would stay unknown (or stale).
+ * Only log_end changes: updated_at tells when a batch last went through.
+ */
+void
+streamview_store_log_end(SvVersion *v, int32 p, int64 end)
+{
+	Oid			argtypes[3] = {INT4OID, INT4OID, INT8OID};
+	Datum		args[3];
+
+	if (p >= v->nparts || end < 0 || !v->parts[p].known || v->parts[p].log_end == end)
+		return;
+	v->parts[p].log_end = end;
+	args[0] = Int32GetDatum(v->version_id);
+	args[1] = Int32GetDatum(p);
+	args[2] = Int64GetDatum(end);
+	SPI_execute_with_args("UPDATE streamview.offsets SET log_end = $3 "
+						  "WHERE version_id = $1 AND partition = $2", 3, argtypes, args, NULL, false, 0);
+}
+
 /* ---------- streamview.seen_ids ---------- */
 
 /*

@@ -369,7 +369,18 @@ sv_housekeeping(void)
 	if (sig)
 		pfree(sig);
 	if (!changed)
+	{
 		streamview_refresh_watermarks(worker.src, worker.versions);
+		for (int p = 0; p < worker.nparts; p++)
+		{
+			int64		end = streamview_kafka_log_end(worker.kafka, p);
+			ListCell   *lc;
+
+			foreach(lc, worker.versions)
+				if (!((SvVersion *) lfirst(lc))->failed)
+					streamview_store_log_end(lfirst(lc), p, end);
+		}
+	}
 	caught_up = !changed && worker.kind == SV_WORKER_REPLAY &&
 		streamview_replay_check_caught_up(sv_replayed_version());
 	streamview_commit_batch();
