@@ -1330,3 +1330,23 @@ CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
 SELECT streamview._depend_on_extension(x.table_name)
   FROM streamview.versions x
  WHERE x.table_name::oid IN (SELECT c.oid FROM pg_catalog.pg_class c);
+
+-- For monitoring roles (pg_monitor): how many dead letters and worker errors
+-- each source has, without payloads, keys or details.  The tables are under
+-- row level security, where such a role sees no row (and would read zero);
+-- these views read them as the extension's owner and are granted to
+-- pg_monitor only.
+CREATE VIEW streamview.dead_letter_counts AS
+SELECT d.source_name, d.view_name, d.reason, pg_catalog.count(*) AS dead_letters,
+       pg_catalog.max(d.recorded_at) AS last_recorded_at
+  FROM streamview.dead_letters d
+ GROUP BY d.source_name, d.view_name, d.reason;
+
+CREATE VIEW streamview.worker_error_counts AS
+SELECT e.source_name, pg_catalog.count(*) AS worker_errors,
+       pg_catalog.max(e.occurred_at) AS last_occurred_at
+  FROM streamview.worker_errors e
+ GROUP BY e.source_name;
+
+REVOKE ALL ON streamview.dead_letter_counts, streamview.worker_error_counts FROM PUBLIC;
+GRANT SELECT ON streamview.dead_letter_counts, streamview.worker_error_counts TO pg_monitor;

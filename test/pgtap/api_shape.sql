@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(37);
+SELECT plan(40);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
@@ -71,7 +71,8 @@ SELECT is_empty($$
 SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
     'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors',
     'source_usage'], 'the catalog tables');
-SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list'],
+SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list',
+                                    'dead_letter_counts', 'worker_error_counts'],
     'the monitoring views');
 SELECT is_empty($$
     SELECT c.oid::regclass FROM pg_class c
@@ -111,8 +112,15 @@ SELECT policies_are('streamview', 'dead_letters', ARRAY['owner_reads'], 'one pol
 SELECT is_empty($$
     SELECT c.oid::regclass FROM pg_class c
      WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind = 'v'
+       AND c.relname NOT IN ('dead_letter_counts', 'worker_error_counts')
        AND NOT has_table_privilege('public', c.oid, 'SELECT') $$,
     'every monitoring view is readable by PUBLIC');
+SELECT table_privs_are('streamview', 'dead_letter_counts', 'public', ARRAY[]::text[],
+    'dead letter counts are not for PUBLIC...');
+SELECT table_privs_are('streamview', 'dead_letter_counts', 'pg_monitor', ARRAY['SELECT'],
+    '... but for pg_monitor');
+SELECT table_privs_are('streamview', 'worker_error_counts', 'pg_monitor', ARRAY['SELECT'],
+    'and so are worker error counts');
 SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'pg_streamview'),
           (SELECT default_version FROM pg_available_extensions WHERE name = 'pg_streamview'),
           'the installed version is the default version');
