@@ -52,12 +52,18 @@ MOCKBROKER = test/mockbroker/sv_mockbroker
 $(MOCKBROKER): test/mockbroker/sv_mockbroker.c
 	$(MAKE) -C test/mockbroker
 
-.PHONY: test test-kafka09 demo mockbroker bench soak
+.PHONY: test test-sanitize test-kafka09 demo mockbroker bench soak
 mockbroker: $(MOCKBROKER)
 
 # Everything: dependencies, build, install, pg_regress, TAP; prints "N passed, M failed".
 test:
 	bash test/bin/run_tests.sh
+
+# The same under AddressSanitizer and UndefinedBehaviorSanitizer (also
+# `make test SANITIZE=1`), with a PostgreSQL 15 built for it once into
+# /var/tmp (test/bin/pg_asan.sh); each sanitizer report counts as a failure.
+test-sanitize:
+	SANITIZE=1 bash test/bin/run_tests.sh
 
 # The integration suite's core cases (the oracle, rebuilds) against a real
 # Kafka 0.9.0.1 instead of the mock broker.

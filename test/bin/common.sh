@@ -46,3 +46,27 @@ sv_as_server_user() {
         env PATH="$SV_PG_BIN:$PATH" "$@"
     fi
 }
+
+# make test SANITIZE=1: a PostgreSQL of its own, built with ASan and UBSan
+# (test/bin/pg_asan.sh, once), whose binaries, pg_regress and TAP modules
+# the run uses instead of the system's.
+sv_use_sanitized_pg() {
+    local prefix
+    # LeakSanitizer is off: PostgreSQL frees memory by context (and
+    # pg_config, which every make calls, would fail on its "leaks").
+    export ASAN_OPTIONS=detect_leaks=0
+    prefix=$(bash test/bin/pg_asan.sh build) || return 1
+    SV_PG_BIN=$prefix/bin
+    SV_PGXS_DIR=$(dirname "$(dirname "$(dirname "$("$SV_PG_BIN/pg_config" --pgxs)")")")
+}
+
+# Builds and installs the extension against that PostgreSQL, in the current
+# directory, which must be a copy of the tree: the objects in the tree are
+# shared with plain builds, and the system's PostgreSQL never gets a
+# sanitized library.  The compiler and linker flags come from its pg_config.
+sv_build_install_sanitized() {
+    sv_log "building pg_streamview with ASan and UBSan, installing into $(dirname "$SV_PG_BIN")"
+    make -s PG_CONFIG="$SV_PG_BIN/pg_config" clean >/dev/null &&
+        make -s WERROR=1 PG_CONFIG="$SV_PG_BIN/pg_config" all mockbroker >/dev/null &&
+        make -s PG_CONFIG="$SV_PG_BIN/pg_config" install >/dev/null
+}

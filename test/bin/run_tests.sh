@@ -8,7 +8,14 @@ ROOT=$PWD
 . test/bin/common.sh
 
 sv_install_deps || exit 1
-sv_build_install || { echo "0 passed, 1 failed"; exit 1; }
+# make test SANITIZE=1 (make test-sanitize): the same suite under ASan and
+# UBSan, with a PostgreSQL built for it (test/bin/pg_asan.sh); the extension
+# is built and installed from the scratch copy below, never here.
+if [ -n "${SANITIZE:-}" ]; then
+    sv_use_sanitized_pg || { echo "0 passed, 1 failed"; exit 1; }
+else
+    sv_build_install || { echo "0 passed, 1 failed"; exit 1; }
+fi
 # the real Kafka 0.9.0.1 of the fault tests (Java and its jars, from npm), once
 if [ "${SV_TAP:-}" != none ]; then
     sv_log "fetching Apache Kafka 0.9.0.1 for the fault tests"
@@ -30,11 +37,30 @@ trap cleanup EXIT
 # A copy the server user can read and write, wherever this clone lives.
 mkdir -p "$WORK/tree"
 tar -C "$ROOT" --exclude=.git -cf - . | tar -C "$WORK/tree" -xf -
+if [ -n "${SANITIZE:-}" ]; then
+    (cd "$WORK/tree" && sv_build_install_sanitized) || { echo "0 passed, 1 failed"; exit 1; }
+fi
 chown -R "$(sv_server_user)" "$WORK"
 cd "$WORK/tree"
 
 passed=0
 failed=0
+
+# Fixed ports of the pg_regress, isolation and pgTAP servers; a sanitized
+# run uses others, so that it can run next to a plain one.
+port_offset=0
+if [ -n "${SANITIZE:-}" ]; then
+    port_offset=100
+    # Every sanitized program started from here (servers, psql, pg_regress)
+    # aborts at its first report and writes it to a file under
+    # $WORK/sanitizer; each file counts as a failure at the end: a backend
+    # that aborts is otherwise hidden by crash recovery.  Leaks are not
+    # checked: PostgreSQL frees memory by context.
+    mkdir -p "$WORK/sanitizer" && chmod 1777 "$WORK/sanitizer"
+    export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$WORK/sanitizer/report"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$WORK/sanitizer/report"
+    sv_log "sanitizers: ASan and UBSan, PostgreSQL in $(dirname "$SV_PG_BIN"), reports in $WORK/sanitizer"
+fi
 
 # SV_REGRESS / SV_ISOLATION / SV_PGTAP / SV_TAP narrow a run while developing
 # (names, or "none").
@@ -63,12 +89,12 @@ run_regress() {
 }
 
 if [ "${SV_REGRESS:-}" != none ]; then
-    run_regress "pg_regress (SQL surface)" "$SV_PGXS_DIR/src/test/regress/pg_regress" regress 55431 \
+    run_regress "pg_regress (SQL surface)" "$SV_PGXS_DIR/src/test/regress/pg_regress" regress $((55431 + port_offset)) \
         ${SV_REGRESS:-$(ls test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)}
 fi
 if [ "${SV_ISOLATION:-}" != none ]; then
     run_regress "isolation (concurrent sessions)" "$SV_PGXS_DIR/src/test/isolation/pg_isolation_regress" \
-        isolation 55434 --dbname=regression ${SV_ISOLATION:-$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)}
+        isolation $((55434 + port_offset)) --dbname=regression ${SV_ISOLATION:-$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)}
 fi
 
 if [ "${SV_PGTAP:-}" != none ]; then
@@ -82,9 +108,9 @@ sv_as_server_user initdb -D "$PGT/data" -A trust -U postgres > "$PGT/initdb.log"
   echo "streamview.enabled = on"
   echo "listen_addresses = ''"
   echo "unix_socket_directories = '$PGT'"
-  echo "port = 55433"; } >> "$PGT/data/postgresql.conf"
+  echo "port = $((55433 + port_offset))"; } >> "$PGT/data/postgresql.conf"
 sv_as_server_user pg_ctl -D "$PGT/data" -l "$PGT/server.log" -w start > /dev/null
-sv_as_server_user pg_prove -h "$PGT" -p 55433 -U postgres -d postgres -v \
+sv_as_server_user pg_prove -h "$PGT" -p $((55433 + port_offset)) -U postgres -d postgres -v \
     ${SV_PGTAP:-test/pgtap/*.sql} > "$WORK/pgtap.log" 2>&1
 pgtap_rc=$?
 sv_as_server_user pg_ctl -D "$PGT/data" -m fast -w stop > /dev/null
@@ -145,6 +171,25 @@ fi
 if [ -z "${SV_TAP:-}" ]; then
     run_tap "TAP core cases against Apache Kafka 0.9.0.1" "$WORK/tree-kafka09" kafka09 \
         t/001_oracle.pl t/004_rebuild.pl
+fi
+
+if [ -n "${SANITIZE:-}" ]; then
+    for f in "$WORK"/sanitizer/*; do
+        [ -f "$f" ] || continue
+        echo "---- sanitizer report $f"
+        head -n 60 "$f"
+        failed=$((failed + 1))
+    done
+    # A report on stderr (a program that lost the options above) is in a
+    # server log or a test's output; each distinct one counts once.
+    mapfile -t stray < <(grep -rIhoE --exclude-dir=sanitizer \
+        '[^ ]+:[0-9]+:[0-9]+: runtime error: .*|==[0-9]+==ERROR: [A-Za-z]+Sanitizer: .*' "$WORK" | sort -u)
+    for r in "${stray[@]}"; do
+        f=$(grep -rlIF --exclude-dir=sanitizer -- "$r" "$WORK" | head -n 1)
+        echo "---- sanitizer report in $f"
+        grep -F -A 20 -- "$r" "$f" | head -n 24
+        failed=$((failed + 1))
+    done
 fi
 
 echo "$passed passed, $failed failed"
