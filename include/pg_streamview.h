@@ -287,6 +287,10 @@ extern int	streamview_max_restart_delay_s;
 extern int	streamview_statement_timeout_ms;
 extern int	streamview_max_workers;
 extern bool streamview_enabled;
+extern int	streamview_dead_letter_retention_s;
+extern int	streamview_worker_error_retention_s;
+extern int	streamview_validation_retention_s;
+extern int	streamview_offset_mark_retention_s;
 extern int	streamview_max_workers_per_role;
 extern int	streamview_lock_timeout_ms;
 

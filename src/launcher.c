@@ -340,9 +340,41 @@ sv_reconcile(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * Retention of the catalog's history (streamview.*_retention), in a
+ * transaction of its own: once a minute, and at once after the settings
+ * change.  Housekeeping, not per event; _apply_retention knows what must
+ * stay (the latest validation of a version, the newest offset mark of a
+ * partition).
+ */
+static void
+sv_retention(void)
+{
+	Oid			argtypes[4] = {INT4OID, INT4OID, INT4OID, INT4OID};
+	Datum		args[4];
+
+	char	   *installed = streamview_installed_version();
+
+	/* not installed, or of another version (sv_sql_version_matches says so) */
+	if (installed == NULL || strcmp(installed, STREAMVIEW_VERSION) != 0)
+		return;
+	args[0] = Int32GetDatum(streamview_dead_letter_retention_s);
+	args[1] = Int32GetDatum(streamview_worker_error_retention_s);
+	args[2] = Int32GetDatum(streamview_validation_retention_s);
+	args[3] = Int32GetDatum(streamview_offset_mark_retention_s);
+	SPI_execute_with_args("SELECT streamview._apply_retention("
+						  "pg_catalog.make_interval(secs => nullif($1, 0)), "
+						  "pg_catalog.make_interval(secs => nullif($2, 0)), "
+						  "pg_catalog.make_interval(secs => nullif($3, 0)), "
+						  "pg_catalog.make_interval(secs => nullif($4, 0)))",
+						  4, argtypes, args, NULL, false, 0);
+}
+
 void
 streamview_launcher_main(Datum arg)
 {
+	TimestampTz last_retention = 0;
+
 	streamview_worker_signals();
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(streamview_database, NULL, 0);
@@ -359,8 +391,23 @@ streamview_launcher_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			last_retention = 0;
 		}
 		sv_reconcile();
+		if (TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 60 * 1000))
+		{
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			SPI_connect();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, "applying retention");
+			sv_retention();
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			last_retention = GetCurrentTimestamp();
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 streamview_launcher_naptime_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -27,6 +27,10 @@ int			streamview_restart_delay_s = 1;
 int			streamview_statement_timeout_ms = 30000;
 int			streamview_max_workers = 8;
 bool		streamview_enabled = true;
+int			streamview_dead_letter_retention_s = 0;
+int			streamview_worker_error_retention_s = 0;
+int			streamview_validation_retention_s = 0;
+int			streamview_offset_mark_retention_s = 0;
 int			streamview_max_workers_per_role = 4;
 int			streamview_lock_timeout_ms = 10000;
 
@@ -76,6 +80,27 @@ _PG_init(void)
 							 "Off stops every source and replay worker (a kill switch, or for "
 							 "maintenance); on starts them again where their offsets stand.",
 							 &streamview_enabled, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.dead_letter_retention",
+							"How long dead letters are kept; 0 keeps them for ever.",
+							"The launcher deletes older ones once a minute.",
+							&streamview_dead_letter_retention_s, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.worker_error_retention",
+							"How long worker errors are kept; 0 keeps them for ever.",
+							"The launcher deletes older ones once a minute.",
+							&streamview_worker_error_retention_s, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.validation_retention",
+							"How long validation runs are kept; 0 keeps them for ever.",
+							"The latest run of each version stays: swap reads it.",
+							&streamview_validation_retention_s, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.offset_mark_retention",
+							"How far back in event time offset marks are kept; 0 keeps them for ever.",
+							"The newest mark of each partition stays. A rebuild from a point in time "
+							"before the oldest mark kept replays from the earliest offset.",
+							&streamview_offset_mark_retention_s, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.max_workers",
 							"Most background workers pg_streamview runs at once (sources and rebuilds).",
 							"Sources and rebuilds beyond it wait for a worker; keep it below max_worker_processes.",

@@ -4,6 +4,7 @@
 # stream metrics are there with the values streamview.status holds.  And
 # pg_monitor sees dead-letter and worker-error counts (never payloads),
 # instead of the zero rows that row level security gives it on the tables.
+# And retention of that history, run by the launcher.
 use strict;
 use warnings;
 
@@ -96,6 +97,34 @@ unlike($metrics, qr/SECRET/, 'no payload or error detail in the metrics');
 
 $exporter->kill_kill;
 $exporter->finish;
+
+# Retention (streamview.*_retention): the launcher deletes history older
+# than each setting, at once after a reload and then once a minute, but
+# keeps what other work reads: the latest validation run of a version, the
+# newest offset mark of a partition.
+$node->safe_psql('postgres', q{
+	UPDATE streamview.dead_letters SET recorded_at = now() - interval '2 days'
+	 WHERE dead_letter_id = (SELECT min(dead_letter_id) FROM streamview.dead_letters);
+	UPDATE streamview.worker_errors SET occurred_at = now() - interval '2 days';
+	INSERT INTO streamview.validations (view_name, version, run, "check", passed, validated_at, validated_by)
+	VALUES ('mon_n', 1, 1, 'old run', true, now() - interval '3 days', 'test'),
+	       ('mon_n', 1, 2, 'latest run, old too', true, now() - interval '2 days', 'test');
+	INSERT INTO streamview.offset_marks (source_id, partition, next_offset, max_event_time)
+	SELECT source_id, 0, o, now() - interval '10 days' + (o - 1000) * interval '1 hour'
+	  FROM streamview.sources, generate_series(1000, 1002) o;
+});
+my $history = q{SELECT (SELECT count(*) FROM streamview.dead_letters) || ' ' || (SELECT count(*) FROM streamview.worker_errors)
+  || ' ' || (SELECT string_agg("check", ',') FROM streamview.validations WHERE view_name = 'mon_n')
+  || ' ' || (SELECT string_agg(next_offset::text, ',' ORDER BY next_offset) FROM streamview.offset_marks WHERE next_offset >= 1000)};
+is($node->safe_psql('postgres', $history), '2 1 old run,latest run, old too 1000,1001,1002',
+	'the history before retention: 2 dead letters, 1 worker error, 2 validation runs, 3 old marks');
+$node->append_conf('postgresql.conf', "streamview.dead_letter_retention = '1d'\n"
+	  . "streamview.worker_error_retention = '1d'\nstreamview.validation_retention = '1d'\n"
+	  . "streamview.offset_mark_retention = '1d'\n");
+$node->reload;
+ok(wait_for($node, $history, '1 0 latest run, old too 1002'),
+	'after a reload the launcher applies retention, keeping the latest validation run and the newest mark')
+  or diag($node->safe_psql('postgres', $history));
 broker_stop($broker);
 $node->stop;
 done_testing();

@@ -274,3 +274,35 @@ BEGIN
                   HINT = format('Pass %s; see the reference for its form.', what);
     END IF;
 END $$;
+
+-- Retention of the catalog's history, run by the launcher (launcher.c) with
+-- the streamview.*_retention settings; NULL keeps that history for ever.
+-- What other work reads stays: the latest validation run of a version (swap
+-- accepts a version by it) and the newest offset mark of a partition (a
+-- rebuild from a point in time starts at the last mark before it).
+CREATE FUNCTION streamview._apply_retention(dead_letters_age interval, worker_errors_age interval,
+                                            validations_age interval, offset_marks_age interval)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF dead_letters_age IS NOT NULL THEN
+        DELETE FROM streamview.dead_letters d WHERE d.recorded_at < now() - dead_letters_age;
+    END IF;
+    IF worker_errors_age IS NOT NULL THEN
+        DELETE FROM streamview.worker_errors e WHERE e.occurred_at < now() - worker_errors_age;
+    END IF;
+    IF validations_age IS NOT NULL THEN
+        DELETE FROM streamview.validations x
+         WHERE x.validated_at < now() - validations_age
+           AND x.run < (SELECT max(y.run) FROM streamview.validations y
+                         WHERE y.view_name = x.view_name AND y.version = x.version);
+    END IF;
+    IF offset_marks_age IS NOT NULL THEN
+        DELETE FROM streamview.offset_marks m
+         WHERE m.max_event_time < now() - offset_marks_age
+           AND m.next_offset < (SELECT max(n.next_offset) FROM streamview.offset_marks n
+                                 WHERE n.source_id = m.source_id AND n.partition = m.partition);
+    END IF;
+END $$;

@@ -11,7 +11,7 @@ SELECT functions_are('streamview', ARRAY[
     'create_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'rebuild', 'wait_for',
     'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
     -- internals, closed to PUBLIC
-    '_add_check_impl', '_add_column', '_caller_schema', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
+    '_add_check_impl', '_add_column', '_apply_retention', '_caller_schema', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_interval_arg', '_live_version',
