@@ -482,7 +482,7 @@ sv_main_loop(void)
  * ever runs: a session lock on the catalog row's object, (sources, id) or
  * (versions, id).  Not an advisory lock, which any role could take first
  * and so keep the source from ever starting: no SQL takes object locks on
- * an extension's table.  Released when the process exits.
+ * an extension's table.  Released by sv_on_exit.
  */
 static bool
 sv_take_worker_lock(void)
@@ -502,6 +502,17 @@ sv_on_exit(int code, Datum arg)
 {
 	streamview_kafka_close(worker.kafka);
 	worker.kafka = NULL;
+
+	/*
+	 * The worker lock.  Process exit does not release a session lock: only
+	 * a transaction's abort does, and a worker that stops (streamview_stop,
+	 * nothing to do, a replay done) exits outside one.  The lock then stayed
+	 * in the shared lock table under a dead pid, and a later worker for the
+	 * source could find "another worker serves it" and never start (seen
+	 * after streamview.enabled off and on).  make test SANITIZE=1 found it:
+	 * with assertions, ProcKill checks that a process leaves no lock behind.
+	 */
+	LockReleaseSession(DEFAULT_LOCKMETHOD);
 }
 
 /* Record why the worker stops, in a transaction of its own, then exit(1). */
