@@ -180,13 +180,15 @@ if [ -n "${SANITIZE:-}" ]; then
         head -n 60 "$f"
         failed=$((failed + 1))
     done
-    # A report on stderr (a program that lost the options above) is in a
-    # server log or a test's output; each distinct one counts once.
+    # A report on stderr (a program that lost the options above), and a
+    # failed assertion (that PostgreSQL is built with), are in a server log
+    # or a test's output; each distinct one counts once.
     mapfile -t stray < <(grep -rIhoE --exclude-dir=sanitizer \
-        '[^ ]+:[0-9]+:[0-9]+: runtime error: .*|==[0-9]+==ERROR: [A-Za-z]+Sanitizer: .*' "$WORK" | sort -u)
+        '[^ ]+:[0-9]+:[0-9]+: runtime error: .*|==[0-9]+==ERROR: [A-Za-z]+Sanitizer: .*|TRAP: [A-Za-z]+\(.*' \
+        "$WORK" | sort -u)
     for r in "${stray[@]}"; do
         f=$(grep -rlIF --exclude-dir=sanitizer -- "$r" "$WORK" | head -n 1)
-        echo "---- sanitizer report in $f"
+        echo "---- report in $f"
         grep -F -A 20 -- "$r" "$f" | head -n 24
         failed=$((failed + 1))
     done
