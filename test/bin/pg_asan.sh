@@ -22,13 +22,13 @@
 # chunk, the old elements of a List that grew, a shared buffer this backend
 # no longer pins) is poisoned, so reading or writing it is an ASan report.
 #
-# The same version as the
-# installed postgresql-15 package, from its Debian source package (upstream
-# source; Debian's patches are not applied), configured small (no SSL, ICU,
-# readline, NLS or languages: the tests use plain sockets and SQL), with the
-# TAP modules, pg_regress and pg_isolation_regress.  It is installed into a
-# prefix of its own, never into /usr/lib/postgresql, built once and reused
-# until the flags change (a stamp file in the prefix; `rebuild` forces it).
+# The same version as the installed postgresql-15 package, from its Debian
+# source package (upstream source; Debian's patches are not applied),
+# configured small (no SSL, ICU, readline, NLS or languages: the tests use
+# plain sockets and SQL), with the TAP modules, pg_regress and
+# pg_isolation_regress.  It is installed into a prefix of its own, never
+# into /usr/lib/postgresql, built once and reused until the compiler, flags
+# or options change (a stamp file in the prefix; `rebuild` forces it).
 # pgTAP (plain SQL in Debian's postgresql-15-pgtap) is copied into its share.
 #
 #   pg_asan.sh build     build and install unless the stamp is current;
