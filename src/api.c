@@ -44,25 +44,52 @@ static Oid	sv_caller_namespace = InvalidOid;
 static bool sv_wake_at_commit = false;
 static bool sv_xact_callback_registered = false;
 
-/* The role that owns the extension (the one that ran CREATE EXTENSION). */
-Oid
-streamview_extension_owner(void)
+/*
+ * The extension's row in pg_extension: its owner and the version of its SQL
+ * objects.  Returns false when it is not installed in this database.
+ */
+static bool
+sv_read_extension(Oid *owner, char **version)
 {
-	Oid			extoid = get_extension_oid(STREAMVIEW_EXTENSION, false);
-	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	Oid			extoid = get_extension_oid(STREAMVIEW_EXTENSION, true);
+	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	Oid			owner = InvalidOid;
+	bool		found;
 
+	if (!OidIsValid(extoid))
+		return false;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(extoid));
 	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	found = HeapTupleIsValid(tup);
+	if (found)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+
+		*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+		*version = isnull ? NULL : TextDatumGetCString(d);
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* The role that owns the extension (the one that ran CREATE EXTENSION). */
+Oid
+streamview_extension_owner(void)
+{
+	Oid			owner;
+	char	   *version;
+
+	if (!sv_read_extension(&owner, &version))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"%s\" does not exist", STREAMVIEW_EXTENSION)));
 	return owner;
 }
 
@@ -73,30 +100,11 @@ streamview_extension_owner(void)
 char *
 streamview_installed_version(void)
 {
-	Oid			extoid = get_extension_oid(STREAMVIEW_EXTENSION, true);
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
+	Oid			owner;
 	char	   *version = NULL;
 
-	if (!OidIsValid(extoid))
+	if (!sv_read_extension(&owner, &version))
 		return NULL;
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-	{
-		bool		isnull;
-		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
-
-		if (!isnull)
-			version = TextDatumGetCString(d);
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
 	return version;
 }
 
