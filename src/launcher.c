@@ -269,13 +269,42 @@ sv_sql_version_matches(void)
 }
 
 /*
+ * Retention of the catalog's history (streamview.*_retention), in a round's
+ * transaction: once a minute, and at once after the settings change.  Housekeeping, not per event; _apply_retention knows what must
+ * stay (the latest validation of a version, the newest offset mark of a
+ * partition).
+ */
+static void
+sv_retention(void)
+{
+	Oid			argtypes[4] = {INT4OID, INT4OID, INT4OID, INT4OID};
+	Datum		args[4];
+
+	char	   *installed = streamview_installed_version();
+
+	/* not installed, or of another version (sv_sql_version_matches says so) */
+	if (installed == NULL || strcmp(installed, STREAMVIEW_VERSION) != 0)
+		return;
+	args[0] = Int32GetDatum(streamview_dead_letter_retention_s);
+	args[1] = Int32GetDatum(streamview_worker_error_retention_s);
+	args[2] = Int32GetDatum(streamview_validation_retention_s);
+	args[3] = Int32GetDatum(streamview_offset_mark_retention_s);
+	SPI_execute_with_args("SELECT streamview._apply_retention("
+						  "pg_catalog.make_interval(secs => nullif($1, 0)), "
+						  "pg_catalog.make_interval(secs => nullif($2, 0)), "
+						  "pg_catalog.make_interval(secs => nullif($3, 0)), "
+						  "pg_catalog.make_interval(secs => nullif($4, 0)))",
+						  4, argtypes, args, NULL, false, 0);
+}
+
+/*
  * One round of the launcher, in a transaction of its own: read the sources
  * and the replaying versions, start the workers that are missing (with
  * back-off, within streamview.max_workers), and terminate the workers whose
  * source or version is gone.
  */
 static void
-sv_reconcile(void)
+sv_reconcile(bool retention_due)
 {
 	ListCell   *lc;
 	bool		have_extension;
@@ -333,6 +362,8 @@ sv_reconcile(void)
 		pfree(slot);
 	}
 
+	if (retention_due)
+		sv_retention();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -340,35 +371,6 @@ sv_reconcile(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/*
- * Retention of the catalog's history (streamview.*_retention), in a
- * transaction of its own: once a minute, and at once after the settings
- * change.  Housekeeping, not per event; _apply_retention knows what must
- * stay (the latest validation of a version, the newest offset mark of a
- * partition).
- */
-static void
-sv_retention(void)
-{
-	Oid			argtypes[4] = {INT4OID, INT4OID, INT4OID, INT4OID};
-	Datum		args[4];
-
-	char	   *installed = streamview_installed_version();
-
-	/* not installed, or of another version (sv_sql_version_matches says so) */
-	if (installed == NULL || strcmp(installed, STREAMVIEW_VERSION) != 0)
-		return;
-	args[0] = Int32GetDatum(streamview_dead_letter_retention_s);
-	args[1] = Int32GetDatum(streamview_worker_error_retention_s);
-	args[2] = Int32GetDatum(streamview_validation_retention_s);
-	args[3] = Int32GetDatum(streamview_offset_mark_retention_s);
-	SPI_execute_with_args("SELECT streamview._apply_retention("
-						  "pg_catalog.make_interval(secs => nullif($1, 0)), "
-						  "pg_catalog.make_interval(secs => nullif($2, 0)), "
-						  "pg_catalog.make_interval(secs => nullif($3, 0)), "
-						  "pg_catalog.make_interval(secs => nullif($4, 0)))",
-						  4, argtypes, args, NULL, false, 0);
-}
 
 void
 streamview_launcher_main(Datum arg)
@@ -393,21 +395,13 @@ streamview_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			last_retention = 0;
 		}
-		sv_reconcile();
 		if (TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 60 * 1000))
 		{
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			pgstat_report_activity(STATE_RUNNING, "applying retention");
-			sv_retention();
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			sv_reconcile(true);
 			last_retention = GetCurrentTimestamp();
 		}
+		else
+			sv_reconcile(false);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 streamview_launcher_naptime_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
