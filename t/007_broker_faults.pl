@@ -53,7 +53,11 @@ sub view_is_exact
 		"SELECT window_start, k, n FROM faults_n ORDER BY 1, 2") };
 	is_deeply(\%got, \%expected, "$label: the view equals the events sent ($sent)");
 	is($node->safe_psql('postgres', q{SELECT consumed = applied FROM streamview.status WHERE view_name = 'faults_n'}),
-		't', "$label: every message applied once");
+		't', "$label: every message applied once")
+	  or diag($node->safe_psql('postgres', q{
+		SELECT consumed, applied, duplicates, too_late, dead_lettered FROM streamview.status WHERE view_name = 'faults_n';
+		SELECT partition, "offset", reason, convert_from(payload, 'UTF8'), error FROM streamview.dead_letters
+		 WHERE source_name = 'faults' ORDER BY 1, 2}));
 	return;
 }
 
