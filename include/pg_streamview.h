@@ -341,6 +341,7 @@ extern char *streamview_versions_signature(int32 source_id, int32 replay_version
 extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
 extern void streamview_clear_source_error(int32 source_id);
+extern char *streamview_consumer_group(const char *dbname, const char *source_name);
 
 /* ------------------------------------------------------------ in version.c */
 extern const char *streamview_version_state_name(SvVersionState state);

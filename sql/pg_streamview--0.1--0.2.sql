@@ -174,6 +174,11 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_caller_search_path_fn'
 LANGUAGE C STABLE;
 
+CREATE OR REPLACE FUNCTION streamview._consumer_group(source_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_consumer_group_fn'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
 CREATE OR REPLACE FUNCTION streamview._interval_arg(value text, what text, allow_zero bool DEFAULT false)
 RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
@@ -1377,3 +1382,15 @@ SELECT e.source_name, pg_catalog.count(*) AS worker_errors,
 
 REVOKE ALL ON streamview.dead_letter_counts, streamview.worker_error_counts FROM PUBLIC;
 GRANT SELECT ON streamview.dead_letter_counts, streamview.worker_error_counts TO pg_monitor;
+
+-- source_list shows the consumer group (of this cluster, database and source).
+CREATE OR REPLACE VIEW streamview.source_list AS
+SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
+       s.idle_timeout,
+       CASE WHEN pg_catalog.pg_has_role(s.owner, 'USAGE') THEN s.options END AS options,
+       s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
+       ARRAY(SELECT u.grantee FROM streamview.source_usage u
+              WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
+       s.paused_at, streamview._consumer_group(s.name) AS consumer_group
+  FROM streamview.sources s;
+GRANT EXECUTE ON FUNCTION streamview._consumer_group(text) TO PUBLIC;

@@ -15,7 +15,10 @@
  */
 #include "pg_streamview.h"
 
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -293,4 +296,33 @@ streamview_clear_source_error(int32 source_id)
 	SPI_execute_with_args("UPDATE streamview.sources SET last_error = NULL "
 						  "WHERE source_id = $1 AND last_error IS NOT NULL",
 						  1, argtypes, args, NULL, false, 0);
+}
+
+/*
+ * The Kafka consumer group a source's worker commits its advisory offsets
+ * to.  It names the cluster (its system identifier), the database and the
+ * source, so that a copy restored from a dump (another cluster, or another
+ * database) never commits into the group of the original: lag tools would
+ * otherwise show two servers' positions as one, silently.  A promoted
+ * standby keeps its primary's identifier, and so its group: it is the same
+ * consumer.
+ */
+char *
+streamview_consumer_group(const char *dbname, const char *source_name)
+{
+	return psprintf("pg_streamview." UINT64_FORMAT ".%s.%s",
+					GetSystemIdentifier(), dbname, source_name);
+}
+
+PG_FUNCTION_INFO_V1(streamview_consumer_group_fn);
+PGDLLEXPORT Datum streamview_consumer_group_fn(PG_FUNCTION_ARGS);
+
+/* streamview._consumer_group(source_name): for streamview.source_list. */
+Datum
+streamview_consumer_group_fn(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_TEXT_P(cstring_to_text(streamview_consumer_group(get_database_name(MyDatabaseId),
+															   name)));
 }

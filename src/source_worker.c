@@ -605,8 +605,8 @@ streamview_worker_main(Datum arg)
 	}
 	streamview_clear_source_error(worker.source_id);
 	group_id = MemoryContextStrdup(TopMemoryContext,
-								   psprintf("pg_streamview.%s.%s", get_database_name(params.dboid),
-											worker.src->name));
+								   streamview_consumer_group(get_database_name(params.dboid),
+															 worker.src->name));
 	streamview_commit_batch();
 	if (worker.kind == SV_WORKER_SOURCE)
 	{
@@ -630,6 +630,7 @@ streamview_worker_main(Datum arg)
 		streamview_replay_start(sv_replayed_version(), worker.kafka, worker.nparts);
 	ereport(LOG, (errmsg("pg_streamview consuming topic \"%s\" for source \"%s\" (%d partitions, %d versions)",
 						 worker.src->topic, worker.src->name, worker.nparts,
-						 list_length(worker.versions))));
+						 list_length(worker.versions)),
+				  errdetail("Advisory offsets go to consumer group \"%s\".", group_id)));
 	sv_main_loop();
 }

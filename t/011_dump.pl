@@ -60,6 +60,10 @@ command_ok([ 'pg_dump', '-Fc', '-d', $old->connstr('postgres'), '-f', $dump ], '
 my %before = map { split /\|/ } split /\n/, $old->safe_psql('postgres',
 	q{SELECT 'sources', last_value FROM streamview.sources_source_id_seq
 	  UNION ALL SELECT 'versions', last_value FROM streamview.versions_version_id_seq});
+my $old_group = $old->safe_psql('postgres', q{SELECT consumer_group FROM streamview.source_list});
+is($old_group, 'pg_streamview.' . $old->safe_psql('postgres',
+		q{SELECT system_identifier FROM pg_control_system()}) . '.postgres.dumped',
+	'the consumer group names the cluster, the database and the source');
 $old->stop;
 
 my $new = PostgreSQL::Test::Cluster->new('n011b');
@@ -82,6 +86,14 @@ is($new->safe_psql('postgres',
 		q{SELECT last_value FROM streamview.versions_version_id_seq}), $before{versions},
 	'the versions sequence is restored');
 view_is($new, 'right after the restore');
+
+# The restored source is a consumer of its own: it never commits into the
+# original's consumer group, which may still be running elsewhere.
+my $new_group = $new->safe_psql('postgres', q{SELECT consumer_group FROM streamview.source_list});
+isnt($new_group, $old_group, 'the restored source has a consumer group of its own');
+like($new_group, qr/^pg_streamview\.\d+\.postgres\.dumped$/, 'named like the original\'s');
+ok($new->wait_for_log(qr/consumer group "\Q$new_group\E"/),
+	'and its worker commits to that group, not the original\'s');
 
 # The worker resumes from the stored offsets: the next events are counted
 # once, the old ones not again.

@@ -26,6 +26,13 @@ LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION streamview._notify_launcher() FROM PUBLIC;
 
+-- The Kafka consumer group of a source on this server: cluster, database and
+-- source name, so that a restored copy never shares the original's group.
+CREATE FUNCTION streamview._consumer_group(source_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_consumer_group_fn'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
 CREATE FUNCTION streamview._supported_types()
 RETURNS regtype[]
 LANGUAGE sql IMMUTABLE

@@ -6,6 +6,11 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
                           streamview.hop(timestamptz, interval, interval) TO PUBLIC;
 
+-- source_list shows every source's consumer group; the view calls it with
+-- the reader's rights.  It reveals the cluster's system identifier, which
+-- names the server to Kafka and is no credential.
+GRANT EXECUTE ON FUNCTION streamview._consumer_group(text) TO PUBLIC;
+
 GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network

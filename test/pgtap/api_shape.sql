@@ -16,7 +16,7 @@ SELECT functions_are('streamview', ARRAY[
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_interval_arg', '_live_version',
     '_lock_source', '_lock_view', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
-    '_notify_launcher', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
+    '_notify_launcher', '_consumer_group', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl'], 'the schema holds the API and its internals, nothing else');
 
@@ -44,9 +44,9 @@ SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamvie
 -- Who may call what.
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
-     WHERE p.pronamespace = 'streamview'::regnamespace AND p.proname NOT IN ('tumble', 'hop')
+     WHERE p.pronamespace = 'streamview'::regnamespace AND p.proname NOT IN ('tumble', 'hop', '_consumer_group')
        AND has_function_privilege('public', p.oid, 'EXECUTE') $$,
-    'PUBLIC may execute nothing but tumble and hop');
+    'PUBLIC may execute nothing but tumble, hop and _consumer_group (for source_list)');
 SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval'], 'public',
                           ARRAY['EXECUTE'], 'PUBLIC may call tumble');
 SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval'], 'public',
