@@ -873,6 +873,11 @@ RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'streamview_guard_drop'
 LANGUAGE C;
 
+CREATE OR REPLACE FUNCTION streamview._guard_alter()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'streamview_guard_alter'
+LANGUAGE C;
+
 CREATE OR REPLACE FUNCTION streamview._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
                                          start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
 RETURNS int
@@ -1357,6 +1362,12 @@ GRANT SELECT ON streamview.status, streamview.rebuilds TO PUBLIC;
 -- (guard.c).
 CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
     EXECUTE FUNCTION streamview._guard_drop();
+
+-- So is renaming or moving a stream view, and changing the columns of a
+-- table a version uses (guard.c).
+CREATE EVENT TRIGGER streamview_guard_alter ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW')
+    EXECUTE FUNCTION streamview._guard_alter();
 
 -- The tables of existing versions go with the extension, like new ones.
 SELECT streamview._depend_on_extension(x.table_name)

@@ -184,3 +184,14 @@ LANGUAGE C;
 
 CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
     EXECUTE FUNCTION streamview._guard_drop();
+
+-- So is renaming or moving a stream view, and renaming, dropping or
+-- retyping a column of a table a version uses (guard.c).
+CREATE FUNCTION streamview._guard_alter()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'streamview_guard_alter'
+LANGUAGE C;
+
+CREATE EVENT TRIGGER streamview_guard_alter ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW')
+    EXECUTE FUNCTION streamview._guard_alter();

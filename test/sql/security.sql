@@ -100,6 +100,11 @@ SELECT x FROM sv_shared.report2;
 -- takeover: eve renames her stream view away, the analyst makes a view of that name
 SET ROLE sv_eve;
 SELECT streamview.create_view('sv_shared.daily_kpis', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_f3 GROUP BY 1 $$);
+-- (renaming a stream view is refused too, unless the guard is disabled)
+SELECT pg_temp.err($$ALTER VIEW sv_shared.daily_kpis RENAME TO eve_kpis_old$$) AS refused_rename;
+RESET ROLE;
+ALTER EVENT TRIGGER streamview_guard_alter DISABLE;
+SET ROLE sv_eve;
 ALTER VIEW sv_shared.daily_kpis RENAME TO eve_kpis_old;
 SET ROLE sv_analyst;
 CREATE VIEW sv_shared.daily_kpis AS SELECT 'analyst data'::text AS secret_col;
@@ -124,6 +129,7 @@ SET ROLE sv_eve;
 SELECT streamview.rollback('daily_kpis');
 RESET ROLE;
 ALTER EVENT TRIGGER streamview_guard_drop ENABLE;
+ALTER EVENT TRIGGER streamview_guard_alter ENABLE;
 SELECT c.relname, pg_get_userbyid(c.relowner) AS owner FROM pg_class c
  WHERE c.relnamespace = 'sv_shared'::regnamespace AND c.relkind = 'v' ORDER BY 1;
 -- an owner who may no longer create in the schema cannot rebuild or swap there

@@ -30,6 +30,21 @@ SELECT pg_temp.err($$ DROP VIEW sales $$) AS drop_view_by_hand;
 SELECT pg_temp.err($$ DROP TABLE sales_v2 $$) AS drop_table_by_hand;
 SELECT pg_temp.err($$ DROP TABLE sales_v1 CASCADE $$) AS drop_live_table_cascade;
 
+-- So is renaming or moving the stream view, or changing the columns a
+-- version's table is written through; renaming a version's table is not.
+SELECT pg_temp.err($$ ALTER VIEW sales RENAME TO sales_renamed $$) AS alter_view_rename;
+SELECT pg_temp.err($$ ALTER TABLE sales RENAME TO sales_renamed $$) AS alter_table_rename_of_view;
+SELECT pg_temp.err($$ ALTER VIEW sales RENAME COLUMN n TO orders $$) AS rename_view_column;
+SELECT pg_temp.err($$ ALTER VIEW sales SET SCHEMA pg_temp $$) AS move_view;
+SELECT pg_temp.err($$ ALTER TABLE sales_v1 RENAME COLUMN n TO orders $$) AS rename_table_column;
+SELECT pg_temp.err($$ ALTER TABLE sales_v2 DROP COLUMN biggest $$) AS drop_table_column;
+SELECT pg_temp.err($$ ALTER TABLE sales_v1 ALTER COLUMN n TYPE numeric $$) AS retype_table_column;
+ALTER TABLE sales_v2 RENAME TO sales_v2_elsewhere;
+SELECT version, table_name FROM streamview.versions WHERE view_name = 'sales' ORDER BY version;
+ALTER TABLE sales_v2_elsewhere RENAME TO sales_v2;
+ALTER VIEW sales ALTER COLUMN shop SET DEFAULT 'none';
+ALTER VIEW sales ALTER COLUMN shop DROP DEFAULT;
+
 -- Errors
 SELECT pg_temp.err($$ SELECT streamview.rebuild('nope') $$);
 SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);
