@@ -54,6 +54,7 @@ UNION ALL
 SELECT 'column ' || c.oid::regclass::text || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
        || ' notnull ' || a.attnotnull || ' default ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '-')
        || ' acl ' || coalesce(a.attacl::text, '-')
+       || ' comment ' || coalesce(col_description(c.oid, a.attnum), '-')
   FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
@@ -70,6 +71,7 @@ SELECT 'policy ' || pol.polrelid::regclass::text || ' ' || pol.polname || ' ' ||
 UNION ALL
 SELECT 'type ' || t.oid::regtype::text || ' ' || coalesce(
          (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid), '-')
+       || ' comment ' || coalesce(obj_description(t.oid, 'pg_type'), '-')
   FROM members m JOIN pg_type t ON m.classid = 'pg_type'::regclass AND t.oid = m.objid
 UNION ALL
 SELECT 'config dump ' || cfg::regclass::text || ' ' || coalesce(cond, '-')
@@ -77,6 +79,7 @@ SELECT 'config dump ' || cfg::regclass::text || ' ' || coalesce(cond, '-')
  WHERE e.extname = 'pg_streamview'
 UNION ALL
 SELECT 'schema ' || n.nspname || ' acl ' || coalesce(n.nspacl::text, '-')
+       || ' comment ' || coalesce(obj_description(n.oid, 'pg_namespace'), '-')
   FROM pg_namespace n WHERE n.nspname = 'streamview'
 ORDER BY 1
 };

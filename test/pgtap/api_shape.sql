@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(40);
+SELECT plan(42);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
@@ -66,6 +66,20 @@ SELECT is_empty($$
      WHERE p.pronamespace = 'streamview'::regnamespace AND p.prosrc = 'streamview_api_dispatch'
        AND obj_description(p.oid, 'pg_proc') IS NULL $$,
     'every public function has a comment');
+
+-- Every catalog table, monitoring view and column says what it is
+-- (\d+, and tools that read pg_description).
+SELECT is_empty($$
+    SELECT c.oid::regclass FROM pg_class c
+     WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind IN ('r', 'v')
+       AND obj_description(c.oid, 'pg_class') IS NULL $$,
+    'every catalog table and monitoring view has a comment');
+SELECT is_empty($$
+    SELECT c.oid::regclass || '.' || a.attname FROM pg_class c
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind IN ('r', 'v')
+       AND col_description(c.oid, a.attnum) IS NULL $$,
+    'every column of them has a comment');
 
 -- The catalog.
 SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
