@@ -83,6 +83,9 @@ ALTER TABLE streamview.sources ADD COLUMN max_future interval;
 ALTER TABLE streamview.sources ALTER COLUMN max_future SET DEFAULT '1 day';
 -- pause() and resume()
 ALTER TABLE streamview.sources ADD COLUMN paused_at timestamptz;
+
+-- set_retention: how long a view keeps windows behind its watermark.
+ALTER TABLE streamview.views ADD COLUMN retention interval;
 ALTER TABLE streamview.dead_letters DROP CONSTRAINT dead_letters_reason_check;
 ALTER TABLE streamview.dead_letters ADD CONSTRAINT dead_letters_reason_check
     CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
@@ -328,6 +331,8 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    r record;
 BEGIN
     IF dead_letters_age IS NOT NULL THEN
         DELETE FROM streamview.dead_letters d WHERE d.recorded_at < now() - dead_letters_age;
@@ -341,6 +346,23 @@ BEGIN
            AND x.run < (SELECT max(y.run) FROM streamview.validations y
                          WHERE y.view_name = x.view_name AND y.version = x.version);
     END IF;
+    -- Windows of views with a retention (set_retention): per version, as
+    -- the view's owner (the table is the owner's, and so are its triggers),
+    -- one view's failure reported and the others' retention still done.
+    FOR r IN SELECT v.name, v.owner, v.retention, x.version, x.table_name, x.watermark
+               FROM streamview.views v JOIN streamview.versions x ON x.view_id = v.view_id
+              WHERE v.retention IS NOT NULL AND x.table_name IS NOT NULL
+                AND x.watermark IS NOT NULL AND x.state <> 'retired'
+              ORDER BY x.version_id LOOP
+        BEGIN
+            PERFORM streamview._run_as(r.owner, format(
+                'WITH d AS (DELETE FROM %s WHERE window_start < %L AND window_end < %L RETURNING 1) '
+                'SELECT to_jsonb(count(*)) FROM d',
+                r.table_name, r.watermark - r.retention, r.watermark - r.retention));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'could not apply the retention of stream view "%" version %: %', r.name, r.version, SQLERRM;
+        END;
+    END LOOP;
     IF offset_marks_age IS NOT NULL THEN
         DELETE FROM streamview.offset_marks m
          WHERE m.max_event_time < now() - offset_marks_age
@@ -832,6 +854,34 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview.set_retention(view_name text, drop_after interval)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.set_retention(text, interval) IS
+'keeps only the windows that end less than drop_after before the watermark (NULL: all); returns the setting';
+
+CREATE OR REPLACE FUNCTION streamview._set_retention_impl(caller regrole, view_name text, drop_after interval)
+RETURNS interval
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    PERFORM streamview._require(view_name, 'view_name');
+    v := streamview._lock_view(caller, view_name);
+    IF drop_after IS NOT NULL AND (drop_after <= interval '0' OR drop_after < v.allowed_lateness) THEN
+        RAISE EXCEPTION 'drop_after must be at least the view''s allowed_lateness'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Stream view "%s" accepts events up to %s late; %s was given.',
+                                  v.name, v.allowed_lateness, drop_after),
+                  HINT = 'A window deleted while it can still change would come back with only its late events.';
+    END IF;
+    UPDATE streamview.views w SET retention = drop_after WHERE w.view_id = v.view_id;
+    RETURN drop_after;
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview._drop_view_impl(caller regrole, name text)
 RETURNS void
 LANGUAGE plpgsql
@@ -1033,6 +1083,87 @@ BEGIN
                   HINT = 'A check is a boolean expression over the view''s columns, such as revenue >= 0.';
     END;
     INSERT INTO streamview.checks (view_id, name, predicate) VALUES (v.view_id, name, predicate);
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview._compare(v streamview.views, a streamview.versions, b streamview.versions,
+                                    OUT comparable bool, OUT only_a bigint, OUT only_b bigint,
+                                    OUT differ bigint, OUT samples text, OUT totals text,
+                                    OUT totals_equal bool, OUT horizon timestamptz, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys_a text[];
+    keys_b text[];
+    cols   text[];
+    sums   text[];
+    jn     text;
+    q      text;
+    r      jsonb;
+    b_owner regrole := v.owner;   -- the versions' tables belong to the view's owner
+    kept_from timestamptz;
+BEGIN
+    SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_a
+      FROM jsonb_array_elements(a.definition->'outputs') o WHERE o->>'kind' = 'key';
+    SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_b
+      FROM jsonb_array_elements(b.definition->'outputs') o WHERE o->>'kind' = 'key';
+    horizon := least(a.watermark, b.watermark) - v.allowed_lateness;
+    -- With a retention, windows the housekeeping may already have deleted
+    -- from either version are not compared (the furthest watermark says
+    -- which).
+    kept_from := coalesce(greatest(a.watermark, b.watermark) - v.retention, '-infinity');
+    comparable := coalesce(keys_a, '{}') = coalesce(keys_b, '{}');
+    IF NOT comparable THEN
+        note := format('the versions group by different keys (%s and %s)',
+                       coalesce(array_to_string(keys_a, ', '), 'none'), coalesce(array_to_string(keys_b, ', '), 'none'));
+        RETURN;
+    END IF;
+    IF horizon IS NULL THEN
+        only_a := 0; only_b := 0; differ := 0; totals_equal := true;
+        note := 'no window is final in both versions yet';
+        RETURN;
+    END IF;
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO cols
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+     WHERE oa->>'kind' <> 'key';
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO sums
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+     WHERE oa->>'kind' IN ('count', 'sum') AND ob->>'kind' IN ('count', 'sum');
+    -- Rows match on (window_start, keys), NULL keys included: a jsonb array
+    -- of them is a key that FULL JOIN can hash.
+    SELECT 'jsonb_build_array(' || string_agg(format('s.%I', k), ', ') || ')'
+      INTO jn FROM unnest(array['window_start'] || coalesce(keys_a, '{}')) k;
+    q := format($q$
+        WITH x AS (SELECT %4$s AS sv_key, s AS r FROM (%1$s) s WHERE s.window_end <= %3$L AND s.window_end >= %9$L),
+             y AS (SELECT %4$s AS sv_key, s AS r FROM (%2$s) s WHERE s.window_end <= %3$L AND s.window_end >= %9$L),
+             j AS (SELECT x.r AS x, y.r AS y FROM x FULL JOIN y ON x.sv_key = y.sv_key)
+        SELECT count(*) FILTER (WHERE y IS NULL) AS only_a,
+               count(*) FILTER (WHERE x IS NULL) AS only_b,
+               count(*) FILTER (WHERE x IS NOT NULL AND y IS NOT NULL AND %5$s) AS differ,
+               (SELECT string_agg(d, '; ') FROM (
+                    SELECT CASE WHEN y IS NULL THEN 'only in version %6$s: ' || (x)::text
+                                WHEN x IS NULL THEN 'only in version %7$s: ' || (y)::text
+                                ELSE 'differs: ' || (x)::text || ' vs ' || (y)::text END AS d
+                      FROM j WHERE y IS NULL OR x IS NULL OR %5$s LIMIT 5) s) AS samples,
+               %8$s AS totals
+          FROM j $q$,
+        a.view_sql, b.view_sql, horizon, jn,
+        coalesce((SELECT '(' || string_agg(format('(x).%1$I IS DISTINCT FROM (y).%1$I', c), ' OR ') || ')'
+                    FROM unnest(cols) c), 'false'),
+        a.version, b.version,
+        coalesce((SELECT 'concat_ws(''; '', ' || string_agg(
+                      format('%1$L || '': '' || coalesce(sum((x).%1$I), 0) || '' vs '' || coalesce(sum((y).%1$I), 0)', c), ', ')
+                      || ')' FROM unnest(sums) c), ''''''),
+        kept_from
+    );
+    r := streamview._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
+    only_a := (r->>'only_a')::bigint; only_b := (r->>'only_b')::bigint; differ := (r->>'differ')::bigint;
+    samples := r->>'samples'; totals := nullif(r->>'totals', '');
+    totals_equal := NOT EXISTS (
+        SELECT 1 FROM unnest(string_to_array(coalesce(totals, ''), '; ')) t
+         WHERE t <> '' AND split_part(split_part(t, ': ', 2), ' vs ', 1) <> split_part(t, ' vs ', 2));
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._validate_impl(caller regrole, view_name text, version int,
@@ -1453,6 +1584,7 @@ COMMENT ON COLUMN streamview.views.source_id IS 'the source the view reads';
 COMMENT ON COLUMN streamview.views.owner IS 'the role that created the view';
 COMMENT ON COLUMN streamview.views.allowed_lateness IS 'how long after the watermark passes a window''s end late events still correct it';
 COMMENT ON COLUMN streamview.views.created_at IS 'when the view was created';
+COMMENT ON COLUMN streamview.views.retention IS 'set_retention: windows ending this long before a version''s watermark are deleted; NULL keeps them all';
 COMMENT ON COLUMN streamview.views.relid IS 'the view create_view (or the last swap) made: what drop_view, swap and rollback act on';
 
 COMMENT ON TABLE streamview.versions IS 'one row per version of a stream view, kept after it is retired; exactly one version of a view is live';

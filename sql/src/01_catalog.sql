@@ -59,7 +59,10 @@ CREATE TABLE streamview.views (
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- the view create_view made: what drop_view, swap and rollback act on,
     -- never whatever relation has its name now
-    relid            regclass
+    relid            regclass,
+    -- set_retention: windows that end this long before a version's watermark
+    -- are deleted by the launcher's housekeeping; NULL keeps every window
+    retention        interval
 );
 
 -- The states of a version (docs/architecture.md, "Version states"); only

@@ -293,6 +293,8 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    r record;
 BEGIN
     IF dead_letters_age IS NOT NULL THEN
         DELETE FROM streamview.dead_letters d WHERE d.recorded_at < now() - dead_letters_age;
@@ -306,6 +308,23 @@ BEGIN
            AND x.run < (SELECT max(y.run) FROM streamview.validations y
                          WHERE y.view_name = x.view_name AND y.version = x.version);
     END IF;
+    -- Windows of views with a retention (set_retention): per version, as
+    -- the view's owner (the table is the owner's, and so are its triggers),
+    -- one view's failure reported and the others' retention still done.
+    FOR r IN SELECT v.name, v.owner, v.retention, x.version, x.table_name, x.watermark
+               FROM streamview.views v JOIN streamview.versions x ON x.view_id = v.view_id
+              WHERE v.retention IS NOT NULL AND x.table_name IS NOT NULL
+                AND x.watermark IS NOT NULL AND x.state <> 'retired'
+              ORDER BY x.version_id LOOP
+        BEGIN
+            PERFORM streamview._run_as(r.owner, format(
+                'WITH d AS (DELETE FROM %s WHERE window_start < %L AND window_end < %L RETURNING 1) '
+                'SELECT to_jsonb(count(*)) FROM d',
+                r.table_name, r.watermark - r.retention, r.watermark - r.retention));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'could not apply the retention of stream view "%" version %: %', r.name, r.version, SQLERRM;
+        END;
+    END LOOP;
     IF offset_marks_age IS NOT NULL THEN
         DELETE FROM streamview.offset_marks m
          WHERE m.max_event_time < now() - offset_marks_age

@@ -129,6 +129,41 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
+CREATE FUNCTION streamview.set_retention(view_name text, drop_after interval)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.set_retention(text, interval) IS
+'keeps only the windows that end less than drop_after before the watermark (NULL: all); returns the setting';
+
+-- Retention of a view's windows, like a retention policy on a continuous
+-- aggregate: the launcher's housekeeping (_apply_retention) deletes, from
+-- every version's table, the windows that end more than drop_after before
+-- that version's watermark.  drop_after must be at least allowed_lateness:
+-- every event of a deleted window is then too late, so no window comes
+-- back half-counted.
+CREATE FUNCTION streamview._set_retention_impl(caller regrole, view_name text, drop_after interval)
+RETURNS interval
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    PERFORM streamview._require(view_name, 'view_name');
+    v := streamview._lock_view(caller, view_name);
+    IF drop_after IS NOT NULL AND (drop_after <= interval '0' OR drop_after < v.allowed_lateness) THEN
+        RAISE EXCEPTION 'drop_after must be at least the view''s allowed_lateness'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Stream view "%s" accepts events up to %s late; %s was given.',
+                                  v.name, v.allowed_lateness, drop_after),
+                  HINT = 'A window deleted while it can still change would come back with only its late events.';
+    END IF;
+    UPDATE streamview.views w SET retention = drop_after WHERE w.view_id = v.view_id;
+    RETURN drop_after;
+END $$;
+
 CREATE FUNCTION streamview.drop_view(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'

@@ -77,12 +77,17 @@ DECLARE
     q      text;
     r      jsonb;
     b_owner regrole := v.owner;   -- the versions' tables belong to the view's owner
+    kept_from timestamptz;
 BEGIN
     SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_a
       FROM jsonb_array_elements(a.definition->'outputs') o WHERE o->>'kind' = 'key';
     SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_b
       FROM jsonb_array_elements(b.definition->'outputs') o WHERE o->>'kind' = 'key';
     horizon := least(a.watermark, b.watermark) - v.allowed_lateness;
+    -- With a retention, windows the housekeeping may already have deleted
+    -- from either version are not compared (the furthest watermark says
+    -- which).
+    kept_from := coalesce(greatest(a.watermark, b.watermark) - v.retention, '-infinity');
     comparable := coalesce(keys_a, '{}') = coalesce(keys_b, '{}');
     IF NOT comparable THEN
         note := format('the versions group by different keys (%s and %s)',
@@ -107,8 +112,8 @@ BEGIN
     SELECT 'jsonb_build_array(' || string_agg(format('s.%I', k), ', ') || ')'
       INTO jn FROM unnest(array['window_start'] || coalesce(keys_a, '{}')) k;
     q := format($q$
-        WITH x AS (SELECT %4$s AS sv_key, s AS r FROM (%1$s) s WHERE s.window_end <= %3$L),
-             y AS (SELECT %4$s AS sv_key, s AS r FROM (%2$s) s WHERE s.window_end <= %3$L),
+        WITH x AS (SELECT %4$s AS sv_key, s AS r FROM (%1$s) s WHERE s.window_end <= %3$L AND s.window_end >= %9$L),
+             y AS (SELECT %4$s AS sv_key, s AS r FROM (%2$s) s WHERE s.window_end <= %3$L AND s.window_end >= %9$L),
              j AS (SELECT x.r AS x, y.r AS y FROM x FULL JOIN y ON x.sv_key = y.sv_key)
         SELECT count(*) FILTER (WHERE y IS NULL) AS only_a,
                count(*) FILTER (WHERE x IS NULL) AS only_b,
@@ -126,7 +131,8 @@ BEGIN
         a.version, b.version,
         coalesce((SELECT 'concat_ws(''; '', ' || string_agg(
                       format('%1$L || '': '' || coalesce(sum((x).%1$I), 0) || '' vs '' || coalesce(sum((y).%1$I), 0)', c), ', ')
-                      || ')' FROM unnest(sums) c), '''''')
+                      || ')' FROM unnest(sums) c), ''''''),
+        kept_from
     );
     r := streamview._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
     only_a := (r->>'only_a')::bigint; only_b := (r->>'only_b')::bigint; differ := (r->>'differ')::bigint;

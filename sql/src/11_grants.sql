@@ -23,6 +23,7 @@ REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, t
                        streamview.resume(text),
                        streamview.create_view(text, text, text),
                        streamview.drop_view(text),
+                       streamview.set_retention(text, interval),
                        streamview.rebuild(text, text, text, bigint),
                        streamview.wait_for(text, int, interval),
                        streamview.add_check(text, text, text),

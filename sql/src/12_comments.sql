@@ -44,6 +44,7 @@ COMMENT ON COLUMN streamview.views.source_id IS 'the source the view reads';
 COMMENT ON COLUMN streamview.views.owner IS 'the role that created the view';
 COMMENT ON COLUMN streamview.views.allowed_lateness IS 'how long after the watermark passes a window''s end late events still correct it';
 COMMENT ON COLUMN streamview.views.created_at IS 'when the view was created';
+COMMENT ON COLUMN streamview.views.retention IS 'set_retention: windows ending this long before a version''s watermark are deleted; NULL keeps them all';
 COMMENT ON COLUMN streamview.views.relid IS 'the view create_view (or the last swap) made: what drop_view, swap and rollback act on';
 
 COMMENT ON TABLE streamview.versions IS 'one row per version of a stream view, kept after it is retired; exactly one version of a view is live';

@@ -8,13 +8,13 @@ SELECT plan(42);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
-    'create_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'rebuild', 'wait_for',
+    'create_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'set_retention', 'rebuild', 'wait_for',
     'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
     -- internals, closed to PUBLIC
     '_add_check_impl', '_add_column', '_apply_retention', '_caller_schema', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
-    '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_interval_arg', '_live_version',
+    '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
     '_lock_source', '_lock_view', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
@@ -39,7 +39,7 @@ SELECT is_empty($$
                           AND p.prosrc = 'streamview_api_dispatch') $$,
     'every implementation has its public function');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamview'::regnamespace
-            AND p.prosrc = 'streamview_api_dispatch'), 16, 'sixteen mutators');
+            AND p.prosrc = 'streamview_api_dispatch'), 17, 'seventeen mutators');
 
 -- Who may call what.
 SELECT is_empty($$

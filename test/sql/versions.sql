@@ -45,6 +45,16 @@ ALTER TABLE sales_v2_elsewhere RENAME TO sales_v2;
 ALTER VIEW sales ALTER COLUMN shop SET DEFAULT 'none';
 ALTER VIEW sales ALTER COLUMN shop DROP DEFAULT;
 
+-- Retention of old windows: at least allowed_lateness (1 hour here)
+SELECT streamview.set_retention('sales', '2 days') AS retention;
+SELECT retention FROM streamview.views WHERE name = 'sales';
+SELECT pg_temp.err($$ SELECT streamview.set_retention('sales', '30 minutes') $$) AS shorter_than_lateness;
+SELECT pg_temp.err($$ SELECT streamview.set_retention('sales', '-1 day') $$) AS negative;
+SELECT pg_temp.err($$ SELECT streamview.set_retention('nope', '2 days') $$) AS no_such_view;
+SELECT pg_temp.err($$ SELECT streamview.set_retention(NULL, '2 days') $$) AS null_view;
+SELECT streamview.set_retention('sales', NULL) AS retention_off;
+SELECT retention FROM streamview.views WHERE name = 'sales';
+
 -- Errors
 SELECT pg_temp.err($$ SELECT streamview.rebuild('nope') $$);
 SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);
