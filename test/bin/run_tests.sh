@@ -131,7 +131,7 @@ run_tap() {
     sv_log "$label"
     mkdir -p "$testdir" && chown "$(sv_server_user)" "$testdir"
     sv_as_server_user env TESTDIR="$testdir" PG_REGRESS="$SV_PGXS_DIR/src/test/regress/pg_regress" \
-        SV_BROKER="$broker" SV_TINY_FS="${SV_TINY_FS:-}" \
+        SV_BROKER="$broker" SV_TINY_FS="${SV_TINY_FS:-}" SV_RELEASE_0_1_SRC="${SV_RELEASE_0_1_SRC:-}" \
         PERL5LIB="$SV_PGXS_DIR/src/test/perl:$WORK/tree/t/lib" \
         prove -v -j1 --ext .pl "$@" > "$testdir/tap.log" 2>&1
     local rc=$? ok bad f
@@ -160,6 +160,16 @@ if [ "${SV_TAP:-}" != none ] && [ "$(id -u)" = 0 ]; then
         echo "could not mount a 4 MB tmpfs for t/009 (a full disk)"
         failed=$((failed + 1))
     fi
+fi
+
+# t/020 upgrades a live install of release 0.1, built from its source in
+# git history (the scratch copy has no .git).
+SV_RELEASE_0_1=faa1c8611b56b7fb625b0adbc0943ef5d2d4602f
+if [ "${SV_TAP:-}" != none ] && git -C "$ROOT" cat-file -e "$SV_RELEASE_0_1^{commit}" 2>/dev/null; then
+    mkdir -p "$WORK/release-0.1"
+    git -C "$ROOT" archive "$SV_RELEASE_0_1" | tar -x -C "$WORK/release-0.1"
+    chown -R "$(sv_server_user)" "$WORK/release-0.1"
+    export SV_RELEASE_0_1_SRC="$WORK/release-0.1"
 fi
 
 if [ "${SV_TAP:-}" != none ]; then
