@@ -133,6 +133,24 @@ ALTER FUNCTION streamview.create_source(text, text, text, jsonb, text, text, tex
     RENAME TO _create_source_0_1;
 DROP FUNCTION streamview._create_source_impl(regrole, text, text, text, jsonb, text, text, text, jsonb, text);
 
+-- Functions that returned void return something useful in 0.2; a result
+-- type cannot be replaced, so the 0.1 ones are set aside the same way and
+-- their grants carried over (below).  Their implementations are internal.
+ALTER FUNCTION streamview.drop_source(text, bool) RENAME TO _drop_source_0_1;
+ALTER FUNCTION streamview.create_view(text, text, text) RENAME TO _create_view_0_1;
+ALTER FUNCTION streamview.drop_view(text) RENAME TO _drop_view_0_1;
+ALTER FUNCTION streamview.add_check(text, text, text) RENAME TO _add_check_0_1;
+ALTER FUNCTION streamview.drop_check(text, text) RENAME TO _drop_check_0_1;
+ALTER FUNCTION streamview.swap(text, int, bool) RENAME TO _swap_0_1;
+ALTER FUNCTION streamview.drop_version(text, int) RENAME TO _drop_version_0_1;
+DROP FUNCTION streamview._drop_source_impl(regrole, text, bool);
+DROP FUNCTION streamview._create_view_impl(regrole, text, text, text);
+DROP FUNCTION streamview._drop_view_impl(regrole, text);
+DROP FUNCTION streamview._add_check_impl(regrole, text, text, text);
+DROP FUNCTION streamview._drop_check_impl(regrole, text, text);
+DROP FUNCTION streamview._swap_impl(regrole, text, int, bool);
+DROP FUNCTION streamview._drop_version_impl(regrole, text, int);
+
 ------------------------------------------------------------------------------
 -- seen_ids keeps the SHA-256 of each event_id, not the id: a long id (a few
 -- kilobytes) did not fit in the index and stopped the source.
@@ -491,11 +509,11 @@ CREATE OR REPLACE FUNCTION streamview.create_source(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day')
-RETURNS void
+RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
-'declares a Kafka topic of JSON messages as a stream source';
+'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE OR REPLACE FUNCTION streamview._create_source_impl(
     caller               regrole,
@@ -509,7 +527,7 @@ CREATE OR REPLACE FUNCTION streamview._create_source_impl(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day')
-RETURNS void
+RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -587,21 +605,63 @@ BEGIN
                   HINT = 'Declare it in columns, usually with type text.';
     END IF;
     PERFORM streamview._notify_launcher();
+    -- the consumer group the broker's ACLs must let the worker use
+    RETURN streamview._consumer_group(name);
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.drop_source(name text, cascade bool DEFAULT false)
+RETURNS int
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.drop_source(text, bool) IS
+'drops a source (and with cascade its views); its worker stops once the transaction commits; returns how many views were dropped';
+
+CREATE OR REPLACE FUNCTION streamview._drop_source_impl(caller regrole, name text, cascade bool DEFAULT false)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid int;
+    v   record;
+    n   int := 0;
+BEGIN
+    SELECT s.source_id INTO sid FROM streamview.sources s WHERE s.name = _drop_source_impl.name FOR UPDATE;
+    IF sid IS NULL THEN
+        RAISE EXCEPTION 'source "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM streamview.source_list.';
+    END IF;
+    PERFORM streamview._check_owner(caller, (SELECT s.owner FROM streamview.sources s WHERE s.source_id = sid),
+                                    'source', name);
+    FOR v IN SELECT w.name FROM streamview.views w WHERE w.source_id = sid LOOP
+        IF NOT cascade THEN
+            RAISE EXCEPTION 'cannot drop source "%" because view "%" depends on it', name, v.name
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Drop the view first, or use drop_source(name, cascade => true).';
+        END IF;
+        PERFORM streamview._drop_view_impl(caller, v.name);
+        n := n + 1;
+    END LOOP;
+    DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
+    DELETE FROM streamview.sources s WHERE s.source_id = sid;
+    PERFORM streamview._notify_launcher();
+    RETURN n;   -- the stream views dropped with it
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.grant_usage(source_name text, to_role regrole)
-RETURNS void
+RETURNS bool
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.grant_usage(text, regrole) IS
-'lets a role (and its members) build stream views over a source; its options stay hidden';
+'lets a role (and its members) build stream views over a source; its options stay hidden; returns false if it had it already';
 
 CREATE OR REPLACE FUNCTION streamview.revoke_usage(source_name text, from_role regrole)
-RETURNS void
+RETURNS bool
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
-'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on';
+'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on; returns false if there was no grant';
 
 CREATE OR REPLACE FUNCTION streamview._lock_source(caller regrole, name text)
 RETURNS streamview.sources
@@ -623,7 +683,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._grant_usage_impl(caller regrole, source_name text, to_role regrole)
-RETURNS void
+RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -634,10 +694,11 @@ BEGIN
     INSERT INTO streamview.source_usage (source_id, grantee, granted_by)
     VALUES (src.source_id, to_role, caller)
     ON CONFLICT (source_id, grantee) DO NOTHING;
+    RETURN FOUND;   -- false: the role had it already
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
-RETURNS void
+RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -646,6 +707,7 @@ DECLARE
 BEGIN
     PERFORM streamview._require(from_role, 'from_role');
     DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
+    RETURN FOUND;   -- false: the role had no grant
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.pause(source_name text)
@@ -787,12 +849,22 @@ BEGIN
     RETURN vrow_id;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview.create_view(
+    name             text,
+    query            text,
+    allowed_lateness text DEFAULT '0 seconds')
+RETURNS regclass
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.create_view(text, text, text) IS
+'creates a stream view: a windowed aggregate over a source, kept up to date from the topic; returns the view';
+
 CREATE OR REPLACE FUNCTION streamview._create_view_impl(
     caller           regrole,
     name             text,
     query            text,
     allowed_lateness text DEFAULT '0 seconds')
-RETURNS void
+RETURNS regclass
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -852,6 +924,7 @@ BEGIN
                    'stream view over source ' || src.name || ' (pg_streamview)');
     UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
     PERFORM streamview._notify_launcher();
+    RETURN format('%I.%I', vschema, vname)::regclass;   -- where it went
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.set_retention(view_name text, drop_after interval)
@@ -882,8 +955,15 @@ BEGIN
     RETURN drop_after;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview.drop_view(name text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.drop_view(text) IS
+'drops a stream view, all its versions and their tables; returns how many tables were dropped';
+
 CREATE OR REPLACE FUNCTION streamview._drop_view_impl(caller regrole, name text)
-RETURNS void
+RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -891,6 +971,7 @@ DECLARE
     v   streamview.views;
     ver record;
     rel regclass;
+    n   int := 0;
 BEGIN
     SELECT * INTO v FROM streamview.views w WHERE w.name = _drop_view_impl.name FOR UPDATE;
     IF v.view_id IS NULL THEN
@@ -909,6 +990,7 @@ BEGIN
         IF ver.table_name IS NOT NULL THEN
             PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
                                           format('table %s of stream view "%s"', ver.table_name, v.name));
+            n := n + 1;
         END IF;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
@@ -916,6 +998,7 @@ BEGIN
     DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
     DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
     PERFORM streamview._notify_launcher();
+    RETURN n;   -- the versions' tables dropped
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._guard_drop()
@@ -1057,14 +1140,22 @@ BEGIN
     END LOOP;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview.add_check(view_name text, name text, predicate text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.add_check(text, text, text) IS
+'registers an invariant (a boolean expression over the view''s columns) that validate() checks; returns how many rows of the live version violate it now';
+
 CREATE OR REPLACE FUNCTION streamview._add_check_impl(caller regrole, view_name text, name text, predicate text)
-RETURNS void
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v    streamview.views;
     live streamview.versions;
+    violations bigint;
 BEGIN
     v := streamview._lock_view(caller, view_name);
     PERFORM streamview._require(name, 'name');
@@ -1075,14 +1166,41 @@ BEGIN
     END IF;
     live := streamview._live_version(v.view_id);
     BEGIN
-        PERFORM streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
-                                                     live.view_sql, predicate));
+        violations := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                           live.view_sql, predicate));
     EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
         RAISE EXCEPTION 'invalid check "%" for stream view "%": %', name, view_name, SQLERRM
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A check is a boolean expression over the view''s columns, such as revenue >= 0.';
     END;
     INSERT INTO streamview.checks (view_id, name, predicate) VALUES (v.view_id, name, predicate);
+    RETURN violations;   -- rows of the live version that violate it now
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.drop_check(view_name text, name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.drop_check(text, text) IS
+'removes an invariant registered with add_check(); returns its predicate';
+
+CREATE OR REPLACE FUNCTION streamview._drop_check_impl(caller regrole, view_name text, name text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v       streamview.views;
+    dropped text;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    DELETE FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _drop_check_impl.name
+    RETURNING c.predicate INTO dropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'check "%" of stream view "%" does not exist', name, view_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN dropped;   -- its predicate, to add it back
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview._compare(v streamview.views, a streamview.versions, b streamview.versions,
@@ -1362,17 +1480,48 @@ BEGIN
     PERFORM streamview._notify_launcher();
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._drop_version_impl(caller regrole, view_name text, version int)
-RETURNS void
+CREATE OR REPLACE FUNCTION streamview.swap(view_name text, version int, force bool DEFAULT false)
+RETURNS int
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.swap(text, int, bool) IS
+'makes a validated version the one the view reads, atomically; the old version stays maintained; returns the old version';
+
+CREATE OR REPLACE FUNCTION streamview._swap_impl(caller regrole, view_name text, version int, force bool DEFAULT false)
+RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v streamview.views;
-    r streamview.versions;
+    v    streamview.views;
+    prev int;
+BEGIN
+    v := streamview._lock_view(caller, view_name);
+    prev := (streamview._live_version(v.view_id)).version;
+    PERFORM streamview._do_swap(caller, v, streamview._get_version(v, version), force, false);
+    RETURN prev;   -- the version that was live: what rollback() goes back to
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.drop_version(view_name text, version int)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.drop_version(text, int) IS
+'retires a version that is not live: stops maintaining it and drops its table; its history is kept; returns the table dropped';
+
+CREATE OR REPLACE FUNCTION streamview._drop_version_impl(caller regrole, view_name text, version int)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v     streamview.views;
+    r     streamview.versions;
+    dropped_table text;
 BEGIN
     v := streamview._lock_view(caller, view_name);
     r := streamview._get_version(v, version);
+    dropped_table := r.table_name::text;
     IF r.state = 'live' THEN
         RAISE EXCEPTION 'cannot drop version % of stream view "%" because it is live', version, view_name
             USING ERRCODE = 'object_in_use',
@@ -1390,6 +1539,7 @@ BEGIN
     DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
     DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
     PERFORM streamview._notify_launcher();
+    RETURN dropped_table;   -- the table dropped with it
 END $$;
 
 -- gone: streamview._may_read_source(text, name)
@@ -1403,20 +1553,33 @@ GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
 
 -- End of the generated functions; hand-written again below.
 
--- The grants on 0.1's create_source, carried over to the new one.
+-- The grants on the 0.1 functions set aside above, carried over to the new
+-- ones; then the old ones go.
 DO $$
 DECLARE
+    f record;
     g record;
 BEGIN
-    FOR g IN SELECT a.grantee, a.is_grantable
-               FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
-              WHERE p.oid = 'streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)'::pg_catalog.regprocedure
-                AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0 LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) TO %s%s',
-                                  g.grantee::regrole, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    FOR f IN SELECT * FROM (VALUES
+        ('streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)',
+         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text)'),
+        ('streamview._drop_source_0_1(text, bool)', 'streamview.drop_source(text, bool)'),
+        ('streamview._create_view_0_1(text, text, text)', 'streamview.create_view(text, text, text)'),
+        ('streamview._drop_view_0_1(text)', 'streamview.drop_view(text)'),
+        ('streamview._add_check_0_1(text, text, text)', 'streamview.add_check(text, text, text)'),
+        ('streamview._drop_check_0_1(text, text)', 'streamview.drop_check(text, text)'),
+        ('streamview._swap_0_1(text, int, bool)', 'streamview.swap(text, int, bool)'),
+        ('streamview._drop_version_0_1(text, int)', 'streamview.drop_version(text, int)')) AS x(old, new) LOOP
+        FOR g IN SELECT a.grantee, a.is_grantable
+                   FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+                  WHERE p.oid = f.old::pg_catalog.regprocedure
+                    AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0 LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f.new,
+                                      g.grantee::regrole, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', f.old);
     END LOOP;
 END $$;
-DROP FUNCTION streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text);
 
 -- The catalog's sequences are dumped with it (pg_dump, then a restore: new
 -- sources, views and versions no longer collide with restored ones).

@@ -75,12 +75,12 @@ CREATE FUNCTION streamview.create_source(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day')
-RETURNS void
+RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
-'declares a Kafka topic of JSON messages as a stream source';
+'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE FUNCTION streamview._create_source_impl(
     caller               regrole,
@@ -94,7 +94,7 @@ CREATE FUNCTION streamview._create_source_impl(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day')
-RETURNS void
+RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -172,24 +172,27 @@ BEGIN
                   HINT = 'Declare it in columns, usually with type text.';
     END IF;
     PERFORM streamview._notify_launcher();
+    -- the consumer group the broker's ACLs must let the worker use
+    RETURN streamview._consumer_group(name);
 END $$;
 
 CREATE FUNCTION streamview.drop_source(name text, cascade bool DEFAULT false)
-RETURNS void
+RETURNS int
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.drop_source(text, bool) IS
-'drops a source (and with cascade its views); its worker stops once the transaction commits';
+'drops a source (and with cascade its views); its worker stops once the transaction commits; returns how many views were dropped';
 
 CREATE FUNCTION streamview._drop_source_impl(caller regrole, name text, cascade bool DEFAULT false)
-RETURNS void
+RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     sid int;
     v   record;
+    n   int := 0;
 BEGIN
     SELECT s.source_id INTO sid FROM streamview.sources s WHERE s.name = _drop_source_impl.name FOR UPDATE;
     IF sid IS NULL THEN
@@ -206,27 +209,29 @@ BEGIN
                       HINT = 'Drop the view first, or use drop_source(name, cascade => true).';
         END IF;
         PERFORM streamview._drop_view_impl(caller, v.name);
+        n := n + 1;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
     DELETE FROM streamview.sources s WHERE s.source_id = sid;
     PERFORM streamview._notify_launcher();
+    RETURN n;   -- the stream views dropped with it
 END $$;
 
 CREATE FUNCTION streamview.grant_usage(source_name text, to_role regrole)
-RETURNS void
+RETURNS bool
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.grant_usage(text, regrole) IS
-'lets a role (and its members) build stream views over a source; its options stay hidden';
+'lets a role (and its members) build stream views over a source; its options stay hidden; returns false if it had it already';
 
 CREATE FUNCTION streamview.revoke_usage(source_name text, from_role regrole)
-RETURNS void
+RETURNS bool
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
-'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on';
+'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on; returns false if there was no grant';
 
 -- The source, locked, after its owner check (grant_usage, revoke_usage,
 -- pause, resume).
@@ -250,7 +255,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION streamview._grant_usage_impl(caller regrole, source_name text, to_role regrole)
-RETURNS void
+RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -261,10 +266,11 @@ BEGIN
     INSERT INTO streamview.source_usage (source_id, grantee, granted_by)
     VALUES (src.source_id, to_role, caller)
     ON CONFLICT (source_id, grantee) DO NOTHING;
+    RETURN FOUND;   -- false: the role had it already
 END $$;
 
 CREATE FUNCTION streamview._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
-RETURNS void
+RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -273,6 +279,7 @@ DECLARE
 BEGIN
     PERFORM streamview._require(from_role, 'from_role');
     DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
+    RETURN FOUND;   -- false: the role had no grant
 END $$;
 
 CREATE FUNCTION streamview.pause(source_name text)

@@ -55,19 +55,19 @@ CREATE FUNCTION streamview.create_view(
     name             text,
     query            text,
     allowed_lateness text DEFAULT '0 seconds')
-RETURNS void
+RETURNS regclass
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.create_view(text, text, text) IS
-'creates a stream view: a windowed aggregate over a source, kept up to date from the topic';
+'creates a stream view: a windowed aggregate over a source, kept up to date from the topic; returns the view';
 
 CREATE FUNCTION streamview._create_view_impl(
     caller           regrole,
     name             text,
     query            text,
     allowed_lateness text DEFAULT '0 seconds')
-RETURNS void
+RETURNS regclass
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -127,6 +127,7 @@ BEGIN
                    'stream view over source ' || src.name || ' (pg_streamview)');
     UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
     PERFORM streamview._notify_launcher();
+    RETURN format('%I.%I', vschema, vname)::regclass;   -- where it went
 END $$;
 
 CREATE FUNCTION streamview.set_retention(view_name text, drop_after interval)
@@ -165,15 +166,15 @@ BEGIN
 END $$;
 
 CREATE FUNCTION streamview.drop_view(name text)
-RETURNS void
+RETURNS int
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.drop_view(text) IS
-'drops a stream view, all its versions and their tables';
+'drops a stream view, all its versions and their tables; returns how many tables were dropped';
 
 CREATE FUNCTION streamview._drop_view_impl(caller regrole, name text)
-RETURNS void
+RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -181,6 +182,7 @@ DECLARE
     v   streamview.views;
     ver record;
     rel regclass;
+    n   int := 0;
 BEGIN
     SELECT * INTO v FROM streamview.views w WHERE w.name = _drop_view_impl.name FOR UPDATE;
     IF v.view_id IS NULL THEN
@@ -199,6 +201,7 @@ BEGIN
         IF ver.table_name IS NOT NULL THEN
             PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
                                           format('table %s of stream view "%s"', ver.table_name, v.name));
+            n := n + 1;
         END IF;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
@@ -206,6 +209,7 @@ BEGIN
     DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
     DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
     PERFORM streamview._notify_launcher();
+    RETURN n;   -- the versions' tables dropped
 END $$;
 
 -- A plain DROP of a stream view, or of a table a version still uses, is

@@ -1,21 +1,22 @@
 -- Validation: add_check, drop_check, validate.
 
 CREATE FUNCTION streamview.add_check(view_name text, name text, predicate text)
-RETURNS void
+RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.add_check(text, text, text) IS
-'registers an invariant (a boolean expression over the view''s columns) that validate() checks';
+'registers an invariant (a boolean expression over the view''s columns) that validate() checks; returns how many rows of the live version violate it now';
 
 CREATE FUNCTION streamview._add_check_impl(caller regrole, view_name text, name text, predicate text)
-RETURNS void
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v    streamview.views;
     live streamview.versions;
+    violations bigint;
 BEGIN
     v := streamview._lock_view(caller, view_name);
     PERFORM streamview._require(name, 'name');
@@ -26,38 +27,42 @@ BEGIN
     END IF;
     live := streamview._live_version(v.view_id);
     BEGIN
-        PERFORM streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
-                                                     live.view_sql, predicate));
+        violations := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+                                                           live.view_sql, predicate));
     EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
         RAISE EXCEPTION 'invalid check "%" for stream view "%": %', name, view_name, SQLERRM
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A check is a boolean expression over the view''s columns, such as revenue >= 0.';
     END;
     INSERT INTO streamview.checks (view_id, name, predicate) VALUES (v.view_id, name, predicate);
+    RETURN violations;   -- rows of the live version that violate it now
 END $$;
 
 CREATE FUNCTION streamview.drop_check(view_name text, name text)
-RETURNS void
+RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.drop_check(text, text) IS
-'removes an invariant registered with add_check()';
+'removes an invariant registered with add_check(); returns its predicate';
 
 CREATE FUNCTION streamview._drop_check_impl(caller regrole, view_name text, name text)
-RETURNS void
+RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v streamview.views;
+    v       streamview.views;
+    dropped text;
 BEGIN
     v := streamview._lock_view(caller, view_name);
-    DELETE FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _drop_check_impl.name;
+    DELETE FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _drop_check_impl.name
+    RETURNING c.predicate INTO dropped;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'check "%" of stream view "%" does not exist', name, view_name
             USING ERRCODE = 'undefined_object';
     END IF;
+    RETURN dropped;   -- its predicate, to add it back
 END $$;
 
 -- Differences between two versions over the windows final in both.

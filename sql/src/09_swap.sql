@@ -108,23 +108,26 @@ BEGIN
 END $$;
 
 CREATE FUNCTION streamview.swap(view_name text, version int, force bool DEFAULT false)
-RETURNS void
+RETURNS int
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.swap(text, int, bool) IS
-'makes a validated version the one the view reads, atomically; the old version stays maintained';
+'makes a validated version the one the view reads, atomically; the old version stays maintained; returns the old version';
 
 CREATE FUNCTION streamview._swap_impl(caller regrole, view_name text, version int, force bool DEFAULT false)
-RETURNS void
+RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v streamview.views;
+    v    streamview.views;
+    prev int;
 BEGIN
     v := streamview._lock_view(caller, view_name);
+    prev := (streamview._live_version(v.view_id)).version;
     PERFORM streamview._do_swap(caller, v, streamview._get_version(v, version), force, false);
+    RETURN prev;   -- the version that was live: what rollback() goes back to
 END $$;
 
 CREATE FUNCTION streamview.rollback(view_name text)
@@ -157,24 +160,26 @@ BEGIN
 END $$;
 
 CREATE FUNCTION streamview.drop_version(view_name text, version int)
-RETURNS void
+RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION streamview.drop_version(text, int) IS
-'retires a version that is not live: stops maintaining it and drops its table; its history is kept';
+'retires a version that is not live: stops maintaining it and drops its table; its history is kept; returns the table dropped';
 
 CREATE FUNCTION streamview._drop_version_impl(caller regrole, view_name text, version int)
-RETURNS void
+RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v streamview.views;
-    r streamview.versions;
+    v     streamview.views;
+    r     streamview.versions;
+    dropped_table text;
 BEGIN
     v := streamview._lock_view(caller, view_name);
     r := streamview._get_version(v, version);
+    dropped_table := r.table_name::text;
     IF r.state = 'live' THEN
         RAISE EXCEPTION 'cannot drop version % of stream view "%" because it is live', version, view_name
             USING ERRCODE = 'object_in_use',
@@ -192,4 +197,5 @@ BEGIN
     DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
     DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
     PERFORM streamview._notify_launcher();
+    RETURN dropped_table;   -- the table dropped with it
 END $$;

@@ -23,7 +23,7 @@ SELECT streamview.create_source(
                "country":{"type":"text","path":"geo.country","required":true},
                "ok":"boolean","ts":"timestamptz"}',
   event_time => 'ts', event_id => 'event_id', max_out_of_orderness => '5 seconds',
-  options => '{"session.timeout.ms":"6000"}');
+  options => '{"session.timeout.ms":"6000"}') LIKE 'pg_streamview.%' AS created;
 SELECT name, topic, event_time, event_id, max_out_of_orderness, idle_timeout, options
   FROM streamview.source_list;
 SELECT attnum, name, type, path, default_value, required

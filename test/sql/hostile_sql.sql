@@ -7,7 +7,7 @@ RESET client_min_messages;
 \set SHOW_CONTEXT never
 \i test/sql/helpers.psql
 CREATE TABLE public.canary (x int);
-SELECT streamview.create_source('hs', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text","v":"bigint"}', 'ts');
+SELECT streamview.create_source('hs', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text","v":"bigint"}', 'ts') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_view('public.hs_ok', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, k,
        count(*) AS n FROM hs GROUP BY 1, 2 $$);
 

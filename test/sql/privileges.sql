@@ -7,7 +7,7 @@ CREATE ROLE sv_bob LOGIN;
 GRANT CREATE ON SCHEMA public TO sv_alice, sv_bob;
 
 SET ROLE sv_alice;
-SELECT streamview.create_source('clicks', '127.0.0.1:9', 'clicks', '{"ts":"timestamptz","page":"text"}', 'ts');
+SELECT streamview.create_source('clicks', '127.0.0.1:9', 'clicks', '{"ts":"timestamptz","page":"text"}', 'ts') LIKE 'pg_streamview.%' AS created;
 RESET ROLE;
 
 GRANT EXECUTE ON FUNCTION
@@ -18,7 +18,7 @@ GRANT EXECUTE ON FUNCTION
 
 SET ROLE sv_alice;
 SELECT streamview.create_source('clicks', '127.0.0.1:9', 'clicks', '{"ts":"timestamptz","page":"text"}', 'ts',
-                                options => '{"sasl.password":"secret"}');
+                                options => '{"sasl.password":"secret"}') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_view('clicks_per_page', $$
   SELECT streamview.tumble(ts, '1 hour') AS window_start, page, count(*) AS n FROM clicks GROUP BY 1, 2 $$);
 SELECT name, options FROM streamview.source_list;
@@ -68,12 +68,12 @@ GRANT EXECUTE ON FUNCTION
 SET ROLE "App User";
 -- librdkafka options that run programs or read files are for superusers
 SELECT streamview.create_source('s_evil', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
-       options => '{"sasl.kerberos.kinit.cmd":"touch /tmp/pwned"}');
+       options => '{"sasl.kerberos.kinit.cmd":"touch /tmp/pwned"}') LIKE 'pg_streamview.%' AS created;
 -- and options that would break exactly-once are for no one
 SELECT streamview.create_source('s_evil', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
-       options => '{"enable.auto.commit":"true"}');
+       options => '{"enable.auto.commit":"true"}') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_source('s_ok', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts',
-       options => '{"security.protocol":"SASL_SSL","sasl.username":"u","session.timeout.ms":"6000"}');
+       options => '{"security.protocol":"SASL_SSL","sasl.username":"u","session.timeout.ms":"6000"}') LIKE 'pg_streamview.%' AS created;
 -- a window size is a literal: no function runs while the query is compiled
 CREATE FUNCTION public.sneaky_size() RETURNS interval LANGUAGE sql IMMUTABLE AS $$ SELECT interval '1 minute' $$;
 SELECT streamview.create_view('v_evil', $$

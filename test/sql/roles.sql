@@ -42,7 +42,7 @@ CREATE ROLE dee LOGIN IN ROLE analyst;
 SET ROLE ada;
 SET ROLE streamview_admin;
 SELECT streamview.create_source('orders', '127.0.0.1:9', 'orders', '{"ts":"timestamptz","shop":"text","cents":"bigint"}', 'ts',
-       options => '{"security.protocol":"sasl_plaintext","sasl.mechanisms":"PLAIN","sasl.username":"svc","sasl.password":"hunter2-kafka-secret"}');
+       options => '{"security.protocol":"sasl_plaintext","sasl.mechanisms":"PLAIN","sasl.username":"svc","sasl.password":"hunter2-kafka-secret"}') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.grant_usage('orders', 'streamview_author');
 SELECT name, owner, usage, options IS NOT NULL AS admin_sees_options FROM streamview.source_list;
 RESET ROLE;

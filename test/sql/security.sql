@@ -29,7 +29,7 @@ GRANT EXECUTE ON FUNCTION
 ------------------------------------------------------------------------------
 SET ROLE sv_eve;
 SET search_path = sv_eve;
-SELECT streamview.create_source('s_eve', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts');
+SELECT streamview.create_source('s_eve', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_view('sv_eve.v1', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_eve GROUP BY 1 $$);
 SELECT streamview.create_view('sv_eve.v2', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_eve GROUP BY 1 $$);
 -- harmless when the check is added, nesting when validate() runs it
@@ -81,7 +81,7 @@ SELECT rolsuper AS eve_is_superuser FROM pg_roles WHERE rolname = 'sv_eve';
 CREATE SCHEMA sv_shared;
 GRANT USAGE, CREATE ON SCHEMA sv_shared TO sv_eve, sv_analyst;
 SET ROLE sv_eve;
-SELECT streamview.create_source('s_f3', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts');
+SELECT streamview.create_source('s_f3', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts') LIKE 'pg_streamview.%' AS created;
 -- drop: eve's stream view is dropped by hand, the analyst makes a view of that name
 SELECT streamview.create_view('sv_shared.report2', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_f3 GROUP BY 1 $$);
 -- (a plain DROP VIEW of a stream view is refused, unless a superuser
@@ -147,7 +147,7 @@ DROP SCHEMA sv_shared CASCADE;
 ------------------------------------------------------------------------------
 SET ROLE sv_eve;
 SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll',
-       '{"ts":"timestamptz","emp":"text","salary":"bigint"}', 'ts');
+       '{"ts":"timestamptz","emp":"text","salary":"bigint"}', 'ts') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_view('sv_eve.salaries', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, emp,
        sum(salary) AS total FROM payroll GROUP BY 1, 2 $$);
 SELECT streamview.rebuild('salaries');
@@ -183,7 +183,7 @@ RESET ROLE;
 GRANT EXECUTE ON FUNCTION
   streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) TO sv_analyst;
 SET ROLE sv_analyst;
-SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll', '{"ts":"timestamptz"}', 'ts');
+SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll', '{"ts":"timestamptz"}', 'ts') LIKE 'pg_streamview.%' AS created;
 SELECT count(*) AS inherited_errors FROM streamview.worker_errors WHERE source_name = 'payroll';
 RESET ROLE;
 SELECT count(*) AS errors_left FROM streamview.worker_errors WHERE detail LIKE '%SSN%';
@@ -211,7 +211,7 @@ SELECT streamview.drop_source('s_mem');
 RESET ROLE;
 -- a superuser may raise them
 SELECT streamview.create_source('s_mem', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
-       options => '{"queued.max.messages.kbytes":65536}');
+       options => '{"queued.max.messages.kbytes":65536}') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.drop_source('s_mem');
 
 ------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ RESET TimeZone;
 CREATE TABLE public.sv_private (secret text);
 INSERT INTO public.sv_private VALUES ('top secret');
 SET ROLE sv_eve;
-SELECT streamview.create_source('s_uc', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts');
+SELECT streamview.create_source('s_uc', '127.0.0.1:9', 't', '{"ts":"timestamptz","k":"text"}', 'ts') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_view('sv_eve.uc', $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM s_uc GROUP BY 1 $$);
 RESET ROLE;
 -- a row, as the worker would have written it: checks are evaluated per row

@@ -9,7 +9,7 @@ CREATE EXTENSION IF NOT EXISTS pg_streamview;
 \i test/sql/helpers.psql
 
 SELECT streamview.create_source('orders', '127.0.0.1:9', 'orders',
-  '{"id":"text","shop":"text","cents":"bigint","ts":"timestamptz"}', 'ts', event_id => 'id');
+  '{"id":"text","shop":"text","cents":"bigint","ts":"timestamptz"}', 'ts', event_id => 'id') LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_view('sales', $$
   SELECT streamview.tumble(ts, '1 hour') AS window_start, shop, count(*) AS n, sum(cents) AS cents
   FROM orders GROUP BY 1, 2 $$, allowed_lateness => '1 hour');
