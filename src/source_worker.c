@@ -18,6 +18,9 @@
  * hand is not applied: the worker reloads the versions and re-assigns every
  * partition at the lowest stored offset of any version (a new version starts
  * from the beginning of the log), so each version sees every message once.
+ * If the source's settings change (alter_source), the batch in hand is not
+ * applied either, and the worker stops: the launcher starts the next one at
+ * once, with a consumer made with the new settings (sv_signature).
  *
  * A replay worker (SV_WORKER_REPLAY) runs the same loop for one version in
  * state 'replaying' (a rebuild), with a consumer of its own so the live
