@@ -30,8 +30,6 @@
 #define STREAMVIEW_EXTENSION	"pg_streamview"
 /* The SQL version this library is built for: default_version in the control file. */
 #define STREAMVIEW_VERSION		"0.2"
-/* The SQL version this library is built for: default_version in the control file. */
-#define STREAMVIEW_VERSION		"0.2"
 
 /* ---------------------------------------------------------------- types */
 
@@ -73,6 +71,20 @@ typedef struct SvColumn
 typedef struct SvPathNode SvPathNode;	/* parse.c: trie of column paths */
 typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 
+/*
+ * What a worker reads of its source's row, as one text that changes
+ * whenever any of it does (intervals as numbers, whatever IntervalStyle
+ * says): a worker that finds its source's settings changed (alter_source)
+ * stops before it applies anything with the old ones, and the launcher
+ * starts it again at once (docs/architecture.md, "Catalog changes").  An
+ * SQL expression over streamview.sources s.
+ */
+#define SV_SOURCE_SETTINGS \
+	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
+	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
+	"extract(epoch FROM s.max_future))::text)"
+#define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
+
 /* A source, as the worker sees it (catalog.c loads it). */
 typedef struct SvSource
 {
@@ -93,6 +105,7 @@ typedef struct SvSource
 	SvPathNode *paths;			/* built by parse.c on first use */
 	int			topic_partitions;	/* set by the worker from the topic's metadata */
 	TimestampTz assigned_at;	/* when the worker started reading */
+	char	   *settings;		/* SV_SOURCE_SETTINGS, as loaded */
 } SvSource;
 
 /*
@@ -315,6 +328,7 @@ extern PGDLLEXPORT void streamview_worker_main(Datum arg);
 extern void streamview_worker_signals(void);
 extern bool streamview_stop_requested(void);
 extern void streamview_stop(void) pg_attribute_noreturn();
+extern void streamview_stop_because(const char *why, const char *detail) pg_attribute_noreturn();
 extern void streamview_batch_aborted(void);
 extern void streamview_begin_batch(const char *activity);
 extern void streamview_commit_batch(void);
@@ -337,7 +351,9 @@ extern int	streamview_window_starts(const SvWindow *w, TimestampTz ts, Timestamp
 /* ------------------------------------------------------------ in catalog.c */
 extern SvSource *streamview_load_source(int32 source_id);
 extern List *streamview_load_versions(const SvSource *src, int32 replay_version_id);
-extern char *streamview_versions_signature(int32 source_id, int32 replay_version_id);
+extern char *streamview_versions_signature(int32 source_id, int32 replay_version_id,
+											char **settings);
+extern char *streamview_source_error(int32 source_id);
 extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
 extern void streamview_clear_source_error(int32 source_id);

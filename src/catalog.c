@@ -117,8 +117,8 @@ streamview_load_source(int32 source_id)
 	SPI_execute_with_args("SELECT name, brokers, topic, event_time, event_id, "
 						  "(extract(epoch FROM max_out_of_orderness) * 1000000)::int8, "
 						  "(extract(epoch FROM idle_timeout) * 1000000)::int8, owner::oid, "
-						  "(extract(epoch FROM max_future) * 1000000)::int8 "
-						  "FROM streamview.sources WHERE source_id = $1",
+						  "(extract(epoch FROM max_future) * 1000000)::int8, " SV_SOURCE_SETTINGS
+						  " FROM streamview.sources s WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
@@ -137,6 +137,7 @@ streamview_load_source(int32 source_id)
 	src->idle_timeout_us = sv_int8(tup, desc, 7, -1);
 	src->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &(bool){false}));
 	src->max_future_us = sv_int8(tup, desc, 9, -1);
+	src->settings = MemoryContextStrdup(cxt, sv_text(tup, desc, 10));
 
 	sv_load_columns(src, event_time, event_id);
 
@@ -236,21 +237,27 @@ streamview_load_versions(const SvSource *src, int32 replay_version_id)
 
 /*
  * A short text that changes whenever the set of versions this source's
- * worker maintains changes; NULL when the source is gone.  Takes KEY SHARE
- * locks on the source and its views, so that drop_source() and drop_view()
- * (which lock those rows FOR UPDATE) wait for the batch to commit.
+ * worker maintains changes; NULL when the source is gone.  *settings: the
+ * source's SV_SOURCE_SETTINGS now.  Takes KEY SHARE locks on the source and
+ * its views, so that drop_source(), drop_view() and alter_source() (which
+ * lock those rows FOR UPDATE) wait for the batch to commit; the settings
+ * are read from the row as locked, so a batch that waited for
+ * alter_source() sees what it changed.
  */
 char *
-streamview_versions_signature(int32 source_id, int32 replay_version_id)
+streamview_versions_signature(int32 source_id, int32 replay_version_id, char **settings)
 {
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	Datum		args[2] = {Int32GetDatum(source_id), Int32GetDatum(replay_version_id)};
 	char	   *sig;
 
-	SPI_execute_with_args("SELECT 1 FROM streamview.sources WHERE source_id = $1 FOR KEY SHARE",
+	SPI_execute_with_args("SELECT " SV_SOURCE_SETTINGS " FROM streamview.sources s "
+						  "WHERE source_id = $1 FOR KEY SHARE",
 						  1, argtypes, args, NULL, false, 1);
 	if (SPI_processed == 0)
 		return NULL;
+	*settings = MemoryContextStrdup(TopMemoryContext,
+									sv_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 	SPI_execute_with_args("SELECT 1 FROM streamview.views WHERE source_id = $1 FOR KEY SHARE",
 						  1, argtypes, args, NULL, false, 0);
 	SPI_execute_with_args("SELECT coalesce(string_agg(ver.version_id || ':' || ver.state, ',' "
@@ -285,6 +292,22 @@ streamview_record_worker_error(int32 source_id, const char *message, const char 
 						  "UPDATE streamview.sources SET last_error = $2, last_error_at = now() "
 						  "WHERE source_id = $1 AND $4",
 						  4, argtypes, args, nulls, false, 0);
+}
+
+/* The source's last_error, as recorded (NULL: none), in TopMemoryContext. */
+char *
+streamview_source_error(int32 source_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(source_id)};
+	char	   *error;
+
+	SPI_execute_with_args("SELECT last_error FROM streamview.sources WHERE source_id = $1",
+						  1, argtypes, args, NULL, true, 1);
+	if (SPI_processed == 0)
+		return NULL;
+	error = sv_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return error ? MemoryContextStrdup(TopMemoryContext, error) : NULL;
 }
 
 void

@@ -10,7 +10,12 @@
  *  - a source without a running worker gets one, unless that source's worker
  *	  failed recently: then it waits restart_delay · 2^(failures-1), capped at
  *	  max_restart_delay (a worker that ran for a minute is forgiven);
- *  - a worker whose source is gone is terminated.
+ *  - a worker whose source is gone is terminated;
+ *  - a worker that stopped because its source's settings changed
+ *	  (alter_source; it stops by itself, see source_worker.c) is started
+ *	  again at once: the slot remembers the settings its worker started
+ *	  with (SV_SOURCE_SETTINGS), and a stop with other settings in the
+ *	  catalog is no failure.
  * Workers record why they failed themselves (streamview.worker_errors).
  * Each version in state 'replaying' (a rebuild) gets a replay worker the
  * same way; when it exits because its version caught up, the version is no
@@ -49,6 +54,7 @@ typedef struct SvWorkerSlot
 	int			failures;
 	bool		seen;			/* still in the catalog this round */
 	bool		waiting;		/* kept from starting by streamview.max_workers */
+	char		settings[SV_SOURCE_SETTINGS_LEN];	/* the source's, when the worker was started */
 } SvWorkerSlot;
 
 static List *slots = NIL;
@@ -164,6 +170,22 @@ sv_worker_stopped(SvWorkerSlot *slot)
 					slot->name, delay / 1e6)));
 }
 
+/*
+ * A worker stopped because its source's settings changed (alter_source):
+ * not a failure; it is started again at once, with the failures forgotten.
+ */
+static void
+sv_worker_changed(SvWorkerSlot *slot)
+{
+	pfree(slot->handle);
+	slot->handle = NULL;
+	slot->failures = 0;
+	slot->next_start = 0;
+	ereport(LOG,
+			(errmsg("pg_streamview worker for source \"%s\" stopped: its source was changed; restarting",
+					slot->name)));
+}
+
 /* Workers this launcher has running (or starting). */
 static int
 sv_running_workers(void)
@@ -204,14 +226,31 @@ sv_wait_for_worker(SvWorkerSlot *slot)
 }
 
 /*
+ * The source's SV_SOURCE_SETTINGS as committed now, not as this round's
+ * snapshot has them (a statement of its own takes a new snapshot); NULL
+ * when the source is gone.
+ */
+static char *
+sv_current_settings(int32 source_id)
+{
+	SPI_execute_with_args("SELECT " SV_SOURCE_SETTINGS " FROM streamview.sources s WHERE s.source_id = $1",
+						  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(source_id)}, NULL, false, 1);
+	if (SPI_processed == 0)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
  * Source workers connect as the extension's owner (catalog bookkeeping is
  * theirs) and run each view's statement as that view's owner.
  */
 static void
-sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, Oid owner)
+sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, Oid owner,
+					const char *settings)
 {
 	SvWorkerSlot *slot = sv_find_slot(source_id, replay_version_id);
 	pid_t		pid;
+	bool		changed;
 
 	if (slot == NULL)
 	{
@@ -226,9 +265,34 @@ sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, 
 	strlcpy(slot->name, name, NAMEDATALEN);
 	slot->owner = owner;
 	slot->seen = true;
+
+	/*
+	 * A running worker whose source changed stops by itself at its next
+	 * batch or look at the catalog (source_worker.c); then, or when it was
+	 * waiting to be restarted after a failure, the next one starts at once.
+	 * A worker stops on a change as soon as it is committed, which may be
+	 * after this round's snapshot was taken: a stopped worker's source is
+	 * read again before its stop is called a failure.
+	 */
+	changed = strcmp(slot->settings, settings) != 0;
 	if (slot->handle && GetBackgroundWorkerPid(slot->handle, &pid) == BGWH_STOPPED)
-		sv_worker_stopped(slot);
-	if (slot->handle == NULL && GetCurrentTimestamp() >= slot->next_start)
+	{
+		if (!changed)
+		{
+			char	   *now = sv_current_settings(source_id);
+
+			if (now != NULL && strcmp(slot->settings, now) != 0)
+			{
+				changed = true;
+				settings = now;
+			}
+		}
+		if (changed)
+			sv_worker_changed(slot);
+		else
+			sv_worker_stopped(slot);
+	}
+	if (slot->handle == NULL && (changed || GetCurrentTimestamp() >= slot->next_start))
 	{
 		if (sv_running_workers() >= streamview_max_workers)
 		{
@@ -236,6 +300,9 @@ sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, 
 			return;
 		}
 		slot->waiting = false;
+		if (changed)
+			slot->failures = 0;
+		strlcpy(slot->settings, settings, SV_SOURCE_SETTINGS_LEN);
 		sv_start_worker(slot);
 	}
 }
@@ -330,20 +397,29 @@ sv_reconcile(bool retention_due)
 
 		/* One source worker per source, one replay worker per replaying version. */
 		/* (none for a paused source: its running workers are stopped below) */
-		SPI_execute("SELECT source_id, 0, name FROM streamview.sources WHERE paused_at IS NULL "
+		SPITupleTable *tt;
+		uint64		n;
+
+		SPI_execute("SELECT s.source_id, 0, s.name, " SV_SOURCE_SETTINGS
+					" FROM streamview.sources s WHERE s.paused_at IS NULL "
 					"UNION ALL "
-					"SELECT v.source_id, ver.version_id, ver.view_name || ' version ' || ver.version "
-					"FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
+					"SELECT v.source_id, ver.version_id, ver.view_name || ' version ' || ver.version, "
+					SV_SOURCE_SETTINGS
+					" FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
 					"JOIN streamview.sources s ON s.source_id = v.source_id "
 					"WHERE ver.state = 'replaying' AND s.paused_at IS NULL ORDER BY 1, 2", true, 0);
-		for (uint64 i = 0; i < SPI_processed; i++)
+		/* kept: reconciling a source may run statements of its own */
+		tt = SPI_tuptable;
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
+			HeapTuple	tup = tt->vals[i];
 			bool		isnull;
 
-			sv_reconcile_source(DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)),
-								DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)),
-								SPI_getvalue(tup, SPI_tuptable->tupdesc, 3), extowner);
+			sv_reconcile_source(DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 1, &isnull)),
+								DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 2, &isnull)),
+								SPI_getvalue(tup, tt->tupdesc, 3), extowner,
+								SPI_getvalue(tup, tt->tupdesc, 4));
 		}
 	}
 

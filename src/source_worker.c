@@ -18,6 +18,9 @@
  * hand is not applied: the worker reloads the versions and re-assigns every
  * partition at the lowest stored offset of any version (a new version starts
  * from the beginning of the log), so each version sees every message once.
+ * If the source's settings change (alter_source), the batch in hand is not
+ * applied either, and the worker stops: the launcher starts the next one at
+ * once, with a consumer made with the new settings (sv_signature).
  *
  * A replay worker (SV_WORKER_REPLAY) runs the same loop for one version in
  * state 'replaying' (a rebuild), with a consumer of its own so the live
@@ -120,13 +123,43 @@ sv_prepare(SvVersion *v)
 		streamview_fail_version(v, err);
 }
 
+/*
+ * The signature of the versions the worker maintains (NULL: the source is
+ * gone); in a batch's transaction, before anything is written.  A worker
+ * whose source's settings changed since it loaded them (alter_source:
+ * brokers, options, max_future) ends the transaction and stops here, so
+ * that nothing is applied with the old settings once the new ones are
+ * committed; the batch in hand is read again by the next worker, which the
+ * launcher starts at once (a change is not a failure) from the stored
+ * offsets.
+ */
+static char *
+sv_signature(void)
+{
+	char	   *settings = NULL;
+	char	   *sig = streamview_versions_signature(worker.source_id, worker.replay_version_id,
+												   &settings);
+	bool		changed = sig != NULL && strcmp(settings, worker.src->settings) != 0;
+
+	if (settings)
+		pfree(settings);
+	if (changed)
+	{
+		streamview_commit_batch();
+		streamview_stop_because("its source was changed",
+								"The launcher starts it again at once, with the source's new settings, "
+								"from the stored offsets.");
+	}
+	return sig;
+}
+
 /* (Re)load the versions; in a transaction.  Returns false if the source is gone. */
 static bool
 sv_load(void)
 {
 	ListCell   *lc;
 	MemoryContext old;
-	char	   *sig = streamview_versions_signature(worker.source_id, worker.replay_version_id);
+	char	   *sig = sv_signature();
 
 	if (sig == NULL)
 		return false;
@@ -195,10 +228,28 @@ sv_note_error(const char *error)
 }
 
 /*
+ * While the worker waits for its topic: a look at the catalog, so that a
+ * change of the source's settings (brokers that were wrong, say) is not
+ * waited out.
+ */
+static void
+sv_check_source(void)
+{
+	char	   *sig;
+
+	streamview_begin_batch("checking the source");
+	sig = sv_signature();
+	streamview_commit_batch();
+	if (sig)
+		pfree(sig);
+}
+
+/*
  * Ask the brokers about the topic: new partitions are assigned, and what is
  * wrong (brokers away, topic missing) is the source's error until it is
  * mended (sv_note_error: status.error shows it for as long as it lasts).
- * wait: until the topic exists and has partitions.
+ * wait: until the topic exists and has partitions, looking at the source
+ * in the catalog between tries.
  */
 static void
 sv_check_partitions(bool wait)
@@ -226,6 +277,7 @@ sv_check_partitions(bool wait)
 		CHECK_FOR_INTERRUPTS();
 		if (streamview_stop_requested())
 			streamview_stop();
+		sv_check_source();
 	}
 }
 
@@ -303,7 +355,7 @@ sv_apply(SvEvent *events, int n)
 	bool		caught_up;
 
 	streamview_begin_batch("applying batch");
-	sig = streamview_versions_signature(worker.source_id, worker.replay_version_id);
+	sig = sv_signature();
 	if (sig == NULL || strcmp(sig, worker.signature) != 0)
 	{
 		streamview_commit_batch();
@@ -364,7 +416,7 @@ sv_housekeeping(void)
 	worker.last_housekeeping = now;
 	sv_note_error(streamview_kafka_report(worker.kafka));
 	streamview_begin_batch("refreshing watermarks");
-	sig = streamview_versions_signature(worker.source_id, worker.replay_version_id);
+	sig = sv_signature();
 	changed = (sig == NULL || strcmp(sig, worker.signature) != 0);
 	if (sig)
 		pfree(sig);
@@ -603,7 +655,12 @@ streamview_worker_main(Datum arg)
 					  errdetail("Another worker serves it.")));
 		proc_exit(0);
 	}
-	streamview_clear_source_error(worker.source_id);
+	/*
+	 * What the source's last worker recorded stays until this one reads the
+	 * topic (sv_note_error), rather than being cleared now: restarted with
+	 * settings that are still wrong, the source shows its error throughout.
+	 */
+	worker.last_error = streamview_source_error(worker.source_id);
 	group_id = MemoryContextStrdup(TopMemoryContext,
 								   streamview_consumer_group(get_database_name(params.dboid),
 															 worker.src->name));

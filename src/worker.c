@@ -77,6 +77,20 @@ streamview_stop(void)
 	proc_exit(0);
 }
 
+/*
+ * The worker stops because its work changed under it (why, and what comes
+ * next as detail): routine too, a LOG line and exit code 0.  Outside a
+ * transaction.
+ */
+void
+streamview_stop_because(const char *why, const char *detail)
+{
+	ereport(LOG, (errmsg("%s stopping: %s",
+						 sv_context_worker[0] ? sv_context_worker : "pg_streamview worker", why),
+				  errdetail_internal("%s", detail)));
+	proc_exit(0);
+}
+
 /* The batch transaction was aborted (the worker's error path). */
 void
 streamview_batch_aborted(void)

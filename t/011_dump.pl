@@ -1,9 +1,10 @@
-# pg_dump and pg_restore of a database with stream views.  The catalog
-# tables and their sequences are dumped (pg_extension_config_dump), so in
-# the restored cluster the worker resumes from the stored offsets (nothing
-# read twice, nothing skipped) and new sources, views and rebuilds get ids
-# of their own (0.1 did not dump the sequences: the next create_source
-# failed with a duplicate key).
+# pg_dump and pg_restore of a database with stream views and a source
+# changed by alter_source.  The catalog tables and their sequences are
+# dumped (pg_extension_config_dump), so in the restored cluster the worker
+# resumes from the stored offsets (nothing read twice, nothing skipped),
+# the history of changes is there, and new sources, views, rebuilds and
+# changes get ids of their own (0.1 did not dump the sequences: the next
+# create_source failed with a duplicate key).
 use strict;
 use warnings;
 
@@ -48,6 +49,7 @@ $old->safe_psql('postgres', qq{
 	SELECT streamview.create_view('public.dumped_n', \$\$
 	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM dumped GROUP BY 1, 2 \$\$);
 	COMMENT ON VIEW public.dumped_n IS 'events per minute and key';
+	SELECT streamview.alter_source('dumped', options => '{"fetch.wait.max.ms":"50"}');
 });
 send_events(300);
 ok(wait_consumed($old, 'dumped_n', 300), 'the first cluster consumed 300 events');
@@ -85,6 +87,8 @@ is($new->safe_psql('postgres',
 is($new->safe_psql('postgres',
 		q{SELECT last_value FROM streamview.versions_version_id_seq}), $before{versions},
 	'the versions sequence is restored');
+is($new->safe_psql('postgres', q{SELECT change_id || ' ' || changes FROM streamview.source_changes}),
+	'1 {"options": {"fetch.wait.max.ms": {"new": "50", "old": null}}}', 'and so is the history of changes');
 view_is($new, 'right after the restore');
 
 # The restored source is a consumer of its own: it never commits into the
@@ -112,6 +116,8 @@ $new->safe_psql('postgres', qq{
 });
 is($new->safe_psql('postgres', q{SELECT string_agg(name, ' ' ORDER BY name) FROM streamview.source_list}),
 	'dumped other', 'create_source and create_view work after the restore');
+is($new->safe_psql('postgres', q{SELECT streamview.alter_source('other', options => '{"fetch.wait.max.ms":"60"}')}),
+	'2', 'and alter_source, with a change id of its own');
 is($new->safe_psql('postgres', q{SELECT streamview.rebuild('dumped_n')}), '2', 'and so does rebuild');
 is($new->safe_psql('postgres', qq{SELECT streamview.wait_for('dumped_n', 2, '60 seconds')}), 'caught_up',
 	'the rebuild replays the topic');

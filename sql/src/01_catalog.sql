@@ -222,6 +222,21 @@ CREATE TABLE streamview.worker_errors (
     source_id       int REFERENCES streamview.sources ON DELETE CASCADE
 );
 
+-- Every change made to a source after create_source (alter_source): who,
+-- when, and what changed, as an object with one member per argument that
+-- changed, {"old": ..., "new": ...}; options show one member per property
+-- that changed, and the values of secret properties (passwords, keys) are
+-- never written here, only that they changed.  Changes go with their
+-- source, as its worker errors do.
+CREATE TABLE streamview.source_changes (
+    change_id   bigserial PRIMARY KEY,
+    source_id   int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
+    source_name text NOT NULL,
+    changes     jsonb NOT NULL,
+    changed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    changed_by  name NOT NULL
+);
+
 SELECT pg_catalog.pg_extension_config_dump('streamview.sources', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.source_columns', '');
@@ -248,6 +263,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.validations', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
 
+SELECT pg_catalog.pg_extension_config_dump('streamview.source_changes', '');
+
 -- Their sequences too: a restored catalog must not hand out ids it holds.
 SELECT pg_catalog.pg_extension_config_dump('streamview.sources_source_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.views_view_id_seq', '');
@@ -256,6 +273,7 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.dead_letters_dead_letter_
 SELECT pg_catalog.pg_extension_config_dump('streamview.validations_validation_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.swaps_swap_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors_worker_error_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.source_changes_change_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.validation_runs', '');
 
 -- Catalog tables are written by the extension's functions (as the extension
@@ -265,4 +283,4 @@ REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;
 -- Views read the watermark of their version from here; the queries are no secret.
 GRANT SELECT ON streamview.versions, streamview.views, streamview.dead_letters,
                 streamview.worker_errors, streamview.validations, streamview.swaps,
-                streamview.checks TO PUBLIC;
+                streamview.checks, streamview.source_changes TO PUBLIC;

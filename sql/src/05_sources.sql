@@ -1,4 +1,5 @@
--- Sources: create_source, drop_source.
+-- Sources: create_source, alter_source, drop_source, grant_usage,
+-- revoke_usage, pause, resume.
 --
 -- Each public function of the API is the C dispatcher streamview_api_dispatch:
 -- it records the calling role and its search_path, then runs
@@ -7,9 +8,11 @@
 -- a user creates belong to that user.
 
 -- One declared column of a source: its spec ("type", or {"type", "path",
--- "default", "required"}) checked and recorded as attribute attnum.
-CREATE FUNCTION streamview._add_column(sid int, attnum int, name text, declared jsonb)
-RETURNS void
+-- "default", "required"}) checked, as the row source_columns keeps for it
+-- (without source_id and attnum).  create_source records it; alter_source
+-- compares a definition given to it with the one recorded.
+CREATE FUNCTION streamview._column_spec(name text, declared jsonb)
+RETURNS streamview.source_columns
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -18,6 +21,7 @@ DECLARE
     ctype    regtype;
     cpath    text[];
     cdefault text;
+    col      streamview.source_columns;
 BEGIN
     IF name !~ '^[A-Za-z_][A-Za-z0-9_]*$' OR name LIKE 'sv\_%' THEN
         RAISE EXCEPTION 'invalid column name "%"', name
@@ -60,8 +64,26 @@ BEGIN
                       HINT = format('Write the default as %s input, as a JSON string or number.', ctype);
         END;
     END IF;
-    INSERT INTO streamview.source_columns (source_id, attnum, name, type, path, default_value, required)
-    VALUES (sid, attnum, name, ctype, cpath, cdefault, coalesce((spec->>'required')::bool, false));
+    col.name := name;
+    col.type := ctype;
+    col.path := cpath;
+    col.default_value := cdefault;
+    col.required := coalesce((spec->>'required')::bool, false);
+    RETURN col;
+END $$;
+
+-- One declared column of a new source, checked and recorded as attribute attnum.
+CREATE FUNCTION streamview._add_column(sid int, attnum int, name text, declared jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col streamview.source_columns := streamview._column_spec(name, declared);
+BEGIN
+    col.source_id := sid;
+    col.attnum := attnum;
+    INSERT INTO streamview.source_columns SELECT (col).*;
 END $$;
 
 CREATE FUNCTION streamview.create_source(
@@ -127,12 +149,6 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
     END IF;
-    IF options IS NULL OR jsonb_typeof(options) <> 'object'
-       OR EXISTS (SELECT 1 FROM jsonb_each(options) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'number', 'boolean')) THEN
-        RAISE EXCEPTION 'options must be a JSON object of librdkafka properties'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'For example ''{"security.protocol":"SASL_SSL"}''; values are strings, numbers or booleans.';
-    END IF;
     PERFORM streamview._check_options(caller, options);
     PERFORM streamview._check_worker_quota(caller, 'a new source');
     ooo := streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
@@ -140,7 +156,7 @@ BEGIN
         idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
     END IF;
     IF max_future IS NOT NULL THEN
-        future := streamview._interval_arg(max_future, 'max_future');
+        future := streamview._max_future_arg(max_future);
     END IF;
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
@@ -174,6 +190,187 @@ BEGIN
     PERFORM streamview._notify_launcher();
     -- the consumer group the broker's ACLs must let the worker use
     RETURN streamview._consumer_group(name);
+END $$;
+
+-- max_future as create_source and alter_source take it: an interval, or
+-- 'infinity' for no bound (NULL in the catalog: event times are not checked).
+CREATE FUNCTION streamview._max_future_arg(value text)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF lower(btrim(value)) IN ('infinity', '+infinity') THEN
+        RETURN NULL;
+    END IF;
+    RETURN streamview._interval_arg(value, 'max_future');
+END $$;
+
+CREATE FUNCTION streamview.alter_source(
+    name                 text,
+    brokers              text  DEFAULT NULL,
+    options              jsonb DEFAULT NULL,
+    max_future           text  DEFAULT NULL,
+    topic                text  DEFAULT NULL,
+    columns              jsonb DEFAULT NULL,
+    event_time           text  DEFAULT NULL,
+    event_id             text  DEFAULT NULL,
+    max_out_of_orderness text  DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text) IS
+'changes a source''s brokers, options (merged: null removes one) or max_future; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+
+-- alter_source changes how a source connects, never how its messages are
+-- read: the stream views over it were built from what was read with its
+-- topic, columns, event_time, event_id and max_out_of_orderness, and
+-- another one would change what they mean.  Each may be passed with the
+-- value the source has (a script may pass a whole definition); another
+-- value is refused.
+CREATE FUNCTION streamview._check_definition_kept(src streamview.sources, topic text, columns jsonb,
+                                                  event_time text, event_id text,
+                                                  max_out_of_orderness text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+BEGIN
+    IF topic <> src.topic THEN
+        RAISE EXCEPTION 'cannot change the topic of source "%"', src.name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Its stream views hold what was read from topic "%s", and their stored offsets are offsets in it.', src.topic),
+                  HINT = 'Create a new source for the other topic with streamview.create_source(), and stream views over it.';
+    END IF;
+    what := CASE
+        WHEN event_time <> src.event_time THEN 'event_time'
+        WHEN event_id IS DISTINCT FROM src.event_id AND event_id IS NOT NULL THEN 'event_id'
+        WHEN streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true)
+             <> src.max_out_of_orderness THEN 'max_out_of_orderness'
+        WHEN jsonb_typeof(columns) IS DISTINCT FROM 'object' AND columns IS NOT NULL THEN 'columns'
+        WHEN columns IS NOT NULL AND EXISTS (
+            (SELECT c.name, c.type, c.path, c.default_value, c.required
+               FROM streamview.source_columns c WHERE c.source_id = src.source_id
+             EXCEPT
+             SELECT d.name, d.type, d.path, d.default_value, d.required
+               FROM jsonb_each(columns) e, streamview._column_spec(e.key, e.value) d)
+            UNION ALL
+            (SELECT d.name, d.type, d.path, d.default_value, d.required
+               FROM jsonb_each(columns) e, streamview._column_spec(e.key, e.value) d
+             EXCEPT
+             SELECT c.name, c.type, c.path, c.default_value, c.required
+               FROM streamview.source_columns c WHERE c.source_id = src.source_id)) THEN 'columns'
+    END;
+    IF what IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot change the % of source "%"', what, src.name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Every stream view over the source was built from messages read with its %s; another one would change what they mean.', what),
+                  HINT = 'Create a new source with the new definition with streamview.create_source(), and stream views over it.';
+    END IF;
+END $$;
+
+-- What alter_source changed in a source's options, as source_changes keeps
+-- it: one member per property that was set, changed or removed,
+-- {"old": value, "new": value}, null where it was or is not set.  The
+-- value of a secret (a property whose name says password, secret, key,
+-- token, credential or jaas, or a PEM text) is written as "********", so
+-- that the history never holds a password, not even a replaced one.
+CREATE FUNCTION streamview._options_change(old_options jsonb, new_options jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(k.key, jsonb_build_object(
+               'old', CASE WHEN k.secret AND o.value IS NOT NULL THEN '"********"'::jsonb ELSE o.value END,
+               'new', CASE WHEN k.secret AND n.value IS NOT NULL THEN '"********"'::jsonb ELSE n.value END)), '{}')
+      FROM (SELECT u.key, u.key ~* '(password|secret|key|token|credential|jaas)|\.pem$' AS secret
+              FROM (SELECT e.key FROM jsonb_each(old_options) e
+                    UNION SELECT e.key FROM jsonb_each(new_options) e) u) k
+      LEFT JOIN jsonb_each(old_options) o ON o.key = k.key
+      LEFT JOIN jsonb_each(new_options) n ON n.key = k.key
+     WHERE o.value IS DISTINCT FROM n.value
+$$;
+
+-- alter_source: NULL leaves an argument as it is.  options are merged into
+-- the source's (a property set to JSON null is removed); the properties set
+-- are checked as create_source checks options.  max_future => 'infinity'
+-- turns the check off.  Records what changed in source_changes (intervals
+-- in one style, whatever the caller's) and returns its id, or NULL when
+-- nothing changed.  The launcher is woken at commit; the source's workers
+-- notice the change at their next batch (or within a second) and stop
+-- before applying anything, and the launcher starts them again at once,
+-- with the new settings, from the stored offsets.
+CREATE FUNCTION streamview._alter_source_impl(
+    caller               regrole,
+    name                 text,
+    brokers              text  DEFAULT NULL,
+    options              jsonb DEFAULT NULL,
+    max_future           text  DEFAULT NULL,
+    topic                text  DEFAULT NULL,
+    columns              jsonb DEFAULT NULL,
+    event_time           text  DEFAULT NULL,
+    event_id             text  DEFAULT NULL,
+    max_out_of_orderness text  DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = postgres
+AS $$
+DECLARE
+    src     streamview.sources;
+    opts    jsonb;
+    future  interval;
+    changes jsonb := '{}';
+    id      bigint;
+BEGIN
+    PERFORM streamview._require(name, 'name');
+    src := streamview._lock_source(caller, name);
+    PERFORM streamview._check_definition_kept(src, topic, columns, event_time, event_id, max_out_of_orderness);
+    IF brokers = '' THEN
+        RAISE EXCEPTION 'brokers must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass brokers => ''host:port'' (several separated by commas), or NULL to keep them.';
+    END IF;
+    IF brokers <> src.brokers THEN
+        changes := changes || jsonb_build_object('brokers', jsonb_build_object('old', src.brokers, 'new', brokers));
+    END IF;
+    IF options IS NOT NULL THEN
+        IF jsonb_typeof(options) <> 'object' THEN
+            RAISE EXCEPTION 'options must be a JSON object of librdkafka properties'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the properties to change, such as ''{"sasl.password":"..."}''; null removes a property.';
+        END IF;
+        -- what the caller sets is checked, as create_source checks it; what
+        -- it leaves alone was set by a role allowed to
+        PERFORM streamview._check_options(caller, jsonb_strip_nulls(options));
+        opts := jsonb_strip_nulls(src.options || options);
+        IF opts <> src.options THEN
+            changes := changes || jsonb_build_object('options', streamview._options_change(src.options, opts));
+        END IF;
+    END IF;
+    IF max_future IS NOT NULL THEN
+        future := streamview._max_future_arg(max_future);
+        IF future IS DISTINCT FROM src.max_future THEN
+            changes := changes || jsonb_build_object('max_future', jsonb_build_object('old', src.max_future, 'new', future));
+        END IF;
+    END IF;
+    IF changes = '{}' THEN
+        RETURN NULL;
+    END IF;
+
+    UPDATE streamview.sources s
+       SET brokers = CASE WHEN changes ? 'brokers' THEN _alter_source_impl.brokers ELSE s.brokers END,
+           options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
+           max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END
+     WHERE s.source_id = src.source_id;
+    INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
+    VALUES (src.source_id, src.name, changes, caller::name)
+    RETURNING change_id INTO id;
+    PERFORM streamview._notify_launcher();
+    RETURN id;
 END $$;
 
 CREATE FUNCTION streamview.drop_source(name text, cascade bool DEFAULT false)
@@ -233,8 +430,10 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
 'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on; returns false if there was no grant';
 
--- The source, locked, after its owner check (grant_usage, revoke_usage,
--- pause, resume).
+-- The source, locked, after its owner check (alter_source, grant_usage,
+-- revoke_usage, pause, resume).  FOR UPDATE: the source's batches, which
+-- lock its row FOR KEY SHARE, wait for the caller to commit, as does a
+-- concurrent drop_source or another of these calls.
 CREATE FUNCTION streamview._lock_source(caller regrole, name text)
 RETURNS streamview.sources
 LANGUAGE plpgsql
@@ -329,12 +528,13 @@ BEGIN
     RETURN src.paused_at;
 END $$;
 
--- librdkafka properties a source may set.  Some would break the guarantees
--- (offsets are PostgreSQL's) and are refused to everyone; some run programs,
--- load libraries or read server files, so roles without superuser are held
--- to a list of connection and tuning properties, and to librdkafka's own
--- bounds (pg_streamview's, for the prefetch queue) on the memory a worker
--- may take for messages: a hostile broker or topic could fill a larger one.
+-- librdkafka properties a source may set: create_source's, and those
+-- alter_source sets.  Some would break the guarantees (offsets are
+-- PostgreSQL's) and are refused to everyone; some run programs, load
+-- libraries or read server files, so roles without superuser are held to a
+-- list of connection and tuning properties, and to librdkafka's own bounds
+-- (pg_streamview's, for the prefetch queue) on the memory a worker may take
+-- for messages: a hostile broker or topic could fill a larger one.
 CREATE FUNCTION streamview._check_options(caller regrole, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -346,6 +546,12 @@ DECLARE
     super bool := (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller);
     most  bigint;
 BEGIN
+    IF options IS NULL OR jsonb_typeof(options) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(options) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'number', 'boolean')) THEN
+        RAISE EXCEPTION 'options must be a JSON object of librdkafka properties'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example ''{"security.protocol":"SASL_SSL"}''; values are strings, numbers or booleans.';
+    END IF;
     FOR k, v IN SELECT e.key, e.value FROM jsonb_each_text(options) e LOOP
         IF k IN ('enable.auto.commit', 'enable.auto.offset.store', 'enable.partition.eof',
                  'auto.offset.reset', 'group.id', 'bootstrap.servers', 'metadata.broker.list',

@@ -94,6 +94,15 @@ CREATE POLICY owner_reads ON streamview.worker_errors FOR SELECT
                            OR EXISTS (SELECT 1 FROM pg_catalog.unnest(s.usage) g
                                        WHERE pg_catalog.pg_has_role(g, 'USAGE')))));
 
+-- A source's changes hold its brokers and the options it had and has:
+-- like source_list.options, they are for its owner (and the owner role's
+-- members), not for the roles it granted USAGE to.
+ALTER TABLE streamview.source_changes ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY owner_reads ON streamview.source_changes FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamview.source_list s
+                    WHERE s.name = source_changes.source_name AND pg_catalog.pg_has_role(s.owner, 'USAGE')));
+
 -- A validation's detail quotes rows and totals of the versions it compared:
 -- the view's owner (and its members) may read it, like the versions' tables.
 ALTER TABLE streamview.validations ENABLE ROW LEVEL SECURITY;

@@ -235,3 +235,11 @@ COMMENT ON VIEW streamview.worker_error_counts IS 'worker errors per source, wit
 COMMENT ON COLUMN streamview.worker_error_counts.source_name IS 'the source';
 COMMENT ON COLUMN streamview.worker_error_counts.worker_errors IS 'how many';
 COMMENT ON COLUMN streamview.worker_error_counts.last_occurred_at IS 'the newest';
+
+COMMENT ON TABLE streamview.source_changes IS 'every alter_source: who changed what on a source, and when (secrets as ********); row-level security: the source''s owner only';
+COMMENT ON COLUMN streamview.source_changes.change_id IS 'internal id, returned by alter_source';
+COMMENT ON COLUMN streamview.source_changes.source_id IS 'the source';
+COMMENT ON COLUMN streamview.source_changes.source_name IS 'the source''s name';
+COMMENT ON COLUMN streamview.source_changes.changes IS 'per argument (and per option key): {"old": ..., "new": ...}';
+COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
+COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';

@@ -4,18 +4,18 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(42);
+SELECT plan(45);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
-    'create_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'set_retention', 'rebuild', 'wait_for',
+    'create_source', 'alter_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'set_retention', 'rebuild', 'wait_for',
     'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
     -- internals, closed to PUBLIC
-    '_add_check_impl', '_add_column', '_apply_retention', '_caller_schema', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
-    '_check_worker_quota', '_caller_search_path', '_compare', '_count_as', '_create_source_impl',
+    '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
+    '_check_worker_quota', '_caller_search_path', '_column_spec', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
-    '_lock_source', '_lock_view', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
+    '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl'], 'the schema holds the API and its internals, nothing else');
@@ -39,7 +39,7 @@ SELECT is_empty($$
                           AND p.prosrc = 'streamview_api_dispatch') $$,
     'every implementation has its public function');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamview'::regnamespace
-            AND p.prosrc = 'streamview_api_dispatch'), 17, 'seventeen mutators');
+            AND p.prosrc = 'streamview_api_dispatch'), 18, 'eighteen mutators');
 
 -- Who may call what.
 SELECT is_empty($$
@@ -84,7 +84,7 @@ SELECT is_empty($$
 -- The catalog.
 SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
     'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors',
-    'source_usage'], 'the catalog tables');
+    'source_usage', 'source_changes'], 'the catalog tables');
 SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list',
                                     'dead_letter_counts', 'worker_error_counts'],
     'the monitoring views');
@@ -108,6 +108,8 @@ SELECT col_has_default('streamview', 'sources', 'max_future', 'max_future has a 
 SELECT col_default_is('streamview', 'sources', 'max_future', '1 day'::interval::text, 'of one day');
 SELECT fk_ok('streamview', 'worker_errors', 'source_id', 'streamview', 'sources', 'source_id',
              'worker errors belong to their source');
+SELECT fk_ok('streamview', 'source_changes', 'source_id', 'streamview', 'sources', 'source_id',
+             'so do the changes made to it');
 
 -- Table privileges: PUBLIC reads the public tables only, and some under RLS.
 SELECT table_privs_are('streamview', 'sources', 'public', ARRAY[]::text[], 'sources are closed (options)');
@@ -123,6 +125,9 @@ SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.dead_lett
 SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.worker_errors'::regclass), true,
           'worker errors are under row level security');
 SELECT policies_are('streamview', 'dead_letters', ARRAY['owner_reads'], 'one policy on dead letters');
+SELECT table_privs_are('streamview', 'source_changes', 'public', ARRAY['SELECT'], 'source changes are readable...');
+SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.source_changes'::regclass), true,
+          '... under row level security (the owner''s only, like options)');
 SELECT is_empty($$
     SELECT c.oid::regclass FROM pg_class c
      WHERE c.relnamespace = 'streamview'::regnamespace AND c.relkind = 'v'

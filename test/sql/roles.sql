@@ -13,6 +13,7 @@ CREATE ROLE streamview_author NOLOGIN;
 CREATE ROLE analyst NOLOGIN;
 GRANT EXECUTE ON FUNCTION
   streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text),
+  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text),
   streamview.drop_source(text, bool),
   streamview.grant_usage(text, regrole),
   streamview.revoke_usage(text, regrole),
@@ -59,6 +60,7 @@ SELECT streamview.drop_version('orders_per_shop', 2);
 SELECT pg_temp.err($$SELECT streamview.drop_source('orders')$$) AS author_drops_source;
 SELECT pg_temp.err($$SELECT streamview.grant_usage('orders', 'analyst')$$) AS author_grants;
 SELECT pg_temp.err($$SELECT streamview.pause('orders')$$) AS author_pauses;
+SELECT pg_temp.err($$SELECT streamview.alter_source('orders', options => '{"sasl.password":"guess"}')$$) AS author_alters;
 SELECT pg_temp.err($$SELECT streamview.create_source('mine', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts')$$) AS author_creates_source;
 SELECT name, owner, usage, options FROM streamview.source_list;
 RESET ROLE;
@@ -89,12 +91,14 @@ SET ROLE eve;
 SELECT pg_temp.err($$SELECT streamview.create_view('reports.spy', 'SELECT streamview.tumble(ts, ''1 hour'') AS window_start, count(*) AS n FROM orders GROUP BY 1')$$) AS no_usage;
 RESET ROLE;
 
--- An admin pauses and resumes the source.
+-- An admin pauses and resumes the source, and rotates its password.
 SET ROLE ada;
 SELECT streamview.pause('orders') IS NOT NULL AS paused;
 SELECT name, paused_at IS NOT NULL AS paused FROM streamview.source_list;
 SELECT streamview.resume('orders') IS NOT NULL AS resumed;
 SELECT name, paused_at IS NOT NULL AS paused FROM streamview.source_list;
+SELECT streamview.alter_source('orders', options => '{"sasl.password":"hunter2-rotated"}') IS NOT NULL AS rotated;
+SELECT changed_by, changes FROM streamview.source_changes;
 RESET ROLE;
 
 -- USAGE taken back: no new views or rebuilds; the existing view goes on.
