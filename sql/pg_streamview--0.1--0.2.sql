@@ -160,6 +160,23 @@ DROP FUNCTION streamview._create_version(regrole, int, int, text, text);
 ------------------------------------------------------------------------------
 DROP FUNCTION streamview._compile(text, text);
 
+------------------------------------------------------------------------------
+-- Health, in time: every assigned partition has a ledger row from before its
+-- first message (next_offset NULL until then), the newest broker timestamp
+-- read per partition, and per version how its batches go and which
+-- partitions hold its watermark back (streamview.status, docs/monitoring.md).
+------------------------------------------------------------------------------
+ALTER TABLE streamview.offsets ALTER COLUMN next_offset DROP NOT NULL;
+ALTER TABLE streamview.offsets ADD COLUMN max_broker_time timestamptz;
+CREATE TABLE streamview.version_stats (
+    version_id        int PRIMARY KEY REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    batch_at          timestamptz,
+    batch_duration    interval,
+    events_per_second float8,
+    held_back_by      int[]
+);
+REVOKE ALL ON streamview.version_stats FROM PUBLIC;
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
 CREATE OR REPLACE FUNCTION streamview._version_sql(caller regrole, caller_path text, source text, query text,
@@ -1291,7 +1308,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.validation_runs', '');
 -- lag is NULL, not 0, while a partition's log end is unknown.
 CREATE OR REPLACE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
-       CASE WHEN o.log_end IS NOT NULL THEN greatest(o.log_end - o.next_offset, 0) END AS lag,
+       -- a partition not read yet (next_offset NULL) is behind from offset 0
+       CASE WHEN o.log_end IS NOT NULL THEN greatest(o.log_end - coalesce(o.next_offset, 0), 0) END AS lag,
        o.max_event_time, o.max_event_time - s.max_out_of_orderness AS watermark,
        o.consumed, o.applied, o.duplicates, o.too_late, o.dead_lettered,
        o.consumed = o.applied + o.duplicates + o.too_late + o.dead_lettered AS balanced,
@@ -1312,7 +1330,7 @@ SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver
        -- NULL until every partition's log end is known: a source that never
        -- reached its broker is not caught up
        CASE WHEN pg_catalog.count(o.partition) > 0 AND pg_catalog.bool_and(o.log_end IS NOT NULL)
-            THEN pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint END AS lag,
+            THEN pg_catalog.sum(greatest(o.log_end - coalesce(o.next_offset, 0), 0))::bigint END AS lag,
        pg_catalog.count(o.partition)::int AS partitions,
        s.name AS source_name, ver.table_name, pg_catalog.max(o.updated_at) AS last_batch_at,
        -- a version's own failure, or what currently stops its source's worker

@@ -12,7 +12,8 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
 
 CREATE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
-       CASE WHEN o.log_end IS NOT NULL THEN greatest(o.log_end - o.next_offset, 0) END AS lag,
+       -- a partition not read yet (next_offset NULL) is behind from offset 0
+       CASE WHEN o.log_end IS NOT NULL THEN greatest(o.log_end - coalesce(o.next_offset, 0), 0) END AS lag,
        o.max_event_time, o.max_event_time - s.max_out_of_orderness AS watermark,
        o.consumed, o.applied, o.duplicates, o.too_late, o.dead_lettered,
        o.consumed = o.applied + o.duplicates + o.too_late + o.dead_lettered AS balanced,
@@ -32,7 +33,7 @@ SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver
        -- NULL until every partition's log end is known: a source that never
        -- reached its broker is not caught up
        CASE WHEN pg_catalog.count(o.partition) > 0 AND pg_catalog.bool_and(o.log_end IS NOT NULL)
-            THEN pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint END AS lag,
+            THEN pg_catalog.sum(greatest(o.log_end - coalesce(o.next_offset, 0), 0))::bigint END AS lag,
        pg_catalog.count(o.partition)::int AS partitions,
        s.name AS source_name, ver.table_name, pg_catalog.max(o.updated_at) AS last_batch_at,
        -- a version's own failure, or what currently stops its source's worker
