@@ -305,6 +305,8 @@ extern int	streamview_validation_retention_s;
 extern int	streamview_offset_mark_retention_s;
 extern int	streamview_max_workers_per_role;
 extern int	streamview_lock_timeout_ms;
+extern int	streamview_lag_threshold_s;
+extern int	streamview_stall_threshold_s;
 
 /* -------------------------------------------------------------- in shmem.c */
 extern void streamview_shmem_init(void);
