@@ -176,6 +176,7 @@ CREATE TABLE streamview.version_stats (
     held_back_by      int[]
 );
 REVOKE ALL ON streamview.version_stats FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 

@@ -130,7 +130,7 @@ CREATE TABLE streamview.offsets (
 -- Per version: how its recent batches went, and which partitions hold its
 -- watermark back, for streamview.status.  Written by the worker with each
 -- batch that read messages for the version, and when what holds the
--- watermark changes.  Not dumped: a restored catalog's workers write it anew.
+-- watermark changes.
 CREATE TABLE streamview.version_stats (
     version_id        int PRIMARY KEY REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
     batch_at          timestamptz,
@@ -261,6 +261,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.checks', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.validations', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
 -- Their sequences too: a restored catalog must not hand out ids it holds.
 SELECT pg_catalog.pg_extension_config_dump('streamview.sources_source_id_seq', '');
