@@ -89,8 +89,12 @@ SELECT version, state, health FROM streamview.status WHERE view_name = 'hv' ORDE
 SELECT state FROM streamview._set_state((SELECT version_id FROM streamview.versions WHERE view_name = 'hv' AND version = 2),
                                         '{replaying}', 'failed', error => 'a test failure');
 SELECT version, state, health, error FROM streamview.status WHERE view_name = 'hv' ORDER BY version;
+INSERT INTO streamview.version_stats (version_id, batch_at, batch_duration, events_per_second, held_back_by)
+SELECT version_id, now(), interval '1 second', 1, '{0}' FROM streamview.versions WHERE view_name = 'hv' AND version = 2;
 SELECT streamview.drop_version('hv', 2);
-SELECT version, state, health FROM streamview.status WHERE view_name = 'hv' ORDER BY version;
+-- its stats go with its offsets
+SELECT version, state, health, events_per_second, last_batch_duration, held_back_by
+  FROM streamview.status WHERE view_name = 'hv' ORDER BY version;
 
 -- The thresholds are read as intervals, per session
 SET streamview.stall_threshold = '90s';
