@@ -26,7 +26,6 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 
 /* Count n messages the version read in the batch at hand, at time now. */
 void
