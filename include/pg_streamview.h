@@ -127,7 +127,13 @@ typedef struct SvPartState
 	int64		dead_lettered;
 	int64		log_end;		/* -1 unknown */
 	TimestampTz last_message_at;
+	bool		has_broker_time;
+	TimestampTz max_broker_time;	/* newest broker timestamp of the messages read */
+	bool		holds_watermark;	/* as streamview_compute_watermark last found */
 } SvPartState;
+
+/* streamview.status.events_per_second counts the messages of the last this many seconds. */
+#define SV_RATE_WINDOW_S 10
 
 /* See "Version states" in docs/architecture.md; streamview.version_state in SQL. */
 typedef enum SvVersionState
@@ -161,6 +167,11 @@ typedef struct SvVersion
 	int64		max_rate;		/* replay: events per second, 0 = unlimited */
 	bool		has_cut;		/* rebuilt from a point in time: */
 	TimestampTz cut;			/* windows starting before it are carried over */
+	/* stats.c: what streamview.status shows of the version's recent batches */
+	int64		rate_second[SV_RATE_WINDOW_S];	/* the second each count is of */
+	int64		rate_count[SV_RATE_WINDOW_S];	/* messages read in that second */
+	bool		batch_read;		/* the current batch read messages for it */
+	bool		holders_saved;	/* held_back_by as stored matches holds_watermark */
 } SvVersion;
 
 /* Why a message was not applied (streamview.dead_letters.reason). */
@@ -217,6 +228,7 @@ typedef struct SvVersionBatch
 	int			nfailed;
 	HTAB	   *seen;			/* remembered ids; NULL without event ids */
 	int			timeouts;		/* statement timeouts met in this batch */
+	int			consumed;		/* messages the version read in this batch */
 } SvVersionBatch;
 
 /* A stream view query, compiled (compile.c); codegen.c makes its SQL. */
@@ -306,6 +318,8 @@ extern int	streamview_validation_retention_s;
 extern int	streamview_offset_mark_retention_s;
 extern int	streamview_max_workers_per_role;
 extern int	streamview_lock_timeout_ms;
+extern int	streamview_lag_threshold_s;
+extern int	streamview_stall_threshold_s;
 
 /* -------------------------------------------------------------- in shmem.c */
 extern void streamview_shmem_init(void);
@@ -408,6 +422,10 @@ extern void streamview_store_dead_letters(const SvSource *src, SvVersion *v, SvE
 extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
 extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
 extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
+
+/* -------------------------------------------------------------- in stats.c */
+extern void streamview_stats_count(SvVersion *v, int n, TimestampTz now);
+extern void streamview_store_stats(const SvSource *src, List *versions, TimestampTz now);
 
 /* -------------------------------------------------------------- in apply.c */
 extern void streamview_apply_batch(const SvSource *src, List *versions,

@@ -8,7 +8,8 @@
  * hash the event ids, then per version load the ids it remembers
  * (ledger.c), classify (classify.c: duplicates, too late, applied), apply
  * the applied events, and last store the ledger, seen ids and dead letters
- * (ledger.c), all in the batch's one transaction.
+ * (ledger.c) and the versions' stats (stats.c), all in the batch's one
+ * transaction.
  *
  * Applied events are written to the version's temporary batch table (one row
  * per event and window it falls in) and the version's compiled statement
@@ -419,6 +420,7 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		vb->seen = src->event_id_col >= 0 ? streamview_load_seen(v, events, nevents) : NULL;
 		streamview_classify(src, v, events, nevents, vb, now,
 							first && record_unreadable ? &gaps : NULL);
+		streamview_stats_count(v, vb->consumed, now);
 		first = false;
 		sv_apply_version(src, v, events, vb);
 	}
@@ -450,4 +452,5 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		streamview_store_offsets(v);
 	}
 	streamview_refresh_watermarks(src, versions);
+	streamview_store_stats(src, versions, now);
 }

@@ -155,9 +155,15 @@ streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
 			continue;			/* consumed by this version before */
 		sv_note_gap(v, ev, gaps);
 		ps->consumed++;
+		vb->consumed++;
 		ps->dirty = true;
 		ps->next_offset = ev->offset + 1;
 		ps->last_message_at = now;
+		if (ev->has_broker_time && (!ps->has_broker_time || ev->broker_time > ps->max_broker_time))
+		{
+			ps->has_broker_time = true;
+			ps->max_broker_time = ev->broker_time;
+		}
 		if (ev->reason != SV_REASON_NONE)
 		{
 			ps->dead_lettered++;
@@ -186,37 +192,67 @@ streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
 }
 
 /*
+ * Is partition p idle: nothing read from it for the source's idle_timeout,
+ * as of now?  One that never delivered counts from when the worker was
+ * assigned the topic.
+ */
+static bool
+sv_idle(const SvSource *src, const SvPartState *ps, TimestampTz now)
+{
+	TimestampTz last = ps->last_message_at != 0 ? ps->last_message_at : src->assigned_at;
+
+	return src->idle_timeout_us >= 0 && last != 0 && last < now - src->idle_timeout_us;
+}
+
+/*
  * The view's watermark: the minimum over the topic's partitions of
  * max event time − max_out_of_orderness.  Every partition counts, so a
  * window shown as final stays final: one that has delivered nothing yet
  * holds the watermark back, unless it is idle (nothing for the source's
  * idle_timeout, as of now), and idle partitions are left out.  It never
  * goes back: false when there is none, or it would not move forward.
+ *
+ * Each partition's holds_watermark says whether it is what keeps the
+ * watermark where it is (streamview.status.held_back_by): the active
+ * partitions that have delivered nothing yet, or else those at the
+ * minimum; none when every partition is idle.  A change of them unsets
+ * v->holders_saved.
  */
 bool
 streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
 							 TimestampTz *result)
 {
 	bool		any = false;
+	bool		complete = true;	/* every active partition has history */
 	TimestampTz wm = 0;
 	int			nparts = Max(v->nparts, src->topic_partitions);
 
+	(void) streamview_part(v, nparts - 1);	/* every partition has a state */
 	for (int p = 0; p < nparts; p++)
 	{
-		SvPartState *ps = p < v->nparts ? &v->parts[p] : NULL;
-		TimestampTz last = (ps && ps->last_message_at != 0) ? ps->last_message_at : src->assigned_at;
-		bool		idle = src->idle_timeout_us >= 0 && last != 0 &&
-			last < now - src->idle_timeout_us;
+		SvPartState *ps = &v->parts[p];
 
-		if (idle)
+		if (sv_idle(src, ps, now))
 			continue;
-		if (ps == NULL || !ps->has_max)
-			return false;		/* an active partition without history yet */
-		if (!any || ps->max_event_time - src->ooo_us < wm)
+		if (!ps->has_max)
+			complete = false;	/* an active partition without history yet */
+		else if (!any || ps->max_event_time - src->ooo_us < wm)
+		{
 			wm = ps->max_event_time - src->ooo_us;
-		any = true;
+			any = true;
+		}
 	}
-	if (!any || (v->has_watermark && wm <= v->watermark))
+	for (int p = 0; p < nparts; p++)
+	{
+		SvPartState *ps = &v->parts[p];
+		bool		holds = !sv_idle(src, ps, now) &&
+			(complete ? ps->max_event_time - src->ooo_us == wm : !ps->has_max);
+
+		if (holds != ps->holds_watermark)
+			v->holders_saved = false;
+		ps->holds_watermark = holds;
+	}
+	if (!complete || !any || (v->has_watermark && wm <= v->watermark))
 		return false;
 	*result = wm;
 	return true;

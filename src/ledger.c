@@ -69,7 +69,8 @@ typedef enum SvNullRule
 {
 	SV_NEVER_NULL,
 	SV_NULL_IF_NO_MAX,			/* max_event_time: NULL until an event was read */
-	SV_NULL_IF_NEGATIVE,		/* log_end: -1, not known */
+	SV_NULL_IF_NO_BROKER_TIME,	/* max_broker_time: NULL until a message had one */
+	SV_NULL_IF_NEGATIVE,		/* next_offset: -1, nothing read; log_end: -1, not known */
 	SV_NULL_IF_ZERO				/* last_message_at: 0, never */
 } SvNullRule;
 
@@ -82,7 +83,7 @@ typedef struct SvLedgerColumn
 } SvLedgerColumn;
 
 static const SvLedgerColumn sv_ledger_columns[] = {
-	{"next_offset", INT8OID, offsetof(SvPartState, next_offset), SV_NEVER_NULL},
+	{"next_offset", INT8OID, offsetof(SvPartState, next_offset), SV_NULL_IF_NEGATIVE},
 	{"max_event_time", TIMESTAMPTZOID, offsetof(SvPartState, max_event_time), SV_NULL_IF_NO_MAX},
 	{"consumed", INT8OID, offsetof(SvPartState, consumed), SV_NEVER_NULL},
 	{"applied", INT8OID, offsetof(SvPartState, applied), SV_NEVER_NULL},
@@ -91,6 +92,7 @@ static const SvLedgerColumn sv_ledger_columns[] = {
 	{"dead_lettered", INT8OID, offsetof(SvPartState, dead_lettered), SV_NEVER_NULL},
 	{"log_end", INT8OID, offsetof(SvPartState, log_end), SV_NULL_IF_NEGATIVE},
 	{"last_message_at", TIMESTAMPTZOID, offsetof(SvPartState, last_message_at), SV_NULL_IF_ZERO},
+	{"max_broker_time", TIMESTAMPTZOID, offsetof(SvPartState, max_broker_time), SV_NULL_IF_NO_BROKER_TIME},
 };
 
 #define SV_NLEDGER lengthof(sv_ledger_columns)
@@ -110,6 +112,8 @@ sv_ledger_isnull(const SvPartState *ps, const SvLedgerColumn *col)
 	{
 		case SV_NULL_IF_NO_MAX:
 			return !ps->has_max;
+		case SV_NULL_IF_NO_BROKER_TIME:
+			return !ps->has_broker_time;
 		case SV_NULL_IF_NEGATIVE:
 			return value < 0;
 		case SV_NULL_IF_ZERO:
@@ -126,6 +130,8 @@ sv_ledger_read(SvPartState *ps, const SvLedgerColumn *col, Datum d, bool isnull)
 
 	if (col->null_rule == SV_NULL_IF_NO_MAX)
 		ps->has_max = !isnull;
+	if (col->null_rule == SV_NULL_IF_NO_BROKER_TIME)
+		ps->has_broker_time = !isnull;
 	if (!isnull)
 		*field = DatumGetInt64(d);	/* timestamptz is an int64 too */
 	else
@@ -187,7 +193,9 @@ streamview_load_offsets(SvVersion *v)
 
 /*
  * Store the ledger rows of the partitions the batch changed (dirty), in one
- * upsert.
+ * upsert.  A partition the version has not read from yet (assigned, and
+ * marked dirty by the worker so that streamview.partitions lists it) gets
+ * its row with next_offset NULL and no updated_at: no batch went through it.
  */
 void
 streamview_store_offsets(SvVersion *v)
@@ -240,10 +248,11 @@ streamview_store_offsets(SvVersion *v)
 		appendStringInfo(&sets, "%s = excluded.%s, ", col->name, col->name);
 	}
 	SPI_execute_with_args(psprintf("INSERT INTO streamview.offsets AS o (version_id, partition, %s, updated_at) "
-								   "SELECT $1, u.*, now() FROM unnest(%s) AS u "
+								   "SELECT $1, u.*, CASE WHEN u.next_offset IS NOT NULL THEN now() END "
+								   "FROM unnest(%s) AS u (partition, %s) "
 								   "ON CONFLICT (version_id, partition) DO UPDATE SET %s"
 								   "updated_at = excluded.updated_at",
-								   sv_ledger_list(""), params.data, sets.data),
+								   sv_ledger_list(""), params.data, sv_ledger_list(""), sets.data),
 						  SV_NLEDGER + 2, argtypes, args, NULL, false, 0);
 	for (int p = 0; p < v->nparts; p++)
 		if (v->parts[p].dirty)

@@ -33,6 +33,8 @@ int			streamview_validation_retention_s = 0;
 int			streamview_offset_mark_retention_s = 0;
 int			streamview_max_workers_per_role = 4;
 int			streamview_lock_timeout_ms = 10000;
+int			streamview_lag_threshold_s = 60;
+int			streamview_stall_threshold_s = 60;
 
 PGDLLEXPORT void _PG_init(void);
 
@@ -62,6 +64,11 @@ _PG_init(void)
 							   "Database in which the launcher runs stream sources.",
 							   NULL, &streamview_database, "postgres",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.lag_threshold",
+							"How far behind its log, in time, a version may be before status.health says lagging.",
+							"Only how streamview.status reads: a role or session may set its own.",
+							&streamview_lag_threshold_s, 60, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.launcher_naptime",
 							"How often the launcher checks sources and workers.",
 							NULL, &streamview_launcher_naptime_ms, 1000, 100, 3600000,
@@ -115,6 +122,11 @@ _PG_init(void)
 							"First back-off before restarting a failed source worker; doubles on each failure.",
 							NULL, &streamview_restart_delay_s, 1, 0, 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.stall_threshold",
+							"How long a version may read nothing while messages wait, or a batch may run, before status.health says stalled.",
+							"Only how streamview.status reads: a role or session may set its own.",
+							&streamview_stall_threshold_s, 60, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.statement_timeout",
 							"Longest a view's statement may run on one batch; 0 turns it off.",
 							"A batch that runs longer is retried, then its slow events are isolated as dead letters.",

@@ -177,7 +177,10 @@ sv_load(void)
 
 /*
  * Assign every partition at the lowest next offset of any version.  With no
- * version to maintain, read nothing.
+ * version to maintain, read nothing.  Each version gets a ledger row for
+ * every partition, stored with the next batch or housekeeping: one that
+ * has delivered nothing yet shows in streamview.partitions too, holding the
+ * watermark back.
  */
 static void
 sv_assign(void)
@@ -203,6 +206,17 @@ sv_assign(void)
 		}
 		if (start[p] == PG_INT64_MAX)
 			start[p] = -1;
+	}
+	foreach(lc, worker.versions)
+	{
+		SvVersion  *v = lfirst(lc);
+
+		for (int p = 0; p < worker.nparts; p++)
+		{
+			SvPartState *ps = streamview_part(v, p);
+
+			ps->dirty = ps->dirty || !ps->known;
+		}
 	}
 	streamview_kafka_assign(worker.kafka, worker.nparts, start);
 	worker.src->assigned_at = GetCurrentTimestamp();
@@ -404,7 +418,11 @@ sv_reload_and_assign(void)
 	sv_assign();
 }
 
-/* Idle: refresh watermarks, notice catalog changes and new partitions. */
+/*
+ * Idle: refresh watermarks (and what holds them back), store the ledger
+ * rows of partitions just assigned and the log ends, notice catalog changes
+ * and new partitions.
+ */
 static void
 sv_housekeeping(void)
 {
@@ -422,15 +440,19 @@ sv_housekeeping(void)
 		pfree(sig);
 	if (!changed)
 	{
-		streamview_refresh_watermarks(worker.src, worker.versions);
-		for (int p = 0; p < worker.nparts; p++)
-		{
-			int64		end = streamview_kafka_log_end(worker.kafka, p);
-			ListCell   *lc;
+		ListCell   *lc;
 
-			foreach(lc, worker.versions)
-				if (!((SvVersion *) lfirst(lc))->failed)
-					streamview_store_log_end(lfirst(lc), p, end);
+		streamview_refresh_watermarks(worker.src, worker.versions);
+		streamview_store_stats(worker.src, worker.versions, now);
+		foreach(lc, worker.versions)
+		{
+			SvVersion  *v = lfirst(lc);
+
+			if (v->failed)
+				continue;
+			streamview_store_offsets(v);	/* the rows sv_assign added */
+			for (int p = 0; p < worker.nparts; p++)
+				streamview_store_log_end(v, p, streamview_kafka_log_end(worker.kafka, p));
 		}
 	}
 	caught_up = !changed && worker.kind == SV_WORKER_REPLAY &&

@@ -36,8 +36,8 @@ my @m = map { [ $_ % 2, "k$_", sprintf('{"ts":"2024-05-01T12:00:%02dZ","k":"k%d"
 push @m, [ 0, 'bad', '{"ts": oops' ], [ 1, 'bad', 'SECRET-PAYLOAD' ];
 produce($broker, 'mon', \@m);
 ok(wait_consumed($node, 'mon_n', 42), 'the view consumed 42 messages (2 of them unreadable)');
-ok(wait_for($node, q{SELECT lag = 0 FROM streamview.status WHERE view_name = 'mon_n'}),
-	'and knows it is caught up (lag 0)')
+ok(wait_for($node, q{SELECT lag = 0 AND lag_time = '0' AND health = 'ok' FROM streamview.status WHERE view_name = 'mon_n'}),
+	'and knows it is caught up (lag 0 messages, 0 seconds, health ok)')
   or diag($node->safe_psql('postgres', 'SELECT * FROM streamview.partitions'));
 
 # pg_monitor: counts, not rows
@@ -89,6 +89,15 @@ is(metric('pg_streamview_status_applied', ['view_name="mon_n"']), $applied, 'and
 is(metric('pg_streamview_status_dead_lettered', ['view_name="mon_n"']), $dead, 'and dead_lettered');
 is(metric('pg_streamview_status_lag', ['view_name="mon_n"']), $lag, 'and lag');
 is(metric('pg_streamview_status_error', ['view_name="mon_n"']), $error, "error is status.error IS NOT NULL ($error)");
+is(metric('pg_streamview_status_lag_seconds', ['view_name="mon_n"']), '0', 'lag_seconds is status.lag_time (0 s)');
+is(metric('pg_streamview_status_health_code', ['view_name="mon_n"']), '0', 'health_code is 0: ok');
+is(join(' ', map { "$_=" . (metric('pg_streamview_health_status', [ 'view_name="mon_n"', qq{health="$_"} ]) // 'missing') }
+			qw(ok lagging stalled error paused)),
+	'ok=1 lagging=0 stalled=0 error=0 paused=0', 'pg_streamview_health_status: 1 for ok, 0 for every other state');
+like(metric('pg_streamview_status_events_per_second', ['view_name="mon_n"']) // '', qr/^\d+(\.\d+)?(e[-+]\d+)?$/,
+	'events_per_second is scraped');
+cmp_ok(metric('pg_streamview_status_last_batch_duration_seconds', ['view_name="mon_n"']) // -1, '>', 0,
+	'and last_batch_duration_seconds, above 0');
 is(metric('pg_streamview_partitions_unbalanced', []), '0', 'no partition ledger is unbalanced');
 is(metric('pg_streamview_dead_letters_dead_letters', [ 'source_name="mon"', 'reason="invalid_json"' ]), '2',
 	'dead letters are counted by source and reason');

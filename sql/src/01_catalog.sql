@@ -109,11 +109,13 @@ CREATE TABLE streamview.versions (
 -- Per version and partition: where the version is in the log, the event-time
 -- high mark of the partition, and the ledger
 --   consumed = applied + duplicates + too_late + dead_lettered.
--- Written in the same transaction as the upserts it accounts for.
+-- Written in the same transaction as the upserts it accounts for.  Every
+-- partition a worker is assigned has a row, from before its first message
+-- (next_offset NULL: nothing read yet, the version reads it from the start).
 CREATE TABLE streamview.offsets (
     version_id      int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
     partition       int NOT NULL,
-    next_offset     bigint NOT NULL,
+    next_offset     bigint,
     max_event_time  timestamptz,
     consumed        bigint NOT NULL DEFAULT 0,
     applied         bigint NOT NULL DEFAULT 0,
@@ -123,7 +125,22 @@ CREATE TABLE streamview.offsets (
     log_end         bigint,
     last_message_at timestamptz,
     updated_at      timestamptz,
+    -- the newest broker timestamp among the messages read (NULL: none had one)
+    max_broker_time timestamptz,
     PRIMARY KEY (version_id, partition)
+);
+
+-- Per version: how its recent batches went, and which partitions hold its
+-- watermark back, for streamview.status.  Written by the worker with each
+-- batch that read messages for the version, and when what holds the
+-- watermark changes.
+CREATE TABLE streamview.version_stats (
+    version_id        int PRIMARY KEY REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    batch_at          timestamptz,
+    batch_duration    interval,
+    -- messages read per second, over the 10 seconds before batch_at
+    events_per_second float8,
+    held_back_by      int[]
 );
 
 -- Where the log stood, now and then: after a batch, partition p's next
@@ -264,6 +281,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.validations', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.swaps', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.source_changes', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
 -- Their sequences too: a restored catalog must not hand out ids it holds.
 SELECT pg_catalog.pg_extension_config_dump('streamview.sources_source_id_seq', '');

@@ -196,6 +196,7 @@ BEGIN
     UPDATE streamview.versions x SET table_name = NULL WHERE x.version_id = r.version_id;
     DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
     DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
+    DELETE FROM streamview.version_stats st WHERE st.version_id = r.version_id;
     PERFORM streamview._notify_launcher();
     RETURN dropped_table;   -- the table dropped with it
 END $$;

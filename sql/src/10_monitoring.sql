@@ -10,39 +10,105 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        s.paused_at, streamview._consumer_group(s.name) AS consumer_group
   FROM streamview.sources s;
 
+-- One row per version and partition: every partition the version's worker
+-- was assigned, from before its first message.  lag_time and
+-- holds_watermark are defined in docs/monitoring.md ("Health").
 CREATE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
-       CASE WHEN o.log_end IS NOT NULL THEN greatest(o.log_end - o.next_offset, 0) END AS lag,
+       -- a partition not read yet (next_offset NULL) is behind from offset 0
+       CASE WHEN o.log_end IS NOT NULL THEN greatest(o.log_end - coalesce(o.next_offset, 0), 0) END AS lag,
        o.max_event_time, o.max_event_time - s.max_out_of_orderness AS watermark,
        o.consumed, o.applied, o.duplicates, o.too_late, o.dead_lettered,
        o.consumed = o.applied + o.duplicates + o.too_late + o.dead_lettered AS balanced,
-       o.last_message_at, o.updated_at
+       o.last_message_at, o.updated_at, o.max_broker_time,
+       -- how far behind the log end, in time: 0 once read up to it; else how
+       -- old the newest message read is (NULL when no log end or no broker
+       -- timestamp is known: never a 0 that only means "unknown")
+       CASE WHEN o.log_end IS NULL THEN NULL
+            WHEN coalesce(o.next_offset, 0) >= o.log_end THEN interval '0'
+            WHEN o.max_broker_time IS NULL THEN NULL
+            ELSE greatest(now() - o.max_broker_time, interval '0') END AS lag_time,
+       -- as the worker last computed the watermark (NULL: not yet)
+       o.partition = ANY (st.held_back_by) AS holds_watermark
   FROM streamview.offsets o
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
-  JOIN streamview.sources s ON s.source_id = v.source_id;
-
-CREATE VIEW streamview.status AS
-SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
-       coalesce(pg_catalog.sum(o.consumed), 0)::bigint AS consumed,
-       coalesce(pg_catalog.sum(o.applied), 0)::bigint AS applied,
-       coalesce(pg_catalog.sum(o.duplicates), 0)::bigint AS duplicates,
-       coalesce(pg_catalog.sum(o.too_late), 0)::bigint AS too_late,
-       coalesce(pg_catalog.sum(o.dead_lettered), 0)::bigint AS dead_lettered,
-       -- NULL until every partition's log end is known: a source that never
-       -- reached its broker is not caught up
-       CASE WHEN pg_catalog.count(o.partition) > 0 AND pg_catalog.bool_and(o.log_end IS NOT NULL)
-            THEN pg_catalog.sum(greatest(o.log_end - o.next_offset, 0))::bigint END AS lag,
-       pg_catalog.count(o.partition)::int AS partitions,
-       s.name AS source_name, ver.table_name, pg_catalog.max(o.updated_at) AS last_batch_at,
-       -- a version's own failure, or what currently stops its source's worker
-       coalesce(ver.error, CASE WHEN ver.state IN ('live', 'caught_up') THEN s.last_error END) AS error
-  FROM streamview.versions ver
-  JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
-  LEFT JOIN streamview.offsets o ON o.version_id = ver.version_id
- GROUP BY ver.version_id, ver.view_name, ver.version, ver.state, ver.watermark, s.name,
-          ver.table_name, ver.error, s.last_error;
+  LEFT JOIN streamview.version_stats st ON st.version_id = o.version_id;
+
+-- One row per version.  The columns after error tell its health; the rules
+-- are in docs/monitoring.md ("Health"), with the settings they read.  Cheap
+-- enough to scrape often: the catalog's small tables, and one look each at
+-- pg_locks (the lock a worker holds on what it serves, so "no worker serves
+-- it" cannot be faked with an application_name) and pg_stat_activity (how
+-- long the worker's batch has been running, for roles allowed to see it).
+CREATE VIEW streamview.status AS
+SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.applied,
+       x.duplicates, x.too_late, x.dead_lettered, x.lag, x.partitions, x.source_name,
+       x.table_name, x.last_batch_at, x.error,
+       CASE WHEN x.state = 'retired' THEN NULL
+            WHEN x.state = 'failed' THEN 'error'
+            WHEN x.paused THEN 'paused'
+            WHEN x.error IS NOT NULL THEN 'error'
+            WHEN NOT x.served
+              OR x.batch_started_at < now() - x.stall_threshold
+              OR ((x.lag IS NULL OR x.lag > 0) AND x.last_progress_at < now() - x.stall_threshold)
+                 THEN 'stalled'
+            WHEN x.state <> 'replaying' AND x.lag_time > x.lag_threshold THEN 'lagging'
+            ELSE 'ok' END AS health,
+       x.lag_time, now() - x.watermark AS watermark_delay,
+       -- the rate of the version's last batch, while it is recent (stats.c
+       -- counts the 10 seconds before the batch)
+       CASE WHEN x.batch_at >= now() - interval '10 seconds'
+            THEN round(x.events_per_second::numeric, 1) WHEN x.batch_at IS NOT NULL THEN 0 END AS events_per_second,
+       x.last_batch_duration, x.held_back_by
+  FROM (SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
+               coalesce(p.consumed, 0) AS consumed, coalesce(p.applied, 0) AS applied,
+               coalesce(p.duplicates, 0) AS duplicates, coalesce(p.too_late, 0) AS too_late,
+               coalesce(p.dead_lettered, 0) AS dead_lettered, p.lag, coalesce(p.partitions, 0) AS partitions,
+               s.name AS source_name, ver.table_name, p.last_batch_at,
+               -- a version's own failure, or what currently stops its source's worker
+               coalesce(ver.error, CASE WHEN ver.state IN ('live', 'caught_up') THEN s.last_error END) AS error,
+               s.paused_at IS NOT NULL AS paused, w.pid IS NOT NULL AS served,
+               a.xact_start AS batch_started_at,
+               coalesce(p.last_message_at, ver.replay_started_at, ver.created_at) AS last_progress_at,
+               p.lag_time, st.batch_at, st.events_per_second, st.batch_duration AS last_batch_duration,
+               st.held_back_by,
+               pg_catalog.current_setting('streamview.stall_threshold')::interval AS stall_threshold,
+               pg_catalog.current_setting('streamview.lag_threshold')::interval AS lag_threshold
+          FROM streamview.versions ver
+          JOIN streamview.views v ON v.view_id = ver.view_id
+          JOIN streamview.sources s ON s.source_id = v.source_id
+          LEFT JOIN (SELECT q.view_name, q.version, pg_catalog.count(*)::int AS partitions,
+                            pg_catalog.sum(q.consumed)::bigint AS consumed,
+                            pg_catalog.sum(q.applied)::bigint AS applied,
+                            pg_catalog.sum(q.duplicates)::bigint AS duplicates,
+                            pg_catalog.sum(q.too_late)::bigint AS too_late,
+                            pg_catalog.sum(q.dead_lettered)::bigint AS dead_lettered,
+                            -- NULL until every partition's log end is known: a
+                            -- source that never reached its broker is not caught up
+                            CASE WHEN pg_catalog.bool_and(q.lag IS NOT NULL)
+                                 THEN pg_catalog.sum(q.lag)::bigint END AS lag,
+                            -- the partition furthest behind; NULL if one is unknown
+                            CASE WHEN pg_catalog.bool_and(q.lag_time IS NOT NULL)
+                                 THEN pg_catalog.max(q.lag_time) END AS lag_time,
+                            pg_catalog.max(q.updated_at) AS last_batch_at,
+                            pg_catalog.max(q.last_message_at) AS last_message_at
+                       FROM streamview.partitions q
+                      GROUP BY q.view_name, q.version) p
+                 ON p.view_name = ver.view_name AND p.version = ver.version
+          LEFT JOIN streamview.version_stats st ON st.version_id = ver.version_id
+          -- the worker that serves the version: a replaying version's replay
+          -- worker, any other the source worker (source_worker.c, sv_take_worker_lock)
+          LEFT JOIN pg_catalog.pg_locks w
+                 ON w.locktype = 'object' AND w.granted AND w.objsubid = 0
+                AND w.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                   WHERE d.datname = pg_catalog.current_database())
+                AND (w.classid, w.objid) =
+                    (CASE WHEN ver.state = 'replaying' THEN 'streamview.versions'::regclass
+                          ELSE 'streamview.sources'::regclass END::oid,
+                     CASE WHEN ver.state = 'replaying' THEN ver.version_id ELSE s.source_id END::oid)
+          LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid) x;
 
 -- Progress of rebuilds: events replayed out of those in the log when asked.
 CREATE VIEW streamview.rebuilds AS

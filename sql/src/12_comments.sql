@@ -243,3 +243,22 @@ COMMENT ON COLUMN streamview.source_changes.source_name IS 'the source''s name';
 COMMENT ON COLUMN streamview.source_changes.changes IS 'per argument (and per option key): {"old": ..., "new": ...}';
 COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
 COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
+
+COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
+COMMENT ON TABLE streamview.version_stats IS 'per version, how its batches go: written once per batch, read by streamview.status';
+COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
+COMMENT ON COLUMN streamview.version_stats.batch_at IS 'when its last batch committed';
+COMMENT ON COLUMN streamview.version_stats.batch_duration IS 'how long its last batch took';
+COMMENT ON COLUMN streamview.version_stats.events_per_second IS 'messages read in the 10 seconds before the last batch, per second';
+COMMENT ON COLUMN streamview.version_stats.held_back_by IS 'the partitions holding its watermark back';
+
+COMMENT ON COLUMN streamview.partitions.max_broker_time IS 'broker timestamp of the newest message read';
+COMMENT ON COLUMN streamview.partitions.lag_time IS 'behind the log end in time: 0 once read up to it, else now minus max_broker_time; NULL when unknown';
+COMMENT ON COLUMN streamview.partitions.holds_watermark IS 'this partition holds the version''s watermark back';
+
+COMMENT ON COLUMN streamview.status.health IS 'ok, lagging, stalled, error or paused (docs/monitoring.md, "Health"); NULL for a retired version';
+COMMENT ON COLUMN streamview.status.lag_time IS 'behind the log end in time, worst partition; NULL when unknown';
+COMMENT ON COLUMN streamview.status.watermark_delay IS 'now minus the watermark';
+COMMENT ON COLUMN streamview.status.events_per_second IS 'messages read per second over the 10 seconds before the last batch; 0 when none recently';
+COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last batch took';
+COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';

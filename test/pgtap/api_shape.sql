@@ -84,7 +84,7 @@ SELECT is_empty($$
 -- The catalog.
 SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
     'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors',
-    'source_usage', 'source_changes'], 'the catalog tables');
+    'source_usage', 'source_changes', 'version_stats'], 'the catalog tables');
 SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list',
                                     'dead_letter_counts', 'worker_error_counts'],
     'the monitoring views');
@@ -95,7 +95,8 @@ SELECT is_empty($$
     'pg_dump dumps every catalog table and sequence (pg_extension_config_dump)');
 SELECT columns_are('streamview', 'status', ARRAY['view_name', 'version', 'state', 'is_live', 'watermark',
     'consumed', 'applied', 'duplicates', 'too_late', 'dead_lettered', 'lag', 'partitions', 'source_name',
-    'table_name', 'last_batch_at', 'error'], 'streamview.status has the columns DESIGN.md names, and more');
+    'table_name', 'last_batch_at', 'error', 'health', 'lag_time', 'watermark_delay', 'events_per_second',
+    'last_batch_duration', 'held_back_by'], 'streamview.status has the columns DESIGN.md names, and more');
 SELECT columns_are('streamview', 'rebuilds', ARRAY['view_name', 'version', 'state', 'done', 'total',
     'percent', 'rate', 'eta', 'max_rate', 'replay_started_at', 'caught_up_at', 'error'],
     'streamview.rebuilds');
