@@ -27,6 +27,8 @@
 #include "utils/timestamp.h"
 
 #define STREAMVIEW_SCHEMA		"streamview"
+/* where the internal functions live: the API's implementations and helpers */
+#define STREAMVIEW_INTERNAL_SCHEMA	"streamview_internal"
 #define STREAMVIEW_EXTENSION	"pg_streamview"
 /* The SQL version this library is built for: default_version in the control file. */
 #define STREAMVIEW_VERSION		"0.2"

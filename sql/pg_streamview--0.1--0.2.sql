@@ -7,6 +7,24 @@
 
 \echo Use "ALTER EXTENSION pg_streamview UPDATE TO '0.2'" to load this file. \quit
 
+-- The internal functions move to a schema of their own, so that \df
+-- streamview.* lists the API; 0.1's are dropped once the new ones exist.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = 'streamview_internal') THEN
+        RAISE EXCEPTION 'schema "streamview_internal" already exists'
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'pg_streamview keeps its internal functions there; they run as the extension owner.',
+                  HINT = 'Drop or rename that schema, then update the extension again.';
+    END IF;
+END $$;
+
+CREATE SCHEMA streamview_internal;
+
+COMMENT ON SCHEMA streamview_internal IS 'pg_streamview''s internal functions: not an API, closed to PUBLIC';
+
+GRANT USAGE ON SCHEMA streamview_internal TO PUBLIC;
+
 -- The extension's functions run as its owner and call each other by their
 -- schema's name: whoever may rename that schema or create in it could put
 -- their own code in their place.  A schema that existed before, owned by a
@@ -222,24 +240,37 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
-CREATE OR REPLACE FUNCTION streamview._version_sql(caller regrole, caller_path text, source text, query text,
+CREATE OR REPLACE FUNCTION streamview_internal._version_sql(caller regrole, caller_path text, source text, query text,
                                         table_name text, version_id int, lateness interval,
                                         OUT definition jsonb, OUT create_table text,
                                         OUT create_index text, OUT batch_sql text, OUT view_sql text)
 AS 'MODULE_PATHNAME', 'streamview_version_sql'
 LANGUAGE C VOLATILE;
 
-CREATE OR REPLACE FUNCTION streamview._caller_search_path()
+CREATE OR REPLACE FUNCTION streamview_internal._caller_search_path()
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_caller_search_path_fn'
 LANGUAGE C STABLE;
 
-CREATE OR REPLACE FUNCTION streamview._consumer_group(source_name text)
+CREATE OR REPLACE FUNCTION streamview_internal._notify_launcher()
+RETURNS void
+AS 'MODULE_PATHNAME', 'streamview_notify_launcher'
+LANGUAGE C VOLATILE;
+
+CREATE OR REPLACE FUNCTION streamview_internal._consumer_group(source_name text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_consumer_group_fn'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
-CREATE OR REPLACE FUNCTION streamview._interval_arg(value text, what text, allow_zero bool DEFAULT false)
+CREATE OR REPLACE FUNCTION streamview_internal._supported_types()
+RETURNS regtype[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ARRAY['text', 'varchar', 'bigint', 'integer', 'smallint', 'numeric',
+                   'double precision', 'real', 'boolean', 'timestamptz', 'timestamp',
+                   'date', 'uuid']::regtype[] $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._interval_arg(value text, what text, allow_zero bool DEFAULT false)
 RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -269,7 +300,7 @@ BEGIN
     RETURN result;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._check_worker_quota(caller regrole, what text)
+CREATE OR REPLACE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -294,7 +325,20 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._check_usage(role regrole, src streamview.sources)
+CREATE OR REPLACE FUNCTION streamview_internal._check_owner(caller regrole, owner regrole, kind text, name text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_has_role(caller, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of % "%"', kind, name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The %s is owned by %s.', kind, owner);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._check_usage(role regrole, src streamview.sources)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -311,7 +355,17 @@ BEGIN
               HINT = format('Its owner can run: SELECT streamview.grant_usage(%L, %L);', src.name, role::text);
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._view_relation(v streamview.views)
+CREATE OR REPLACE FUNCTION streamview_internal._caller_schema()
+RETURNS name
+AS 'MODULE_PATHNAME', 'streamview_caller_schema'
+LANGUAGE C STABLE;
+
+CREATE OR REPLACE FUNCTION streamview_internal._query_source(query text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_query_source'
+LANGUAGE C STABLE STRICT;
+
+CREATE OR REPLACE FUNCTION streamview_internal._view_relation(v streamview.views)
 RETURNS regclass
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -333,7 +387,7 @@ BEGIN
     RETURN rel.oid::regclass;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._check_may_create(v streamview.views, what text)
+CREATE OR REPLACE FUNCTION streamview_internal._check_may_create(v streamview.views, what text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -347,7 +401,58 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._exclusive(stmt text, what text)
+CREATE OR REPLACE FUNCTION streamview_internal._run_as(role regrole, query text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'streamview_run_as'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE OR REPLACE FUNCTION streamview_internal._count_as(role regrole, query text)
+RETURNS bigint
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (streamview_internal._run_as(role, format('SELECT to_jsonb(q.c) FROM (%s) AS q(c)', query)))::text::bigint $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._lock_view(caller regrole, view_name text, lock bool DEFAULT true)
+RETURNS streamview.views
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v streamview.views;
+BEGIN
+    -- FOR UPDATE makes the source worker's next batch wait: only changes lock.
+    IF lock THEN
+        SELECT * INTO v FROM streamview.views w WHERE w.name = view_name FOR UPDATE;
+    ELSE
+        SELECT * INTO v FROM streamview.views w WHERE w.name = view_name;
+    END IF;
+    IF v.view_id IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" does not exist', view_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
+    END IF;
+    PERFORM streamview_internal._check_owner(caller, v.owner, 'stream view', view_name);
+    RETURN v;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._get_version(v streamview.views, version int)
+RETURNS streamview.versions
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r streamview.versions;
+BEGIN
+    SELECT * INTO r FROM streamview.versions x WHERE x.view_id = v.view_id AND x.version = _get_version.version;
+    IF r.version_id IS NULL THEN
+        RAISE EXCEPTION 'version % of stream view "%" does not exist', version, v.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('See SELECT version, state FROM streamview.versions WHERE view_name = %L.', v.name);
+    END IF;
+    RETURN r;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._exclusive(stmt text, what text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -369,7 +474,7 @@ BEGIN
     PERFORM set_config('lock_timeout', saved, true);
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._require(value anyelement, what text)
+CREATE OR REPLACE FUNCTION streamview_internal._require(value anyelement, what text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -382,7 +487,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._apply_retention(dead_letters_age interval, worker_errors_age interval,
+CREATE OR REPLACE FUNCTION streamview_internal._apply_retention(dead_letters_age interval, worker_errors_age interval,
                                             validations_age interval, offset_marks_age interval)
 RETURNS void
 LANGUAGE plpgsql
@@ -412,7 +517,7 @@ BEGIN
                 AND x.watermark IS NOT NULL AND x.state <> 'retired'
               ORDER BY x.version_id LOOP
         BEGIN
-            PERFORM streamview._run_as(r.owner, format(
+            PERFORM streamview_internal._run_as(r.owner, format(
                 'WITH d AS (DELETE FROM %s WHERE window_start < %L AND window_end < %L RETURNING 1) '
                 'SELECT to_jsonb(count(*)) FROM d',
                 r.table_name, r.watermark - r.retention, r.watermark - r.retention));
@@ -428,14 +533,14 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._live_version(view_id int)
+CREATE OR REPLACE FUNCTION streamview_internal._live_version(view_id int)
 RETURNS streamview.versions
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT x.* FROM streamview.versions x
        WHERE x.view_id = _live_version.view_id AND x.state = 'live' $$;
 
-CREATE OR REPLACE FUNCTION streamview._partitions_behind(version_id int, reference_id int, exact bool)
+CREATE OR REPLACE FUNCTION streamview_internal._partitions_behind(version_id int, reference_id int, exact bool)
 RETURNS int
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -449,7 +554,7 @@ AS $$
                 ELSE coalesce(mine.next_offset, -1) < ref.next_offset END
 $$;
 
-CREATE OR REPLACE FUNCTION streamview._set_state(version_id int, allowed_from streamview.version_state[],
+CREATE OR REPLACE FUNCTION streamview_internal._set_state(version_id int, allowed_from streamview.version_state[],
                                       target streamview.version_state, by name DEFAULT NULL,
                                       error text DEFAULT NULL, strict bool DEFAULT true)
 RETURNS streamview.versions
@@ -481,7 +586,7 @@ BEGIN
     RETURN r;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._column_spec(name text, declared jsonb)
+CREATE OR REPLACE FUNCTION streamview_internal._column_spec(name text, declared jsonb)
 RETURNS streamview.source_columns
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -512,10 +617,10 @@ BEGIN
     EXCEPTION WHEN undefined_object OR syntax_error OR invalid_text_representation THEN
         ctype := NULL;
     END;
-    IF ctype IS NULL OR NOT ctype = ANY (streamview._supported_types()) THEN
+    IF ctype IS NULL OR NOT ctype = ANY (streamview_internal._supported_types()) THEN
         RAISE EXCEPTION 'column "%" has unsupported type "%"', name, spec->>'type'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Supported types: ' || array_to_string(streamview._supported_types()::text[], ', ') || '.';
+                  HINT = 'Supported types: ' || array_to_string(streamview_internal._supported_types()::text[], ', ') || '.';
     END IF;
     cpath := string_to_array(coalesce(spec->>'path', name), '.');
     IF array_position(cpath, '') IS NOT NULL THEN
@@ -542,13 +647,13 @@ BEGIN
     RETURN col;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._add_column(sid int, attnum int, name text, declared jsonb)
+CREATE OR REPLACE FUNCTION streamview_internal._add_column(sid int, attnum int, name text, declared jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    col streamview.source_columns := streamview._column_spec(name, declared);
+    col streamview.source_columns := streamview_internal._column_spec(name, declared);
 BEGIN
     col.source_id := sid;
     col.attnum := attnum;
@@ -572,7 +677,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
-CREATE OR REPLACE FUNCTION streamview._create_source_impl(
+CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
     caller               regrole,
     name                 text,
     brokers              text,
@@ -606,7 +711,7 @@ BEGIN
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
     END IF;
-    PERFORM streamview._require(event_time, 'event_time');
+    PERFORM streamview_internal._require(event_time, 'event_time');
     IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
         RAISE EXCEPTION 'brokers and topic must be given'
             USING ERRCODE = 'invalid_parameter_value',
@@ -617,14 +722,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
     END IF;
-    PERFORM streamview._check_options(caller, options);
-    PERFORM streamview._check_worker_quota(caller, 'a new source');
-    ooo := streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
+    PERFORM streamview_internal._check_options(caller, options);
+    PERFORM streamview_internal._check_worker_quota(caller, 'a new source');
+    ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
     IF idle_timeout IS NOT NULL THEN
-        idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
+        idle := streamview_internal._interval_arg(idle_timeout, 'idle_timeout');
     END IF;
     IF max_future IS NOT NULL THEN
-        future := streamview._max_future_arg(max_future);
+        future := streamview_internal._max_future_arg(max_future);
     END IF;
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
@@ -635,7 +740,7 @@ BEGIN
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
         n := n + 1;
-        PERFORM streamview._add_column(sid, n, col.key, col.value);
+        PERFORM streamview_internal._add_column(sid, n, col.key, col.value);
     END LOOP;
 
     IF NOT EXISTS (SELECT 1 FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time) THEN
@@ -655,12 +760,12 @@ BEGIN
             USING ERRCODE = 'undefined_column',
                   HINT = 'Declare it in columns, usually with type text.';
     END IF;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     -- the consumer group the broker's ACLs must let the worker use
-    RETURN streamview._consumer_group(name);
+    RETURN streamview_internal._consumer_group(name);
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._max_future_arg(value text)
+CREATE OR REPLACE FUNCTION streamview_internal._max_future_arg(value text)
 RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -669,7 +774,7 @@ BEGIN
     IF lower(btrim(value)) IN ('infinity', '+infinity') THEN
         RETURN NULL;
     END IF;
-    RETURN streamview._interval_arg(value, 'max_future');
+    RETURN streamview_internal._interval_arg(value, 'max_future');
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.alter_source(
@@ -688,7 +793,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text) IS
 'changes a source''s brokers, options (merged: null removes one) or max_future; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
-CREATE OR REPLACE FUNCTION streamview._check_definition_kept(src streamview.sources, topic text, columns jsonb,
+CREATE OR REPLACE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text, columns jsonb,
                                                   event_time text, event_id text,
                                                   max_out_of_orderness text)
 RETURNS void
@@ -707,7 +812,7 @@ BEGIN
     what := CASE
         WHEN event_time <> src.event_time THEN 'event_time'
         WHEN event_id IS DISTINCT FROM src.event_id AND event_id IS NOT NULL THEN 'event_id'
-        WHEN streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true)
+        WHEN streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true)
              <> src.max_out_of_orderness THEN 'max_out_of_orderness'
         WHEN jsonb_typeof(columns) IS DISTINCT FROM 'object' AND columns IS NOT NULL THEN 'columns'
         WHEN columns IS NOT NULL AND EXISTS (
@@ -715,10 +820,10 @@ BEGIN
                FROM streamview.source_columns c WHERE c.source_id = src.source_id
              EXCEPT
              SELECT d.name, d.type, d.path, d.default_value, d.required
-               FROM jsonb_each(columns) e, streamview._column_spec(e.key, e.value) d)
+               FROM jsonb_each(columns) e, streamview_internal._column_spec(e.key, e.value) d)
             UNION ALL
             (SELECT d.name, d.type, d.path, d.default_value, d.required
-               FROM jsonb_each(columns) e, streamview._column_spec(e.key, e.value) d
+               FROM jsonb_each(columns) e, streamview_internal._column_spec(e.key, e.value) d
              EXCEPT
              SELECT c.name, c.type, c.path, c.default_value, c.required
                FROM streamview.source_columns c WHERE c.source_id = src.source_id)) THEN 'columns'
@@ -731,7 +836,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._options_change(old_options jsonb, new_options jsonb)
+CREATE OR REPLACE FUNCTION streamview_internal._options_change(old_options jsonb, new_options jsonb)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -747,7 +852,7 @@ AS $$
      WHERE o.value IS DISTINCT FROM n.value
 $$;
 
-CREATE OR REPLACE FUNCTION streamview._alter_source_impl(
+CREATE OR REPLACE FUNCTION streamview_internal._alter_source_impl(
     caller               regrole,
     name                 text,
     brokers              text  DEFAULT NULL,
@@ -770,9 +875,9 @@ DECLARE
     changes jsonb := '{}';
     id      bigint;
 BEGIN
-    PERFORM streamview._require(name, 'name');
-    src := streamview._lock_source(caller, name);
-    PERFORM streamview._check_definition_kept(src, topic, columns, event_time, event_id, max_out_of_orderness);
+    PERFORM streamview_internal._require(name, 'name');
+    src := streamview_internal._lock_source(caller, name);
+    PERFORM streamview_internal._check_definition_kept(src, topic, columns, event_time, event_id, max_out_of_orderness);
     IF brokers = '' THEN
         RAISE EXCEPTION 'brokers must not be empty'
             USING ERRCODE = 'invalid_parameter_value',
@@ -789,14 +894,14 @@ BEGIN
         END IF;
         -- what the caller sets is checked, as create_source checks it; what
         -- it leaves alone was set by a role allowed to
-        PERFORM streamview._check_options(caller, jsonb_strip_nulls(options));
+        PERFORM streamview_internal._check_options(caller, jsonb_strip_nulls(options));
         opts := jsonb_strip_nulls(src.options || options);
         IF opts <> src.options THEN
-            changes := changes || jsonb_build_object('options', streamview._options_change(src.options, opts));
+            changes := changes || jsonb_build_object('options', streamview_internal._options_change(src.options, opts));
         END IF;
     END IF;
     IF max_future IS NOT NULL THEN
-        future := streamview._max_future_arg(max_future);
+        future := streamview_internal._max_future_arg(max_future);
         IF future IS DISTINCT FROM src.max_future THEN
             changes := changes || jsonb_build_object('max_future', jsonb_build_object('old', src.max_future, 'new', future));
         END IF;
@@ -813,7 +918,7 @@ BEGIN
     INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
     VALUES (src.source_id, src.name, changes, caller::name)
     RETURNING change_id INTO id;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN id;
 END $$;
 
@@ -824,7 +929,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_source(text, bool) IS
 'drops a source (and with cascade its views); its worker stops once the transaction commits; returns how many views were dropped';
 
-CREATE OR REPLACE FUNCTION streamview._drop_source_impl(caller regrole, name text, cascade bool DEFAULT false)
+CREATE OR REPLACE FUNCTION streamview_internal._drop_source_impl(caller regrole, name text, cascade bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -840,7 +945,7 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT name FROM streamview.source_list.';
     END IF;
-    PERFORM streamview._check_owner(caller, (SELECT s.owner FROM streamview.sources s WHERE s.source_id = sid),
+    PERFORM streamview_internal._check_owner(caller, (SELECT s.owner FROM streamview.sources s WHERE s.source_id = sid),
                                     'source', name);
     FOR v IN SELECT w.name FROM streamview.views w WHERE w.source_id = sid LOOP
         IF NOT cascade THEN
@@ -848,12 +953,12 @@ BEGIN
                 USING ERRCODE = 'dependent_objects_still_exist',
                       HINT = 'Drop the view first, or use drop_source(name, cascade => true).';
         END IF;
-        PERFORM streamview._drop_view_impl(caller, v.name);
+        PERFORM streamview_internal._drop_view_impl(caller, v.name);
         n := n + 1;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
     DELETE FROM streamview.sources s WHERE s.source_id = sid;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN n;   -- the stream views dropped with it
 END $$;
 
@@ -871,7 +976,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
 'takes back grant_usage: no new stream views or rebuilds over the source; existing views go on; returns false if there was no grant';
 
-CREATE OR REPLACE FUNCTION streamview._lock_source(caller regrole, name text)
+CREATE OR REPLACE FUNCTION streamview_internal._lock_source(caller regrole, name text)
 RETURNS streamview.sources
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -879,41 +984,41 @@ AS $$
 DECLARE
     src streamview.sources;
 BEGIN
-    PERFORM streamview._require(name, 'source_name');
+    PERFORM streamview_internal._require(name, 'source_name');
     SELECT s.* INTO src FROM streamview.sources s WHERE s.name = _lock_source.name FOR UPDATE;
     IF src.source_id IS NULL THEN
         RAISE EXCEPTION 'source "%" does not exist', name
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT name FROM streamview.source_list.';
     END IF;
-    PERFORM streamview._check_owner(caller, src.owner, 'source', name);
+    PERFORM streamview_internal._check_owner(caller, src.owner, 'source', name);
     RETURN src;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._grant_usage_impl(caller regrole, source_name text, to_role regrole)
+CREATE OR REPLACE FUNCTION streamview_internal._grant_usage_impl(caller regrole, source_name text, to_role regrole)
 RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
-    PERFORM streamview._require(to_role, 'to_role');
+    PERFORM streamview_internal._require(to_role, 'to_role');
     INSERT INTO streamview.source_usage (source_id, grantee, granted_by)
     VALUES (src.source_id, to_role, caller)
     ON CONFLICT (source_id, grantee) DO NOTHING;
     RETURN FOUND;   -- false: the role had it already
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
+CREATE OR REPLACE FUNCTION streamview_internal._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
 RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
-    PERFORM streamview._require(from_role, 'from_role');
+    PERFORM streamview_internal._require(from_role, 'from_role');
     DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
     RETURN FOUND;   -- false: the role had no grant
 END $$;
@@ -932,38 +1037,38 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.resume(text) IS
 'reads a paused source again, from its stored offsets; returns when it had been paused (NULL if it was not)';
 
-CREATE OR REPLACE FUNCTION streamview._pause_impl(caller regrole, source_name text)
+CREATE OR REPLACE FUNCTION streamview_internal._pause_impl(caller regrole, source_name text)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
     IF src.paused_at IS NULL THEN
         UPDATE streamview.sources s SET paused_at = now() WHERE s.source_id = src.source_id
         RETURNING s.paused_at INTO src.paused_at;
-        PERFORM streamview._notify_launcher();
+        PERFORM streamview_internal._notify_launcher();
     END IF;
     RETURN src.paused_at;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._resume_impl(caller regrole, source_name text)
+CREATE OR REPLACE FUNCTION streamview_internal._resume_impl(caller regrole, source_name text)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
     IF src.paused_at IS NOT NULL THEN
         UPDATE streamview.sources s SET paused_at = NULL WHERE s.source_id = src.source_id;
-        PERFORM streamview._notify_launcher();
+        PERFORM streamview_internal._notify_launcher();
     END IF;
     RETURN src.paused_at;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._check_options(caller regrole, options jsonb)
+CREATE OR REPLACE FUNCTION streamview_internal._check_options(caller regrole, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1017,12 +1122,12 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._depend_on_extension(tbl regclass)
+CREATE OR REPLACE FUNCTION streamview_internal._depend_on_extension(tbl regclass)
 RETURNS void
 AS 'MODULE_PATHNAME', 'streamview_depend_on_extension'
 LANGUAGE C VOLATILE STRICT;
 
-CREATE OR REPLACE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text,
+CREATE OR REPLACE FUNCTION streamview_internal._create_version(caller regrole, vid int, ver int, query text,
                                            state streamview.version_state)
 RETURNS int
 LANGUAGE plpgsql
@@ -1038,7 +1143,7 @@ BEGIN
     SELECT * INTO v FROM streamview.views w WHERE w.view_id = vid;
     SELECT s.name INTO src FROM streamview.sources s WHERE s.source_id = v.source_id;
     tbl := format('%I.%I', v.schema_name, v.name || '_v' || ver);
-    SELECT * INTO gen FROM streamview._version_sql(caller, streamview._caller_search_path(), src, query,
+    SELECT * INTO gen FROM streamview_internal._version_sql(caller, streamview_internal._caller_search_path(), src, query,
                                                    tbl, vrow_id, v.allowed_lateness);
     IF to_regclass(tbl) IS NOT NULL THEN
         RAISE EXCEPTION 'relation % already exists', tbl
@@ -1046,7 +1151,7 @@ BEGIN
                   HINT = 'Each version of a stream view keeps its rows in a table named <view>_v<version>.';
     END IF;
     EXECUTE gen.create_table;
-    PERFORM streamview._depend_on_extension(tbl::regclass);
+    PERFORM streamview_internal._depend_on_extension(tbl::regclass);
     EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
     EXECUTE gen.create_index;
     EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
@@ -1073,7 +1178,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.create_view(text, text, text) IS
 'creates a stream view: a windowed aggregate over a source, kept up to date from the topic; returns the view';
 
-CREATE OR REPLACE FUNCTION streamview._create_view_impl(
+CREATE OR REPLACE FUNCTION streamview_internal._create_view_impl(
     caller           regrole,
     name             text,
     query            text,
@@ -1103,7 +1208,7 @@ BEGIN
                   HINT = 'Use letters, digits and underscores, optionally qualified with a schema: analytics.revenue.';
     END IF;
     vname := m[2];
-    vschema := coalesce(m[1], streamview._caller_schema());
+    vschema := coalesce(m[1], streamview_internal._caller_schema());
     IF NOT has_schema_privilege(caller, vschema, 'CREATE') THEN
         RAISE EXCEPTION 'permission denied for schema %', vschema
             USING ERRCODE = 'insufficient_privilege',
@@ -1119,25 +1224,25 @@ BEGIN
         RAISE EXCEPTION 'relation "%.%" already exists', vschema, vname
             USING ERRCODE = 'duplicate_table';
     END IF;
-    PERFORM streamview._require(query, 'query');
-    PERFORM streamview._require(allowed_lateness, 'allowed_lateness');
-    lateness := streamview._interval_arg(allowed_lateness, 'allowed_lateness', true);
+    PERFORM streamview_internal._require(query, 'query');
+    PERFORM streamview_internal._require(allowed_lateness, 'allowed_lateness');
+    lateness := streamview_internal._interval_arg(allowed_lateness, 'allowed_lateness', true);
 
     SELECT s.* INTO src FROM streamview.sources s
-     WHERE s.name = streamview._query_source(query);
-    PERFORM streamview._check_usage(caller, src);
+     WHERE s.name = streamview_internal._query_source(query);
+    PERFORM streamview_internal._check_usage(caller, src);
 
     INSERT INTO streamview.views (name, schema_name, source_id, owner, allowed_lateness)
     VALUES (vname, vschema, src.source_id, caller, lateness)
     RETURNING view_id INTO vid;
-    vrow_id := streamview._create_version(caller, vid, 1, query, 'live');
+    vrow_id := streamview_internal._create_version(caller, vid, 1, query, 'live');
     EXECUTE (SELECT format('CREATE VIEW %I.%I AS %s', vschema, vname, ver.view_sql)
                FROM streamview.versions ver WHERE ver.version_id = vrow_id);
     EXECUTE format('ALTER VIEW %I.%I OWNER TO %s', vschema, vname, caller);
     EXECUTE format('COMMENT ON VIEW %I.%I IS %L', vschema, vname,
                    'stream view over source ' || src.name || ' (pg_streamview)');
     UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN format('%I.%I', vschema, vname)::regclass;   -- where it went
 END $$;
 
@@ -1148,7 +1253,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.set_retention(text, interval) IS
 'keeps only the windows that end less than drop_after before the watermark (NULL: all); returns the setting';
 
-CREATE OR REPLACE FUNCTION streamview._set_retention_impl(caller regrole, view_name text, drop_after interval)
+CREATE OR REPLACE FUNCTION streamview_internal._set_retention_impl(caller regrole, view_name text, drop_after interval)
 RETURNS interval
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1156,8 +1261,8 @@ AS $$
 DECLARE
     v streamview.views;
 BEGIN
-    PERFORM streamview._require(view_name, 'view_name');
-    v := streamview._lock_view(caller, view_name);
+    PERFORM streamview_internal._require(view_name, 'view_name');
+    v := streamview_internal._lock_view(caller, view_name);
     IF drop_after IS NOT NULL AND (drop_after <= interval '0' OR drop_after < v.allowed_lateness) THEN
         RAISE EXCEPTION 'drop_after must be at least the view''s allowed_lateness'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1176,7 +1281,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_view(text) IS
 'drops a stream view, all its versions and their tables; returns how many tables were dropped';
 
-CREATE OR REPLACE FUNCTION streamview._drop_view_impl(caller regrole, name text)
+CREATE OR REPLACE FUNCTION streamview_internal._drop_view_impl(caller regrole, name text)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1193,16 +1298,16 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
     END IF;
-    PERFORM streamview._check_owner(caller, v.owner, 'stream view', name);
+    PERFORM streamview_internal._check_owner(caller, v.owner, 'stream view', name);
     -- the view create_view made, if it is still there: not whatever
     -- relation has its name now, which may be another role's
-    rel := streamview._view_relation(v);
+    rel := streamview_internal._view_relation(v);
     IF rel IS NOT NULL THEN
-        PERFORM streamview._exclusive(format('DROP VIEW %s', rel), format('stream view "%s"', v.name));
+        PERFORM streamview_internal._exclusive(format('DROP VIEW %s', rel), format('stream view "%s"', v.name));
     END IF;
     FOR ver IN SELECT x.table_name FROM streamview.versions x WHERE x.view_id = v.view_id LOOP
         IF ver.table_name IS NOT NULL THEN
-            PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
+            PERFORM streamview_internal._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
                                           format('table %s of stream view "%s"', ver.table_name, v.name));
             n := n + 1;
         END IF;
@@ -1211,21 +1316,21 @@ BEGIN
     DELETE FROM streamview.validations x WHERE x.view_name = v.name;
     DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
     DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN n;   -- the versions' tables dropped
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._guard_drop()
+CREATE OR REPLACE FUNCTION streamview_internal._guard_drop()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'streamview_guard_drop'
 LANGUAGE C;
 
-CREATE OR REPLACE FUNCTION streamview._guard_alter()
+CREATE OR REPLACE FUNCTION streamview_internal._guard_alter()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'streamview_guard_alter'
 LANGUAGE C;
 
-CREATE OR REPLACE FUNCTION streamview._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
+CREATE OR REPLACE FUNCTION streamview_internal._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
                                          start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql
@@ -1239,10 +1344,10 @@ DECLARE
     vrow   int;
     since  timestamptz;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    PERFORM streamview._check_may_create(v, 'A rebuild');
-    PERFORM streamview._check_usage(v.owner, s) FROM streamview.sources s WHERE s.source_id = v.source_id;
-    PERFORM streamview._check_worker_quota(v.owner, 'a rebuild');
+    v := streamview_internal._lock_view(caller, view_name);
+    PERFORM streamview_internal._check_may_create(v, 'A rebuild');
+    PERFORM streamview_internal._check_usage(v.owner, s) FROM streamview.sources s WHERE s.source_id = v.source_id;
+    PERFORM streamview_internal._check_worker_quota(v.owner, 'a rebuild');
     IF max_rate > 1000000000 THEN
         RAISE EXCEPTION 'max_rate must be at most 1000000000 events per second'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1270,18 +1375,64 @@ BEGIN
             USING ERRCODE = 'object_in_use',
                   HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
     END IF;
-    live := streamview._live_version(v.view_id);
+    live := streamview_internal._live_version(v.view_id);
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
-    vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
+    vrow := streamview_internal._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
     UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
     IF since IS NOT NULL THEN
-        PERFORM streamview._start_from_time(v, live, vrow, since);
+        PERFORM streamview_internal._start_from_time(v, live, vrow, since);
     END IF;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN ver;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._wait_for_impl(caller regrole, view_name text, version int,
+CREATE OR REPLACE FUNCTION streamview_internal._start_from_time(v streamview.views, live streamview.versions,
+                                            vrow int, since timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cand      streamview.versions;
+    cut       timestamptz;
+    cols_live text;
+    cols_new  text;
+BEGIN
+    SELECT * INTO cand FROM streamview.versions x WHERE x.version_id = vrow;
+    cut := streamview.tumble(since, cand.window_slide);
+    IF live.watermark IS NULL OR cut + greatest(live.window_size, cand.window_size) + v.allowed_lateness > live.watermark THEN
+        RAISE EXCEPTION 'cannot rebuild stream view "%" from %: its windows there are not final yet', v.name, since
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Windows before the cut are carried over from the live version, so they must be final: '
+                                  'the cut plus the window size and the allowed lateness must not pass the watermark (%s).',
+                                  coalesce(live.watermark::text, 'none yet')),
+                  HINT = 'Choose an earlier start_from, or start_from => ''earliest''.';
+    END IF;
+    SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attname)
+      INTO cols_live FROM pg_attribute a WHERE a.attrelid = live.table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attname)
+      INTO cols_new FROM pg_attribute a WHERE a.attrelid = cand.table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF cols_live IS DISTINCT FROM cols_new THEN
+        RAISE EXCEPTION 'cannot rebuild stream view "%" from a point in time with other columns', v.name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Windows before the cut are carried over from the live version, which has other columns.',
+                  HINT = 'Use start_from => ''earliest''.';
+    END IF;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols_new
+      FROM pg_attribute a WHERE a.attrelid = cand.table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    PERFORM streamview_internal._run_as(v.owner,
+        format('WITH c AS (INSERT INTO %s (%s) SELECT %s FROM %s WHERE window_start < %L RETURNING 1) '
+               'SELECT to_jsonb(count(*)) FROM c', cand.table_name, cols_new, cols_new, live.table_name, cut));
+    INSERT INTO streamview.offsets (version_id, partition, next_offset, max_event_time)
+    SELECT vrow, m.partition, m.next_offset, m.max_event_time
+      FROM (SELECT DISTINCT ON (om.partition) om.partition, om.next_offset, om.max_event_time
+              FROM streamview.offset_marks om
+             WHERE om.source_id = v.source_id AND om.max_event_time < cut
+             ORDER BY om.partition, om.max_event_time DESC, om.next_offset DESC) m;
+    UPDATE streamview.versions x SET start_from = cut WHERE x.version_id = vrow;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._wait_for_impl(caller regrole, view_name text, version int,
                                           timeout interval DEFAULT '10 minutes')
 RETURNS text
 LANGUAGE plpgsql
@@ -1301,8 +1452,8 @@ BEGIN
         RAISE EXCEPTION 'stream view "%" does not exist', view_name
             USING ERRCODE = 'undefined_object';
     END IF;
-    r := streamview._get_version(v, version);
-    PERFORM streamview._require(timeout, 'timeout');
+    r := streamview_internal._get_version(v, version);
+    PERFORM streamview_internal._require(timeout, 'timeout');
     IF timeout <= interval '0' THEN
         RAISE EXCEPTION 'timeout must be positive'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1319,8 +1470,8 @@ BEGIN
         SELECT * INTO r FROM streamview.versions x WHERE x.version_id = r.version_id;
         -- Caught up, and taken over by the source worker: at the live
         -- version's offsets, as validate() will want.
-        IF r.state = 'live' OR (r.state = 'caught_up' AND streamview._partitions_behind(
-               r.version_id, (streamview._live_version(r.view_id)).version_id, exact => true) = 0) THEN
+        IF r.state = 'live' OR (r.state = 'caught_up' AND streamview_internal._partitions_behind(
+               r.version_id, (streamview_internal._live_version(r.view_id)).version_id, exact => true) = 0) THEN
             RETURN r.state;
         ELSIF r.state = 'failed' THEN
             RAISE EXCEPTION 'rebuild of stream view "%" version % failed', view_name, version
@@ -1361,7 +1512,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.add_check(text, text, text) IS
 'registers an invariant (a boolean expression over the view''s columns) that validate() checks; returns how many rows of the live version violate it now';
 
-CREATE OR REPLACE FUNCTION streamview._add_check_impl(caller regrole, view_name text, name text, predicate text)
+CREATE OR REPLACE FUNCTION streamview_internal._add_check_impl(caller regrole, view_name text, name text, predicate text)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1371,16 +1522,16 @@ DECLARE
     live streamview.versions;
     violations bigint;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    PERFORM streamview._require(name, 'name');
-    PERFORM streamview._require(predicate, 'predicate');
+    v := streamview_internal._lock_view(caller, view_name);
+    PERFORM streamview_internal._require(name, 'name');
+    PERFORM streamview_internal._require(predicate, 'predicate');
     IF EXISTS (SELECT 1 FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _add_check_impl.name) THEN
         RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
             USING ERRCODE = 'duplicate_object';
     END IF;
-    live := streamview._live_version(v.view_id);
+    live := streamview_internal._live_version(v.view_id);
     BEGIN
-        violations := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+        violations := streamview_internal._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
                                                            live.view_sql, predicate));
     EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
         RAISE EXCEPTION 'invalid check "%" for stream view "%": %', name, view_name, SQLERRM
@@ -1398,7 +1549,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_check(text, text) IS
 'removes an invariant registered with add_check(); returns its predicate';
 
-CREATE OR REPLACE FUNCTION streamview._drop_check_impl(caller regrole, view_name text, name text)
+CREATE OR REPLACE FUNCTION streamview_internal._drop_check_impl(caller regrole, view_name text, name text)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1407,7 +1558,7 @@ DECLARE
     v       streamview.views;
     dropped text;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
+    v := streamview_internal._lock_view(caller, view_name);
     DELETE FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _drop_check_impl.name
     RETURNING c.predicate INTO dropped;
     IF NOT FOUND THEN
@@ -1417,7 +1568,7 @@ BEGIN
     RETURN dropped;   -- its predicate, to add it back
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._compare(v streamview.views, a streamview.versions, b streamview.versions,
+CREATE OR REPLACE FUNCTION streamview_internal._compare(v streamview.views, a streamview.versions, b streamview.versions,
                                     OUT comparable bool, OUT only_a bigint, OUT only_b bigint,
                                     OUT differ bigint, OUT samples text, OUT totals text,
                                     OUT totals_equal bool, OUT horizon timestamptz, OUT note text)
@@ -1490,7 +1641,7 @@ BEGIN
                       || ')' FROM unnest(sums) c), ''''''),
         kept_from
     );
-    r := streamview._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
+    r := streamview_internal._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
     only_a := (r->>'only_a')::bigint; only_b := (r->>'only_b')::bigint; differ := (r->>'differ')::bigint;
     samples := r->>'samples'; totals := nullif(r->>'totals', '');
     totals_equal := NOT EXISTS (
@@ -1498,7 +1649,7 @@ BEGIN
          WHERE t <> '' AND split_part(split_part(t, ': ', 2), ' vs ', 1) <> split_part(t, ' vs ', 2));
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._validate_impl(caller regrole, view_name text, version int,
+CREATE OR REPLACE FUNCTION streamview_internal._validate_impl(caller regrole, view_name text, version int,
                                           expect_identical bool DEFAULT false)
 RETURNS TABLE ("check" text, passed bool, detail text)
 LANGUAGE plpgsql
@@ -1518,12 +1669,12 @@ DECLARE
     oks     bool[] := '{}';
     details text[] := '{}';
 BEGIN
-    v := streamview._lock_view(caller, view_name, lock => false);
-    cand := streamview._get_version(v, version);
-    live := streamview._live_version(v.view_id);
+    v := streamview_internal._lock_view(caller, view_name, lock => false);
+    cand := streamview_internal._get_version(v, version);
+    live := streamview_internal._live_version(v.view_id);
 
     -- 1. caught up to the same offsets as the live version
-    n := streamview._partitions_behind(cand.version_id, live.version_id, exact => true);
+    n := streamview_internal._partitions_behind(cand.version_id, live.version_id, exact => true);
     SELECT count(DISTINCT o.partition) INTO m
       FROM streamview.offsets o WHERE o.version_id IN (cand.version_id, live.version_id);
     "check" := 'caught_up';
@@ -1550,7 +1701,7 @@ BEGIN
 
     -- 3. differences from the live version over windows final in both
     IF cand.version_id <> live.version_id THEN
-        SELECT * INTO cmp FROM streamview._compare(v, live, cand);
+        SELECT * INTO cmp FROM streamview_internal._compare(v, live, cand);
         "check" := 'differences';
         IF NOT cmp.comparable THEN
             passed := NOT expect_identical;
@@ -1571,7 +1722,7 @@ BEGIN
 
     -- 4. user invariants, evaluated as the view's owner
     FOR chk IN SELECT c.name, c.predicate FROM streamview.checks c WHERE c.view_id = v.view_id ORDER BY c.name LOOP
-        n := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+        n := streamview_internal._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
                                                   cand.view_sql, chk.predicate));
         "check" := 'check ' || chk.name;
         passed := n = 0;
@@ -1588,7 +1739,7 @@ BEGIN
      WHERE x.version_id = cand.version_id;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview._do_swap(caller regrole, v streamview.views, target streamview.versions,
+CREATE OR REPLACE FUNCTION streamview_internal._do_swap(caller regrole, v streamview.views, target streamview.versions,
                                     forced bool, is_rollback bool)
 RETURNS void
 LANGUAGE plpgsql
@@ -1637,8 +1788,8 @@ BEGIN
     -- Readers see the old rows or the new rows: the view's definition changes
     -- under an exclusive lock, in this transaction.  It is the view that
     -- create_view made (by OID), whatever now has its name.
-    PERFORM streamview._check_may_create(v, 'A swap');
-    rel := streamview._view_relation(v);
+    PERFORM streamview_internal._check_may_create(v, 'A swap');
+    rel := streamview_internal._view_relation(v);
     note := obj_description(rel, 'pg_class');
     IF rel IS NULL THEN
         -- dropped by hand: made again, for the view's owner, where it was
@@ -1648,7 +1799,7 @@ BEGIN
                       DETAIL = 'The view that create_view made was dropped, and another relation has its name.',
                       HINT = format('Drop or rename %s, or drop the stream view with streamview.drop_view().', vname);
         END IF;
-        PERFORM streamview._exclusive(format('CREATE VIEW %s AS %s', vname, target.view_sql),
+        PERFORM streamview_internal._exclusive(format('CREATE VIEW %s AS %s', vname, target.view_sql),
                                       format('stream view "%s"', v.name));
         EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
         rel := vname::regclass;
@@ -1656,12 +1807,12 @@ BEGIN
         vname := rel::text;
         SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = rel;
         BEGIN
-            PERFORM streamview._exclusive(format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql),
+            PERFORM streamview_internal._exclusive(format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql),
                                           format('stream view "%s"', v.name));
         EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
             -- The column list changed: replace the view (grants are carried over).
             BEGIN
-                PERFORM streamview._exclusive(format('DROP VIEW %s', vname), format('stream view "%s"', v.name));
+                PERFORM streamview_internal._exclusive(format('DROP VIEW %s', vname), format('stream view "%s"', v.name));
             EXCEPTION WHEN dependent_objects_still_exist THEN
                 RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
                                 v.name, target.version
@@ -1686,12 +1837,12 @@ BEGIN
     END IF;
     EXECUTE format('COMMENT ON VIEW %s IS %L', vname, note);
 
-    live := streamview._live_version(v.view_id);
-    PERFORM streamview._set_state(live.version_id, '{live}', 'caught_up');
-    PERFORM streamview._set_state(target.version_id, '{caught_up}', 'live', by => caller::name);
+    live := streamview_internal._live_version(v.view_id);
+    PERFORM streamview_internal._set_state(live.version_id, '{live}', 'caught_up');
+    PERFORM streamview_internal._set_state(target.version_id, '{caught_up}', 'live', by => caller::name);
     INSERT INTO streamview.swaps (view_name, from_version, to_version, forced, is_rollback, swapped_by)
     VALUES (v.name, live.version, target.version, forced, is_rollback, caller::name);
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.swap(view_name text, version int, force bool DEFAULT false)
@@ -1701,7 +1852,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.swap(text, int, bool) IS
 'makes a validated version the one the view reads, atomically; the old version stays maintained; returns the old version';
 
-CREATE OR REPLACE FUNCTION streamview._swap_impl(caller regrole, view_name text, version int, force bool DEFAULT false)
+CREATE OR REPLACE FUNCTION streamview_internal._swap_impl(caller regrole, view_name text, version int, force bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1710,10 +1861,31 @@ DECLARE
     v    streamview.views;
     prev int;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    prev := (streamview._live_version(v.view_id)).version;
-    PERFORM streamview._do_swap(caller, v, streamview._get_version(v, version), force, false);
+    v := streamview_internal._lock_view(caller, view_name);
+    prev := (streamview_internal._live_version(v.view_id)).version;
+    PERFORM streamview_internal._do_swap(caller, v, streamview_internal._get_version(v, version), force, false);
     RETURN prev;   -- the version that was live: what rollback() goes back to
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._rollback_impl(caller regrole, view_name text)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v    streamview.views;
+    prev int;
+BEGIN
+    v := streamview_internal._lock_view(caller, view_name);
+    SELECT s.from_version INTO prev FROM streamview.swaps s
+     WHERE s.view_name = v.name ORDER BY s.swap_id DESC LIMIT 1;
+    IF prev IS NULL THEN
+        RAISE EXCEPTION 'stream view "%" has no previous version to roll back to', view_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'It has never been swapped.';
+    END IF;
+    PERFORM streamview_internal._do_swap(caller, v, streamview_internal._get_version(v, prev), true, true);
+    RETURN prev;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.drop_version(view_name text, version int)
@@ -1723,7 +1895,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_version(text, int) IS
 'retires a version that is not live: stops maintaining it and drops its table; its history is kept; returns the table dropped';
 
-CREATE OR REPLACE FUNCTION streamview._drop_version_impl(caller regrole, view_name text, version int)
+CREATE OR REPLACE FUNCTION streamview_internal._drop_version_impl(caller regrole, view_name text, version int)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1733,8 +1905,8 @@ DECLARE
     r     streamview.versions;
     dropped_table text;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    r := streamview._get_version(v, version);
+    v := streamview_internal._lock_view(caller, view_name);
+    r := streamview_internal._get_version(v, version);
     dropped_table := r.table_name::text;
     IF r.state = 'live' THEN
         RAISE EXCEPTION 'cannot drop version % of stream view "%" because it is live', version, view_name
@@ -1745,24 +1917,50 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF r.table_name IS NOT NULL THEN
-        PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', r.table_name),
+        PERFORM streamview_internal._exclusive(format('DROP TABLE IF EXISTS %s', r.table_name),
                                       format('table %s of stream view "%s"', r.table_name, v.name));
     END IF;
-    PERFORM streamview._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
+    PERFORM streamview_internal._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
     UPDATE streamview.versions x SET table_name = NULL WHERE x.version_id = r.version_id;
     DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
     DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
     DELETE FROM streamview.version_stats st WHERE st.version_id = r.version_id;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN dropped_table;   -- the table dropped with it
 END $$;
 
 -- gone: streamview._may_read_source(text, name)
 -- gone: streamview._compile(text, text)
+-- gone: streamview._notify_launcher()
+-- gone: streamview._supported_types()
+-- gone: streamview._interval_arg(text, text, bool)
 -- gone: streamview._create_source_impl(regrole, name text, text, text, jsonb, text, text, text, jsonb, text)
+-- gone: streamview._drop_source_impl(regrole, name text, bool)
+-- gone: streamview._check_options(regrole, jsonb)
+-- gone: streamview._check_owner(regrole, regrole, text, name text)
 -- gone: streamview._create_version(regrole, int, int, text, text)
+-- gone: streamview._create_view_impl(regrole, name text, text, text)
+-- gone: streamview._caller_schema()
+-- gone: streamview._query_source(text)
+-- gone: streamview._drop_view_impl(regrole, name text)
+-- gone: streamview._run_as(regrole, text)
+-- gone: streamview._count_as(regrole, text)
+-- gone: streamview._lock_view(regrole, text, bool)
+-- gone: streamview._get_version(streamview.views, int)
+-- gone: streamview._rebuild_impl(regrole, text, text, text, bigint)
+-- gone: streamview._start_from_time(streamview.views, streamview.versions, int, timestamptz)
+-- gone: streamview._wait_for_impl(regrole, text, int, interval)
+-- gone: streamview._add_check_impl(regrole, text, name text, text)
+-- gone: streamview._drop_check_impl(regrole, text, name text)
+-- gone: streamview._compare(streamview.views, streamview.versions, streamview.versions, comparable bool, only_a bigint, only_b bigint, differ bigint, samples text, totals text, totals_equal bool, horizon timestamptz, note text)
+-- gone: streamview._validate_impl(regrole, text, int, bool)
+-- gone: streamview._do_swap(regrole, streamview.views, streamview.versions, bool, bool)
+-- gone: streamview._swap_impl(regrole, text, int, bool)
+-- gone: streamview._rollback_impl(regrole, text)
+-- gone: streamview._drop_version_impl(regrole, text, int)
 -- gone: streamview.create_source(name text, text, text, jsonb, text, text, text, jsonb, text)
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview_internal FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
                           streamview.hop(timestamptz, interval, interval) TO PUBLIC;
 
@@ -1793,6 +1991,17 @@ BEGIN
                                       g.grantee::regrole, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
         END LOOP;
         EXECUTE pg_catalog.format('DROP FUNCTION %s', f.old);
+    END LOOP;
+END $$;
+
+-- 0.1's internal functions, now in streamview_internal: the old ones go.
+DO $$
+DECLARE
+    f pg_catalog.regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'streamview'::pg_catalog.regnamespace AND p.proname LIKE '\_%' LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', f);
     END LOOP;
 END $$;
 
@@ -1928,16 +2137,16 @@ GRANT SELECT ON streamview.status, streamview.rebuilds TO PUBLIC;
 -- A plain DROP of a stream view, or of a table a version uses, is refused
 -- (guard.c).
 CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
-    EXECUTE FUNCTION streamview._guard_drop();
+    EXECUTE FUNCTION streamview_internal._guard_drop();
 
 -- So is renaming or moving a stream view, and changing the columns of a
 -- table a version uses (guard.c).
 CREATE EVENT TRIGGER streamview_guard_alter ON ddl_command_start
     WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW')
-    EXECUTE FUNCTION streamview._guard_alter();
+    EXECUTE FUNCTION streamview_internal._guard_alter();
 
 -- The tables of existing versions go with the extension, like new ones.
-SELECT streamview._depend_on_extension(x.table_name)
+SELECT streamview_internal._depend_on_extension(x.table_name)
   FROM streamview.versions x
  WHERE x.table_name::oid IN (SELECT c.oid FROM pg_catalog.pg_class c);
 
@@ -1969,9 +2178,9 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
-       s.paused_at, streamview._consumer_group(s.name) AS consumer_group
+       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group
   FROM streamview.sources s;
-GRANT EXECUTE ON FUNCTION streamview._consumer_group(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 
 -- Comments on the catalog (test/bin/regen_upgrade.sh copies sql/src/12_comments.sql here)
 -- What every catalog table, monitoring view and column is, for \d+ and for

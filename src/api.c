@@ -6,7 +6,7 @@
  * Catalog tables are closed to PUBLIC.  Each public function of the API is
  * declared in SQL as streamview_api_dispatch: it remembers the calling role
  * and its search_path, switches to the extension's owner, and calls the
- * PL/pgSQL function streamview._<name>_impl(caller regrole, <same args>),
+ * PL/pgSQL function streamview_internal._<name>_impl(caller regrole, <same args>),
  * which checks what the caller may do and hands what it creates (tables,
  * views) to the caller.  Errors propagate unchanged; the user switch is
  * undone by transaction abort as well as on the way out.
@@ -151,11 +151,11 @@ streamview_restore_user(Oid save_user, int save_sec)
 static Oid
 sv_lookup_impl(Oid fn, int nargs, Oid *argtypes)
 {
-	Oid			nsp = get_func_namespace(fn);
 	char	   *name = psprintf("_%s_impl", get_func_name(fn));
-	Oid			impl = LookupFuncName(list_make2(makeString(get_namespace_name(nsp)),
-												 makeString(name)),
-									  nargs, argtypes, true);
+	Oid			nsp = get_namespace_oid(STREAMVIEW_INTERNAL_SCHEMA, true);
+	Oid			impl = OidIsValid(nsp) ?
+		LookupFuncName(list_make2(makeString(STREAMVIEW_INTERNAL_SCHEMA), makeString(name)),
+					   nargs, argtypes, true) : InvalidOid;
 
 	if (!OidIsValid(impl) || get_func_namespace(impl) != nsp ||
 		getExtensionOfObject(ProcedureRelationId, impl) !=
@@ -163,8 +163,8 @@ sv_lookup_impl(Oid fn, int nargs, Oid *argtypes)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("the implementation of streamview.%s() is missing", get_func_name(fn)),
-				 errdetail("No function %s of extension %s was found in the schema of %s.",
-						   name, STREAMVIEW_EXTENSION, get_func_name(fn)),
+				 errdetail("No function %s.%s of extension %s was found.",
+						   STREAMVIEW_INTERNAL_SCHEMA, name, STREAMVIEW_EXTENSION),
 				 errhint("Reinstall the extension with DROP EXTENSION and CREATE EXTENSION, "
 						 "or update it with ALTER EXTENSION pg_streamview UPDATE.")));
 	return impl;
@@ -177,7 +177,7 @@ PGDLLEXPORT Datum streamview_api_dispatch(PG_FUNCTION_ARGS);
  * The body of every public function of the API.  Refuses to run inside a
  * security-restricted operation (user code), remembers the calling role and
  * its search_path (restored on the way out, so calls may nest), finds the
- * implementation _<name>_impl in the dispatcher's own schema, and calls it
+ * implementation streamview_internal._<name>_impl, and calls it
  * as the extension's owner with the caller as its first argument.  Errors
  * propagate unchanged; the user switch is undone on the way out, and by
  * transaction abort.
@@ -351,7 +351,7 @@ PG_FUNCTION_INFO_V1(streamview_run_as);
 PGDLLEXPORT Datum streamview_run_as(PG_FUNCTION_ARGS);
 
 /*
- * streamview._run_as(role, query) → jsonb: run one SELECT (it may hold a
+ * streamview_internal._run_as(role, query) → jsonb: run one SELECT (it may hold a
  * data-modifying WITH) whose first column is jsonb, as role, and return that
  * value from its first row (NULL if none).  The API's implementations run as
  * the extension owner; everything that may call code a user wrote (a check's
@@ -381,7 +381,7 @@ streamview_run_as(PG_FUNCTION_ARGS)
 	if (SPI_processed == 1)
 	{
 		if (SPI_gettypeid(SPI_tuptable->tupdesc, 1) != JSONBOID)
-			elog(ERROR, "streamview._run_as: the query must return jsonb");
+			elog(ERROR, "streamview_internal._run_as: the query must return jsonb");
 		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)
 			result = SPI_datumTransfer(result, false, -1);

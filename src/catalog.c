@@ -340,7 +340,7 @@ streamview_consumer_group(const char *dbname, const char *source_name)
 PG_FUNCTION_INFO_V1(streamview_consumer_group_fn);
 PGDLLEXPORT Datum streamview_consumer_group_fn(PG_FUNCTION_ARGS);
 
-/* streamview._consumer_group(source_name): for streamview.source_list. */
+/* streamview_internal._consumer_group(source_name): for streamview.source_list. */
 Datum
 streamview_consumer_group_fn(PG_FUNCTION_ARGS)
 {

@@ -5,7 +5,7 @@
  *	  compiled query (compile.c): its table, its unique index, the per-batch
  *	  upsert, the view's SELECT, and the definition stored with it.
  *
- * streamview._version_sql(caller, caller_path, source, query, table_name,
+ * streamview_internal._version_sql(caller, caller_path, source, query, table_name,
  * version_id, lateness) compiles the query and returns all of them, with the
  * version's real names in place: SQL only executes and records them.
  *
@@ -284,7 +284,7 @@ PG_FUNCTION_INFO_V1(streamview_version_sql);
 PGDLLEXPORT Datum streamview_version_sql(PG_FUNCTION_ARGS);
 
 /*
- * streamview._version_sql(caller regrole, caller_path text, source text,
+ * streamview_internal._version_sql(caller regrole, caller_path text, source text,
  * query text, table_name text, version_id int, lateness interval)
  * → (definition jsonb, create_table text, create_index text, batch_sql text,
  *    view_sql text).  table_name is already quoted (schema.table).
@@ -305,7 +305,7 @@ streamview_version_sql(PG_FUNCTION_ARGS)
 	bool		nulls[5] = {false};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "streamview._version_sql must return a record");
+		elog(ERROR, "streamview_internal._version_sql must return a record");
 	c = streamview_compile_view(caller, caller_path, source, query);
 	values[0] = sv_definition(c);
 	values[1] = CStringGetTextDatum(psprintf("CREATE TABLE %s (%s)", table, sv_table_columns(c)));

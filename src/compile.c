@@ -623,9 +623,9 @@ PG_FUNCTION_INFO_V1(streamview_compile);
 PGDLLEXPORT Datum streamview_compile(PG_FUNCTION_ARGS);
 
 /*
- * streamview._compile of version 0.1, whose script still declares it: the
+ * streamview_internal._compile of version 0.1, whose script still declares it: the
  * library of a later version refuses it with a hint (see
- * streamview._version_sql instead).
+ * streamview_internal._version_sql instead).
  */
 Datum
 streamview_compile(PG_FUNCTION_ARGS)

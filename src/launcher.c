@@ -356,7 +356,7 @@ sv_retention(void)
 	args[1] = Int32GetDatum(streamview_worker_error_retention_s);
 	args[2] = Int32GetDatum(streamview_validation_retention_s);
 	args[3] = Int32GetDatum(streamview_offset_mark_retention_s);
-	SPI_execute_with_args("SELECT streamview._apply_retention("
+	SPI_execute_with_args("SELECT streamview_internal._apply_retention("
 						  "pg_catalog.make_interval(secs => nullif($1, 0)), "
 						  "pg_catalog.make_interval(secs => nullif($2, 0)), "
 						  "pg_catalog.make_interval(secs => nullif($3, 0)), "

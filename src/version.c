@@ -65,8 +65,8 @@ streamview_caught_up(SvVersion *v)
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(v->version_id)};
 
-	SPI_execute_with_args("SELECT streamview._partitions_behind(me.version_id, "
-						  "(streamview._live_version(me.view_id)).version_id, exact => false) = 0 "
+	SPI_execute_with_args("SELECT streamview_internal._partitions_behind(me.version_id, "
+						  "(streamview_internal._live_version(me.view_id)).version_id, exact => false) = 0 "
 						  "FROM streamview.versions me WHERE me.version_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
@@ -88,7 +88,7 @@ sv_set_state(int32 version_id, const char *from, SvVersionState target, const ch
 	args[2] = CStringGetTextDatum(streamview_version_state_name(target));
 	args[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	/* not strict: a drop_version or swap meanwhile makes the transition moot */
-	SPI_execute_with_args("SELECT streamview._set_state($1, $2::streamview.version_state[], "
+	SPI_execute_with_args("SELECT streamview_internal._set_state($1, $2::streamview.version_state[], "
 						  "$3::streamview.version_state, error => $4, strict => false)",
 						  4, argtypes, args, nulls, false, 0);
 }

@@ -80,7 +80,7 @@ SELECT 'config dump ' || cfg::regclass::text || ' ' || coalesce(cond, '-')
 UNION ALL
 SELECT 'schema ' || n.nspname || ' acl ' || coalesce(n.nspacl::text, '-')
        || ' comment ' || coalesce(obj_description(n.oid, 'pg_namespace'), '-')
-  FROM pg_namespace n WHERE n.nspname = 'streamview'
+  FROM pg_namespace n WHERE n.nspname IN ('streamview', 'streamview_internal')
 ORDER BY 1
 };
 

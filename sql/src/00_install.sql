@@ -19,6 +19,23 @@ BEGIN
 END $$;
 
 
+-- The internal functions have a schema of their own, so that \df
+-- streamview.* lists the API.  One that exists already (someone else's, who
+-- could put code in it) is refused.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = 'streamview_internal') THEN
+        RAISE EXCEPTION 'schema "streamview_internal" already exists'
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'pg_streamview keeps its internal functions there; they run as the extension owner.',
+                  HINT = 'Drop or rename that schema, then install the extension again.';
+    END IF;
+END $$;
+
+CREATE SCHEMA streamview_internal;
+
+COMMENT ON SCHEMA streamview_internal IS 'pg_streamview''s internal functions: not an API, closed to PUBLIC';
+
 -- The extension's functions run as its owner and call each other by their
 -- schema's name: whoever may rename that schema or create in it could put
 -- their own code in their place.  A schema that existed before, owned by a

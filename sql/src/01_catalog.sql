@@ -66,7 +66,7 @@ CREATE TABLE streamview.views (
 );
 
 -- The states of a version (docs/architecture.md, "Version states"); only
--- streamview._set_state changes them.
+-- streamview_internal._set_state changes them.
 CREATE TYPE streamview.version_state AS ENUM ('replaying', 'caught_up', 'live', 'retired', 'failed');
 
 -- One row per version of a view.  Exactly one version of a view is 'live'.

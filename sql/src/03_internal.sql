@@ -5,7 +5,7 @@
 -- statements that make its table and unique index, its per-batch upsert and
 -- the SELECT its view is while it is live.  The query is analysed as caller,
 -- with caller_path as search_path.
-CREATE FUNCTION streamview._version_sql(caller regrole, caller_path text, source text, query text,
+CREATE FUNCTION streamview_internal._version_sql(caller regrole, caller_path text, source text, query text,
                                         table_name text, version_id int, lateness interval,
                                         OUT definition jsonb, OUT create_table text,
                                         OUT create_index text, OUT batch_sql text, OUT view_sql text)
@@ -13,27 +13,27 @@ AS 'MODULE_PATHNAME', 'streamview_version_sql'
 LANGUAGE C VOLATILE;
 
 -- The search_path of the API's caller, as the dispatcher found it.
-CREATE FUNCTION streamview._caller_search_path()
+CREATE FUNCTION streamview_internal._caller_search_path()
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_caller_search_path_fn'
 LANGUAGE C STABLE;
 
 -- Wakes the launcher when the calling transaction commits.
-CREATE FUNCTION streamview._notify_launcher()
+CREATE FUNCTION streamview_internal._notify_launcher()
 RETURNS void
 AS 'MODULE_PATHNAME', 'streamview_notify_launcher'
 LANGUAGE C VOLATILE;
 
-REVOKE ALL ON FUNCTION streamview._notify_launcher() FROM PUBLIC;
+REVOKE ALL ON FUNCTION streamview_internal._notify_launcher() FROM PUBLIC;
 
 -- The Kafka consumer group of a source on this server: cluster, database and
 -- source name, so that a restored copy never shares the original's group.
-CREATE FUNCTION streamview._consumer_group(source_name text)
+CREATE FUNCTION streamview_internal._consumer_group(source_name text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_consumer_group_fn'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
-CREATE FUNCTION streamview._supported_types()
+CREATE FUNCTION streamview_internal._supported_types()
 RETURNS regtype[]
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -41,7 +41,7 @@ AS $$ SELECT ARRAY['text', 'varchar', 'bigint', 'integer', 'smallint', 'numeric'
                    'double precision', 'real', 'boolean', 'timestamptz', 'timestamp',
                    'date', 'uuid']::regtype[] $$;
 
-CREATE FUNCTION streamview._interval_arg(value text, what text, allow_zero bool DEFAULT false)
+CREATE FUNCTION streamview_internal._interval_arg(value text, what text, allow_zero bool DEFAULT false)
 RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -74,7 +74,7 @@ END $$;
 -- Each source runs a worker, and so does each running rebuild: a role that
 -- is not a superuser may have streamview.max_workers_per_role of them, so
 -- that no grantee can take every worker slot of the server.
-CREATE FUNCTION streamview._check_worker_quota(caller regrole, what text)
+CREATE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -99,7 +99,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION streamview._check_owner(caller regrole, owner regrole, kind text, name text)
+CREATE FUNCTION streamview_internal._check_owner(caller regrole, owner regrole, kind text, name text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -114,7 +114,7 @@ END $$;
 
 -- USAGE on a source: its owner (and the owner role's members) and the roles
 -- it was granted to (streamview.grant_usage) may build stream views over it.
-CREATE FUNCTION streamview._check_usage(role regrole, src streamview.sources)
+CREATE FUNCTION streamview_internal._check_usage(role regrole, src streamview.sources)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -132,13 +132,13 @@ BEGIN
 END $$;
 
 -- The schema an unqualified CREATE VIEW of the caller would have used.
-CREATE FUNCTION streamview._caller_schema()
+CREATE FUNCTION streamview_internal._caller_schema()
 RETURNS name
 AS 'MODULE_PATHNAME', 'streamview_caller_schema'
 LANGUAGE C STABLE;
 
 -- Finds which source a query reads (the single relation in its FROM clause).
-CREATE FUNCTION streamview._query_source(query text)
+CREATE FUNCTION streamview_internal._query_source(query text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_query_source'
 LANGUAGE C STABLE STRICT;
@@ -146,7 +146,7 @@ LANGUAGE C STABLE STRICT;
 -- The relation of stream view v, as create_view (or the last swap) made it:
 -- NULL when it was dropped by hand.  An error if it now belongs to another
 -- role: the API acts on it as the extension owner, on behalf of v's owner.
-CREATE FUNCTION streamview._view_relation(v streamview.views)
+CREATE FUNCTION streamview_internal._view_relation(v streamview.views)
 RETURNS regclass
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -170,7 +170,7 @@ END $$;
 
 -- The stream view's owner must still be allowed to create in the schema the
 -- extension creates its tables and views in (the extension owner could).
-CREATE FUNCTION streamview._check_may_create(v streamview.views, what text)
+CREATE FUNCTION streamview_internal._check_may_create(v streamview.views, what text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -187,19 +187,19 @@ END $$;
 -- Runs one SELECT returning jsonb as role, restricted (see api.c).  Every
 -- query that reads a user's table or evaluates a user's expression goes
 -- through it: the implementations themselves run as the extension owner.
-CREATE FUNCTION streamview._run_as(role regrole, query text)
+CREATE FUNCTION streamview_internal._run_as(role regrole, query text)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'streamview_run_as'
 LANGUAGE C VOLATILE STRICT;
 
-CREATE FUNCTION streamview._count_as(role regrole, query text)
+CREATE FUNCTION streamview_internal._count_as(role regrole, query text)
 RETURNS bigint
 LANGUAGE sql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT (streamview._run_as(role, format('SELECT to_jsonb(q.c) FROM (%s) AS q(c)', query)))::text::bigint $$;
+AS $$ SELECT (streamview_internal._run_as(role, format('SELECT to_jsonb(q.c) FROM (%s) AS q(c)', query)))::text::bigint $$;
 
 -- The view, locked against concurrent changes, after an ownership check.
-CREATE FUNCTION streamview._lock_view(caller regrole, view_name text, lock bool DEFAULT true)
+CREATE FUNCTION streamview_internal._lock_view(caller regrole, view_name text, lock bool DEFAULT true)
 RETURNS streamview.views
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -218,11 +218,11 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
     END IF;
-    PERFORM streamview._check_owner(caller, v.owner, 'stream view', view_name);
+    PERFORM streamview_internal._check_owner(caller, v.owner, 'stream view', view_name);
     RETURN v;
 END $$;
 
-CREATE FUNCTION streamview._get_version(v streamview.views, version int)
+CREATE FUNCTION streamview_internal._get_version(v streamview.views, version int)
 RETURNS streamview.versions
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -245,7 +245,7 @@ END $$;
 -- with a clear error instead of hanging (and holding the view's catalog row,
 -- which the source's worker waits for).  The caller's lock_timeout is put
 -- back afterwards.
-CREATE FUNCTION streamview._exclusive(stmt text, what text)
+CREATE FUNCTION streamview_internal._exclusive(stmt text, what text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -269,7 +269,7 @@ END $$;
 
 -- A required argument that was given as NULL: a clear error, before anything
 -- is created (instead of a not-null violation from a catalog table).
-CREATE FUNCTION streamview._require(value anyelement, what text)
+CREATE FUNCTION streamview_internal._require(value anyelement, what text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -287,7 +287,7 @@ END $$;
 -- What other work reads stays: the latest validation run of a version (swap
 -- accepts a version by it) and the newest offset mark of a partition (a
 -- rebuild from a point in time starts at the last mark before it).
-CREATE FUNCTION streamview._apply_retention(dead_letters_age interval, worker_errors_age interval,
+CREATE FUNCTION streamview_internal._apply_retention(dead_letters_age interval, worker_errors_age interval,
                                             validations_age interval, offset_marks_age interval)
 RETURNS void
 LANGUAGE plpgsql
@@ -317,7 +317,7 @@ BEGIN
                 AND x.watermark IS NOT NULL AND x.state <> 'retired'
               ORDER BY x.version_id LOOP
         BEGIN
-            PERFORM streamview._run_as(r.owner, format(
+            PERFORM streamview_internal._run_as(r.owner, format(
                 'WITH d AS (DELETE FROM %s WHERE window_start < %L AND window_end < %L RETURNING 1) '
                 'SELECT to_jsonb(count(*)) FROM d',
                 r.table_name, r.watermark - r.retention, r.watermark - r.retention));

@@ -5,7 +5,7 @@
 
 -- The live version of a view (NULL fields when it has none, which only a
 -- view being dropped can have).
-CREATE FUNCTION streamview._live_version(view_id int)
+CREATE FUNCTION streamview_internal._live_version(view_id int)
 RETURNS streamview.versions
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -18,7 +18,7 @@ AS $$ SELECT x.* FROM streamview.versions x
 -- exact => true: partitions where the two are at other offsets, or that only
 -- one of them has read, which is what wait_for and validate want: taken over,
 -- at the same offsets as the live version.
-CREATE FUNCTION streamview._partitions_behind(version_id int, reference_id int, exact bool)
+CREATE FUNCTION streamview_internal._partitions_behind(version_id int, reference_id int, exact bool)
 RETURNS int
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -38,7 +38,7 @@ $$;
 -- concurrent drop_version or swap made moot).  Stamps what the transition
 -- means: caught_up_at on catching up, swapped_at/by on going live,
 -- retired_at/by on retirement, failed_at and error on failure.
-CREATE FUNCTION streamview._set_state(version_id int, allowed_from streamview.version_state[],
+CREATE FUNCTION streamview_internal._set_state(version_id int, allowed_from streamview.version_state[],
                                       target streamview.version_state, by name DEFAULT NULL,
                                       error text DEFAULT NULL, strict bool DEFAULT true)
 RETURNS streamview.versions

@@ -11,7 +11,7 @@
 -- "default", "required"}) checked, as the row source_columns keeps for it
 -- (without source_id and attnum).  create_source records it; alter_source
 -- compares a definition given to it with the one recorded.
-CREATE FUNCTION streamview._column_spec(name text, declared jsonb)
+CREATE FUNCTION streamview_internal._column_spec(name text, declared jsonb)
 RETURNS streamview.source_columns
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -42,10 +42,10 @@ BEGIN
     EXCEPTION WHEN undefined_object OR syntax_error OR invalid_text_representation THEN
         ctype := NULL;
     END;
-    IF ctype IS NULL OR NOT ctype = ANY (streamview._supported_types()) THEN
+    IF ctype IS NULL OR NOT ctype = ANY (streamview_internal._supported_types()) THEN
         RAISE EXCEPTION 'column "%" has unsupported type "%"', name, spec->>'type'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Supported types: ' || array_to_string(streamview._supported_types()::text[], ', ') || '.';
+                  HINT = 'Supported types: ' || array_to_string(streamview_internal._supported_types()::text[], ', ') || '.';
     END IF;
     cpath := string_to_array(coalesce(spec->>'path', name), '.');
     IF array_position(cpath, '') IS NOT NULL THEN
@@ -73,13 +73,13 @@ BEGIN
 END $$;
 
 -- One declared column of a new source, checked and recorded as attribute attnum.
-CREATE FUNCTION streamview._add_column(sid int, attnum int, name text, declared jsonb)
+CREATE FUNCTION streamview_internal._add_column(sid int, attnum int, name text, declared jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    col streamview.source_columns := streamview._column_spec(name, declared);
+    col streamview.source_columns := streamview_internal._column_spec(name, declared);
 BEGIN
     col.source_id := sid;
     col.attnum := attnum;
@@ -104,7 +104,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
-CREATE FUNCTION streamview._create_source_impl(
+CREATE FUNCTION streamview_internal._create_source_impl(
     caller               regrole,
     name                 text,
     brokers              text,
@@ -138,7 +138,7 @@ BEGIN
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
     END IF;
-    PERFORM streamview._require(event_time, 'event_time');
+    PERFORM streamview_internal._require(event_time, 'event_time');
     IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
         RAISE EXCEPTION 'brokers and topic must be given'
             USING ERRCODE = 'invalid_parameter_value',
@@ -149,14 +149,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
     END IF;
-    PERFORM streamview._check_options(caller, options);
-    PERFORM streamview._check_worker_quota(caller, 'a new source');
-    ooo := streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
+    PERFORM streamview_internal._check_options(caller, options);
+    PERFORM streamview_internal._check_worker_quota(caller, 'a new source');
+    ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
     IF idle_timeout IS NOT NULL THEN
-        idle := streamview._interval_arg(idle_timeout, 'idle_timeout');
+        idle := streamview_internal._interval_arg(idle_timeout, 'idle_timeout');
     END IF;
     IF max_future IS NOT NULL THEN
-        future := streamview._max_future_arg(max_future);
+        future := streamview_internal._max_future_arg(max_future);
     END IF;
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
@@ -167,7 +167,7 @@ BEGIN
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
         n := n + 1;
-        PERFORM streamview._add_column(sid, n, col.key, col.value);
+        PERFORM streamview_internal._add_column(sid, n, col.key, col.value);
     END LOOP;
 
     IF NOT EXISTS (SELECT 1 FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time) THEN
@@ -187,14 +187,14 @@ BEGIN
             USING ERRCODE = 'undefined_column',
                   HINT = 'Declare it in columns, usually with type text.';
     END IF;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     -- the consumer group the broker's ACLs must let the worker use
-    RETURN streamview._consumer_group(name);
+    RETURN streamview_internal._consumer_group(name);
 END $$;
 
 -- max_future as create_source and alter_source take it: an interval, or
 -- 'infinity' for no bound (NULL in the catalog: event times are not checked).
-CREATE FUNCTION streamview._max_future_arg(value text)
+CREATE FUNCTION streamview_internal._max_future_arg(value text)
 RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -203,7 +203,7 @@ BEGIN
     IF lower(btrim(value)) IN ('infinity', '+infinity') THEN
         RETURN NULL;
     END IF;
-    RETURN streamview._interval_arg(value, 'max_future');
+    RETURN streamview_internal._interval_arg(value, 'max_future');
 END $$;
 
 CREATE FUNCTION streamview.alter_source(
@@ -229,7 +229,7 @@ COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb
 -- another one would change what they mean.  Each may be passed with the
 -- value the source has (a script may pass a whole definition); another
 -- value is refused.
-CREATE FUNCTION streamview._check_definition_kept(src streamview.sources, topic text, columns jsonb,
+CREATE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text, columns jsonb,
                                                   event_time text, event_id text,
                                                   max_out_of_orderness text)
 RETURNS void
@@ -248,7 +248,7 @@ BEGIN
     what := CASE
         WHEN event_time <> src.event_time THEN 'event_time'
         WHEN event_id IS DISTINCT FROM src.event_id AND event_id IS NOT NULL THEN 'event_id'
-        WHEN streamview._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true)
+        WHEN streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true)
              <> src.max_out_of_orderness THEN 'max_out_of_orderness'
         WHEN jsonb_typeof(columns) IS DISTINCT FROM 'object' AND columns IS NOT NULL THEN 'columns'
         WHEN columns IS NOT NULL AND EXISTS (
@@ -256,10 +256,10 @@ BEGIN
                FROM streamview.source_columns c WHERE c.source_id = src.source_id
              EXCEPT
              SELECT d.name, d.type, d.path, d.default_value, d.required
-               FROM jsonb_each(columns) e, streamview._column_spec(e.key, e.value) d)
+               FROM jsonb_each(columns) e, streamview_internal._column_spec(e.key, e.value) d)
             UNION ALL
             (SELECT d.name, d.type, d.path, d.default_value, d.required
-               FROM jsonb_each(columns) e, streamview._column_spec(e.key, e.value) d
+               FROM jsonb_each(columns) e, streamview_internal._column_spec(e.key, e.value) d
              EXCEPT
              SELECT c.name, c.type, c.path, c.default_value, c.required
                FROM streamview.source_columns c WHERE c.source_id = src.source_id)) THEN 'columns'
@@ -278,7 +278,7 @@ END $$;
 -- value of a secret (a property whose name says password, secret, key,
 -- token, credential or jaas, or a PEM text) is written as "********", so
 -- that the history never holds a password, not even a replaced one.
-CREATE FUNCTION streamview._options_change(old_options jsonb, new_options jsonb)
+CREATE FUNCTION streamview_internal._options_change(old_options jsonb, new_options jsonb)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -303,7 +303,7 @@ $$;
 -- notice the change at their next batch (or within a second) and stop
 -- before applying anything, and the launcher starts them again at once,
 -- with the new settings, from the stored offsets.
-CREATE FUNCTION streamview._alter_source_impl(
+CREATE FUNCTION streamview_internal._alter_source_impl(
     caller               regrole,
     name                 text,
     brokers              text  DEFAULT NULL,
@@ -326,9 +326,9 @@ DECLARE
     changes jsonb := '{}';
     id      bigint;
 BEGIN
-    PERFORM streamview._require(name, 'name');
-    src := streamview._lock_source(caller, name);
-    PERFORM streamview._check_definition_kept(src, topic, columns, event_time, event_id, max_out_of_orderness);
+    PERFORM streamview_internal._require(name, 'name');
+    src := streamview_internal._lock_source(caller, name);
+    PERFORM streamview_internal._check_definition_kept(src, topic, columns, event_time, event_id, max_out_of_orderness);
     IF brokers = '' THEN
         RAISE EXCEPTION 'brokers must not be empty'
             USING ERRCODE = 'invalid_parameter_value',
@@ -345,14 +345,14 @@ BEGIN
         END IF;
         -- what the caller sets is checked, as create_source checks it; what
         -- it leaves alone was set by a role allowed to
-        PERFORM streamview._check_options(caller, jsonb_strip_nulls(options));
+        PERFORM streamview_internal._check_options(caller, jsonb_strip_nulls(options));
         opts := jsonb_strip_nulls(src.options || options);
         IF opts <> src.options THEN
-            changes := changes || jsonb_build_object('options', streamview._options_change(src.options, opts));
+            changes := changes || jsonb_build_object('options', streamview_internal._options_change(src.options, opts));
         END IF;
     END IF;
     IF max_future IS NOT NULL THEN
-        future := streamview._max_future_arg(max_future);
+        future := streamview_internal._max_future_arg(max_future);
         IF future IS DISTINCT FROM src.max_future THEN
             changes := changes || jsonb_build_object('max_future', jsonb_build_object('old', src.max_future, 'new', future));
         END IF;
@@ -369,7 +369,7 @@ BEGIN
     INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
     VALUES (src.source_id, src.name, changes, caller::name)
     RETURNING change_id INTO id;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN id;
 END $$;
 
@@ -381,7 +381,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_source(text, bool) IS
 'drops a source (and with cascade its views); its worker stops once the transaction commits; returns how many views were dropped';
 
-CREATE FUNCTION streamview._drop_source_impl(caller regrole, name text, cascade bool DEFAULT false)
+CREATE FUNCTION streamview_internal._drop_source_impl(caller regrole, name text, cascade bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -397,7 +397,7 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT name FROM streamview.source_list.';
     END IF;
-    PERFORM streamview._check_owner(caller, (SELECT s.owner FROM streamview.sources s WHERE s.source_id = sid),
+    PERFORM streamview_internal._check_owner(caller, (SELECT s.owner FROM streamview.sources s WHERE s.source_id = sid),
                                     'source', name);
     FOR v IN SELECT w.name FROM streamview.views w WHERE w.source_id = sid LOOP
         IF NOT cascade THEN
@@ -405,12 +405,12 @@ BEGIN
                 USING ERRCODE = 'dependent_objects_still_exist',
                       HINT = 'Drop the view first, or use drop_source(name, cascade => true).';
         END IF;
-        PERFORM streamview._drop_view_impl(caller, v.name);
+        PERFORM streamview_internal._drop_view_impl(caller, v.name);
         n := n + 1;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
     DELETE FROM streamview.sources s WHERE s.source_id = sid;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN n;   -- the stream views dropped with it
 END $$;
 
@@ -434,7 +434,7 @@ COMMENT ON FUNCTION streamview.revoke_usage(text, regrole) IS
 -- revoke_usage, pause, resume).  FOR UPDATE: the source's batches, which
 -- lock its row FOR KEY SHARE, wait for the caller to commit, as does a
 -- concurrent drop_source or another of these calls.
-CREATE FUNCTION streamview._lock_source(caller regrole, name text)
+CREATE FUNCTION streamview_internal._lock_source(caller regrole, name text)
 RETURNS streamview.sources
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -442,41 +442,41 @@ AS $$
 DECLARE
     src streamview.sources;
 BEGIN
-    PERFORM streamview._require(name, 'source_name');
+    PERFORM streamview_internal._require(name, 'source_name');
     SELECT s.* INTO src FROM streamview.sources s WHERE s.name = _lock_source.name FOR UPDATE;
     IF src.source_id IS NULL THEN
         RAISE EXCEPTION 'source "%" does not exist', name
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT name FROM streamview.source_list.';
     END IF;
-    PERFORM streamview._check_owner(caller, src.owner, 'source', name);
+    PERFORM streamview_internal._check_owner(caller, src.owner, 'source', name);
     RETURN src;
 END $$;
 
-CREATE FUNCTION streamview._grant_usage_impl(caller regrole, source_name text, to_role regrole)
+CREATE FUNCTION streamview_internal._grant_usage_impl(caller regrole, source_name text, to_role regrole)
 RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
-    PERFORM streamview._require(to_role, 'to_role');
+    PERFORM streamview_internal._require(to_role, 'to_role');
     INSERT INTO streamview.source_usage (source_id, grantee, granted_by)
     VALUES (src.source_id, to_role, caller)
     ON CONFLICT (source_id, grantee) DO NOTHING;
     RETURN FOUND;   -- false: the role had it already
 END $$;
 
-CREATE FUNCTION streamview._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
+CREATE FUNCTION streamview_internal._revoke_usage_impl(caller regrole, source_name text, from_role regrole)
 RETURNS bool
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
-    PERFORM streamview._require(from_role, 'from_role');
+    PERFORM streamview_internal._require(from_role, 'from_role');
     DELETE FROM streamview.source_usage u WHERE u.source_id = src.source_id AND u.grantee = from_role;
     RETURN FOUND;   -- false: the role had no grant
 END $$;
@@ -497,33 +497,33 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.resume(text) IS
 'reads a paused source again, from its stored offsets; returns when it had been paused (NULL if it was not)';
 
-CREATE FUNCTION streamview._pause_impl(caller regrole, source_name text)
+CREATE FUNCTION streamview_internal._pause_impl(caller regrole, source_name text)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
     IF src.paused_at IS NULL THEN
         UPDATE streamview.sources s SET paused_at = now() WHERE s.source_id = src.source_id
         RETURNING s.paused_at INTO src.paused_at;
-        PERFORM streamview._notify_launcher();
+        PERFORM streamview_internal._notify_launcher();
     END IF;
     RETURN src.paused_at;
 END $$;
 
-CREATE FUNCTION streamview._resume_impl(caller regrole, source_name text)
+CREATE FUNCTION streamview_internal._resume_impl(caller regrole, source_name text)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src streamview.sources := streamview._lock_source(caller, source_name);
+    src streamview.sources := streamview_internal._lock_source(caller, source_name);
 BEGIN
     IF src.paused_at IS NOT NULL THEN
         UPDATE streamview.sources s SET paused_at = NULL WHERE s.source_id = src.source_id;
-        PERFORM streamview._notify_launcher();
+        PERFORM streamview_internal._notify_launcher();
     END IF;
     RETURN src.paused_at;
 END $$;
@@ -535,7 +535,7 @@ END $$;
 -- list of connection and tuning properties, and to librdkafka's own bounds
 -- (pg_streamview's, for the prefetch queue) on the memory a worker may take
 -- for messages: a hostile broker or topic could fill a larger one.
-CREATE FUNCTION streamview._check_options(caller regrole, options jsonb)
+CREATE FUNCTION streamview_internal._check_options(caller regrole, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp

@@ -2,7 +2,7 @@
 
 -- A version's table goes with the extension (guard.c): DROP EXTENSION
 -- refuses while it exists, and CASCADE drops it.
-CREATE FUNCTION streamview._depend_on_extension(tbl regclass)
+CREATE FUNCTION streamview_internal._depend_on_extension(tbl regclass)
 RETURNS void
 AS 'MODULE_PATHNAME', 'streamview_depend_on_extension'
 LANGUAGE C VOLATILE STRICT;
@@ -10,7 +10,7 @@ LANGUAGE C VOLATILE STRICT;
 -- Creates version `ver` of view `vid`: its table, its row in streamview.versions.
 -- Runs as the extension owner; the table is handed to the view's owner.
 -- _version_sql (codegen.c) makes every statement; this only runs and records them.
-CREATE FUNCTION streamview._create_version(caller regrole, vid int, ver int, query text,
+CREATE FUNCTION streamview_internal._create_version(caller regrole, vid int, ver int, query text,
                                            state streamview.version_state)
 RETURNS int
 LANGUAGE plpgsql
@@ -26,7 +26,7 @@ BEGIN
     SELECT * INTO v FROM streamview.views w WHERE w.view_id = vid;
     SELECT s.name INTO src FROM streamview.sources s WHERE s.source_id = v.source_id;
     tbl := format('%I.%I', v.schema_name, v.name || '_v' || ver);
-    SELECT * INTO gen FROM streamview._version_sql(caller, streamview._caller_search_path(), src, query,
+    SELECT * INTO gen FROM streamview_internal._version_sql(caller, streamview_internal._caller_search_path(), src, query,
                                                    tbl, vrow_id, v.allowed_lateness);
     IF to_regclass(tbl) IS NOT NULL THEN
         RAISE EXCEPTION 'relation % already exists', tbl
@@ -34,7 +34,7 @@ BEGIN
                   HINT = 'Each version of a stream view keeps its rows in a table named <view>_v<version>.';
     END IF;
     EXECUTE gen.create_table;
-    PERFORM streamview._depend_on_extension(tbl::regclass);
+    PERFORM streamview_internal._depend_on_extension(tbl::regclass);
     EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, v.owner);  -- regrole text is quoted
     EXECUTE gen.create_index;
     EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
@@ -62,7 +62,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.create_view(text, text, text) IS
 'creates a stream view: a windowed aggregate over a source, kept up to date from the topic; returns the view';
 
-CREATE FUNCTION streamview._create_view_impl(
+CREATE FUNCTION streamview_internal._create_view_impl(
     caller           regrole,
     name             text,
     query            text,
@@ -92,7 +92,7 @@ BEGIN
                   HINT = 'Use letters, digits and underscores, optionally qualified with a schema: analytics.revenue.';
     END IF;
     vname := m[2];
-    vschema := coalesce(m[1], streamview._caller_schema());
+    vschema := coalesce(m[1], streamview_internal._caller_schema());
     IF NOT has_schema_privilege(caller, vschema, 'CREATE') THEN
         RAISE EXCEPTION 'permission denied for schema %', vschema
             USING ERRCODE = 'insufficient_privilege',
@@ -108,25 +108,25 @@ BEGIN
         RAISE EXCEPTION 'relation "%.%" already exists', vschema, vname
             USING ERRCODE = 'duplicate_table';
     END IF;
-    PERFORM streamview._require(query, 'query');
-    PERFORM streamview._require(allowed_lateness, 'allowed_lateness');
-    lateness := streamview._interval_arg(allowed_lateness, 'allowed_lateness', true);
+    PERFORM streamview_internal._require(query, 'query');
+    PERFORM streamview_internal._require(allowed_lateness, 'allowed_lateness');
+    lateness := streamview_internal._interval_arg(allowed_lateness, 'allowed_lateness', true);
 
     SELECT s.* INTO src FROM streamview.sources s
-     WHERE s.name = streamview._query_source(query);
-    PERFORM streamview._check_usage(caller, src);
+     WHERE s.name = streamview_internal._query_source(query);
+    PERFORM streamview_internal._check_usage(caller, src);
 
     INSERT INTO streamview.views (name, schema_name, source_id, owner, allowed_lateness)
     VALUES (vname, vschema, src.source_id, caller, lateness)
     RETURNING view_id INTO vid;
-    vrow_id := streamview._create_version(caller, vid, 1, query, 'live');
+    vrow_id := streamview_internal._create_version(caller, vid, 1, query, 'live');
     EXECUTE (SELECT format('CREATE VIEW %I.%I AS %s', vschema, vname, ver.view_sql)
                FROM streamview.versions ver WHERE ver.version_id = vrow_id);
     EXECUTE format('ALTER VIEW %I.%I OWNER TO %s', vschema, vname, caller);
     EXECUTE format('COMMENT ON VIEW %I.%I IS %L', vschema, vname,
                    'stream view over source ' || src.name || ' (pg_streamview)');
     UPDATE streamview.views w SET relid = format('%I.%I', vschema, vname)::regclass WHERE w.view_id = vid;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN format('%I.%I', vschema, vname)::regclass;   -- where it went
 END $$;
 
@@ -144,7 +144,7 @@ COMMENT ON FUNCTION streamview.set_retention(text, interval) IS
 -- that version's watermark.  drop_after must be at least allowed_lateness:
 -- every event of a deleted window is then too late, so no window comes
 -- back half-counted.
-CREATE FUNCTION streamview._set_retention_impl(caller regrole, view_name text, drop_after interval)
+CREATE FUNCTION streamview_internal._set_retention_impl(caller regrole, view_name text, drop_after interval)
 RETURNS interval
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -152,8 +152,8 @@ AS $$
 DECLARE
     v streamview.views;
 BEGIN
-    PERFORM streamview._require(view_name, 'view_name');
-    v := streamview._lock_view(caller, view_name);
+    PERFORM streamview_internal._require(view_name, 'view_name');
+    v := streamview_internal._lock_view(caller, view_name);
     IF drop_after IS NOT NULL AND (drop_after <= interval '0' OR drop_after < v.allowed_lateness) THEN
         RAISE EXCEPTION 'drop_after must be at least the view''s allowed_lateness'
             USING ERRCODE = 'invalid_parameter_value',
@@ -173,7 +173,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_view(text) IS
 'drops a stream view, all its versions and their tables; returns how many tables were dropped';
 
-CREATE FUNCTION streamview._drop_view_impl(caller regrole, name text)
+CREATE FUNCTION streamview_internal._drop_view_impl(caller regrole, name text)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -190,16 +190,16 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT DISTINCT view_name FROM streamview.status.';
     END IF;
-    PERFORM streamview._check_owner(caller, v.owner, 'stream view', name);
+    PERFORM streamview_internal._check_owner(caller, v.owner, 'stream view', name);
     -- the view create_view made, if it is still there: not whatever
     -- relation has its name now, which may be another role's
-    rel := streamview._view_relation(v);
+    rel := streamview_internal._view_relation(v);
     IF rel IS NOT NULL THEN
-        PERFORM streamview._exclusive(format('DROP VIEW %s', rel), format('stream view "%s"', v.name));
+        PERFORM streamview_internal._exclusive(format('DROP VIEW %s', rel), format('stream view "%s"', v.name));
     END IF;
     FOR ver IN SELECT x.table_name FROM streamview.versions x WHERE x.view_id = v.view_id LOOP
         IF ver.table_name IS NOT NULL THEN
-            PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
+            PERFORM streamview_internal._exclusive(format('DROP TABLE IF EXISTS %s', ver.table_name),
                                           format('table %s of stream view "%s"', ver.table_name, v.name));
             n := n + 1;
         END IF;
@@ -208,7 +208,7 @@ BEGIN
     DELETE FROM streamview.validations x WHERE x.view_name = v.name;
     DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
     DELETE FROM streamview.views w WHERE w.view_id = v.view_id;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN n;   -- the versions' tables dropped
 END $$;
 
@@ -216,21 +216,21 @@ END $$;
 -- refused with a hint (guard.c); drop_view and drop_version do it with the
 -- catalog.  (A superuser who must can ALTER EVENT TRIGGER
 -- streamview_guard_drop DISABLE.)
-CREATE FUNCTION streamview._guard_drop()
+CREATE FUNCTION streamview_internal._guard_drop()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'streamview_guard_drop'
 LANGUAGE C;
 
 CREATE EVENT TRIGGER streamview_guard_drop ON sql_drop
-    EXECUTE FUNCTION streamview._guard_drop();
+    EXECUTE FUNCTION streamview_internal._guard_drop();
 
 -- So is renaming or moving a stream view, and renaming, dropping or
 -- retyping a column of a table a version uses (guard.c).
-CREATE FUNCTION streamview._guard_alter()
+CREATE FUNCTION streamview_internal._guard_alter()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'streamview_guard_alter'
 LANGUAGE C;
 
 CREATE EVENT TRIGGER streamview_guard_alter ON ddl_command_start
     WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW')
-    EXECUTE FUNCTION streamview._guard_alter();
+    EXECUTE FUNCTION streamview_internal._guard_alter();

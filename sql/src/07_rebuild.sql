@@ -9,7 +9,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.rebuild(text, text, text, bigint) IS
 'starts a new version of a stream view that replays the log (optionally with a new query); returns its number';
 
-CREATE FUNCTION streamview._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
+CREATE FUNCTION streamview_internal._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
                                          start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql
@@ -23,10 +23,10 @@ DECLARE
     vrow   int;
     since  timestamptz;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    PERFORM streamview._check_may_create(v, 'A rebuild');
-    PERFORM streamview._check_usage(v.owner, s) FROM streamview.sources s WHERE s.source_id = v.source_id;
-    PERFORM streamview._check_worker_quota(v.owner, 'a rebuild');
+    v := streamview_internal._lock_view(caller, view_name);
+    PERFORM streamview_internal._check_may_create(v, 'A rebuild');
+    PERFORM streamview_internal._check_usage(v.owner, s) FROM streamview.sources s WHERE s.source_id = v.source_id;
+    PERFORM streamview_internal._check_worker_quota(v.owner, 'a rebuild');
     IF max_rate > 1000000000 THEN
         RAISE EXCEPTION 'max_rate must be at most 1000000000 events per second'
             USING ERRCODE = 'invalid_parameter_value',
@@ -54,14 +54,14 @@ BEGIN
             USING ERRCODE = 'object_in_use',
                   HINT = 'Wait for it with streamview.wait_for(), or stop it with streamview.drop_version().';
     END IF;
-    live := streamview._live_version(v.view_id);
+    live := streamview_internal._live_version(v.view_id);
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
-    vrow := streamview._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
+    vrow := streamview_internal._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
     UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
     IF since IS NOT NULL THEN
-        PERFORM streamview._start_from_time(v, live, vrow, since);
+        PERFORM streamview_internal._start_from_time(v, live, vrow, since);
     END IF;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN ver;
 END $$;
 
@@ -70,7 +70,7 @@ END $$;
 -- version, where they must be final; each partition is replayed from the
 -- last offset mark whose event time is before the cut, with that mark's
 -- event-time history, and the replay skips windows before the cut.
-CREATE FUNCTION streamview._start_from_time(v streamview.views, live streamview.versions,
+CREATE FUNCTION streamview_internal._start_from_time(v streamview.views, live streamview.versions,
                                             vrow int, since timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -104,7 +104,7 @@ BEGIN
     END IF;
     SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols_new
       FROM pg_attribute a WHERE a.attrelid = cand.table_name AND a.attnum > 0 AND NOT a.attisdropped;
-    PERFORM streamview._run_as(v.owner,
+    PERFORM streamview_internal._run_as(v.owner,
         format('WITH c AS (INSERT INTO %s (%s) SELECT %s FROM %s WHERE window_start < %L RETURNING 1) '
                'SELECT to_jsonb(count(*)) FROM c', cand.table_name, cols_new, cols_new, live.table_name, cut));
     INSERT INTO streamview.offsets (version_id, partition, next_offset, max_event_time)
@@ -124,7 +124,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.wait_for(text, int, interval) IS
 'waits until a version has caught up with the live one (reporting progress), fails or times out';
 
-CREATE FUNCTION streamview._wait_for_impl(caller regrole, view_name text, version int,
+CREATE FUNCTION streamview_internal._wait_for_impl(caller regrole, view_name text, version int,
                                           timeout interval DEFAULT '10 minutes')
 RETURNS text
 LANGUAGE plpgsql
@@ -144,8 +144,8 @@ BEGIN
         RAISE EXCEPTION 'stream view "%" does not exist', view_name
             USING ERRCODE = 'undefined_object';
     END IF;
-    r := streamview._get_version(v, version);
-    PERFORM streamview._require(timeout, 'timeout');
+    r := streamview_internal._get_version(v, version);
+    PERFORM streamview_internal._require(timeout, 'timeout');
     IF timeout <= interval '0' THEN
         RAISE EXCEPTION 'timeout must be positive'
             USING ERRCODE = 'invalid_parameter_value',
@@ -162,8 +162,8 @@ BEGIN
         SELECT * INTO r FROM streamview.versions x WHERE x.version_id = r.version_id;
         -- Caught up, and taken over by the source worker: at the live
         -- version's offsets, as validate() will want.
-        IF r.state = 'live' OR (r.state = 'caught_up' AND streamview._partitions_behind(
-               r.version_id, (streamview._live_version(r.view_id)).version_id, exact => true) = 0) THEN
+        IF r.state = 'live' OR (r.state = 'caught_up' AND streamview_internal._partitions_behind(
+               r.version_id, (streamview_internal._live_version(r.view_id)).version_id, exact => true) = 0) THEN
             RETURN r.state;
         ELSIF r.state = 'failed' THEN
             RAISE EXCEPTION 'rebuild of stream view "%" version % failed', view_name, version

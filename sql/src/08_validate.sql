@@ -8,7 +8,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.add_check(text, text, text) IS
 'registers an invariant (a boolean expression over the view''s columns) that validate() checks; returns how many rows of the live version violate it now';
 
-CREATE FUNCTION streamview._add_check_impl(caller regrole, view_name text, name text, predicate text)
+CREATE FUNCTION streamview_internal._add_check_impl(caller regrole, view_name text, name text, predicate text)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -18,16 +18,16 @@ DECLARE
     live streamview.versions;
     violations bigint;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    PERFORM streamview._require(name, 'name');
-    PERFORM streamview._require(predicate, 'predicate');
+    v := streamview_internal._lock_view(caller, view_name);
+    PERFORM streamview_internal._require(name, 'name');
+    PERFORM streamview_internal._require(predicate, 'predicate');
     IF EXISTS (SELECT 1 FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _add_check_impl.name) THEN
         RAISE EXCEPTION 'check "%" of stream view "%" already exists', name, view_name
             USING ERRCODE = 'duplicate_object';
     END IF;
-    live := streamview._live_version(v.view_id);
+    live := streamview_internal._live_version(v.view_id);
     BEGIN
-        violations := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+        violations := streamview_internal._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
                                                            live.view_sql, predicate));
     EXCEPTION WHEN syntax_error OR undefined_column OR undefined_function OR datatype_mismatch THEN
         RAISE EXCEPTION 'invalid check "%" for stream view "%": %', name, view_name, SQLERRM
@@ -46,7 +46,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_check(text, text) IS
 'removes an invariant registered with add_check(); returns its predicate';
 
-CREATE FUNCTION streamview._drop_check_impl(caller regrole, view_name text, name text)
+CREATE FUNCTION streamview_internal._drop_check_impl(caller regrole, view_name text, name text)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -55,7 +55,7 @@ DECLARE
     v       streamview.views;
     dropped text;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
+    v := streamview_internal._lock_view(caller, view_name);
     DELETE FROM streamview.checks c WHERE c.view_id = v.view_id AND c.name = _drop_check_impl.name
     RETURNING c.predicate INTO dropped;
     IF NOT FOUND THEN
@@ -66,7 +66,7 @@ BEGIN
 END $$;
 
 -- Differences between two versions over the windows final in both.
-CREATE FUNCTION streamview._compare(v streamview.views, a streamview.versions, b streamview.versions,
+CREATE FUNCTION streamview_internal._compare(v streamview.views, a streamview.versions, b streamview.versions,
                                     OUT comparable bool, OUT only_a bigint, OUT only_b bigint,
                                     OUT differ bigint, OUT samples text, OUT totals text,
                                     OUT totals_equal bool, OUT horizon timestamptz, OUT note text)
@@ -139,7 +139,7 @@ BEGIN
                       || ')' FROM unnest(sums) c), ''''''),
         kept_from
     );
-    r := streamview._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
+    r := streamview_internal._run_as(b_owner, format('SELECT to_jsonb(z) FROM (%s) AS z', q));
     only_a := (r->>'only_a')::bigint; only_b := (r->>'only_b')::bigint; differ := (r->>'differ')::bigint;
     samples := r->>'samples'; totals := nullif(r->>'totals', '');
     totals_equal := NOT EXISTS (
@@ -155,7 +155,7 @@ LANGUAGE C VOLATILE ROWS 8;
 COMMENT ON FUNCTION streamview.validate(text, int, bool) IS
 'checks a version against the live one (offsets, ledger, differences, invariants) and records the result';
 
-CREATE FUNCTION streamview._validate_impl(caller regrole, view_name text, version int,
+CREATE FUNCTION streamview_internal._validate_impl(caller regrole, view_name text, version int,
                                           expect_identical bool DEFAULT false)
 RETURNS TABLE ("check" text, passed bool, detail text)
 LANGUAGE plpgsql
@@ -175,12 +175,12 @@ DECLARE
     oks     bool[] := '{}';
     details text[] := '{}';
 BEGIN
-    v := streamview._lock_view(caller, view_name, lock => false);
-    cand := streamview._get_version(v, version);
-    live := streamview._live_version(v.view_id);
+    v := streamview_internal._lock_view(caller, view_name, lock => false);
+    cand := streamview_internal._get_version(v, version);
+    live := streamview_internal._live_version(v.view_id);
 
     -- 1. caught up to the same offsets as the live version
-    n := streamview._partitions_behind(cand.version_id, live.version_id, exact => true);
+    n := streamview_internal._partitions_behind(cand.version_id, live.version_id, exact => true);
     SELECT count(DISTINCT o.partition) INTO m
       FROM streamview.offsets o WHERE o.version_id IN (cand.version_id, live.version_id);
     "check" := 'caught_up';
@@ -207,7 +207,7 @@ BEGIN
 
     -- 3. differences from the live version over windows final in both
     IF cand.version_id <> live.version_id THEN
-        SELECT * INTO cmp FROM streamview._compare(v, live, cand);
+        SELECT * INTO cmp FROM streamview_internal._compare(v, live, cand);
         "check" := 'differences';
         IF NOT cmp.comparable THEN
             passed := NOT expect_identical;
@@ -228,7 +228,7 @@ BEGIN
 
     -- 4. user invariants, evaluated as the view's owner
     FOR chk IN SELECT c.name, c.predicate FROM streamview.checks c WHERE c.view_id = v.view_id ORDER BY c.name LOOP
-        n := streamview._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
+        n := streamview_internal._count_as(v.owner, format('SELECT count(*) FROM (%s) AS t WHERE NOT (%s)',
                                                   cand.view_sql, chk.predicate));
         "check" := 'check ' || chk.name;
         passed := n = 0;

@@ -1,7 +1,7 @@
 -- Swap, rollback, drop_version.
 
 -- Point the view at version target; runs in the caller's transaction.
-CREATE FUNCTION streamview._do_swap(caller regrole, v streamview.views, target streamview.versions,
+CREATE FUNCTION streamview_internal._do_swap(caller regrole, v streamview.views, target streamview.versions,
                                     forced bool, is_rollback bool)
 RETURNS void
 LANGUAGE plpgsql
@@ -50,8 +50,8 @@ BEGIN
     -- Readers see the old rows or the new rows: the view's definition changes
     -- under an exclusive lock, in this transaction.  It is the view that
     -- create_view made (by OID), whatever now has its name.
-    PERFORM streamview._check_may_create(v, 'A swap');
-    rel := streamview._view_relation(v);
+    PERFORM streamview_internal._check_may_create(v, 'A swap');
+    rel := streamview_internal._view_relation(v);
     note := obj_description(rel, 'pg_class');
     IF rel IS NULL THEN
         -- dropped by hand: made again, for the view's owner, where it was
@@ -61,7 +61,7 @@ BEGIN
                       DETAIL = 'The view that create_view made was dropped, and another relation has its name.',
                       HINT = format('Drop or rename %s, or drop the stream view with streamview.drop_view().', vname);
         END IF;
-        PERFORM streamview._exclusive(format('CREATE VIEW %s AS %s', vname, target.view_sql),
+        PERFORM streamview_internal._exclusive(format('CREATE VIEW %s AS %s', vname, target.view_sql),
                                       format('stream view "%s"', v.name));
         EXECUTE format('ALTER VIEW %s OWNER TO %s', vname, v.owner);
         rel := vname::regclass;
@@ -69,12 +69,12 @@ BEGIN
         vname := rel::text;
         SELECT c.relacl INTO acl FROM pg_class c WHERE c.oid = rel;
         BEGIN
-            PERFORM streamview._exclusive(format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql),
+            PERFORM streamview_internal._exclusive(format('CREATE OR REPLACE VIEW %s AS %s', vname, target.view_sql),
                                           format('stream view "%s"', v.name));
         EXCEPTION WHEN invalid_table_definition OR datatype_mismatch OR feature_not_supported THEN
             -- The column list changed: replace the view (grants are carried over).
             BEGIN
-                PERFORM streamview._exclusive(format('DROP VIEW %s', vname), format('stream view "%s"', v.name));
+                PERFORM streamview_internal._exclusive(format('DROP VIEW %s', vname), format('stream view "%s"', v.name));
             EXCEPTION WHEN dependent_objects_still_exist THEN
                 RAISE EXCEPTION 'cannot swap stream view "%" to version %: other objects depend on its columns',
                                 v.name, target.version
@@ -99,12 +99,12 @@ BEGIN
     END IF;
     EXECUTE format('COMMENT ON VIEW %s IS %L', vname, note);
 
-    live := streamview._live_version(v.view_id);
-    PERFORM streamview._set_state(live.version_id, '{live}', 'caught_up');
-    PERFORM streamview._set_state(target.version_id, '{caught_up}', 'live', by => caller::name);
+    live := streamview_internal._live_version(v.view_id);
+    PERFORM streamview_internal._set_state(live.version_id, '{live}', 'caught_up');
+    PERFORM streamview_internal._set_state(target.version_id, '{caught_up}', 'live', by => caller::name);
     INSERT INTO streamview.swaps (view_name, from_version, to_version, forced, is_rollback, swapped_by)
     VALUES (v.name, live.version, target.version, forced, is_rollback, caller::name);
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
 END $$;
 
 CREATE FUNCTION streamview.swap(view_name text, version int, force bool DEFAULT false)
@@ -115,7 +115,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.swap(text, int, bool) IS
 'makes a validated version the one the view reads, atomically; the old version stays maintained; returns the old version';
 
-CREATE FUNCTION streamview._swap_impl(caller regrole, view_name text, version int, force bool DEFAULT false)
+CREATE FUNCTION streamview_internal._swap_impl(caller regrole, view_name text, version int, force bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -124,9 +124,9 @@ DECLARE
     v    streamview.views;
     prev int;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    prev := (streamview._live_version(v.view_id)).version;
-    PERFORM streamview._do_swap(caller, v, streamview._get_version(v, version), force, false);
+    v := streamview_internal._lock_view(caller, view_name);
+    prev := (streamview_internal._live_version(v.view_id)).version;
+    PERFORM streamview_internal._do_swap(caller, v, streamview_internal._get_version(v, version), force, false);
     RETURN prev;   -- the version that was live: what rollback() goes back to
 END $$;
 
@@ -138,7 +138,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.rollback(text) IS
 'swaps the view back to the version it read before the last swap; returns that version';
 
-CREATE FUNCTION streamview._rollback_impl(caller regrole, view_name text)
+CREATE FUNCTION streamview_internal._rollback_impl(caller regrole, view_name text)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -147,7 +147,7 @@ DECLARE
     v    streamview.views;
     prev int;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
+    v := streamview_internal._lock_view(caller, view_name);
     SELECT s.from_version INTO prev FROM streamview.swaps s
      WHERE s.view_name = v.name ORDER BY s.swap_id DESC LIMIT 1;
     IF prev IS NULL THEN
@@ -155,7 +155,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'It has never been swapped.';
     END IF;
-    PERFORM streamview._do_swap(caller, v, streamview._get_version(v, prev), true, true);
+    PERFORM streamview_internal._do_swap(caller, v, streamview_internal._get_version(v, prev), true, true);
     RETURN prev;
 END $$;
 
@@ -167,7 +167,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION streamview.drop_version(text, int) IS
 'retires a version that is not live: stops maintaining it and drops its table; its history is kept; returns the table dropped';
 
-CREATE FUNCTION streamview._drop_version_impl(caller regrole, view_name text, version int)
+CREATE FUNCTION streamview_internal._drop_version_impl(caller regrole, view_name text, version int)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -177,8 +177,8 @@ DECLARE
     r     streamview.versions;
     dropped_table text;
 BEGIN
-    v := streamview._lock_view(caller, view_name);
-    r := streamview._get_version(v, version);
+    v := streamview_internal._lock_view(caller, view_name);
+    r := streamview_internal._get_version(v, version);
     dropped_table := r.table_name::text;
     IF r.state = 'live' THEN
         RAISE EXCEPTION 'cannot drop version % of stream view "%" because it is live', version, view_name
@@ -189,14 +189,14 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF r.table_name IS NOT NULL THEN
-        PERFORM streamview._exclusive(format('DROP TABLE IF EXISTS %s', r.table_name),
+        PERFORM streamview_internal._exclusive(format('DROP TABLE IF EXISTS %s', r.table_name),
                                       format('table %s of stream view "%s"', r.table_name, v.name));
     END IF;
-    PERFORM streamview._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
+    PERFORM streamview_internal._set_state(r.version_id, '{replaying,caught_up,failed}', 'retired', by => caller::name);
     UPDATE streamview.versions x SET table_name = NULL WHERE x.version_id = r.version_id;
     DELETE FROM streamview.offsets o WHERE o.version_id = r.version_id;
     DELETE FROM streamview.seen_ids s WHERE s.version_id = r.version_id;
     DELETE FROM streamview.version_stats st WHERE st.version_id = r.version_id;
-    PERFORM streamview._notify_launcher();
+    PERFORM streamview_internal._notify_launcher();
     RETURN dropped_table;   -- the table dropped with it
 END $$;

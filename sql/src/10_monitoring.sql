@@ -7,7 +7,7 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
-       s.paused_at, streamview._consumer_group(s.name) AS consumer_group
+       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group
   FROM streamview.sources s;
 
 -- One row per version and partition: every partition the version's worker

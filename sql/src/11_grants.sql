@@ -2,6 +2,7 @@
 
 -- Internals run only through the dispatcher.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview_internal FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
                           streamview.hop(timestamptz, interval, interval) TO PUBLIC;
@@ -9,9 +10,10 @@ GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
 -- source_list shows every source's consumer group; the view calls it with
 -- the reader's rights.  It reveals the cluster's system identifier, which
 -- names the server to Kafka and is no credential.
-GRANT EXECUTE ON FUNCTION streamview._consumer_group(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 
 GRANT USAGE ON SCHEMA streamview TO PUBLIC;
+GRANT USAGE ON SCHEMA streamview_internal TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network
 -- connection from inside the server, and a view starts a worker.

@@ -51,7 +51,7 @@ def comments(path):
     """COMMENT ON FUNCTION statements, by function name."""
     result = {}
     for st in statements(open(path).read()):
-        m = re.match(r'COMMENT ON FUNCTION (streamview\.\w+)\(', st)
+        m = re.match(r'COMMENT ON FUNCTION (streamview(?:_internal)?\.\w+)\(', st)
         if m:
             result.setdefault(m.group(1), []).append(st)
     return result
@@ -64,7 +64,7 @@ def functions(path):
         while lines and (lines[0].lstrip().startswith('--') or not lines[0].strip()):
             lines.pop(0)        # the comments before the statement
         body = '\n'.join(lines)
-        m = re.search(r'CREATE FUNCTION (streamview\.\w+)\s*\(', body)
+        m = re.search(r'CREATE FUNCTION (streamview(?:_internal)?\.\w+)\s*\(', body)
         if not m or not body.lstrip().startswith('CREATE FUNCTION'):
             continue
         # the argument list: to the matching parenthesis
@@ -97,5 +97,6 @@ for key in old:
         print('-- gone: ' + key)
 # as at the end of an install script: functions are the dispatcher's only
 print('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;')
+print('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview_internal FROM PUBLIC;')
 print('GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),')
 print('                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;')

@@ -4,13 +4,15 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(45);
+SELECT plan(46);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
     'create_source', 'alter_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'set_retention', 'rebuild', 'wait_for',
-    'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
-    -- internals, closed to PUBLIC
+    'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop'],
+    'the schema streamview holds the API, nothing else: \df streamview.* lists it');
+-- Internals, in a schema of their own, closed to PUBLIC.
+SELECT functions_are('streamview_internal', ARRAY[
     '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_column_spec', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
@@ -18,7 +20,7 @@ SELECT functions_are('streamview', ARRAY[
     '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
-    '_wait_for_impl'], 'the schema holds the API and its internals, nothing else');
+    '_wait_for_impl'], 'the internal functions, nothing else');
 
 -- Every dispatcher has _<name>_impl(regrole, <its argument types>) behind it,
 -- returning the same type, and every _<name>_impl has its dispatcher.
@@ -26,16 +28,16 @@ SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
      WHERE p.pronamespace = 'streamview'::regnamespace AND p.prosrc = 'streamview_api_dispatch'
        AND NOT EXISTS (SELECT 1 FROM pg_proc i
-                        WHERE i.pronamespace = p.pronamespace AND i.proname = '_' || p.proname || '_impl'
+                        WHERE i.pronamespace = 'streamview_internal'::regnamespace AND i.proname = '_' || p.proname || '_impl'
                           AND oidvectortypes(i.proargtypes) =
                               'regrole' || CASE WHEN p.pronargs > 0 THEN ', ' || oidvectortypes(p.proargtypes) ELSE '' END
                           AND i.prorettype = p.prorettype AND i.proretset = p.proretset) $$,
     'every public function has its implementation behind the dispatcher');
 SELECT is_empty($$
     SELECT i.oid::regprocedure FROM pg_proc i
-     WHERE i.pronamespace = 'streamview'::regnamespace AND i.proname ~ '^_.*_impl$'
+     WHERE i.pronamespace = 'streamview_internal'::regnamespace AND i.proname ~ '^_.*_impl$'
        AND NOT EXISTS (SELECT 1 FROM pg_proc p
-                        WHERE p.pronamespace = i.pronamespace AND '_' || p.proname || '_impl' = i.proname
+                        WHERE p.pronamespace = 'streamview'::regnamespace AND '_' || p.proname || '_impl' = i.proname
                           AND p.prosrc = 'streamview_api_dispatch') $$,
     'every implementation has its public function');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamview'::regnamespace
@@ -44,7 +46,8 @@ SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamvie
 -- Who may call what.
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
-     WHERE p.pronamespace = 'streamview'::regnamespace AND p.proname NOT IN ('tumble', 'hop', '_consumer_group')
+     WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace)
+       AND p.proname NOT IN ('tumble', 'hop', '_consumer_group')
        AND has_function_privilege('public', p.oid, 'EXECUTE') $$,
     'PUBLIC may execute nothing but tumble, hop and _consumer_group (for source_list)');
 SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval'], 'public',
@@ -53,13 +56,13 @@ SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 
                           ARRAY['EXECUTE'], 'PUBLIC may call hop');
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
-     WHERE p.pronamespace = 'streamview'::regnamespace
+     WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace)
        AND p.prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('plpgsql', 'sql'))
        AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false) $$,
     'every SQL and PL/pgSQL function pins search_path to pg_catalog, pg_temp');
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
-     WHERE p.pronamespace = 'streamview'::regnamespace AND p.prosecdef $$,
+     WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace) AND p.prosecdef $$,
     'no function is SECURITY DEFINER');
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p

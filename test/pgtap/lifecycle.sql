@@ -1,5 +1,5 @@
 -- The version lifecycle has one owner: states are an enum, and
--- streamview._set_state is the only statement that changes them.  Versions
+-- streamview_internal._set_state is the only statement that changes them.  Versions
 -- are made here by hand, as the worker and the API would.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
@@ -24,7 +24,7 @@ SELECT streamview.create_view('public.lc_n', $$ SELECT streamview.tumble(ts, '1 
 SELECT is(streamview.rebuild('lc_n'), 2, 'a rebuild makes version 2');
 CREATE TEMP TABLE ids AS
 SELECT version, version_id FROM streamview.versions WHERE view_name = 'lc_n';
-SELECT is((streamview._live_version((SELECT view_id FROM streamview.views WHERE name = 'lc_n'))).version, 1,
+SELECT is((streamview_internal._live_version((SELECT view_id FROM streamview.views WHERE name = 'lc_n'))).version, 1,
           '_live_version finds version 1');
 
 -- caught up: offsets behind, ahead, equal
@@ -32,29 +32,29 @@ INSERT INTO streamview.offsets (version_id, partition, next_offset)
 SELECT version_id, p, 100 FROM ids, generate_series(0, 1) p WHERE version = 1;
 INSERT INTO streamview.offsets (version_id, partition, next_offset)
 SELECT version_id, 0, 50 FROM ids WHERE version = 2;
-SELECT is(streamview._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
+SELECT is(streamview_internal._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
                                         (SELECT version_id FROM ids WHERE version = 1), false), 2,
           'one partition behind and one not read yet: 2 behind');
 UPDATE streamview.offsets SET next_offset = 120
  WHERE version_id = (SELECT version_id FROM ids WHERE version = 2);
 INSERT INTO streamview.offsets (version_id, partition, next_offset)
 SELECT version_id, 1, 100 FROM ids WHERE version = 2;
-SELECT is(streamview._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
+SELECT is(streamview_internal._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
                                         (SELECT version_id FROM ids WHERE version = 1), false), 0,
           'ahead in one partition, level in the other: caught up for the hand-over');
-SELECT is(streamview._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
+SELECT is(streamview_internal._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
                                         (SELECT version_id FROM ids WHERE version = 1), true), 1,
           'but not at the same offsets: one partition differs');
 
 -- transitions
-SELECT throws_ok($$ SELECT streamview._set_state((SELECT version_id FROM ids WHERE version = 2),
+SELECT throws_ok($$ SELECT streamview_internal._set_state((SELECT version_id FROM ids WHERE version = 2),
                                                  '{caught_up}', 'live') $$,
                  '55000', 'version 2 of stream view "lc_n" is replaying, not caught_up',
                  'a transition from a state the version is not in is refused');
-SELECT is((streamview._set_state((SELECT version_id FROM ids WHERE version = 2), '{caught_up}', 'live',
+SELECT is((streamview_internal._set_state((SELECT version_id FROM ids WHERE version = 2), '{caught_up}', 'live',
                                  strict => false)).version_id, NULL,
           'unless strict => false: then nothing happens');
-SELECT is((streamview._set_state((SELECT version_id FROM ids WHERE version = 2), '{replaying}',
+SELECT is((streamview_internal._set_state((SELECT version_id FROM ids WHERE version = 2), '{replaying}',
                                  'caught_up')).state, 'caught_up', 'replaying -> caught_up');
 SELECT isnt((SELECT caught_up_at FROM streamview.versions WHERE version_id = (SELECT version_id FROM ids WHERE version = 2)),
             NULL, 'stamps caught_up_at');
@@ -69,14 +69,14 @@ SELECT lives_ok($$ SELECT streamview.drop_version('lc_n', 1) $$, 'drop_version g
 SELECT results_eq($$ SELECT state::text, retired_by IS NOT NULL, table_name IS NULL FROM streamview.versions
                       WHERE view_name = 'lc_n' AND version = 1 $$,
                   $$ VALUES ('retired', true, true) $$, 'retired, stamped, its table gone');
-SELECT throws_ok($$ SELECT streamview._set_state((SELECT version_id FROM ids WHERE version = 1),
+SELECT throws_ok($$ SELECT streamview_internal._set_state((SELECT version_id FROM ids WHERE version = 1),
                                                  '{replaying,caught_up}', 'failed') $$,
                  '55000', NULL, 'a retired version cannot fail');
-SELECT is((streamview._set_state((SELECT version_id FROM ids WHERE version = 2), '{replaying,caught_up}', 'failed',
+SELECT is((streamview_internal._set_state((SELECT version_id FROM ids WHERE version = 2), '{replaying,caught_up}', 'failed',
                                  error => 'never', strict => false)).version_id, NULL,
           'the worker marks only replaying and caught-up versions failed (the live one is not in the list)');
 SELECT is(streamview.rebuild('lc_n'), 3, 'version 3');
-SELECT is((streamview._set_state((SELECT version_id FROM streamview.versions
+SELECT is((streamview_internal._set_state((SELECT version_id FROM streamview.versions
                                    WHERE view_name = 'lc_n' AND version = 3), '{replaying,caught_up}', 'failed',
                                  error => 'boom')).error, 'boom', 'replaying -> failed, with the error');
 SELECT results_eq($$ SELECT state::text, error, failed_at IS NOT NULL FROM streamview.versions

@@ -86,7 +86,7 @@ UPDATE streamview.sources SET last_error = NULL WHERE name = 'hs';
 -- retired (dropped): no health at all
 SELECT streamview.rebuild('hv') AS v2;
 SELECT version, state, health FROM streamview.status WHERE view_name = 'hv' ORDER BY version;
-SELECT state FROM streamview._set_state((SELECT version_id FROM streamview.versions WHERE view_name = 'hv' AND version = 2),
+SELECT state FROM streamview_internal._set_state((SELECT version_id FROM streamview.versions WHERE view_name = 'hv' AND version = 2),
                                         '{replaying}', 'failed', error => 'a test failure');
 SELECT version, state, health, error FROM streamview.status WHERE view_name = 'hv' ORDER BY version;
 INSERT INTO streamview.version_stats (version_id, batch_at, batch_duration, events_per_second, held_back_by)

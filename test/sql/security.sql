@@ -289,9 +289,9 @@ ROLLBACK;
 REVOKE CREATE ON DATABASE :"regressdb" FROM sv_mallory;
 DROP ROLE sv_mallory;
 -- The dispatcher runs only implementations that belong to the extension.
-ALTER EXTENSION pg_streamview DROP FUNCTION streamview._drop_check_impl(regrole, text, text);
+ALTER EXTENSION pg_streamview DROP FUNCTION streamview_internal._drop_check_impl(regrole, text, text);
 SELECT pg_temp.err($$SELECT streamview.drop_check('v', 'c')$$) AS not_a_member;
-ALTER EXTENSION pg_streamview ADD FUNCTION streamview._drop_check_impl(regrole, text, text);
+ALTER EXTENSION pg_streamview ADD FUNCTION streamview_internal._drop_check_impl(regrole, text, text);
 SELECT pg_temp.err($$SELECT streamview.drop_check('v', 'c')$$) AS a_member_again;
 
 ------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ SELECT streamview.rebuild('sales') AS next_version;
 -- extension's own comment names the live version
 SELECT obj_description('sales'::regclass, 'pg_class') AS comment_from_create_view;
 COMMENT ON VIEW sales IS 'Sales per shop and hour; ask finance';
-SELECT (streamview._set_state(version_id, ARRAY['replaying']::streamview.version_state[], 'caught_up')).state
+SELECT (streamview_internal._set_state(version_id, ARRAY['replaying']::streamview.version_state[], 'caught_up')).state
   FROM streamview.versions WHERE view_name = 'sales' AND version = 3;
 SELECT streamview.swap('sales', 3, force => true);
 SELECT obj_description('sales'::regclass, 'pg_class') AS comment_after_swap;
