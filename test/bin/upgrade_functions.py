@@ -98,4 +98,6 @@ for key in old:
 # as at the end of an install script: functions are the dispatcher's only
 print('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;')
 print('GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),')
-print('                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;')
+print('                          streamview.hop(timestamptz, interval, interval),')
+print('                          streamview.tumble(timestamptz, interval, text, timestamp),')
+print('                          streamview.hop(timestamptz, interval, interval, text, timestamp) TO PUBLIC;')
