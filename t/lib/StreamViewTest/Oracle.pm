@@ -153,7 +153,7 @@ sub is_json_number
 
 # [start, end] of every window that contains $t (us): for tumble and hop,
 # windows of fixed length aligned to the Unix epoch; 'spans' windows come
-# from the view's own sub (t/013_windows.pl computes windows on a time
+# from the view's own sub (t/016_windows.pl computes windows on a time
 # zone's wall clock with PostgreSQL's date_trunc).
 sub window_spans
 {
