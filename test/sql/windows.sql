@@ -239,7 +239,8 @@ SELECT pg_temp.err($$SELECT streamview.tumble(now(), '1 day', 'UTC', 'infinity')
 SET timezone = 'America/Los_Angeles';
 SET datestyle = 'SQL, DMY';
 SELECT streamview.create_source(name => 'sales', brokers => '127.0.0.1:9', topic => 'sales',
-  columns => '{"ts":"timestamptz","shop":"text","tz":"text","cents":"bigint"}', event_time => 'ts');
+  columns => '{"ts":"timestamptz","shop":"text","tz":"text","cents":"bigint"}', event_time => 'ts')
+  LIKE 'pg_streamview.%' AS created;
 SELECT streamview.create_view('public.daily_paris', $$
   SELECT streamview.tumble(ts, '1 day', 'europe/paris') AS window_start, shop, count(*) AS n, sum(cents) AS cents
     FROM sales GROUP BY 1, 2 $$, allowed_lateness => '1 hour');
