@@ -22,6 +22,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "pgtime.h"
 #include "postmaster/bgworker.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
@@ -41,11 +42,22 @@ typedef enum SvWindowKind
 	SV_WINDOW_HOP
 } SvWindowKind;
 
+/*
+ * A window, as window.c computes it.  Without a time zone, windows have a
+ * fixed length and are aligned to the Unix epoch in UTC.  With one
+ * (streamview.tumble(ts, size, time_zone, origin)), they are aligned to
+ * origin on the zone's wall clock, and their size is either a length of
+ * wall-clock time (size_us) or a number of calendar months (size_months).
+ */
 typedef struct SvWindow
 {
 	SvWindowKind kind;
-	int64		size_us;
+	int64		size_us;		/* 0 when the size is in months */
 	int64		slide_us;		/* == size_us for tumbling windows */
+	int32		size_months;	/* only with a time zone */
+	int32		slide_months;
+	pg_tz	   *tz;				/* NULL: epoch-aligned UTC windows */
+	Timestamp	origin;			/* a window start, on the zone's wall clock */
 } SvWindow;
 
 #define SV_MAX_WINDOWS_PER_EVENT 1024
@@ -261,10 +273,10 @@ typedef struct SvOutput
 typedef struct SvCompiled
 {
 	SvWindow	window;
-	char	   *window_size_sql;
-	char	   *window_slide_sql;
 	char	   *window_size_text;
 	char	   *window_slide_text;
+	char	   *window_time_zone;	/* the zone's name, or NULL */
+	char	   *window_origin_text; /* ISO text, with a time zone only */
 	char	   *where_sql;
 	List	   *outputs;		/* of SvOutput *, in select-list order */
 } SvCompiled;
@@ -361,8 +373,13 @@ extern void streamview_replay_done(SvVersion *v) pg_attribute_noreturn();
 
 /* ------------------------------------------------------------- in window.c */
 extern int64 streamview_interval_usecs(const Interval *iv, const char *what);
-extern TimestampTz streamview_window_floor(TimestampTz ts, int64 step_us);
-extern int	streamview_window_starts(const SvWindow *w, TimestampTz ts, TimestampTz *starts);
+extern pg_tz *streamview_time_zone(const char *name);
+extern void streamview_window_length(const Interval *iv, const char *what,
+									 int32 *months, int64 *usecs);
+extern void streamview_window_init(SvWindow *w, SvWindowKind kind, const Interval *size,
+								   const Interval *slide, pg_tz *tz, Timestamp origin);
+extern int	streamview_window_spans(const SvWindow *w, TimestampTz ts,
+									TimestampTz *starts, TimestampTz *ends);
 
 /* ------------------------------------------------------------ in catalog.c */
 extern SvSource *streamview_load_source(int32 source_id);

@@ -238,7 +238,44 @@ CREATE TABLE streamview.version_stats (
 REVOKE ALL ON streamview.version_stats FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
+------------------------------------------------------------------------------
+-- Windows on a time zone's wall clock (streamview.tumble(ts, size,
+-- time_zone, origin), streamview.hop(...)): a version records its zone and
+-- origin; versions made by 0.1 have neither (epoch-aligned UTC windows).
+------------------------------------------------------------------------------
+ALTER TABLE streamview.versions ADD COLUMN window_time_zone text;
+ALTER TABLE streamview.versions ADD COLUMN window_origin timestamp;
+ALTER TABLE streamview.versions ADD CONSTRAINT versions_window_zone_check
+    CHECK ((window_time_zone IS NULL) = (window_origin IS NULL));
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
+
+CREATE OR REPLACE FUNCTION streamview.tumble(ts timestamptz, size interval, time_zone text,
+                                  origin timestamp DEFAULT '1970-01-01 00:00:00')
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'streamview_tumble_tz'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION streamview.tumble(timestamptz, interval) IS
+'start of the tumbling window of the given size that contains ts (windows aligned to the Unix epoch, UTC)';
+COMMENT ON FUNCTION streamview.tumble(timestamptz, interval, text, timestamp) IS
+'start of the tumbling window that contains ts, windows laid out on the wall clock of time_zone from origin (sizes in months allowed)';
+
+CREATE OR REPLACE FUNCTION streamview.hop(ts timestamptz, size interval, slide interval, time_zone text,
+                               origin timestamp DEFAULT '1970-01-01 00:00:00')
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'streamview_hop_tz'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION streamview.hop(timestamptz, interval, interval) IS
+'hopping window marker for GROUP BY in a stream view; called directly, the start of the latest window that contains ts';
+COMMENT ON FUNCTION streamview.hop(timestamptz, interval, interval, text, timestamp) IS
+'hopping window marker on the wall clock of time_zone from origin; called directly, the start of the latest window that contains ts';
+
+CREATE OR REPLACE FUNCTION streamview_internal._window_spans(ts timestamptz, size interval, slide interval,
+                                         time_zone text, origin timestamp,
+                                         OUT window_start timestamptz, OUT window_end timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'streamview_window_spans_sql'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 CREATE OR REPLACE FUNCTION streamview_internal._version_sql(caller regrole, caller_path text, source text, query text,
                                         table_name text, version_id int, lateness interval,
@@ -1159,11 +1196,13 @@ BEGIN
 
     INSERT INTO streamview.versions (version_id, view_id, view_name, version, state, query, definition,
                                      definition_hash, table_name, window_kind, window_size,
-                                     window_slide, batch_sql, view_sql, extension_version, created_by)
+                                     window_slide, window_time_zone, window_origin, batch_sql, view_sql,
+                                     extension_version, created_by)
     VALUES (vrow_id, vid, v.name, ver, state, query, gen.definition,
             md5(jsonb_build_object('d', gen.definition, 'lateness', v.allowed_lateness)::text),
             tbl::regclass, gen.definition->>'window_kind', (gen.definition->>'window_size')::interval,
-            (gen.definition->>'window_slide')::interval, gen.batch_sql, gen.view_sql,
+            (gen.definition->>'window_slide')::interval, gen.definition->>'window_time_zone',
+            (gen.definition->>'window_origin')::timestamp, gen.batch_sql, gen.view_sql,
             (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name);
     RETURN vrow_id;
 END $$;
@@ -1395,16 +1434,28 @@ AS $$
 DECLARE
     cand      streamview.versions;
     cut       timestamptz;
+    reach     timestamptz;
     cols_live text;
     cols_new  text;
 BEGIN
     SELECT * INTO cand FROM streamview.versions x WHERE x.version_id = vrow;
-    cut := streamview.tumble(since, cand.window_slide);
-    IF live.watermark IS NULL OR cut + greatest(live.window_size, cand.window_size) + v.allowed_lateness > live.watermark THEN
+    IF cand.window_time_zone IS NULL THEN
+        cut := streamview.tumble(since, cand.window_slide);
+    ELSE
+        cut := streamview.tumble(since, cand.window_slide, cand.window_time_zone, cand.window_origin);
+    END IF;
+    -- how far the windows that start before the cut reach, in either version
+    SELECT max(CASE WHEN (x.v).window_time_zone IS NULL THEN cut + (x.v).window_size
+                    ELSE (SELECT max(w.window_end)
+                            FROM streamview_internal._window_spans(cut - interval '1 microsecond', (x.v).window_size,
+                                                          (x.v).window_slide, (x.v).window_time_zone,
+                                                          (x.v).window_origin) w) END)
+      INTO reach FROM (VALUES (live), (cand)) AS x(v);
+    IF live.watermark IS NULL OR reach + v.allowed_lateness > live.watermark THEN
         RAISE EXCEPTION 'cannot rebuild stream view "%" from %: its windows there are not final yet', v.name, since
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Windows before the cut are carried over from the live version, so they must be final: '
-                                  'the cut plus the window size and the allowed lateness must not pass the watermark (%s).',
+                                  'the end of every window that starts before the cut, plus the allowed lateness, must not pass the watermark (%s).',
                                   coalesce(live.watermark::text, 'none yet')),
                   HINT = 'Choose an earlier start_from, or start_from => ''earliest''.';
     END IF;
@@ -1962,7 +2013,9 @@ END $$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview_internal FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
-                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;
+                          streamview.hop(timestamptz, interval, interval),
+                          streamview.tumble(timestamptz, interval, text, timestamp),
+                          streamview.hop(timestamptz, interval, interval, text, timestamp) TO PUBLIC;
 
 -- End of the generated functions; hand-written again below.
 
@@ -2245,6 +2298,8 @@ COMMENT ON COLUMN streamview.versions.table_name IS 'the version''s table; NULL 
 COMMENT ON COLUMN streamview.versions.window_kind IS 'tumble or hop';
 COMMENT ON COLUMN streamview.versions.window_size IS 'window size';
 COMMENT ON COLUMN streamview.versions.window_slide IS 'window slide (the size, for tumble)';
+COMMENT ON COLUMN streamview.versions.window_time_zone IS 'the time zone whose wall clock the windows follow, or NULL: aligned to the Unix epoch in UTC';
+COMMENT ON COLUMN streamview.versions.window_origin IS 'a wall-clock time in window_time_zone at which a window starts, or NULL';
 COMMENT ON COLUMN streamview.versions.batch_sql IS 'the statement that applies a batch';
 COMMENT ON COLUMN streamview.versions.view_sql IS 'the SELECT the stream view is while this version is live';
 COMMENT ON COLUMN streamview.versions.extension_version IS 'the extension version that created the version';

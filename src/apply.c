@@ -81,26 +81,31 @@ sv_hash_event_ids(SvEvent *events, int n)
  */
 /* ---------- applying ---------- */
 
-/* Write events idx[0..n) to the version's batch table, a row per window. */
+/*
+ * Write events idx[0..n) to the version's batch table, a row per window,
+ * with the window's start and end.
+ */
 static void
 sv_fill_batch_table(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
 {
 	Relation	rel = table_open(v->batch_relid, RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
-	Datum	   *values = palloc((src->ncolumns + 1) * sizeof(Datum));
-	bool	   *nulls = palloc((src->ncolumns + 1) * sizeof(bool));
+	Datum	   *values = palloc((src->ncolumns + 2) * sizeof(Datum));
+	bool	   *nulls = palloc((src->ncolumns + 2) * sizeof(bool));
 	TimestampTz starts[SV_MAX_WINDOWS_PER_EVENT];
+	TimestampTz ends[SV_MAX_WINDOWS_PER_EVENT];
 	BulkInsertState bistate = GetBulkInsertState();
 	CommandId	cid = GetCurrentCommandId(true);
 
 	for (int i = 0; i < n; i++)
 	{
 		SvEvent    *ev = &events[idx[i]];
-		int			nw = streamview_window_starts(&v->window, ev->event_time, starts);
+		int			nw = streamview_window_spans(&v->window, ev->event_time, starts, ends);
 
 		memcpy(values, ev->values, src->ncolumns * sizeof(Datum));
 		memcpy(nulls, ev->nulls, src->ncolumns * sizeof(bool));
 		nulls[src->ncolumns] = false;
+		nulls[src->ncolumns + 1] = false;
 		for (int w = 0; w < nw; w++)
 		{
 			HeapTuple	tup;
@@ -108,6 +113,7 @@ sv_fill_batch_table(const SvSource *src, SvVersion *v, SvEvent *events, const in
 			if (v->has_cut && starts[w] < v->cut)
 				continue;		/* carried over from the live version */
 			values[src->ncolumns] = TimestampTzGetDatum(starts[w]);
+			values[src->ncolumns + 1] = TimestampTzGetDatum(ends[w]);
 			tup = heap_form_tuple(desc, values, nulls);
 			heap_insert(rel, tup, cid, 0, bistate);
 			heap_freetuple(tup);

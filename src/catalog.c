@@ -177,6 +177,26 @@ lappend_cxt(MemoryContext cxt, List *list, void *datum)
 	"ELSE ver.version_id = $2 AND ver.state = 'replaying' END"
 
 /*
+ * A version's window from its row (columns 7 to 9, 15 and 16 of the query
+ * below), checked again as window.c checks a new one: a time zone the
+ * time zone data no longer knows is an error here, not a silent UTC.
+ */
+static void
+sv_load_window(HeapTuple tup, TupleDesc desc, SvWindow *w)
+{
+	bool		isnull;
+	Datum		size = SPI_getbinval(tup, desc, 8, &isnull);
+	Datum		slide = SPI_getbinval(tup, desc, 9, &isnull);
+	Datum		origin = SPI_getbinval(tup, desc, 16, &isnull);
+	char	   *zone = sv_text(tup, desc, 15);
+
+	streamview_window_init(w, strcmp(sv_text(tup, desc, 7), "hop") == 0 ? SV_WINDOW_HOP : SV_WINDOW_TUMBLE,
+						   DatumGetIntervalP(size), DatumGetIntervalP(slide),
+						   zone ? streamview_time_zone(zone) : NULL,
+						   isnull ? 0 : DatumGetTimestamp(origin));
+}
+
+/*
  * The versions of the source's views that the source worker maintains, each
  * in a memory context of its own (a child of TopMemoryContext).
  */
@@ -191,9 +211,9 @@ streamview_load_versions(const SvSource *src, int32 replay_version_id)
 
 	SPI_execute_with_args("SELECT ver.version_id, ver.version, ver.view_name, ver.state, v.owner::oid, "
 						  "(extract(epoch FROM v.allowed_lateness) * 1000000)::int8, ver.window_kind, "
-						  "(extract(epoch FROM ver.window_size) * 1000000)::int8, "
-						  "(extract(epoch FROM ver.window_slide) * 1000000)::int8, ver.batch_sql, "
-						  "ver.definition_hash, ver.watermark, ver.max_rate, ver.start_from "
+						  "ver.window_size, ver.window_slide, ver.batch_sql, "
+						  "ver.definition_hash, ver.watermark, ver.max_rate, ver.start_from, "
+						  "ver.window_time_zone, ver.window_origin "
 						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
 						  "WHERE v.source_id = $1 AND " SV_WORKER_VERSIONS
 						  " ORDER BY ver.version_id",
@@ -216,9 +236,7 @@ streamview_load_versions(const SvSource *src, int32 replay_version_id)
 		v->state = streamview_version_state(sv_text(tup, desc, 4));
 		v->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
 		v->lateness_us = sv_int8(tup, desc, 6, 0);
-		v->window.kind = strcmp(sv_text(tup, desc, 7), "hop") == 0 ? SV_WINDOW_HOP : SV_WINDOW_TUMBLE;
-		v->window.size_us = sv_int8(tup, desc, 8, 0);
-		v->window.slide_us = sv_int8(tup, desc, 9, 0);
+		sv_load_window(tup, desc, &v->window);
 		v->batch_sql = MemoryContextStrdup(cxt, sv_text(tup, desc, 10));
 		v->definition_hash = MemoryContextStrdup(cxt, sv_text(tup, desc, 11));
 		wm = SPI_getbinval(tup, desc, 12, &isnull);

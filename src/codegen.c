@@ -14,6 +14,8 @@
  *	 window_kind		"tumble" or "hop"
  *	 window_size		the window's size, as interval text
  *	 window_slide		its slide (the size for tumble)
+ *	 window_time_zone	with a time zone only: the zone's name
+ *	 window_origin		with a time zone only: the origin, ISO wall-clock time
  *	 where				the query's WHERE clause as deparsed, or null
  *	 outputs			[{name, kind, sql, type}] in select-list order: kind is
  *						"key" or the aggregate (count, sum, min, max, avg,
@@ -24,10 +26,12 @@
  * _compare reads outputs (name, kind) to match two versions' columns.
  *
  * The per-batch upsert reads the worker's batch table (SV_BATCH_TABLE),
- * which holds one row per event and window, the window in sv_window_start:
+ * which holds one row per event and window, the window's bounds in
+ * sv_window_start and sv_window_end (window.c computes both: a window's
+ * length is not always its size, as with months or a change of clocks):
  *	 INSERT INTO <table> AS t (window_start, window_end, <outputs>)
- *	 SELECT sv_window_start, sv_window_start + <size>, <outputs' SQL>
- *	 FROM pg_temp.sv_batch_<version_id> [WHERE ...] GROUP BY 1, <keys>
+ *	 SELECT sv_window_start, sv_window_end, <outputs' SQL>
+ *	 FROM pg_temp.sv_batch_<version_id> [WHERE ...] GROUP BY 1, 2, <keys>
  *	 ON CONFLICT (window_start, <keys>) DO UPDATE SET <merge of each aggregate>
  * so a batch is pre-aggregated and each (window, keys) it touches is
  * upserted once.  avg is kept as a sum and a count (column <name>__count).
@@ -108,8 +112,8 @@ sv_batch_sql(const SvCompiled *c, const char *table, int32 version_id)
 	initStringInfo(&conflict);
 	initStringInfo(&merge);
 	appendStringInfoString(&cols, "window_start, window_end");
-	appendStringInfo(&sel, "sv_window_start, sv_window_start + %s", c->window_size_sql);
-	appendStringInfoString(&grp, "1");
+	appendStringInfoString(&sel, "sv_window_start, sv_window_end");
+	appendStringInfoString(&grp, "1, 2");
 	appendStringInfoString(&conflict, "window_start");
 	foreach(lc, c->outputs)
 	{
@@ -232,6 +236,12 @@ sv_definition(const SvCompiled *c)
 	sv_json_kv(&buf, "window_kind", c->window.kind == SV_WINDOW_TUMBLE ? "tumble" : "hop", false);
 	sv_json_kv(&buf, "window_size", c->window_size_text, true);
 	sv_json_kv(&buf, "window_slide", c->window_slide_text, true);
+	/* only with a time zone: a definition without one reads as in 0.1 */
+	if (c->window_time_zone != NULL)
+	{
+		sv_json_kv(&buf, "window_time_zone", c->window_time_zone, true);
+		sv_json_kv(&buf, "window_origin", c->window_origin_text, true);
+	}
 	sv_json_kv(&buf, "where", c->where_sql, true);
 	appendStringInfoString(&buf, ",\"outputs\":[");
 	foreach(lc, c->outputs)

@@ -42,11 +42,13 @@
 #include "parser/parser.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
 
 static const char *const sv_agg_names[] = {
 	"count", "sum", "min", "max", "avg", "bool_and", "bool_or"
@@ -177,101 +179,223 @@ sv_create_stand_in(const char *source, AttrNumber *event_time_attno)
 
 /* ---------- validation ---------- */
 
+/*
+ * streamview.tumble or streamview.hop, without a time zone or with one:
+ * tumble(ts, size[, time_zone, origin]), hop(ts, size, slide[, time_zone,
+ * origin]).
+ */
 static Oid
-sv_window_func_oid(const char *name, int nargs)
+sv_window_func_oid(SvWindowKind kind, bool zoned)
 {
-	Oid			argtypes[3] = {TIMESTAMPTZOID, INTERVALOID, INTERVALOID};
+	Oid			argtypes[5] = {TIMESTAMPTZOID, INTERVALOID};
+	int			nargs = 2;
 
-	return LookupFuncName(list_make2(makeString(STREAMVIEW_SCHEMA), makeString((char *) name)),
+	if (kind == SV_WINDOW_HOP)
+		argtypes[nargs++] = INTERVALOID;
+	if (zoned)
+	{
+		argtypes[nargs++] = TEXTOID;
+		argtypes[nargs++] = TIMESTAMPOID;
+	}
+	return LookupFuncName(list_make2(makeString(STREAMVIEW_SCHEMA),
+									 makeString(kind == SV_WINDOW_HOP ? "hop" : "tumble")),
 						  nargs, argtypes, false);
 }
 
 /*
- * A window's size or slide: a literal interval.  Never evaluated: this runs
- * as the extension owner, and a function call here would run with its rights.
+ * A window argument that must be a literal: the Const under any binary
+ * coercion, or NULL when it is something else.  Never evaluated: this runs
+ * as the extension owner, and a function call here would run with its
+ * rights.
  */
-static int64
-sv_const_interval(Node *arg, const char *what, char **text)
+static Const *
+sv_literal(Node *arg, Oid type)
 {
-	Const	   *c;
-	int64		us;
-
 	while (IsA(arg, RelabelType))
 		arg = (Node *) ((RelabelType *) arg)->arg;
 	if (!IsA(arg, Const) || ((Const *) arg)->constisnull ||
-		((Const *) arg)->consttype != INTERVALOID)
+		(((Const *) arg)->consttype != type && type != TEXTOID))
+		return NULL;
+	return (Const *) arg;
+}
+
+/*
+ * A window's size or slide: a literal interval, positive and at most a
+ * year.  Without a time zone, a fixed length; with one, a length of
+ * wall-clock time or a number of months (window.c).
+ */
+static Interval *
+sv_const_interval(Node *arg, const char *what, bool zoned, char **text)
+{
+	Const	   *c = sv_literal(arg, INTERVALOID);
+	Interval   *iv;
+	int32		months = 0;
+	int64		us;
+
+	if (c == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a constant interval", what),
 				 errhint("Write a literal such as '1 minute'.")));
-	c = (Const *) arg;
-	us = streamview_interval_usecs(DatumGetIntervalP(c->constvalue), what);
+	iv = DatumGetIntervalP(c->constvalue);
 	*text = DatumGetCString(DirectFunctionCall1(interval_out, c->constvalue));
-	if (us <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive", what),
-				 errhint("Write a positive interval such as '1 minute'.")));
+	if (zoned)
+		streamview_window_length(iv, what, &months, &us);
+	else
+	{
+		us = streamview_interval_usecs(iv, what);
+		if (us <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must be positive", what),
+					 errhint("Write a positive interval such as '1 minute'.")));
+	}
 	if (us > SV_MAX_WINDOW_US)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be at most 366 days", what),
 				 errdetail("The value given was %s.", *text),
 				 errhint("For longer periods, aggregate the windows of a stream view in a view over it.")));
-	return us;
+	if (months > MONTHS_PER_YEAR)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most 12 months", what),
+				 errdetail("The value given was %s.", *text),
+				 errhint("For longer periods, aggregate the windows of a stream view in a view over it.")));
+	return iv;
+}
+
+/* A window's time zone: a literal name, looked up now (window.c). */
+static pg_tz *
+sv_const_time_zone(Node *arg, char **name)
+{
+	Const	   *c = sv_literal(arg, TEXTOID);
+	pg_tz	   *tz;
+
+	if (c == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("window time zone must be a constant"),
+				 errdetail("The time zone is part of the view's definition: every event's windows are laid out in the same one."),
+				 errhint("Write a literal such as 'Europe/Paris'.")));
+	tz = streamview_time_zone(TextDatumGetCString(c->constvalue));
+	*name = pstrdup(pg_get_timezone_name(tz));
+	return tz;
+}
+
+/* A window's origin: a literal timestamp (without time zone). */
+static Timestamp
+sv_const_origin(Node *arg)
+{
+	Const	   *c = sv_literal(arg, TIMESTAMPOID);
+
+	if (c == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("window origin must be a constant timestamp"),
+				 errdetail("The origin is part of the view's definition: a wall-clock time in the window's time zone at which a window starts."),
+				 errhint("Write a literal such as '1970-01-01 06:00', or leave the origin out.")));
+	return DatumGetTimestamp(c->constvalue);
+}
+
+/* A wall-clock time as ISO text, whatever the session's DateStyle. */
+static char *
+sv_iso_timestamp(Timestamp t)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		buf[MAXDATELEN + 1];
+
+	if (timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	EncodeDateTime(&tm, fsec, false, 0, NULL, USE_ISO_DATES, buf);
+	return pstrdup(buf);
 }
 
 /*
- * Is expr the window marker, streamview.tumble(ts, size) or
- * streamview.hop(ts, size, slide)?  If so, record it in c, after checking
- * that it is computed from the event time column with literal intervals
- * (never evaluated: the compiler runs as the extension's owner) of a sane
- * size.
+ * The window function's arguments in declared order, defaults filled in
+ * (parse analysis keeps them as written: named, and without defaults).
+ */
+static List *
+sv_window_args(FuncExpr *f)
+{
+	HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(f->funcid));
+	List	   *args;
+
+	if (!HeapTupleIsValid(proc))
+		elog(ERROR, "cache lookup failed for function %u", f->funcid);
+	args = expand_function_arguments(f->args, false, f->funcresulttype, proc);
+	ReleaseSysCache(proc);
+	return args;
+}
+
+/*
+ * Is expr the window marker, streamview.tumble(ts, size[, time_zone[,
+ * origin]]) or streamview.hop(ts, size, slide[, time_zone[, origin]])?  If
+ * so, record it in c, after checking that it is computed from the event
+ * time column with literal arguments (never evaluated: the compiler runs
+ * as the extension's owner) of a sane size.
  */
 static bool
 sv_check_window(Node *expr, AttrNumber event_time_attno, const char *event_time,
 				SvCompiled *c)
 {
 	FuncExpr   *f;
+	List	   *args;
 	Node	   *ts;
+	SvWindowKind kind;
+	bool		zoned;
+	Interval   *size;
+	Interval   *slide;
+	pg_tz	   *tz = NULL;
+	Timestamp	origin = 0;
+	int64		windows;
+	int			form;
 
 	if (!IsA(expr, FuncExpr))
 		return false;
 	f = (FuncExpr *) expr;
-	if (f->funcid == sv_window_func_oid("tumble", 2))
-		c->window.kind = SV_WINDOW_TUMBLE;
-	else if (f->funcid == sv_window_func_oid("hop", 3))
-		c->window.kind = SV_WINDOW_HOP;
-	else
+	for (form = 0; form < 4; form++)
+	{
+		kind = form < 2 ? SV_WINDOW_TUMBLE : SV_WINDOW_HOP;
+		zoned = form % 2 == 1;
+		if (f->funcid == sv_window_func_oid(kind, zoned))
+			break;
+	}
+	if (form == 4)
 		return false;
+	args = sv_window_args(f);
 
-	ts = linitial(f->args);
+	ts = linitial(args);
 	if (!IsA(ts, Var) || ((Var *) ts)->varattno != event_time_attno)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the window must be computed from the event time column \"%s\"", event_time),
 				 errdetail("Watermarks, lateness and is_final are defined on event time."),
 				 errhint("Write streamview.tumble(%s, '1 minute').", event_time)));
-	c->window.size_us = sv_const_interval(lsecond(f->args), "window size", &c->window_size_text);
-	c->window.slide_us = c->window.size_us;
-	c->window_size_sql = deparse_expression(lsecond(f->args), NIL, false, false);
-	c->window_slide_sql = c->window_size_sql;
+	size = sv_const_interval(lsecond(args), "window size", zoned, &c->window_size_text);
+	slide = size;
 	c->window_slide_text = c->window_size_text;
-	if (c->window.kind == SV_WINDOW_HOP)
+	if (kind == SV_WINDOW_HOP)
+		slide = sv_const_interval(lthird(args), "window slide", zoned, &c->window_slide_text);
+	if (zoned)
 	{
-		c->window.slide_us = sv_const_interval(lthird(f->args), "window slide", &c->window_slide_text);
-		c->window_slide_sql = deparse_expression(lthird(f->args), NIL, false, false);
-		if (c->window.slide_us > c->window.size_us)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("window slide must not be larger than the window size"),
-					 errhint("Use streamview.tumble() for windows that do not overlap.")));
-		if (c->window.size_us / c->window.slide_us >= SV_MAX_WINDOWS_PER_EVENT)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("a hopping window may cover at most %d slides", SV_MAX_WINDOWS_PER_EVENT - 1),
-					 errhint("Use a larger slide.")));
+		tz = sv_const_time_zone(list_nth(args, list_length(args) - 2), &c->window_time_zone);
+		origin = sv_const_origin(llast(args));
 	}
+	streamview_window_init(&c->window, kind, size, slide, tz, origin);
+	if (zoned)
+		c->window_origin_text = sv_iso_timestamp(origin);
+
+	windows = c->window.size_months != 0 ? c->window.size_months / c->window.slide_months
+		: c->window.size_us / c->window.slide_us;
+	if (windows >= SV_MAX_WINDOWS_PER_EVENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a hopping window may cover at most %d slides", SV_MAX_WINDOWS_PER_EVENT - 1),
+				 errhint("Use a larger slide.")));
 	return true;
 }
 

@@ -148,7 +148,8 @@ streamview_prepare_version(const SvSource *src, SvVersion *v)
 		for (int c = 0; c < src->ncolumns; c++)
 			appendStringInfo(&sql, "%s %s, ", quote_identifier(src->columns[c].name),
 							 format_type_be_qualified(src->columns[c].type));
-		appendStringInfoString(&sql, "sv_window_start timestamptz NOT NULL) ON COMMIT DELETE ROWS");
+		appendStringInfoString(&sql, "sv_window_start timestamptz NOT NULL, "
+							   "sv_window_end timestamptz NOT NULL) ON COMMIT DELETE ROWS");
 		SPI_execute(sql.data, false, 0);
 		SPI_execute(psprintf("GRANT SELECT ON pg_temp.%s TO %s", relname,
 							 quote_identifier(GetUserNameFromId(v->owner, false))), false, 0);

@@ -83,6 +83,9 @@ CREATE TABLE streamview.versions (
     window_kind       text NOT NULL CHECK (window_kind IN ('tumble', 'hop')),
     window_size       interval NOT NULL,
     window_slide      interval NOT NULL,
+    -- windows on a zone's wall clock (both NULL: epoch-aligned UTC windows)
+    window_time_zone  text,
+    window_origin     timestamp,
     batch_sql         text NOT NULL,
     view_sql          text NOT NULL,
     extension_version text NOT NULL,
@@ -103,7 +106,8 @@ CREATE TABLE streamview.versions (
     retired_at        timestamptz,
     retired_by        name,
     failed_at         timestamptz,
-    PRIMARY KEY (view_id, version)
+    PRIMARY KEY (view_id, version),
+    CONSTRAINT versions_window_zone_check CHECK ((window_time_zone IS NULL) = (window_origin IS NULL))
 );
 
 -- Per version and partition: where the version is in the log, the event-time

@@ -66,10 +66,11 @@ BEGIN
 END $$;
 
 -- rebuild(start_from => time): windows starting before the cut (the time,
--- aligned down to the new version's slide) are carried over from the live
--- version, where they must be final; each partition is replayed from the
--- last offset mark whose event time is before the cut, with that mark's
--- event-time history, and the replay skips windows before the cut.
+-- aligned down to the new version's slide, on its time zone's wall clock if
+-- it has one) are carried over from the live version, where they must be
+-- final; each partition is replayed from the last offset mark whose event
+-- time is before the cut, with that mark's event-time history, and the
+-- replay skips windows before the cut.
 CREATE FUNCTION streamview_internal._start_from_time(v streamview.views, live streamview.versions,
                                             vrow int, since timestamptz)
 RETURNS void
@@ -79,16 +80,28 @@ AS $$
 DECLARE
     cand      streamview.versions;
     cut       timestamptz;
+    reach     timestamptz;
     cols_live text;
     cols_new  text;
 BEGIN
     SELECT * INTO cand FROM streamview.versions x WHERE x.version_id = vrow;
-    cut := streamview.tumble(since, cand.window_slide);
-    IF live.watermark IS NULL OR cut + greatest(live.window_size, cand.window_size) + v.allowed_lateness > live.watermark THEN
+    IF cand.window_time_zone IS NULL THEN
+        cut := streamview.tumble(since, cand.window_slide);
+    ELSE
+        cut := streamview.tumble(since, cand.window_slide, cand.window_time_zone, cand.window_origin);
+    END IF;
+    -- how far the windows that start before the cut reach, in either version
+    SELECT max(CASE WHEN (x.v).window_time_zone IS NULL THEN cut + (x.v).window_size
+                    ELSE (SELECT max(w.window_end)
+                            FROM streamview_internal._window_spans(cut - interval '1 microsecond', (x.v).window_size,
+                                                          (x.v).window_slide, (x.v).window_time_zone,
+                                                          (x.v).window_origin) w) END)
+      INTO reach FROM (VALUES (live), (cand)) AS x(v);
+    IF live.watermark IS NULL OR reach + v.allowed_lateness > live.watermark THEN
         RAISE EXCEPTION 'cannot rebuild stream view "%" from %: its windows there are not final yet', v.name, since
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Windows before the cut are carried over from the live version, so they must be final: '
-                                  'the cut plus the window size and the allowed lateness must not pass the watermark (%s).',
+                                  'the end of every window that starts before the cut, plus the allowed lateness, must not pass the watermark (%s).',
                                   coalesce(live.watermark::text, 'none yet')),
                   HINT = 'Choose an earlier start_from, or start_from => ''earliest''.';
     END IF;

@@ -5,7 +5,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview_internal FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
-                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;
+                          streamview.hop(timestamptz, interval, interval),
+                          streamview.tumble(timestamptz, interval, text, timestamp),
+                          streamview.hop(timestamptz, interval, interval, text, timestamp) TO PUBLIC;
 
 -- source_list shows every source's consumer group; the view calls it with
 -- the reader's rights.  It reveals the cluster's system identifier, which

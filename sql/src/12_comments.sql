@@ -60,6 +60,8 @@ COMMENT ON COLUMN streamview.versions.table_name IS 'the version''s table; NULL 
 COMMENT ON COLUMN streamview.versions.window_kind IS 'tumble or hop';
 COMMENT ON COLUMN streamview.versions.window_size IS 'window size';
 COMMENT ON COLUMN streamview.versions.window_slide IS 'window slide (the size, for tumble)';
+COMMENT ON COLUMN streamview.versions.window_time_zone IS 'the time zone whose wall clock the windows follow, or NULL: aligned to the Unix epoch in UTC';
+COMMENT ON COLUMN streamview.versions.window_origin IS 'a wall-clock time in window_time_zone at which a window starts, or NULL';
 COMMENT ON COLUMN streamview.versions.batch_sql IS 'the statement that applies a batch';
 COMMENT ON COLUMN streamview.versions.view_sql IS 'the SELECT the stream view is while this version is live';
 COMMENT ON COLUMN streamview.versions.extension_version IS 'the extension version that created the version';

@@ -545,7 +545,8 @@ sub create_gen_source
 # A test view, written once: the oracle reads the spec, and its SQL is made
 # from the same spec.
 #   test_view(name => 'rev', source => 'purchases', lateness_ms => 30_000,
-#             window => ['tumble', 60_000] | ['hop', size_ms, slide_ms],
+#             window => ['tumble', 60_000] | ['hop', size_ms, slide_ms]
+#                       | ['spans', sub], window_sql => the window's SQL (with 'spans'),
 #             keys => [cols], where => [col, op, constant] (optional),
 #             aggs => [[out, kind, col | {sql => expr, perl => sub}], ...],
 #             error => sub { rows the query fails for } (optional))
@@ -559,8 +560,8 @@ sub test_view
 		return $ms % 1000 ? "$ms milliseconds" : ($ms / 1000) . ' seconds';
 	};
 	my ($kind, $size, $slide) = @{ $v{window} };
-	my $window = $kind eq 'tumble'
-	  ? "streamview.tumble(ts, '" . $interval->($size) . "')"
+	my $window = $kind eq 'spans' ? $v{window_sql}
+	  : $kind eq 'tumble' ? "streamview.tumble(ts, '" . $interval->($size) . "')"
 	  : "streamview.hop(ts, '" . $interval->($size) . "', '" . $interval->($slide) . "')";
 	my @select = ("$window AS window_start", @{ $v{keys} });
 	for my $a (@{ $v{aggs} })

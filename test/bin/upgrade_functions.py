@@ -99,4 +99,6 @@ for key in old:
 print('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;')
 print('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview_internal FROM PUBLIC;')
 print('GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),')
-print('                          streamview.hop(timestamptz, interval, interval) TO PUBLIC;')
+print('                          streamview.hop(timestamptz, interval, interval),')
+print('                          streamview.tumble(timestamptz, interval, text, timestamp),')
+print('                          streamview.hop(timestamptz, interval, interval, text, timestamp) TO PUBLIC;')

@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(46);
+SELECT plan(48);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
@@ -20,7 +20,7 @@ SELECT functions_are('streamview_internal', ARRAY[
     '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
-    '_wait_for_impl'], 'the internal functions, nothing else');
+    '_wait_for_impl', '_window_spans'], 'the internal functions, nothing else');
 
 -- Every dispatcher has _<name>_impl(regrole, <its argument types>) behind it,
 -- returning the same type, and every _<name>_impl has its dispatcher.
@@ -54,6 +54,10 @@ SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval
                           ARRAY['EXECUTE'], 'PUBLIC may call tumble');
 SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval'], 'public',
                           ARRAY['EXECUTE'], 'PUBLIC may call hop');
+SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval', 'text', 'timestamp'], 'public',
+                          ARRAY['EXECUTE'], 'PUBLIC may call tumble with a time zone');
+SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval', 'text', 'timestamp'],
+                          'public', ARRAY['EXECUTE'], 'PUBLIC may call hop with a time zone');
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
      WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace)

@@ -15,7 +15,8 @@ use Time::Local qw(timegm);
 #   columns => {name => "type" | {type, path, default, required}},
 #   event_time => 'ts', event_id => 'event_id' | undef,
 #   max_out_of_orderness_ms => 5000,
-#   views => [ {name, lateness_ms, window => ['tumble', size_ms] | ['hop', size_ms, slide_ms],
+#   views => [ {name, lateness_ms, window => ['tumble', size_ms] | ['hop', size_ms, slide_ms]
+#                 | ['spans', sub { my ($t) = @_; ([start, end], ...) }],
 #               keys => [col...], where => sub { my ($row) = @_; ... } | undef,
 #               aggs => [[out_name, kind, col], ...],
 #               error => sub { my ($row) = @_; true if the query fails for it } | undef} ])
@@ -150,6 +151,18 @@ sub is_json_number
 	return ($flags & (B::SVf_IOK() | B::SVf_NOK())) && !($flags & B::SVf_POK()) ? 1 : 0;
 }
 
+# [start, end] of every window that contains $t (us): for tumble and hop,
+# windows of fixed length aligned to the Unix epoch; 'spans' windows come
+# from the view's own sub (t/017_windows.pl computes windows on a time
+# zone's wall clock with PostgreSQL's date_trunc).
+sub window_spans
+{
+	my ($w, $t) = @_;
+	return $w->[1]->($t) if $w->[0] eq 'spans';
+	my $size = $w->[1] * 1000;
+	return map { [ $_, $_ + $size ] } window_starts($w, $t);
+}
+
 sub window_starts
 {
 	my ($w, $t) = @_;
@@ -242,11 +255,13 @@ sub aggregate
 {
 	my ($self, $v, $row) = @_;
 	my $groups = $self->{vstate}{ $v->{name} }{groups};
-	for my $ws (window_starts($v->{window}, $row->{ $self->{et} }))
+	for my $span (window_spans($v->{window}, $row->{ $self->{et} }))
 	{
+		my ($ws, $we) = @$span;
 		my @kv = map { $row->{$_} } @{ $v->{keys} };
 		my $gk = join("\x1e", $ws, map { defined $_ ? "v$_" : 'N' } @kv);
-		my $g = $groups->{$gk} //= { ws => $ws, keys => \@kv, st => [ map { {} } @{ $v->{aggs} } ] };
+		my $g = $groups->{$gk} //= { ws => $ws, we => $we, keys => \@kv, st => [ map { {} } @{ $v->{aggs} } ] };
+		die "oracle: window $ws ends at $g->{we} and at $we" if $g->{we} != $we;
 		my $i = 0;
 		for my $a (@{ $v->{aggs} })
 		{
@@ -298,11 +313,10 @@ sub rows
 	my ($self, $name) = @_;
 	my $v    = $self->view($name);
 	my $wm   = $self->watermark;
-	my $size = $v->{window}[1] * 1000;
 	my @rows;
 	for my $g (values %{ $self->{vstate}{$name}{groups} })
 	{
-		my @r = ($g->{ws}, $g->{ws} + $size, map { defined $_ ? $_ : 'NULL' } @{ $g->{keys} });
+		my @r = ($g->{ws}, $g->{we}, map { defined $_ ? $_ : 'NULL' } @{ $g->{keys} });
 		my $i = 0;
 		for my $a (@{ $v->{aggs} })
 		{
@@ -315,7 +329,7 @@ sub rows
 			else { $val = defined $st->{b} ? ($st->{b} ? 't' : 'f') : undef }
 			push @r, defined $val ? $val : 'NULL';
 		}
-		my $final = defined $wm && $g->{ws} + $size + $v->{_lateness_us} <= $wm ? 't' : 'f';
+		my $final = defined $wm && $g->{we} + $v->{_lateness_us} <= $wm ? 't' : 'f';
 		push @r, $final;
 		push @rows, \@r;
 	}
