@@ -28,18 +28,37 @@ PG_CPPFLAGS += -Werror
 endif
 SHLIB_LINK  = -lrdkafka
 
-REGRESS      = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=test --temp-config=test/pg_streamview.conf --temp-instance=./tmp_check
-ISOLATION    = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=test
-# PGXS can run the Perl TAP suite too (make installcheck); their helpers are in t/lib.
-TAP_TESTS    = 1
+# `make installcheck` runs the SQL suite (pg_regress, then the isolation
+# specs) against the installed, running server that PGHOST, PGPORT and
+# PGUSER name, as PGXS does, but in the database its streamview.database
+# names (set below), which must exist: the extension can be created nowhere
+# else, and pg_regress neither drops nor creates it (--use-existing).
+# test/bin/installcheck_prereqs.sh checks first that the suite can run
+# there and leave the server as it found it.  `make test` runs the same
+# files on throwaway servers, and the Perl TAP suite (t/) besides.
+REGRESS        = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
+REGRESS_OPTS   = --inputdir=test --use-existing
+ISOLATION      = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --use-existing
+REGRESS_PREP   = installcheck-prereqs
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
-PROVE_FLAGS += -I ./t/lib
+
+# The database the server serves, asked when installcheck runs (after the
+# check above), unless given: make installcheck CONTRIB_TESTDB=...
+CONTRIB_TESTDB   = $(shell '$(bindir)/psql' -XAtq -d "$${PGDATABASE:-postgres}" -c 'SHOW streamview.database')
+ISOLATION_TESTDB = $(CONTRIB_TESTDB)
+# What pg_regress sets on the databases it creates, for the sessions of one
+# it does not (output in English, hex bytea, as in the expected files).
+installcheck: export PGOPTIONS += -c lc_messages=C -c lc_monetary=C -c lc_numeric=C -c lc_time=C \
+                                  -c bytea_output=hex -c timezone_abbreviations=Default
 endif
+
+.PHONY: installcheck-prereqs
+installcheck-prereqs:
+	@bash test/bin/installcheck_prereqs.sh '$(bindir)'
 
 $(DATA_built): $(SQL_PARTS)
 	cat $^ > $@

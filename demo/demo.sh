@@ -3,13 +3,21 @@
 # throwaway PostgreSQL 15 and a local Kafka broker (librdkafka's mock cluster),
 # stream 30 minutes of purchase events into a topic, create stream views over
 # it, and show what a DBA sees: the views, their status, the per-partition
-# ledger, the dead letters, then a live update.
+# ledger, the dead letters, a live update, then a change of a view's logic
+# (rebuild, validate, swap, roll back).  Every line fits 100 columns.
 #
 #   bash demo/demo.sh             run the demo, then stop and remove everything
-#   KEEP=1 bash demo/demo.sh      leave PostgreSQL and the broker running
+#   KEEP=1 bash demo/demo.sh      leave PostgreSQL and the broker running, for
+#                                 the tour of README.md (it prints how to connect)
 #   bash demo/demo.sh stop DIR    stop what KEEP=1 left running in DIR
 #
-# Environment: KEEP=1 (see above), DEMO_PORT (first port to try, 55499).
+# The broker also has an empty topic "orders" (1 partition): the tour's.
+# demo/produce.sh sends messages to the running demo's broker.
+#
+# Environment: KEEP=1 (see above), DEMO_PORT (first port to try, 55499);
+# for t/021_tour.pl: DEMO_DIR (the scratch directory, new or empty, instead
+# of one under /tmp) and DEMO_BUILD=0 (use the installed extension and the
+# built broker: no packages, no build, no install).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +26,7 @@ ROOT=$PWD
 MARKER=.pg_streamview-demo
 TOPIC=purchases
 PARTITIONS=4
+TOUR_TOPIC=orders           # README.md's tour: created empty, one partition
 CONSUME_TIMEOUT=60          # seconds the worker gets to consume the history
 
 # --- output --------------------------------------------------------------------
@@ -49,13 +58,24 @@ fi
 [ $# -eq 0 ] || die "usage: bash demo/demo.sh | KEEP=1 bash demo/demo.sh | bash demo/demo.sh stop DIR"
 
 # --- install, build ---------------------------------------------------------------
-heading "Installing and building pg_streamview"
-sv_install_deps
-sv_build_install || die "the build failed (run make to see why)"
-say "built and installed $(sed -n "s/^default_version = '\(.*\)'/pg_streamview \1/p" pg_streamview.control) into $($SV_PG_BIN/pg_config --pkglibdir)"
+VERSION=$(sed -n "s/^default_version = '\(.*\)'/pg_streamview \1/p" pg_streamview.control)
+if [ "${DEMO_BUILD:-1}" = 0 ]; then
+    heading "Using the installed pg_streamview"
+    say "$VERSION, from $($SV_PG_BIN/pg_config --pkglibdir)"
+else
+    heading "Installing and building pg_streamview"
+    sv_install_deps
+    sv_build_install || die "the build failed (run make to see why)"
+    say "built and installed $VERSION into $($SV_PG_BIN/pg_config --pkglibdir)"
+fi
 
 # --- scratch directory, cleanup ---------------------------------------------------
-DIR=$(mktemp -d /tmp/pg_streamview-demo.XXXXXX)
+if [ -n "${DEMO_DIR:-}" ]; then
+    mkdir -p "$DEMO_DIR" && [ -z "$(ls -A "$DEMO_DIR")" ] || die "DEMO_DIR $DEMO_DIR is not a new or empty directory"
+    DIR=$(cd "$DEMO_DIR" && pwd)
+else
+    DIR=$(mktemp -d /tmp/pg_streamview-demo.XXXXXX)
+fi
 touch "$DIR/$MARKER"
 mkdir -p "$DIR/events" "$DIR/live" "$DIR/broker"
 chown -R "$(sv_server_user)" "$DIR"
@@ -93,10 +113,10 @@ trap 'exit 143' TERM
 
 # --- broker ------------------------------------------------------------------------
 heading "Starting a local Kafka broker"
-BOOTSTRAP=$(bash test/bin/broker.sh start "$DIR/broker" --topic "$TOPIC:$PARTITIONS") ||
-    die "the broker did not start"
+BOOTSTRAP=$(bash test/bin/broker.sh start "$DIR/broker" --topic "$TOPIC:$PARTITIONS" \
+                --topic "$TOUR_TOPIC:1") || die "the broker did not start"
 say "librdkafka's mock cluster (test/mockbroker/sv_mockbroker), in memory, on $BOOTSTRAP;" \
-    "topic \"$TOPIC\" with $PARTITIONS partitions"
+    "topic \"$TOPIC\" with $PARTITIONS partitions, and \"$TOUR_TOPIC\", empty, for README.md's tour"
 
 # --- PostgreSQL ------------------------------------------------------------------------
 heading "Starting a throwaway PostgreSQL 15"
@@ -120,11 +140,13 @@ timezone = 'UTC'
 EOF
 sv_as_server_user pg_ctl start -D "$DIR/data" -l "$DIR/postgres.log" -w -t 30 >/dev/null ||
     die "PostgreSQL did not start"
-say "data directory $DIR/data, listening on 127.0.0.1:$PORT, with" \
-    "shared_preload_libraries = 'pg_streamview' in postgresql.conf"
+say "listening on 127.0.0.1:$PORT, with shared_preload_libraries = 'pg_streamview';" \
+    "data directory:" "  $DIR/data"
 
 export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=$SUPERUSER PGDATABASE=postgres
-PSQL=("$SV_PG_BIN/psql" -X -P pager=off -v ON_ERROR_STOP=1)
+# Tables wider than 100 columns wrap (psql's wrapped format); the queries
+# below are chosen so that few do.
+PSQL=("$SV_PG_BIN/psql" -X -P pager=off -P format=wrapped -P columns=100 -v ON_ERROR_STOP=1)
 
 # Prints SQL as typed at the psql prompt, then runs it and prints what psql shows.
 sql() {
@@ -139,18 +161,28 @@ sql() {
 # One value, quietly.
 value() { "${PSQL[@]}" -qAt -c "$1"; }
 
-# Produces the files in directory $1 (p<N>.tsv) to their partitions; prints the count.
+# Produces the files in directory $1 (p<N>.tsv) to their partitions, with
+# demo/produce.sh (kcat); prints the count.
 produce() {
     local dir=$1 p n total=0
     for ((p = 0; p < PARTITIONS; p++)); do
         [ -s "$dir/p$p.tsv" ] || continue
-        kcat -P -b "$BOOTSTRAP" -t "$TOPIC" -p "$p" -K $'\t' -X enable.idempotence=true \
-            < "$dir/p$p.tsv" 2> "$dir/kcat.err" ||
-            { cat "$dir/kcat.err" >&2; die "kcat could not produce to partition $p"; }
+        DEMO_DIR=$DIR bash demo/produce.sh -p "$p" "$TOPIC" < "$dir/p$p.tsv" > /dev/null ||
+            die "demo/produce.sh could not send to partition $p"
         n=$(wc -l < "$dir/p$p.tsv")
         total=$((total + n))
     done
     echo "$total"
+}
+
+# Prints key<TAB>json lines as the demo shows messages: indented, the JSON
+# wrapped after a comma so that a line fits 100 columns.
+show_messages() {
+    perl -ne 'chomp; my ($k, $v) = split /\t/, $_, 2; my $line = "   $k  "; my $pad = " " x length $line;
+              for my $part (split /(?<=,)/, $v) {
+                  if (length($line) + length($part) > 99 && $line =~ /,$/) { print "$line\n"; $line = $pad }
+                  $line .= $part }
+              print "$line\n"'
 }
 
 # Waits until every stream view has consumed $1 messages, at most $2 seconds.
@@ -178,10 +210,10 @@ START_MS=$((($(date +%s) / 60 * 60 - 30 * 60) * 1000))   # 30 minutes ago, on a 
 perl demo/generate.pl --out "$DIR/events" --start-ms "$START_MS" --partitions "$PARTITIONS" |
     while IFS= read -r l; do say "$l"; done
 PRODUCED=$(produce "$DIR/events")
-say "produced $PRODUCED messages with kcat, one partition at a time, for example:"
-echo "   kcat -P -b $BOOTSTRAP -t $TOPIC -p 0 -K '\t' < p0.tsv    # key<TAB>json lines"
+say "produced $PRODUCED messages with kcat, one partition at a time, through demo/produce.sh:"
+echo "   bash demo/produce.sh -p 0 $TOPIC < p0.tsv    # key<TAB>json lines"
 say "two of them:"
-sed -n '1p;$p' "$DIR/events/p0.tsv" | sed 's/\t/  /; s/^/   /'
+sed -n '1p;$p' "$DIR/events/p0.tsv" | show_messages
 
 # --- SQL ---------------------------------------------------------------------------
 heading "Creating the extension, a source and three stream views"
@@ -231,10 +263,13 @@ heading "The views: ordinary views over ordinary tables, queried with plain SQL"
 say "Each row is one (window, keys) group: window_start, window_end, the keys, the aggregates," \
     "and is_final: true once window_end + allowed_lateness <= the view's watermark, i.e." \
     "no event that may still arrive can change the row. The newest minutes are not final yet."
-sql "SELECT * FROM revenue_per_minute ORDER BY window_start, country LIMIT 12;"
+sql "SELECT window_start, country, purchases, revenue_cents,
+       round(avg_cents) AS avg_cents, is_final
+  FROM revenue_per_minute ORDER BY window_start, country LIMIT 12;"
 say "Country 'unknown' is the column's declared default: an old app version sends no country."
 say "Hopping windows: every purchase counts in two overlapping 10-minute windows."
-sql "SELECT * FROM sales_by_os_10min ORDER BY window_start, os LIMIT 12;"
+sql "SELECT window_start, window_end, os, purchases, biggest_cents, is_final
+  FROM sales_by_os_10min ORDER BY window_start, os LIMIT 9;"
 say "An analyst's question, answered from the view: who spent most in the latest final 5 minutes?"
 sql "SELECT window_start, user_id, purchases, spent_cents, any_over_100
   FROM big_spenders_5min
@@ -242,22 +277,23 @@ sql "SELECT window_start, user_id, purchases, spent_cents, any_over_100
  ORDER BY spent_cents DESC LIMIT 5;"
 
 heading "Status: one row per view version"
+say "watermark: the minimum over the partitions of (latest event time seen - max_out_of_orderness)." \
+    "lag: messages behind the log end."
+sql "SELECT view_name, version, state, watermark, lag
+  FROM streamview.status ORDER BY view_name;"
 say "Nothing is lost silently: consumed = applied + duplicates + too_late + dead_lettered." \
     "duplicates: messages whose event_id was already applied (the producer retries)." \
     "too_late: behind the partition's watermark by more than the view's allowed_lateness;" \
     "  each view has its own, so the 80-110 s late events are too late only for the 1-minute one." \
-    "dead_lettered: messages that cannot be read. watermark: the minimum over the partitions" \
-    "of (latest event time seen - max_out_of_orderness). lag: messages behind the log end."
-sql "SELECT view_name, version, state, watermark, consumed, applied, duplicates,
-       too_late, dead_lettered, lag
+    "dead_lettered: messages that cannot be read."
+sql "SELECT view_name, consumed, applied, duplicates, too_late, dead_lettered
   FROM streamview.status ORDER BY view_name;"
 
 heading "Per partition: offsets, event-time watermark, the same ledger"
 say "next_offset is stored in PostgreSQL in the same transaction as the rows it produced" \
     "(exactly once: a crash neither loses nor double-counts an event). One view shown;" \
     "streamview.partitions has a row per view version and partition."
-sql "SELECT partition, next_offset, log_end, lag, watermark, consumed, applied,
-       duplicates, too_late, dead_lettered, balanced
+sql "SELECT partition, next_offset, log_end, lag, watermark, consumed, balanced
   FROM streamview.partitions WHERE view_name = 'revenue_per_minute' ORDER BY partition;"
 
 heading "Dead letters: what was not applied, and why"
@@ -267,22 +303,25 @@ sql "SELECT partition, \"offset\", reason, error, convert_from(payload, 'UTF8') 
   FROM streamview.dead_letters WHERE reason <> 'too_late' ORDER BY 1, 2 \\gx"
 say "Too-late events are recorded once per view that refused them, with their event time:"
 sql "SELECT view_name, allowed_lateness, count(*) AS too_late,
-       min(event_time) AS oldest, max(event_time) AS newest
+       min(event_time)::timestamp(0) AS oldest, max(event_time)::timestamp(0) AS newest
   FROM streamview.dead_letters JOIN streamview.views ON views.name = view_name
  WHERE reason = 'too_late' GROUP BY 1, 2 ORDER BY 1;"
-sql "SELECT partition, \"offset\", event_time, convert_from(payload, 'UTF8')::json->>'event_id' AS event_id
+sql "SELECT partition, \"offset\", event_time,
+       convert_from(payload, 'UTF8')::json->>'event_id' AS event_id
   FROM streamview.dead_letters
  WHERE view_name = 'revenue_per_minute' AND reason = 'too_late' ORDER BY 1, 2;"
 
 # --- live ---------------------------------------------------------------------------
 heading "Live: a few more purchases arrive"
 FROM_TS=$(date -u -d "@$((START_MS / 1000 + 27 * 60))" '+%Y-%m-%d %H:%M:%S+00')
-LATEST="SELECT view_name, watermark FROM streamview.status WHERE view_name = 'revenue_per_minute';
-SELECT window_start, sum(purchases) AS purchases, sum(revenue_cents) AS revenue_cents,
+WATERMARK="SELECT view_name, watermark
+  FROM streamview.status WHERE view_name = 'revenue_per_minute';"
+LATEST="SELECT window_start, sum(purchases) AS purchases, sum(revenue_cents) AS revenue_cents,
        bool_and(is_final) AS is_final
   FROM revenue_per_minute WHERE window_start >= '$FROM_TS'
  GROUP BY window_start ORDER BY window_start;"
 say "The latest minutes, all countries together, before:"
+sql "$WATERMARK"
 sql "$LATEST"
 NOW_MS=$(date +%s%3N)
 perl demo/generate.pl --live --out "$DIR/live" --start-ms "$NOW_MS" --partitions "$PARTITIONS" |
@@ -291,25 +330,66 @@ t_live=$(date +%s%N)
 LIVE=$(produce "$DIR/live")
 wait_consumed $((PRODUCED + LIVE)) 30
 say "all views applied the $LIVE new messages $((($(date +%s%N) - t_live) / 1000000)) ms after kcat started sending them. After:"
+sql "$WATERMARK"
 sql "$LATEST"
 say "The current minute appeared; the purchases from 70-80 s ago were added to an already" \
     "published minute (an upsert corrects the row); the watermark moved on, and windows with" \
     "window_end + 2 minutes <= watermark became final."
 
+# --- change the logic ---------------------------------------------------------------
+heading "Changing a view's logic: rebuild, validate, swap, roll back"
+say "A rebuild replays the topic into version 2 of the view, next to the live version 1," \
+    "which readers go on reading and the worker keeps current. Version 2 has one more column," \
+    "the biggest purchase, and leaves out purchases under \$10."
+sql "SELECT streamview.rebuild('revenue_per_minute', query => \$\$
+  SELECT streamview.tumble(ts, '1 minute') AS window_start, country,
+         count(*) AS purchases, sum(amount_cents) AS revenue_cents,
+         avg(amount_cents) AS avg_cents, max(amount_cents) AS biggest_cents
+    FROM purchases WHERE amount_cents >= 1000 GROUP BY 1, 2 \$\$);"
+say "It has caught up once it has read as far as version 1 in every partition." \
+    "wait_for waits for that (here at most $CONSUME_TIMEOUT seconds), reporting progress:"
+sql "SELECT streamview.wait_for('revenue_per_minute', 2, timeout => '$CONSUME_TIMEOUT seconds');"
+say "validate compares it with version 1 over the windows final in both. 'differences' reports" \
+    "what changed, for you to judge (with expect_identical => true it fails on any difference);" \
+    "its detail also quotes up to 5 rows that differ, left out here:"
+sql "SELECT \"check\", passed, split_part(detail, '; e.g.', 1) AS detail
+  FROM streamview.validate('revenue_per_minute', 2) \\gx"
+say "The purchases under \$10 are gone from version 2, as intended. It passed: swap readers to it." \
+    "The view is redefined in one transaction; readers see version 1, then version 2."
+sql "SELECT streamview.swap('revenue_per_minute', 2);"
+sql "SELECT window_start, country, purchases, revenue_cents, biggest_cents, is_final
+  FROM revenue_per_minute ORDER BY window_start, country LIMIT 5;"
+say "Version 1 is still kept current, so going back is instant:"
+sql "SELECT streamview.rollback('revenue_per_minute');"
+sql "SELECT window_start, country, purchases, revenue_cents, is_final
+  FROM revenue_per_minute ORDER BY window_start, country LIMIT 5;"
+sql "SELECT view_name, version, state, consumed, lag
+  FROM streamview.status WHERE view_name = 'revenue_per_minute' ORDER BY version;"
+say "docs/runbook.md has the whole procedure: checks (add_check), abandoning a rebuild" \
+    "(drop_version), a rebuild from a point in time."
+
 # --- end -----------------------------------------------------------------------------
 heading "Done"
 if [ "${KEEP:-0}" = 1 ]; then
     cat <<EOF
-PostgreSQL and the broker keep running (KEEP=1). Scratch directory: $DIR
+PostgreSQL and the broker keep running (KEEP=1). Next, take the tour in README.md
+("A five-minute tour"): it runs as written on them. Connect with
 
-  Connect:          psql -h 127.0.0.1 -p $PORT -U $SUPERUSER postgres
-  Produce an event: printf 'u001\t{"event_id":"manual-%s","user_id":"u001","country":"FR","amount_cents":4200,"ts":%s,"device":{"os":"ios"}}\n' \\
-                        "\$(date +%s%N)" "\$(date +%s%3N)" | kcat -P -b $BOOTSTRAP -t $TOPIC -p 0 -K '\t'
-  Stop everything:  bash $ROOT/demo/demo.sh stop $DIR
+  psql -h 127.0.0.1 -p $PORT -U $SUPERUSER -v broker=$BOOTSTRAP postgres
 
-  PostgreSQL log:   $DIR/postgres.log
+(-v broker=... gives psql the broker's address as :'broker', which the tour's
+create_source uses), and run the tour's shell steps in $ROOT,
+where demo/produce.sh sends messages to this broker:
+
+  bash demo/produce.sh $TOUR_TOPIC < messages    # one JSON message a line
+
+Stop everything (and remove the scratch directory):
+
+  bash demo/demo.sh stop $DIR
+
+PostgreSQL's log: $DIR/postgres.log
 EOF
 else
     echo "Stopping PostgreSQL and the broker, removing $DIR."
-    echo "To keep them running and play with the views yourself: KEEP=1 make demo"
+    echo "To keep them running and take the tour of README.md on them: KEEP=1 make demo"
 fi

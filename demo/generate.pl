@@ -136,12 +136,13 @@ if (!$o{live}) {
         $ev->{line} = $make->($u, $ev);
         push @events, $ev;
     }
-    printf "%d purchases by %d users over %d minutes of event time (%s to %s UTC), in %d partitions keyed by user_id;\n",
-        scalar(@raw), scalar(@users), $o{minutes}, substr(iso($start), 11, 5), substr(iso($start + $span), 11, 5), $P;
-    printf "disorder of up to 4 s; %d late events 20-50 s behind, %d events 80-110 s behind, %d too late (10-20 min behind);\n",
+    printf "%d purchases by %d users over %d minutes of event time (%s to %s UTC),\n",
+        scalar(@raw), scalar(@users), $o{minutes}, substr(iso($start), 11, 5), substr(iso($start + $span), 11, 5);
+    printf "in %d partitions keyed by user_id, with disorder of up to 4 s;\n", $P;
+    printf "%d late events 20-50 s behind, %d events 80-110 s behind, %d too late (10-20 min behind);\n",
         $count{late}, $count{later}, $count{too_late};
-    printf "%d messages sent twice (producer retries); %d unreadable messages (truncated JSON, no \"ts\", \"amount_cents\":\"lots\", \"ts\":\"soon\").\n",
-        $count{dup}, $count{bad};
+    printf "%d messages sent twice (producer retries); %d unreadable messages\n", $count{dup}, $count{bad};
+    printf "(truncated JSON, no \"ts\", \"amount_cents\":\"lots\", \"ts\":\"soon\").\n";
 } else {
     my ($now, $late) = (0, 0);
     for my $i (1 .. $o{count}) {
@@ -154,7 +155,7 @@ if (!$o{live}) {
         push @events, { u => $u, ts => $ts, arrival => $start + $i, amount => amount(),
                         id => sprintf('live-%s-%04d', $start, $i) };
     }
-    printf "%d purchases happening now (%s UTC) and %d that happened 70-80 s ago, in all %d partitions.\n",
+    printf "%d purchases happening now (%s UTC), %d from 70-80 s ago, in all %d partitions.\n",
         $now, substr(iso($start), 11, 8), $late, $P;
 }
 

@@ -1,6 +1,8 @@
 -- Who may do what: the API is closed to PUBLIC; objects a role creates
 -- belong to it; catalog tables and broker options stay private.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 CREATE ROLE sv_alice LOGIN;
 CREATE ROLE sv_bob LOGIN;

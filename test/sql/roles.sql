@@ -3,7 +3,9 @@
 -- and manage their own stream views, analysts only read the views they are
 -- granted.  Then what each may and may not do, and that a broker secret
 -- shows nowhere a role that did not create the source can read.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 \i test/sql/helpers.psql
 

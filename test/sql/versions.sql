@@ -1,9 +1,11 @@
 -- Versioned rebuilds at the SQL surface: what rebuild() records, and every
 -- error of rebuild, wait_for, validate, swap, rollback and drop_version.
--- No worker serves this database, so a rebuilt version stays 'replaying':
--- the replay itself, catch-up, validation and swap are tested with a broker
--- in t/004_rebuild.pl.
+-- A rebuilt version stays 'replaying', whether workers run or not: its source
+-- points at 127.0.0.1:9, where no broker listens.  The replay itself,
+-- catch-up, validation and swap are tested with a broker in t/004_rebuild.pl.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 \pset null '(null)'
 \i test/sql/helpers.psql
