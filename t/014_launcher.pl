@@ -7,7 +7,11 @@
 #     launcher starts by itself and the view fills, without a restart;
 #  3. streamview.database changed and reloaded: it needs a restart, says so,
 #     and nothing moves meanwhile;
-#  4. the launcher terminated: the supervisor starts it again and it starts
+#  4. the kill switch with three sources, off and on twice: each source gets
+#     its worker back, and no lock is left to a process that is gone (a
+#     worker's session lock once outlived it, and after off and on a source
+#     could find "another worker serves it" and never start again);
+#  5. the launcher terminated: the supervisor starts it again and it starts
 #     the workers again; the supervisor terminated: the postmaster starts it
 #     again, and one launcher runs, not two.
 use strict;
@@ -140,14 +144,49 @@ all_consumed('after the reload');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET streamview.database');
 $node->reload;
 
+# 4. The kill switch, off and on, twice.
+my $locks_of_gone = q{
+	SELECT count(*) FROM pg_locks l
+	 WHERE l.pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.pid)};
+# a source's worker lock, held by anyone but that source's worker
+my $stray_worker_locks = q{
+	SELECT count(*) FROM pg_locks l
+	 WHERE l.locktype = 'object' AND l.classid = 'streamview.sources'::regclass
+	   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN streamview.sources s
+	                       ON a.application_name = 'pg_streamview source ' || s.name
+	                    WHERE a.pid = l.pid AND s.source_id = l.objid
+	                      AND a.backend_type = 'pg_streamview source')};
 my $every_source_served = q{
 	SELECT count(*) = 3 FROM streamview.sources s
 	  JOIN pg_stat_activity a ON a.application_name = 'pg_streamview source ' || s.name
 	  JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'object'
 	                 AND l.classid = 'streamview.sources'::regclass AND l.objid = s.source_id
 	                 AND l.granted};
+ok(poll($every_source_served), 'each of the three sources has its worker, holding its worker lock');
+for my $round (1, 2)
+{
+	$node->safe_psql('postgres', 'ALTER SYSTEM SET streamview.enabled = off');
+	$node->reload;
+	ok(poll(q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'}),
+		"off ($round): every source worker stops");
+	ok(poll(q{SELECT count(*) = 0 FROM pg_locks WHERE locktype = 'object'
+	           AND classid = 'streamview.sources'::regclass}),
+		"off ($round): no worker lock is left behind")
+	  or diag(sql(q{SELECT l.pid, l.objid, l.mode, l.granted FROM pg_locks l
+	                WHERE l.locktype = 'object' AND l.classid = 'streamview.sources'::regclass}));
+	ok(poll("SELECT ($locks_of_gone) = 0"), "off ($round): no lock is held by a process that is gone");
 
-# 4. The launcher terminated: the supervisor starts it again, and it starts
+	$node->safe_psql('postgres', 'ALTER SYSTEM RESET streamview.enabled');
+	$node->reload;
+	ok(poll($every_source_served), "on ($round): each source has its worker again, holding its worker lock")
+	  or diag(sql(q{SELECT s.name, a.pid, s.last_error FROM streamview.sources s
+	                LEFT JOIN pg_stat_activity a ON a.application_name = 'pg_streamview source ' || s.name}));
+	ok(poll("SELECT ($stray_worker_locks) = 0 AND ($locks_of_gone) = 0"),
+		"on ($round): no worker lock is held by anyone but its source's worker, none by a process that is gone");
+	all_consumed("on ($round)");
+}
+
+# 5. The launcher terminated: the supervisor starts it again, and it starts
 # the workers again (its workers went with it).
 my $launcher = pid_of('pg_streamview launcher');
 my @workers  = split /\n/, sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_streamview source'});
