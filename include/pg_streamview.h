@@ -285,7 +285,8 @@ typedef struct SvCompiled
  * The two kinds of background worker the launcher starts, and what it hands
  * each in bgw_extra.  One name each, in code, docs, bgw_type and
  * application_name: "source worker" (pg_streamview source) and "replay
- * worker" (pg_streamview replay).
+ * worker" (pg_streamview replay).  The supervisor (pg_streamview supervisor,
+ * in no database) starts the launcher (pg_streamview launcher).
  */
 typedef enum SvWorkerKind
 {
@@ -295,6 +296,8 @@ typedef enum SvWorkerKind
 
 #define SV_BGW_TYPE_SOURCE "pg_streamview source"
 #define SV_BGW_TYPE_REPLAY "pg_streamview replay"
+#define SV_BGW_TYPE_LAUNCHER "pg_streamview launcher"
+#define SV_BGW_TYPE_SUPERVISOR "pg_streamview supervisor"
 
 typedef struct SvWorkerParams
 {
@@ -338,11 +341,16 @@ extern int	streamview_stall_threshold_s;
 /* -------------------------------------------------------------- in shmem.c */
 extern void streamview_shmem_init(void);
 extern void streamview_register_launcher_latch(void);
+extern bool streamview_launcher_running(void);
 extern void streamview_wake_launcher(void);
+
+/* --------------------------------------------------------- in supervisor.c */
+extern PGDLLEXPORT void streamview_supervisor_main(Datum arg);
+extern void streamview_register_supervisor(void);
 
 /* ----------------------------------------------------------- in launcher.c */
 extern PGDLLEXPORT void streamview_launcher_main(Datum arg);
-extern void streamview_register_launcher(void);
+extern int64 streamview_restart_backoff(TimestampTz started_at, int *failures);
 
 /* ----------------------------------------------------------- in compile.c */
 extern SvCompiled *streamview_compile_view(Oid caller, const char *caller_path,

@@ -21,12 +21,19 @@
  *  - A connection problem is kept until there is evidence of health, and
  *	  a retry that fails the same way does not make it a new problem
  *	  (sv_error_cb).
+ *  - A worker asked to stop stops within a second, whatever the broker
+ *	  does: every wait for the broker is cut in steps of SV_KAFKA_STEP_MS
+ *	  with the stop request looked at between them, and closing shuts the
+ *	  broker connections down first (streamview_kafka_close).
  *
  *-------------------------------------------------------------------------
  */
 #include "pg_streamview.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
@@ -35,6 +42,10 @@
 
 #define SV_KAFKA_MAX_NOTES 16
 #define SV_KAFKA_NOTE_LEN 512
+/* Longest a call waits for the broker before the stop request is looked at. */
+#define SV_KAFKA_STEP_MS 200
+/* Broker connections a consumer has at once: far more than a cluster's brokers. */
+#define SV_KAFKA_MAX_SOCKETS 64
 
 struct SvKafka
 {
@@ -57,6 +68,16 @@ struct SvKafka
 	 */
 	char		problem[SV_KAFKA_NOTE_LEN];
 	bool		problem_is_credentials; /* an SSL or authentication error */
+	/*
+	 * The broker connections librdkafka's threads have open (sv_socket_cb,
+	 * sv_closesocket_cb), so that closing can shut them down; and whether
+	 * closing has begun, after which no new one is opened.  The only state
+	 * those threads share with the worker's, under its own mutex.
+	 */
+	pthread_mutex_t sockets_lock;
+	int			nsockets;
+	int			sockets[SV_KAFKA_MAX_SOCKETS];
+	bool		closing;
 };
 
 /* Defaults that differ from librdkafka's, before the user's options. */
@@ -72,6 +93,16 @@ static const char *const sv_defaults[][2] = {
 	{"fetch.wait.max.ms", "50"},
 	{"log.queue", "true"},
 	{"log_level", "5"},
+};
+
+/*
+ * Set after the source's options, whatever they say.  The consumer joins no
+ * group (its partitions are assigned), so for it session.timeout.ms means
+ * only how long a commit waits for the group's coordinator; and closing the
+ * consumer waits for that too (streamview_kafka_close).
+ */
+static const char *const sv_overrides[][2] = {
+	{"session.timeout.ms", "100"},
 };
 
 static void
@@ -150,6 +181,53 @@ sv_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 }
 
 /*
+ * librdkafka opens each broker connection through this callback (on one of
+ * its threads), as its default does, and the consumer keeps it in a list,
+ * so that streamview_kafka_close can shut it down.  Once closing has begun,
+ * no connection is opened any more.  Plain system calls only: a librdkafka
+ * thread never calls PostgreSQL.
+ */
+static int
+sv_socket_cb(int domain, int type, int protocol, void *opaque)
+{
+	SvKafka    *k = opaque;
+	int			fd = -1;
+	int			save_errno = ECONNABORTED;
+
+	pthread_mutex_lock(&k->sockets_lock);
+	if (!k->closing)
+	{
+		fd = socket(domain, type | SOCK_CLOEXEC, protocol);
+		save_errno = errno;
+		if (fd >= 0 && k->nsockets < SV_KAFKA_MAX_SOCKETS)
+			k->sockets[k->nsockets++] = fd;
+	}
+	pthread_mutex_unlock(&k->sockets_lock);
+	errno = save_errno;
+	return fd;
+}
+
+/*
+ * And closes it through this one: out of the list first, so that the list
+ * never names a descriptor that may already be reused.
+ */
+static int
+sv_closesocket_cb(int fd, void *opaque)
+{
+	SvKafka    *k = opaque;
+
+	pthread_mutex_lock(&k->sockets_lock);
+	for (int i = 0; i < k->nsockets; i++)
+		if (k->sockets[i] == fd)
+		{
+			k->sockets[i] = k->sockets[--k->nsockets];
+			break;
+		}
+	pthread_mutex_unlock(&k->sockets_lock);
+	return close(fd);
+}
+
+/*
  * librdkafka's explanation of a bad option quotes the value given (for an
  * enumerated property).  The value may be a secret put in the wrong field,
  * and the explanation goes to the server log and worker_errors: it is
@@ -218,9 +296,14 @@ streamview_kafka_open(const SvSource *src, const char *group_id)
 	sv_conf_set(conf, "client.id", psprintf("pg_streamview/%s", src->name), src->name);
 	forboth(n, src->option_names, v, src->option_values)
 		sv_conf_set(conf, lfirst(n), lfirst(v), src->name);
+	for (int i = 0; i < lengthof(sv_overrides); i++)
+		sv_conf_set(conf, sv_overrides[i][0], sv_overrides[i][1], src->name);
 	rd_kafka_conf_set_log_cb(conf, sv_log_cb);
 	rd_kafka_conf_set_error_cb(conf, sv_error_cb);
+	rd_kafka_conf_set_socket_cb(conf, sv_socket_cb);
+	rd_kafka_conf_set_closesocket_cb(conf, sv_closesocket_cb);
 	rd_kafka_conf_set_opaque(conf, k);
+	pthread_mutex_init(&k->sockets_lock, NULL);
 
 	if (pipe(k->pipefd) != 0)
 	{
@@ -248,10 +331,21 @@ streamview_kafka_open(const SvSource *src, const char *group_id)
 }
 
 /*
+ * Between two steps of a wait for the broker: a worker asked to stop stops
+ * here, at once, whether or not the broker ever answers.
+ */
+static void
+sv_between_steps(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (streamview_stop_requested())
+		streamview_stop();
+}
+
+/*
  * Number of partitions of the topic, or 0 when it does not exist (yet) or
- * the brokers do not answer within timeout_ms.  Asks in short steps, with
- * CHECK_FOR_INTERRUPTS between them, so that a worker asked to stop while
- * the brokers are away stops at once.  An answer clears the problem noted;
+ * the brokers do not answer within timeout_ms.  Asks in steps of
+ * SV_KAFKA_STEP_MS (sv_between_steps).  An answer clears the problem noted;
  * no answer, or an error about the topic, notes one.
  */
 int
@@ -261,14 +355,12 @@ streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 	rd_kafka_resp_err_t err;
 	int			n = 0;
 
-	for (int waited = 0;; waited += 200)
+	for (int waited = 0;; waited += SV_KAFKA_STEP_MS)
 	{
-		err = rd_kafka_metadata(k->rk, 0, k->topic, &md, 200);
-		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited + 200 >= timeout_ms)
+		err = rd_kafka_metadata(k->rk, 0, k->topic, &md, SV_KAFKA_STEP_MS);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited + SV_KAFKA_STEP_MS >= timeout_ms)
 			break;
-		CHECK_FOR_INTERRUPTS();
-		if (streamview_stop_requested())
-			streamview_stop();
+		sv_between_steps();
 	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
@@ -345,25 +437,21 @@ sv_broker_time(const rd_kafka_message_t *m, SvEvent *ev)
 }
 
 /*
- * Up to max messages, waiting at most timeout_ms for the first.  Copies them
- * into out[] (in CurrentMemoryContext) and returns how many.  Consumer
- * errors (broker down, ...) are noted for streamview_kafka_report(); they do
- * not stop the stream, librdkafka keeps retrying.
+ * Copy the messages librdkafka handed over into out[] (from out[*n] on) and
+ * destroy them; note consumer errors (broker down, ...) for
+ * streamview_kafka_report(): they do not stop the stream, librdkafka keeps
+ * retrying.
  */
-int
-streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
+static void
+sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *out, int *n)
 {
-	rd_kafka_message_t **msgs = palloc(max * sizeof(rd_kafka_message_t *));
-	ssize_t		got = rd_kafka_consume_batch_queue(k->queue, timeout_ms, msgs, max);
-	int			n = 0;
-
 	for (ssize_t i = 0; i < got; i++)
 	{
 		rd_kafka_message_t *m = msgs[i];
 
 		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
-			SvEvent    *ev = &out[n++];
+			SvEvent    *ev = &out[(*n)++];
 
 			memset(ev, 0, sizeof(SvEvent));
 			ev->partition = m->partition;
@@ -388,6 +476,33 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
 			sv_note(k, LOG, "Kafka consumer error: %s%s", k->problem, "");
 		}
 		rd_kafka_message_destroy(m);
+	}
+}
+
+/*
+ * Up to max messages, waiting at most timeout_ms (streamview.batch_timeout,
+ * up to a minute) for a full batch.  Copies them into out[] (in
+ * CurrentMemoryContext) and returns how many.  librdkafka's wait cannot be
+ * interrupted, so it waits in steps of SV_KAFKA_STEP_MS and returns early,
+ * with what it has, when the worker is asked to stop: the caller begins no
+ * batch then, and those messages are read again after the restart.
+ */
+int
+streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
+{
+	rd_kafka_message_t **msgs = palloc(max * sizeof(rd_kafka_message_t *));
+	TimestampTz deadline = GetCurrentTimestamp() + (int64) timeout_ms * 1000;
+	int			n = 0;
+
+	for (;;)
+	{
+		int64		left_ms = (deadline - GetCurrentTimestamp()) / 1000;
+		int			step = (int) Max(0, Min(left_ms, SV_KAFKA_STEP_MS));
+		ssize_t		got = rd_kafka_consume_batch_queue(k->queue, step, msgs, max - n);
+
+		sv_take_messages(k, msgs, got, out, &n);
+		if (n >= max || left_ms <= SV_KAFKA_STEP_MS || streamview_stop_requested())
+			break;
 	}
 	pfree(msgs);
 	if (n > 0)
@@ -451,6 +566,20 @@ streamview_kafka_report(SvKafka *k)
 	return k->problem[0] != '\0' ? pstrdup(k->problem) : NULL;
 }
 
+/*
+ * Close the consumer within a second, whatever the broker does.
+ *
+ * rd_kafka_destroy() returns only once the group's commits in flight (the
+ * advisory ones after each batch) are done.  A broker that hangs with its
+ * connections open answers them only when they time out (socket.timeout.ms,
+ * a minute): a worker asked to stop took that long to go (t/015_shutdown.pl
+ * measured 48 s).  So the broker connections are shut down first
+ * (shutdown(2); librdkafka's threads still close them) and none is opened
+ * again: what is in flight fails at once.  A commit that fails so waits for
+ * a coordinator at most session.timeout.ms (sv_overrides), and then gives
+ * up.  The consumer leaves no group (RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE):
+ * it never joined one, and the offsets that count are PostgreSQL's.
+ */
 void
 streamview_kafka_close(SvKafka *k)
 {
@@ -461,21 +590,38 @@ streamview_kafka_close(SvKafka *k)
 	if (k->queue)
 		rd_kafka_queue_destroy(k->queue);
 	if (k->rk)
+	{
+		pthread_mutex_lock(&k->sockets_lock);
+		k->closing = true;
+		for (int i = 0; i < k->nsockets; i++)
+			(void) shutdown(k->sockets[i], SHUT_RDWR);
+		pthread_mutex_unlock(&k->sockets_lock);
 		rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+		pthread_mutex_destroy(&k->sockets_lock);
+	}
 	close(k->pipefd[0]);
 	close(k->pipefd[1]);
 	k->rk = NULL;
 }
 
-/* The partition's first offset (asks the broker), or -1. */
+/*
+ * The partition's first offset, or -1 when the broker does not say within
+ * timeout_ms.  Asks in steps of SV_KAFKA_STEP_MS (sv_between_steps).
+ */
 int64
 streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms)
 {
 	int64_t		lo = -1,
 				hi = -1;
+	rd_kafka_resp_err_t err;
 
-	if (rd_kafka_query_watermark_offsets(k->rk, k->topic_name, partition, &lo, &hi, timeout_ms) !=
-		RD_KAFKA_RESP_ERR_NO_ERROR)
-		return -1;
-	return lo;
+	for (int waited = 0;; waited += SV_KAFKA_STEP_MS)
+	{
+		err = rd_kafka_query_watermark_offsets(k->rk, k->topic_name, partition, &lo, &hi,
+											   SV_KAFKA_STEP_MS);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited + SV_KAFKA_STEP_MS >= timeout_ms)
+			break;
+		sv_between_steps();
+	}
+	return err == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : -1;
 }

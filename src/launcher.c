@@ -3,13 +3,15 @@
  * launcher.c
  *	  The launcher: keeps one source worker running per source.
  *
- * A static background worker, registered at preload, connected to
- * streamview.database.  Each round (every streamview.launcher_naptime, or at
- * once when an API call commits and sets our latch) it reads the sources and
- * reconciles them with the workers it started:
+ * A dynamic background worker connected to streamview.database, started
+ * (and started again when it stops) by the supervisor (supervisor.c).  Each
+ * round (every streamview.launcher_naptime, or at once when an API call
+ * commits and sets our latch) it reads the sources and reconciles them with
+ * the workers it started:
  *  - a source without a running worker gets one, unless that source's worker
  *	  failed recently: then it waits restart_delay · 2^(failures-1), capped at
- *	  max_restart_delay (a worker that ran for a minute is forgiven);
+ *	  max_restart_delay (a worker that ran for a minute is forgiven:
+ *	  streamview_restart_backoff);
  *  - a worker whose source is gone is terminated;
  *  - a worker that stopped because its source's settings changed
  *	  (alter_source; it stops by itself, see source_worker.c) is started
@@ -22,6 +24,9 @@
  * longer replaying and the slot is simply forgotten.
  * A worker also takes a session lock on its source's (or version's) catalog
  * object, one no role can take from SQL, so even a second launcher (after a launcher crash) cannot make two consumers.
+ * The launcher's workers go with it: when it exits, it terminates them, and
+ * the launcher that the supervisor starts next starts them again from their
+ * stored offsets.
  *
  *-------------------------------------------------------------------------
  */
@@ -60,19 +65,22 @@ typedef struct SvWorkerSlot
 static List *slots = NIL;
 static bool sv_was_enabled = true;
 
-void
-streamview_register_launcher(void)
+/*
+ * A worker (or the launcher) that ran since started_at stopped: how long to
+ * wait before starting it again, in microseconds, counting this failure in
+ * *failures: restart_delay · 2^(failures-1), capped at max_restart_delay.
+ * One that ran for a minute is forgiven its earlier failures.
+ */
+int64
+streamview_restart_backoff(TimestampTz started_at, int *failures)
 {
-	BackgroundWorker bgw = {0};
+	int64		delay;
 
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_streamview");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "streamview_launcher_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_streamview launcher");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "pg_streamview launcher");
-	RegisterBackgroundWorker(&bgw);
+	if (TimestampDifferenceExceeds(started_at, GetCurrentTimestamp(), 60 * 1000))
+		*failures = 0;
+	(*failures)++;
+	delay = (int64) streamview_restart_delay_s * USECS_PER_SEC << Min(*failures - 1, 16);
+	return Min(delay, (int64) streamview_max_restart_delay_s * USECS_PER_SEC);
 }
 
 static SvWorkerSlot *
@@ -154,15 +162,9 @@ sv_start_worker(SvWorkerSlot *slot)
 static void
 sv_worker_stopped(SvWorkerSlot *slot)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	int64		delay;
+	int64		delay = streamview_restart_backoff(slot->started_at, &slot->failures);
 
-	if (TimestampDifferenceExceeds(slot->started_at, now, 60 * 1000))
-		slot->failures = 0;
-	slot->failures++;
-	delay = (int64) streamview_restart_delay_s * USECS_PER_SEC << Min(slot->failures - 1, 16);
-	delay = Min(delay, (int64) streamview_max_restart_delay_s * USECS_PER_SEC);
-	slot->next_start = now + delay;
+	slot->next_start = GetCurrentTimestamp() + delay;
 	pfree(slot->handle);
 	slot->handle = NULL;
 	ereport(LOG,
@@ -448,6 +450,26 @@ sv_reconcile(bool retention_due)
 }
 
 
+/*
+ * Exiting: the workers go too.  Left running they would serve on unwatched,
+ * and the next launcher's workers for their sources would find them holding
+ * the worker locks ("Another worker serves it") and stop, again and again.
+ */
+static void
+sv_stop_workers(int code, Datum arg)
+{
+	ListCell   *lc;
+
+	foreach(lc, slots)
+	{
+		SvWorkerSlot *slot = lfirst(lc);
+
+		if (slot->handle)
+			TerminateBackgroundWorker(slot->handle);
+	}
+}
+
+/* The supervisor hands it the database's OID (bgw_main_arg). */
 void
 streamview_launcher_main(Datum arg)
 {
@@ -455,9 +477,10 @@ streamview_launcher_main(Datum arg)
 
 	streamview_worker_signals();
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(streamview_database, NULL, 0);
-	streamview_worker_context("pg_streamview launcher");
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+	streamview_worker_context(SV_BGW_TYPE_LAUNCHER);
 	streamview_register_launcher_latch();
+	before_shmem_exit(sv_stop_workers, (Datum) 0);
 	ereport(LOG, (errmsg("pg_streamview launcher started in database \"%s\"", streamview_database)));
 
 	for (;;)

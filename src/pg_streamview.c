@@ -1,12 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * pg_streamview.c
- *	  Module load: settings, shared memory hooks, the launcher.
+ *	  Module load: settings, shared memory hooks, the supervisor.
  *
- * pg_streamview only works preloaded (shared_preload_libraries): its launcher
- * is a static background worker, registered here once.  Loaded any other way
- * (a plain LOAD, or CREATE EXTENSION without preloading) it refuses with a
- * hint rather than half-working.
+ * pg_streamview only works preloaded (shared_preload_libraries): its
+ * supervisor, which starts the launcher, is a static background worker,
+ * registered here once.  Loaded any other way (a plain LOAD, or CREATE
+ * EXTENSION without preloading) it refuses with a hint rather than
+ * half-working.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,7 +41,7 @@ PGDLLEXPORT void _PG_init(void);
 
 /*
  * Load time: refuse unless preloaded, define the settings (alphabetical),
- * reserve the prefix, request shared memory and register the launcher.
+ * reserve the prefix, request shared memory and register the supervisor.
  */
 void
 _PG_init(void)
@@ -62,7 +63,9 @@ _PG_init(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("streamview.database",
 							   "Database in which the launcher runs stream sources.",
-							   NULL, &streamview_database, "postgres",
+							   "Until it exists, no source runs: the supervisor warns once and looks for it "
+							   "every streamview.launcher_naptime.",
+							   &streamview_database, "postgres",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.lag_threshold",
 							"How far behind its log, in time, a version may be before status.health says lagging.",
@@ -135,5 +138,5 @@ _PG_init(void)
 	MarkGUCPrefixReserved("streamview");
 
 	streamview_shmem_init();
-	streamview_register_launcher();
+	streamview_register_supervisor();
 }

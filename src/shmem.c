@@ -83,6 +83,18 @@ streamview_register_launcher_latch(void)
 	before_shmem_exit(sv_unregister_launcher, (Datum) 0);
 }
 
+/* Is a launcher running?  (Published from its start to its exit.) */
+bool
+streamview_launcher_running(void)
+{
+	bool		running;
+
+	SpinLockAcquire(&sv_shared->mutex);
+	running = sv_shared->launcher != NULL;
+	SpinLockRelease(&sv_shared->mutex);
+	return running;
+}
+
 void
 streamview_wake_launcher(void)
 {

@@ -28,7 +28,7 @@ use StreamViewTest::Oracle;
 use Exporter 'import';
 our @EXPORT = qw(
   broker_start broker_stop produce new_node kafka09_start kafka09_stop_broker kafka09_start_broker
-  kafka09_add_partitions kafka09_recreate_topic kafka09_trust kafka09_ssl_options
+  kafka09_add_partitions kafka09_recreate_topic kafka09_trust kafka09_ssl_options kafka09_signal_broker
   wait_consumed wait_for query_rows status_row partition_rows worker_pids worker_pid
   oracle_new oracle_run view_sql_rows compare_rows
   check_view_against_oracle check_unreadable_dead_letters us_to_iso iso_ms gen_stream
@@ -136,6 +136,17 @@ sub kafka09_add_partitions { kafka09_run($_[0], 'partitions', $_[1], $_[2]) }
 sub kafka09_recreate_topic { kafka09_run($_[0], 'recreate', $_[1], $_[2]) }
 # the broker trusts the rogue client's CA from now on (it restarts)
 sub kafka09_trust { kafka09_run($_[0], 'trust', $_[1]) }
+
+# kafka09_signal_broker($brk, 'STOP' | 'CONT' | 'KILL'): a broker that hangs
+# (its connections stay open, nothing answers), goes on, or dies at once;
+# kafka09_start_broker starts a killed one again on the same log.
+sub kafka09_signal_broker
+{
+	my ($brk, $signal) = @_;
+	chomp(my $pid = slurp_file("$brk->{dir}/kafka.pid"));
+	kill($signal, $pid) or die "could not send SIG$signal to the broker (pid $pid): $!";
+	return;
+}
 
 sub broker_stop
 {
