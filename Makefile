@@ -41,7 +41,9 @@ SHLIB_LINK  = -lrdkafka
 # test runs it on a server where they do not; t/016 with workers).
 REGRESS        = $(filter-out health,$(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql))))
 REGRESS_OPTS   = --inputdir=test --use-existing
-ISOLATION      = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+# All but alter_source_lock: its steps interleave with no worker holding the
+# source's row; on a user's server the source's worker runs (make test runs it).
+ISOLATION      = $(filter-out alter_source_lock,$(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --use-existing
 REGRESS_PREP   = installcheck-prereqs
 

@@ -18,7 +18,8 @@ my $tree      = getcwd();                                   # the tree make test
 my $pg_config = '/usr/lib/postgresql/15/bin/pg_config';
 # all but health, which needs a database no worker serves (see the Makefile)
 my @regress   = grep { !m{/health\.sql$} } glob("$tree/test/sql/*.sql");
-my @specs     = glob("$tree/test/specs/*.spec");
+# and all specs but alter_source_lock, which needs no worker on its source
+my @specs     = grep { !m{/alter_source_lock\.spec$} } glob("$tree/test/specs/*.spec");
 my $served    = 'sv_served';
 
 my $node = PostgreSQL::Test::Cluster->new('n020');
