@@ -95,6 +95,36 @@ is($rows->('kept_n'), expected_rows('12:06'), 'and serves them after the swap');
 is($node->safe_psql('postgres', q{SELECT streamview.set_retention('kept_n', NULL) IS NULL}), 't',
 	'set_retention(NULL) turns it off');
 
+# The housekeeping deletes as the view's owner, in a security-restricted
+# operation: a trigger the owner puts on a version's table cannot use the
+# launcher's rights.  Here one tries to make its owner a superuser.
+$node->safe_psql('postgres', qq{
+	CREATE ROLE mallory LOGIN;
+	GRANT CREATE ON SCHEMA public TO mallory;
+	GRANT EXECUTE ON FUNCTION
+	  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text),
+	  streamview.create_view(text, text, text), streamview.set_retention(text, interval) TO mallory;
+});
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('mal', '$B', 'kept', '{"ts":"timestamptz","k":"text"}', 'ts');
+	SELECT streamview.create_view('public.mal_n', \$\$
+	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM mal GROUP BY 1, 2 \$\$,
+	  allowed_lateness => '2 minutes');
+	CREATE FUNCTION public.promote() RETURNS trigger LANGUAGE plpgsql AS
+	  \$\$ BEGIN ALTER ROLE mallory SUPERUSER; RETURN OLD; END \$\$;
+	CREATE TRIGGER promote BEFORE DELETE ON public.mal_n_v1 FOR EACH ROW EXECUTE FUNCTION public.promote();
+	SELECT streamview.set_retention('mal_n', '3 minutes');
+}, extra_params => [ '-U', 'mallory' ]);
+ok(wait_consumed($node, 'mal_n', 61), "mallory's view read the topic");
+my $log_pos = -s $node->logfile;
+$node->reload;
+ok($node->wait_for_log(qr/could not apply the retention of stream view "mal_n" version 1: permission denied/, $log_pos),
+	'the housekeeping ran the owner\'s trigger with the owner\'s rights, and it failed');
+is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+	'the owner of a view did not become a superuser through its retention');
+is($node->safe_psql('postgres', q{SELECT count(DISTINCT window_start) FROM mal_n}), '10',
+	'and nothing of that view was deleted');
+
 broker_stop($broker);
 $node->stop;
 done_testing();
