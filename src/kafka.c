@@ -127,8 +127,16 @@ sv_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	SvKafka    *k = rd_kafka_opaque(rk);
 
-	if (k != NULL && level <= 4 && strcmp(fac, "FAIL") != 0)
-		sv_note(k, WARNING, "librdkafka %s: %s", fac, buf);
+	if (k == NULL || level > 4 || strcmp(fac, "FAIL") == 0)
+		return;
+
+	/*
+	 * A failed commit is only an advisory one (streamview_kafka_commit): the
+	 * offsets are PostgreSQL's, and the next commit carries the same ones.
+	 * While the group coordinator is not known yet every commit fails so, a
+	 * WARNING a batch; it is worth a DEBUG line, not an alert.
+	 */
+	sv_note(k, strcmp(fac, "COMMITFAIL") == 0 ? DEBUG1 : WARNING, "librdkafka %s: %s", fac, buf);
 }
 
 static bool
