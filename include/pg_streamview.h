@@ -96,7 +96,7 @@ typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 #define SV_SOURCE_SETTINGS \
 	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
 	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
-	"extract(epoch FROM s.max_future))::text)"
+	"extract(epoch FROM s.max_future), s.workers)::text)"
 #define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
 
 /* A source, as the worker sees it (catalog.c loads it). */
@@ -120,7 +120,14 @@ typedef struct SvSource
 	int			topic_partitions;	/* set by the worker from the topic's metadata */
 	TimestampTz assigned_at;	/* when the worker started reading */
 	char	   *settings;		/* SV_SOURCE_SETTINGS, as loaded */
+	int			workers;		/* sources.workers, as loaded */
+	/* set by the worker: it reads partitions p % worker_count = worker_index */
+	int			worker_index;
+	int			worker_count;	/* 1 for a replay worker, which reads them all */
 } SvSource;
+
+/* A start offset for streamview_kafka_assign: the partition is not read. */
+#define SV_OFFSET_NOT_READ (-2)
 
 /*
  * Per version and partition: position in the log, event-time high mark, the
@@ -290,7 +297,7 @@ typedef struct SvCompiled
  */
 typedef enum SvWorkerKind
 {
-	SV_WORKER_SOURCE,			/* one per source: every live and caught-up version */
+	SV_WORKER_SOURCE,			/* sources.workers per source: every live and caught-up version */
 	SV_WORKER_REPLAY			/* one per replaying version (a rebuild) */
 } SvWorkerKind;
 
@@ -306,6 +313,7 @@ typedef struct SvWorkerParams
 	SvWorkerKind kind;
 	int32		source_id;
 	int32		replay_version_id;	/* SV_WORKER_REPLAY: versions.version_id */
+	int32		worker_index;	/* SV_WORKER_SOURCE: which of the source's workers */
 } SvWorkerParams;
 
 StaticAssertDecl(sizeof(SvWorkerParams) <= BGW_EXTRALEN,
@@ -359,6 +367,7 @@ extern const char *streamview_agg_name(SvAggKind kind);
 
 /* ------------------------------------------------------ in source_worker.c */
 extern PGDLLEXPORT void streamview_worker_main(Datum arg);
+extern bool streamview_owns_partition(const SvSource *src, int32 partition);
 
 /* ------------------------------------------------------------- in worker.c */
 extern void streamview_worker_signals(void);
@@ -397,7 +406,7 @@ extern char *streamview_versions_signature(int32 source_id, int32 replay_version
 extern char *streamview_source_error(int32 source_id);
 extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
-extern void streamview_clear_source_error(int32 source_id);
+extern void streamview_clear_source_error(int32 source_id, const char *error);
 extern char *streamview_consumer_group(const char *dbname, const char *source_name);
 
 /* ------------------------------------------------------------ in version.c */

@@ -118,7 +118,7 @@ streamview_load_source(int32 source_id)
 						  "(extract(epoch FROM max_out_of_orderness) * 1000000)::int8, "
 						  "(extract(epoch FROM idle_timeout) * 1000000)::int8, owner::oid, "
 						  "(extract(epoch FROM max_future) * 1000000)::int8, " SV_SOURCE_SETTINGS
-						  " FROM streamview.sources s WHERE source_id = $1",
+						  ", workers FROM streamview.sources s WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
@@ -138,6 +138,8 @@ streamview_load_source(int32 source_id)
 	src->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &(bool){false}));
 	src->max_future_us = sv_int8(tup, desc, 9, -1);
 	src->settings = MemoryContextStrdup(cxt, sv_text(tup, desc, 10));
+	src->workers = Max(DatumGetInt32(SPI_getbinval(tup, desc, 11, &(bool){false})), 1);
+	src->worker_count = 1;		/* until a source worker says otherwise */
 
 	sv_load_columns(src, event_time, event_id);
 
@@ -328,15 +330,21 @@ streamview_source_error(int32 source_id)
 	return error ? MemoryContextStrdup(TopMemoryContext, error) : NULL;
 }
 
+/*
+ * The source is fine again, as far as this worker can tell: its error
+ * goes, if it is still the one this worker recorded (or found when it
+ * started).  Another of the source's workers may have recorded its own
+ * since, which stays until that worker reads again.
+ */
 void
-streamview_clear_source_error(int32 source_id)
+streamview_clear_source_error(int32 source_id, const char *error)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(source_id)};
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2] = {Int32GetDatum(source_id), CStringGetTextDatum(error)};
 
 	SPI_execute_with_args("UPDATE streamview.sources SET last_error = NULL "
-						  "WHERE source_id = $1 AND last_error IS NOT NULL",
-						  1, argtypes, args, NULL, false, 0);
+						  "WHERE source_id = $1 AND last_error = $2",
+						  2, argtypes, args, NULL, false, 0);
 }
 
 /*
