@@ -3,6 +3,7 @@
 # side by side on this machine, reported as rates and ratios.
 #
 #   bash bench/run.sh [EVENTS] [PARTITIONS]     (defaults: 1000000 32)
+#   BENCH_WORKERS=2 bash bench/run.sh ...       (source workers: default 1)
 #
 # Baseline: kcat reading the whole topic to /dev/null (the bare read rate of
 # ../shared/KAFKA.md).  Each scenario then creates a view on a fresh source
@@ -16,6 +17,8 @@ cd "$(dirname "$0")/.."
 EVENTS=${1:-1000000}
 PARTS=${2:-32}
 PORT=${BENCH_PORT:-55488}
+# workers => N for the sources without an event_id (one with keeps one)
+WORKERS=${BENCH_WORKERS:-1}
 sv_install_deps
 sv_build_install
 
@@ -71,10 +74,14 @@ t1=$(now)
 BASE=$(rate "$t0" "$t1")
 
 run_scenario() {    # name, event_id (text or NULL), query
-    local name=$1 event_id=$2 query=$3 t0 t1 r
+    local name=$1 event_id=$2 query=$3 t0 t1 r workers=1
+    if [ "$event_id" = NULL ] && [ "$WORKERS" -gt 1 ]; then
+        workers=$WORKERS
+        name="$name, $workers workers"
+    fi
     "${PSQL[@]}" -o /dev/null -c "SELECT streamview.create_source(name => 'bench', brokers => '$ADDR', topic => 'bench',
         columns => '{\"event_id\":\"text\",\"user_id\":\"text\",\"amount_cents\":\"bigint\",\"ts\":\"timestamptz\"}',
-        event_time => 'ts', event_id => $event_id, max_out_of_orderness => '5 seconds')"
+        event_time => 'ts', event_id => $event_id, max_out_of_orderness => '5 seconds', workers => $workers)"
     t0=$(now)
     "${PSQL[@]}" -o /dev/null -c "SELECT streamview.create_view('bench_view', \$q\$ $query \$q\$)"
     until [ "$("${PSQL[@]}" -c "SELECT coalesce(sum(consumed), 0) FROM streamview.status")" -ge "$EVENTS" ]; do
