@@ -5,8 +5,8 @@
  *	  transaction: upserts, offsets, watermarks, counters, dead letters.
  *
  * The order of work for one batch: parse every message once (parse.c),
- * hash the event ids, then per version load the ids it remembers
- * (ledger.c), classify (classify.c: duplicates, too late, applied), apply
+ * hash the event ids, then per version classify (classify.c: duplicates,
+ * by the ids the version remembers in memory (seen.c), too late, applied), apply
  * the applied events, and last store the ledger, seen ids and dead letters
  * (ledger.c) and the versions' stats (stats.c), all in the batch's one
  * transaction.
@@ -54,7 +54,8 @@
  * Duplicates are found by the SHA-256 of the event_id, not the id itself:
  * an id is whatever a producer wrote, and one of a few kilobytes would not
  * fit in seen_ids' index ("index row size exceeds maximum"), an error that
- * would stop the whole source on one message.  Computed once per batch,
+ * would stop the whole source on one message; and a hash of fixed length
+ * keeps the worker's set of remembered ids small.  Computed once per batch,
  * inside its transaction (the hash context belongs to its resource owner).
  */
 static void
@@ -76,9 +77,6 @@ sv_hash_event_ids(SvEvent *events, int n)
 	pg_cryptohash_free(ctx);
 }
 
-/*
- * Load the ids of this batch's events that the version already remembers.
- */
 /* ---------- applying ---------- */
 
 /*
@@ -294,7 +292,7 @@ sv_reject_event(const SvSource *src, SvVersion *v, SvEvent *events, int i, SvVer
 	vb->failed[vb->nfailed++] = i;
 	ps->applied--;
 	ps->dead_lettered++;
-	streamview_unremember(vb->seen, ev);
+	streamview_unremember(v, ev);
 }
 
 /*
@@ -423,7 +421,6 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 			continue;
 		if (first)
 			initStringInfo(&gaps);
-		vb->seen = src->event_id_col >= 0 ? streamview_load_seen(v, events, nevents) : NULL;
 		streamview_classify(src, v, events, nevents, vb, now,
 							first && record_unreadable ? &gaps : NULL);
 		streamview_stats_count(v, vb->consumed, now);
@@ -453,8 +450,8 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 			continue;
 		streamview_store_dead_letters(src, v, events, vb->too_late, vb->ntoo_late, SV_REASON_TOO_LATE);
 		streamview_store_dead_letters(src, v, events, vb->failed, vb->nfailed, SV_REASON_QUERY_ERROR);
-		if (vb->seen)
-			streamview_store_seen(src, v, vb->seen);
+		if (v->seen)
+			streamview_store_seen(src, v, events, vb->applied, vb->napplied);
 		streamview_store_offsets(v);
 	}
 	streamview_refresh_watermarks(src, versions);
