@@ -104,7 +104,7 @@ send_events(map { [ $_, at($_) ] } 161 .. 200);
 send_events(map { [ $_, at(201, $_) ] } 195 .. 200);
 check('after an immediate stop');
 cmp_ok($count{duplicates}, '>=', 20, "copies within the horizon were duplicates ($count{duplicates})");
-cmp_ok($count{too_late}, '>=', 10, "older copies were too late ($count{too_late})");
+cmp_ok($count{too_late}, '>=', 5, "older copies were too late ($count{too_late})");
 
 # 3. the source worker killed with SIGKILL while a stream with copies of
 # ids from the batches just before comes in
