@@ -79,11 +79,18 @@ sv_is_duplicate(const SvSource *src, SvVersion *v, const SvEvent *ev)
 	return true;
 }
 
+/*
+ * Remember the id of an event just applied.  The set is swept as it grows,
+ * within the batch too: a batch can span far more event time than the
+ * horizon, and a set kept near the horizon's size stays in the CPU's cache.
+ */
 static void
-sv_remember(SvVersion *v, const SvEvent *ev)
+sv_remember(const SvSource *src, SvVersion *v, const SvEvent *ev)
 {
-	if (ev->event_id != NULL)
-		streamview_seen_add(v->seen, ev->event_id_hash, ev->partition, ev->event_time);
+	if (ev->event_id == NULL)
+		return;
+	streamview_seen_add(v->seen, ev->event_id_hash, ev->partition, ev->event_time);
+	streamview_seen_evict(src, v, false);
 }
 
 /* An event classified as applied could not be: its id is not remembered. */
@@ -161,7 +168,7 @@ streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
 			ps->applied++;
 			vb->applied[vb->napplied++] = i;
 			if (v->seen)
-				sv_remember(v, ev);
+				sv_remember(src, v, ev);
 		}
 		if (!ps->has_max || ev->event_time > ps->max_event_time)
 		{

@@ -470,7 +470,6 @@ streamview_store_seen(const SvSource *src, SvVersion *v, const SvEvent *events, 
 		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not store the seen ids of partition %d", p);
 	}
-	streamview_seen_evict(src, v, false);
 }
 
 /*

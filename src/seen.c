@@ -80,7 +80,7 @@ struct SvSeenSet
 {
 	MemoryContext cxt;			/* holds the array alone: its size is the set's */
 	sv_seen_hash *hash;
-	uint32		after_sweep;	/* members left by the last sweep */
+	uint32		next_sweep;		/* sweep when it has this many members */
 };
 
 /* An empty set, in a memory context of its own under parent, for about n ids. */
@@ -149,7 +149,7 @@ streamview_seen_evict(const SvSource *src, SvVersion *v, bool force)
 	uint32		before;
 
 	if (set == NULL || set->hash->members == 0 ||
-		(!force && set->hash->members < set->after_sweep + set->after_sweep / 4 + 1024))
+		(!force && set->hash->members < set->next_sweep))
 		return;
 	floors = palloc(v->nparts * sizeof(TimestampTz));
 	has_floor = palloc(v->nparts * sizeof(bool));
@@ -166,7 +166,7 @@ streamview_seen_evict(const SvSource *src, SvVersion *v, bool force)
 		if (p < v->nparts && has_floor[p] && e->event_time < floors[p])
 			sv_seen_delete_item(set->hash, e);
 	}
-	set->after_sweep = set->hash->members;
+	set->next_sweep = set->hash->members + set->hash->members / 4 + 1024;
 
 	/*
 	 * A burst made the array large: keep it no larger than needed.  Not
