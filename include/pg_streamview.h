@@ -452,8 +452,7 @@ extern bool streamview_seen_find(SvSeenSet *set, const uint8 *id_hash, int32 *pa
 extern void streamview_seen_add(SvSeenSet *set, const uint8 *id_hash, int32 partition,
 								TimestampTz event_time);
 extern void streamview_seen_remove(SvSeenSet *set, const uint8 *id_hash);
-extern uint64 streamview_seen_count(const SvSeenSet *set);
-extern void streamview_seen_evict(const SvSource *src, SvVersion *v, bool force);
+extern void streamview_seen_evict(const SvSource *src, SvVersion *v);
 
 /* -------------------------------------------------------------- in stats.c */
 extern void streamview_stats_count(SvVersion *v, int n, TimestampTz now);

@@ -90,7 +90,7 @@ sv_remember(const SvSource *src, SvVersion *v, const SvEvent *ev)
 	if (ev->event_id == NULL)
 		return;
 	streamview_seen_add(v->seen, ev->event_id_hash, ev->partition, ev->event_time);
-	streamview_seen_evict(src, v, false);
+	streamview_seen_evict(src, v);
 }
 
 /* An event classified as applied could not be: its id is not remembered. */

@@ -507,7 +507,7 @@ streamview_expire_seen(const SvSource *src, SvVersion *v)
 							  "WHERE s.version_id = $1 AND s.partition = u.p AND s.max_event_time < u.floor",
 							  3, argtypes, args, NULL, false, 0);
 	}
-	streamview_seen_evict(src, v, false);
+	streamview_seen_evict(src, v);
 }
 
 /* ---------- streamview.dead_letters ---------- */

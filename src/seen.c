@@ -127,19 +127,13 @@ streamview_seen_remove(SvSeenSet *set, const uint8 *id_hash)
 	(void) sv_seen_delete(set->hash, *(const SvIdHash *) id_hash);
 }
 
-uint64
-streamview_seen_count(const SvSeenSet *set)
-{
-	return set->hash->members;
-}
-
 /*
  * Evict the ids past their partition's lateness floor.  A sweep reads the
- * whole set, so unless force, it only runs once the set has grown by a
- * quarter since the last one: a constant cost per id added.
+ * whole set, so it only runs once the set has grown by a quarter since the
+ * last one: a constant cost per id added.
  */
 void
-streamview_seen_evict(const SvSource *src, SvVersion *v, bool force)
+streamview_seen_evict(const SvSource *src, SvVersion *v)
 {
 	SvSeenSet  *set = v->seen;
 	TimestampTz *floors;
@@ -148,8 +142,7 @@ streamview_seen_evict(const SvSource *src, SvVersion *v, bool force)
 	SvSeenEntry *e;
 	uint32		before;
 
-	if (set == NULL || set->hash->members == 0 ||
-		(!force && set->hash->members < set->next_sweep))
+	if (set == NULL || set->hash->members == 0 || set->hash->members < set->next_sweep)
 		return;
 	floors = palloc(v->nparts * sizeof(TimestampTz));
 	has_floor = palloc(v->nparts * sizeof(bool));
