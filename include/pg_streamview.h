@@ -159,6 +159,9 @@ typedef enum SvVersionState
 	SV_VERSION_FAILED
 } SvVersionState;
 
+/* The event ids a version remembers, by their SHA-256 (seen.c). */
+typedef struct SvSeenSet SvSeenSet;
+
 /* A version a worker maintains. */
 typedef struct SvVersion
 {
@@ -186,6 +189,7 @@ typedef struct SvVersion
 	int64		rate_count[SV_RATE_WINDOW_S];	/* messages read in that second */
 	bool		batch_read;		/* the current batch read messages for it */
 	bool		holders_saved;	/* held_back_by as stored matches holds_watermark */
+	SvSeenSet  *seen;			/* the ids it remembers (seen.c); NULL without event ids */
 } SvVersion;
 
 /* Why a message was not applied (streamview.dead_letters.reason). */
@@ -222,15 +226,6 @@ typedef struct SvEvent
 	uint8		event_id_hash[SV_ID_HASH_LEN];	/* SHA-256 of event_id: what dedup stores */
 } SvEvent;
 
-/* An event id a version remembers (the key is its SHA-256). */
-typedef struct SvSeen
-{
-	uint8		id_hash[SV_ID_HASH_LEN];
-	int32		partition;
-	TimestampTz event_time;
-	bool		is_new;			/* applied in this batch: to be stored */
-} SvSeen;
-
 /* One version's share of a batch: what classification decided. */
 typedef struct SvVersionBatch
 {
@@ -240,7 +235,6 @@ typedef struct SvVersionBatch
 	int			ntoo_late;
 	int		   *failed;			/* query_error */
 	int			nfailed;
-	HTAB	   *seen;			/* remembered ids; NULL without event ids */
 	int			timeouts;		/* statement timeouts met in this batch */
 	int			consumed;		/* messages the version read in this batch */
 } SvVersionBatch;
@@ -430,8 +424,7 @@ extern void streamview_kafka_close(SvKafka *k);
 /* ----------------------------------- in classify.c: pure rules, no SPI */
 extern SvPartState *streamview_part(SvVersion *v, int32 partition);
 extern bool streamview_lateness_floor(const SvSource *src, SvVersion *v, int32 p, TimestampTz *floor);
-extern HTAB *streamview_seen_create(int n);
-extern void streamview_unremember(HTAB *seen, const SvEvent *ev);
+extern void streamview_unremember(SvVersion *v, const SvEvent *ev);
 extern void streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
 								SvVersionBatch *vb, TimestampTz now, StringInfo gaps);
 extern bool streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
@@ -442,13 +435,24 @@ extern void streamview_load_offsets(SvVersion *v);
 extern void streamview_store_offsets(SvVersion *v);
 extern void streamview_store_log_end(SvVersion *v, int32 p, int64 end);
 extern void streamview_note_log_end(SvVersion *v, int32 p, int64 end);
-extern HTAB *streamview_load_seen(SvVersion *v, SvEvent *events, int n);
-extern void streamview_store_seen(const SvSource *src, SvVersion *v, HTAB *seen);
+extern void streamview_load_seen(const SvSource *src, SvVersion *v);
+extern void streamview_store_seen(const SvSource *src, SvVersion *v, const SvEvent *events,
+								  const int *idx, int n);
+extern void streamview_expire_seen(const SvSource *src, SvVersion *v);
 extern void streamview_store_dead_letters(const SvSource *src, SvVersion *v, SvEvent *events,
 										  const int *idx, int n, SvReason reason);
 extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
 extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
 extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
+
+/* --------------------------------------------------------------- in seen.c */
+extern SvSeenSet *streamview_seen_create(MemoryContext parent, uint32 n);
+extern bool streamview_seen_find(SvSeenSet *set, const uint8 *id_hash, int32 *partition,
+								 TimestampTz *event_time);
+extern void streamview_seen_add(SvSeenSet *set, const uint8 *id_hash, int32 partition,
+								TimestampTz event_time);
+extern void streamview_seen_remove(SvSeenSet *set, const uint8 *id_hash);
+extern void streamview_seen_evict(const SvSource *src, SvVersion *v);
 
 /* -------------------------------------------------------------- in stats.c */
 extern void streamview_stats_count(SvVersion *v, int n, TimestampTz now);

@@ -171,14 +171,39 @@ DROP FUNCTION streamview._drop_version_impl(regrole, text, int);
 
 ------------------------------------------------------------------------------
 -- seen_ids keeps the SHA-256 of each event_id, not the id: a long id (a few
--- kilobytes) did not fit in the index and stopped the source.
+-- kilobytes) did not fit in the index and stopped the source.  And one row
+-- per batch and partition, the ids in arrays, not a row per id: the worker
+-- keeps the ids in memory and stores each batch's in bulk.  The ids 0.1
+-- remembers become one row per version and partition, so that an updated
+-- install goes on recognising their duplicates.
 ------------------------------------------------------------------------------
-ALTER TABLE streamview.seen_ids ADD COLUMN event_id_hash bytea;
-UPDATE streamview.seen_ids SET event_id_hash = pg_catalog.sha256(pg_catalog.convert_to(event_id, 'UTF8'));
 ALTER TABLE streamview.seen_ids DROP CONSTRAINT seen_ids_pkey;
-ALTER TABLE streamview.seen_ids DROP COLUMN event_id;
-ALTER TABLE streamview.seen_ids ALTER COLUMN event_id_hash SET NOT NULL;
-ALTER TABLE streamview.seen_ids ADD PRIMARY KEY (version_id, event_id_hash);
+DROP INDEX streamview.seen_ids_expiry;
+ALTER TABLE streamview.seen_ids
+    ADD COLUMN last_offset bigint,
+    ADD COLUMN max_event_time timestamptz,
+    ADD COLUMN event_id_hashes bytea[],
+    ADD COLUMN event_times timestamptz[];
+WITH old AS (DELETE FROM streamview.seen_ids RETURNING version_id, event_id, partition, event_time)
+INSERT INTO streamview.seen_ids (version_id, event_id, partition, event_time, last_offset, max_event_time,
+                                 event_id_hashes, event_times)
+SELECT o.version_id, '', o.partition, max(o.event_time),
+       coalesce((SELECT f.next_offset - 1 FROM streamview.offsets f
+                  WHERE f.version_id = o.version_id AND f.partition = o.partition), -1),
+       max(o.event_time),
+       array_agg(pg_catalog.sha256(pg_catalog.convert_to(o.event_id, 'UTF8')) ORDER BY o.event_time, o.event_id),
+       array_agg(o.event_time ORDER BY o.event_time, o.event_id)
+  FROM old o
+ GROUP BY o.version_id, o.partition;
+ALTER TABLE streamview.seen_ids DROP COLUMN event_id, DROP COLUMN event_time;
+ALTER TABLE streamview.seen_ids
+    ALTER COLUMN last_offset SET NOT NULL,
+    ALTER COLUMN max_event_time SET NOT NULL,
+    ALTER COLUMN event_id_hashes SET NOT NULL,
+    ALTER COLUMN event_times SET NOT NULL,
+    ALTER COLUMN event_id_hashes SET STORAGE EXTERNAL,
+    ADD PRIMARY KEY (version_id, partition, last_offset);
+CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, max_event_time);
 
 ------------------------------------------------------------------------------
 -- The version lifecycle has one owner: the states are an enum, and only
@@ -2341,11 +2366,13 @@ COMMENT ON COLUMN streamview.offset_marks.partition IS 'Kafka partition';
 COMMENT ON COLUMN streamview.offset_marks.next_offset IS 'the next offset after the batch';
 COMMENT ON COLUMN streamview.offset_marks.max_event_time IS 'the largest event time read before it';
 
-COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied';
+COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied: one row per batch and partition';
 COMMENT ON COLUMN streamview.seen_ids.version_id IS 'the version';
-COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition';
-COMMENT ON COLUMN streamview.seen_ids.event_time IS 'the event''s time, for expiry';
-COMMENT ON COLUMN streamview.seen_ids.event_id_hash IS 'SHA-256 of the event id';
+COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition the ids were applied in';
+COMMENT ON COLUMN streamview.seen_ids.last_offset IS 'offset of the last of the row''s events';
+COMMENT ON COLUMN streamview.seen_ids.max_event_time IS 'the latest event time of the row''s ids: the row is deleted once it is below the partition''s watermark minus allowed lateness';
+COMMENT ON COLUMN streamview.seen_ids.event_id_hashes IS 'SHA-256 of each event id (sha256(convert_to(id, ''UTF8'')))';
+COMMENT ON COLUMN streamview.seen_ids.event_times IS 'the event time of each id, in the same order';
 
 COMMENT ON TABLE streamview.dead_letters IS 'messages consumed but not applied, with why; row-level security: own sources only (holds payloads)';
 COMMENT ON COLUMN streamview.dead_letters.dead_letter_id IS 'internal id';

@@ -247,6 +247,8 @@ streamview_load_versions(const SvSource *src, int32 replay_version_id)
 		v->has_cut = !isnull;
 		v->cut = isnull ? 0 : DatumGetTimestampTz(wm);
 		streamview_load_offsets(v);
+		if (src->event_id_col >= 0)
+			streamview_load_seen(src, v);
 		/* SPI calls leave CurrentMemoryContext in SPI's: be explicit */
 		result = lappend_cxt(TopMemoryContext, result, v);
 	}

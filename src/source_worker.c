@@ -420,8 +420,8 @@ sv_reload_and_assign(void)
 
 /*
  * Idle: refresh watermarks (and what holds them back), store the ledger
- * rows of partitions just assigned and the log ends, notice catalog changes
- * and new partitions.
+ * rows of partitions just assigned and the log ends, expire the seen ids
+ * no event can need any more, notice catalog changes and new partitions.
  */
 static void
 sv_housekeeping(void)
@@ -451,6 +451,7 @@ sv_housekeeping(void)
 			if (v->failed)
 				continue;
 			streamview_store_offsets(v);	/* the rows sv_assign added */
+			streamview_expire_seen(worker.src, v);
 			for (int p = 0; p < worker.nparts; p++)
 				streamview_store_log_end(v, p, streamview_kafka_log_end(worker.kafka, p));
 		}

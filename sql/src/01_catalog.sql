@@ -163,17 +163,24 @@ CREATE INDEX offset_marks_time ON streamview.offset_marks (source_id, partition,
 
 -- event_ids applied by a version, remembered while an event carrying the same
 -- id could still be applied (see docs/architecture.md, "Deduplication").
--- Kept as their SHA-256: an id is whatever a producer wrote, and a long one
--- would not fit in the index.
+-- Kept as their SHA-256: an id is whatever a producer wrote.  The worker
+-- keeps them in memory; each batch stores the ids it applied in one row per
+-- partition (two arrays, in the same order), and the worker deletes a row
+-- once every id in it is forgotten (max_event_time below the partition's
+-- watermark minus allowed lateness).  The hashes do not compress: stored
+-- as they are.
 CREATE TABLE streamview.seen_ids (
-    version_id    int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
-    partition     int NOT NULL,
-    event_time    timestamptz NOT NULL,
-    event_id_hash bytea NOT NULL,
-    PRIMARY KEY (version_id, event_id_hash)
+    version_id      int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    partition       int NOT NULL,
+    last_offset     bigint NOT NULL,
+    max_event_time  timestamptz NOT NULL,
+    event_id_hashes bytea[] NOT NULL,
+    event_times     timestamptz[] NOT NULL,
+    PRIMARY KEY (version_id, partition, last_offset)
 );
+ALTER TABLE streamview.seen_ids ALTER COLUMN event_id_hashes SET STORAGE EXTERNAL;
 
-CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, event_time);
+CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, max_event_time);
 
 -- Messages that were consumed but not applied, with why.  Unreadable messages
 -- are recorded once per source (view_name NULL); too-late ones per version.

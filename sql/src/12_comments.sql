@@ -103,11 +103,13 @@ COMMENT ON COLUMN streamview.offset_marks.partition IS 'Kafka partition';
 COMMENT ON COLUMN streamview.offset_marks.next_offset IS 'the next offset after the batch';
 COMMENT ON COLUMN streamview.offset_marks.max_event_time IS 'the largest event time read before it';
 
-COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied';
+COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied: one row per batch and partition';
 COMMENT ON COLUMN streamview.seen_ids.version_id IS 'the version';
-COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition';
-COMMENT ON COLUMN streamview.seen_ids.event_time IS 'the event''s time, for expiry';
-COMMENT ON COLUMN streamview.seen_ids.event_id_hash IS 'SHA-256 of the event id';
+COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition the ids were applied in';
+COMMENT ON COLUMN streamview.seen_ids.last_offset IS 'offset of the last of the row''s events';
+COMMENT ON COLUMN streamview.seen_ids.max_event_time IS 'the latest event time of the row''s ids: the row is deleted once it is below the partition''s watermark minus allowed lateness';
+COMMENT ON COLUMN streamview.seen_ids.event_id_hashes IS 'SHA-256 of each event id (sha256(convert_to(id, ''UTF8'')))';
+COMMENT ON COLUMN streamview.seen_ids.event_times IS 'the event time of each id, in the same order';
 
 COMMENT ON TABLE streamview.dead_letters IS 'messages consumed but not applied, with why; row-level security: own sources only (holds payloads)';
 COMMENT ON COLUMN streamview.dead_letters.dead_letter_id IS 'internal id';

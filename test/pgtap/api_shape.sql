@@ -109,8 +109,9 @@ SELECT columns_are('streamview', 'rebuilds', ARRAY['view_name', 'version', 'stat
     'streamview.rebuilds');
 SELECT col_type_is('streamview', 'versions', 'table_name', 'regclass', 'versions.table_name is a regclass');
 SELECT col_type_is('streamview', 'views', 'relid', 'regclass', 'views.relid is a regclass');
-SELECT col_type_is('streamview', 'seen_ids', 'event_id_hash', 'bytea', 'seen ids are hashes');
-SELECT col_is_pk('streamview', 'seen_ids', ARRAY['version_id', 'event_id_hash'], 'seen_ids key');
+SELECT col_type_is('streamview', 'seen_ids', 'event_id_hashes', 'bytea[]', 'seen ids are hashes, a batch''s in a row');
+SELECT col_is_pk('streamview', 'seen_ids', ARRAY['version_id', 'partition', 'last_offset'],
+    'seen_ids: a row per version, partition and batch');
 SELECT col_is_pk('streamview', 'offsets', ARRAY['version_id', 'partition'], 'one ledger row per version and partition');
 SELECT col_has_default('streamview', 'sources', 'max_future', 'max_future has a default');
 SELECT col_default_is('streamview', 'sources', 'max_future', '1 day'::interval::text, 'of one day');
