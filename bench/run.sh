@@ -62,5 +62,6 @@ sv_as_server_user pg_ctl -D "$DIR/data" -l "$DIR/pg.log" -w start >/dev/null
 export BENCH_STAMP=${BENCH_STAMP:-$(date -u +%Y-%m-%d-%H%M)}
 status=0
 BENCH_ADDR=$ADDR BENCH_PORT=$PORT BENCH_DIR=$DIR /usr/bin/python3 bench/bench.py || status=$?
-[ -f "bench/results/$BENCH_STAMP.tsv" ] && bash bench/plot.sh "bench/results/$BENCH_STAMP.tsv" || true
+R=${BENCH_RESULTS:-bench/results}
+[ -f "$R/$BENCH_STAMP.tsv" ] && bash bench/plot.sh "$R/$BENCH_STAMP.tsv" || true
 exit $status
