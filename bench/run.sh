@@ -47,7 +47,7 @@ trap cleanup EXIT
 
 PARTS=${BENCH_PARTITIONS:-32}
 ADDR=$(bash test/bin/broker.sh start "$DIR/broker" --topic "users10k:$PARTS" --topic "users100:$PARTS" \
-       --topic "users100dup:$PARTS" --topic "keys1m:$PARTS" --topic "bids:$PARTS" --topic "fresh:8")
+       --topic "users100dup:$PARTS" --topic "keys1m:$PARTS" --topic "bids:$PARTS" --topic "fresh:${BENCH_FRESHNESS_PARTITIONS:-16}")
 sv_as_server_user initdb -D "$DIR/data" -A trust >/dev/null
 cat >> "$DIR/data/postgresql.conf" <<CONF
 shared_preload_libraries = 'pg_streamview'
