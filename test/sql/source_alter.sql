@@ -109,7 +109,7 @@ SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => '')
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => 'some') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => '-3') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => '3-1') $$);
-SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', brokers => '127.0.0.1:1', partitions => '1-') $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', brokers => '127.0.0.1:1', partitions => '1-0') $$);
 SELECT brokers, max_future, options, partitions FROM streamview.source_list;
 RESET ROLE;
 
