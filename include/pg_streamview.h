@@ -96,7 +96,7 @@ typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 #define SV_SOURCE_SETTINGS \
 	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
 	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
-	"extract(epoch FROM s.max_future))::text)"
+	"extract(epoch FROM s.max_future), s.partitions)::text)"
 #define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
 
 /* A source, as the worker sees it (catalog.c loads it). */
@@ -120,6 +120,10 @@ typedef struct SvSource
 	int			topic_partitions;	/* set by the worker from the topic's metadata */
 	TimestampTz assigned_at;	/* when the worker started reading */
 	char	   *settings;		/* SV_SOURCE_SETTINGS, as loaded */
+	/* partitions =>: ranges first..last (last INT32_MAX: open); -1: all */
+	int			npartition_ranges;
+	int32	   *partition_first;
+	int32	   *partition_last;
 } SvSource;
 
 /*
@@ -393,6 +397,7 @@ extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
 extern void streamview_clear_source_error(int32 source_id);
 extern char *streamview_consumer_group(const char *dbname, const char *source_name);
+extern bool streamview_source_reads_partition(const SvSource *src, int32 p);
 
 /* ------------------------------------------------------------ in version.c */
 extern const char *streamview_version_state_name(SvVersionState state);
@@ -411,6 +416,8 @@ extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
 
 extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
 extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);
+/* streamview_kafka_assign's start offset of a partition not to be read */
+#define SV_NOT_ASSIGNED (-2)
 extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets);
 extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms);
 extern int	streamview_kafka_wait_fd(SvKafka *k);

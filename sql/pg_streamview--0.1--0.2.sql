@@ -273,6 +273,14 @@ ALTER TABLE streamview.versions ADD COLUMN window_origin timestamp;
 ALTER TABLE streamview.versions ADD CONSTRAINT versions_window_zone_check
     CHECK ((window_time_zone IS NULL) = (window_origin IS NULL));
 
+------------------------------------------------------------------------------
+-- Beyond one server: a source may read a subset of its topic's partitions
+-- (partitions => '0-15'), so that several servers share a topic
+-- (docs/scaling.md).  Sources made by 0.1 read every partition (NULL).
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources ADD COLUMN partitions int4multirange
+    CHECK (NOT pg_catalog.isempty(partitions) AND pg_catalog.lower(partitions) >= 0);
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
 CREATE OR REPLACE FUNCTION streamview.tumble(ts timestamptz, size interval, time_zone text,
@@ -361,6 +369,79 @@ BEGIN
     END IF;
     RETURN result;
 END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._partitions_arg(value text)
+RETURNS int4multirange
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item   text;
+    m      text[];
+    lo     numeric;
+    hi     numeric;
+    result int4multirange := '{}';
+    hint   text := 'Write partition numbers and ranges separated by commas, such as ''0-7,12,14-15'', '
+                   'or ''16-'' for partition 16 and every later one; ''all'' reads every partition.';
+BEGIN
+    IF value IS NULL OR lower(btrim(value)) = 'all' THEN
+        RETURN NULL;
+    END IF;
+    IF btrim(value, ', ') = '' THEN
+        RAISE EXCEPTION 'partitions must name at least one partition'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('"%s" names none.', value),
+                  HINT = 'Pass ''all'' to read every partition of the topic.';
+    END IF;
+    FOREACH item IN ARRAY string_to_array(value, ',') LOOP
+        m := regexp_match(item, '^\s*(-?\d+)\s*(-\s*(-?\d+)?)?\s*$');
+        IF m IS NULL THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('"%s" is not a partition number or a range of them.', btrim(item)),
+                      HINT = hint;
+        END IF;
+        lo := m[1]::numeric;
+        hi := CASE WHEN m[2] IS NULL THEN lo ELSE m[3]::numeric END;   -- NULL: open at its end
+        IF lo < 0 OR hi < 0 THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Partitions are numbered from 0: "%s" is negative.', btrim(item)),
+                      HINT = hint;
+        END IF;
+        IF greatest(lo, hi) > 2147483646 THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('"%s" is beyond the highest partition number, 2147483646.', btrim(item)),
+                      HINT = 'Write ''N-'' for partition N and every later one.';
+        END IF;
+        IF hi < lo THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('The range "%s" ends before it starts.', btrim(item)),
+                      HINT = 'Write the lower partition number first, such as ''3-5''.';
+        END IF;
+        result := result + int4multirange(int4range(lo::int, (hi + 1)::int));
+    END LOOP;
+    RETURN result;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._partitions_text(partitions int4multirange)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(CASE WHEN upper(r) IS NULL THEN lower(r) || '-'
+                           WHEN upper(r) = lower(r) + 1 THEN lower(r)::text
+                           ELSE lower(r) || '-' || (upper(r) - 1) END, ',' ORDER BY lower(r))
+      FROM unnest(partitions) r
+$$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._reads_partition(partitions int4multirange, p int)
+RETURNS bool
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT partitions IS NULL OR partitions @> p $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text)
 RETURNS void
@@ -614,6 +695,11 @@ AS $$
                   WHERE o.version_id = _partitions_behind.reference_id) ref USING (partition)
      WHERE CASE WHEN exact THEN mine.next_offset IS DISTINCT FROM ref.next_offset
                 ELSE coalesce(mine.next_offset, -1) < ref.next_offset END
+       AND streamview_internal._reads_partition(
+               (SELECT s.partitions FROM streamview.versions x
+                  JOIN streamview.views v ON v.view_id = x.view_id
+                  JOIN streamview.sources s ON s.source_id = v.source_id
+                 WHERE x.version_id = _partitions_behind.version_id), partition)
 $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._set_state(version_id int, allowed_from streamview.version_state[],
@@ -732,11 +818,12 @@ CREATE OR REPLACE FUNCTION streamview.create_source(
     max_out_of_orderness text DEFAULT '0 seconds',
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
-    max_future           text DEFAULT '1 day')
+    max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
@@ -750,7 +837,8 @@ CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
     max_out_of_orderness text DEFAULT '0 seconds',
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
-    max_future           text DEFAULT '1 day')
+    max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -762,6 +850,7 @@ DECLARE
     ooo      interval;
     idle     interval;
     future   interval;
+    parts    int4multirange := streamview_internal._partitions_arg(partitions);
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
         RAISE EXCEPTION 'invalid source name "%"', name
@@ -795,9 +884,10 @@ BEGIN
     END IF;
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
-                                    max_out_of_orderness, idle_timeout, options, owner, max_future)
+                                    max_out_of_orderness, idle_timeout, options, owner, max_future,
+                                    partitions)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future)
+            caller, future, parts)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -848,12 +938,13 @@ CREATE OR REPLACE FUNCTION streamview.alter_source(
     columns              jsonb DEFAULT NULL,
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
-    max_out_of_orderness text  DEFAULT NULL)
+    max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text) IS
-'changes a source''s brokers, options (merged: null removes one) or max_future; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text) IS
+'changes a source''s brokers, options (merged: null removes one), max_future or partitions; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 CREATE OR REPLACE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text, columns jsonb,
                                                   event_time text, event_id text,
@@ -924,7 +1015,8 @@ CREATE OR REPLACE FUNCTION streamview_internal._alter_source_impl(
     columns              jsonb DEFAULT NULL,
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
-    max_out_of_orderness text  DEFAULT NULL)
+    max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -934,6 +1026,7 @@ DECLARE
     src     streamview.sources;
     opts    jsonb;
     future  interval;
+    parts   int4multirange := streamview_internal._partitions_arg(partitions);
     changes jsonb := '{}';
     id      bigint;
 BEGIN
@@ -968,6 +1061,11 @@ BEGIN
             changes := changes || jsonb_build_object('max_future', jsonb_build_object('old', src.max_future, 'new', future));
         END IF;
     END IF;
+    IF partitions IS NOT NULL AND parts IS DISTINCT FROM src.partitions THEN
+        changes := changes || jsonb_build_object('partitions', jsonb_build_object(
+            'old', streamview_internal._partitions_text(src.partitions),
+            'new', streamview_internal._partitions_text(parts)));
+    END IF;
     IF changes = '{}' THEN
         RETURN NULL;
     END IF;
@@ -975,7 +1073,8 @@ BEGIN
     UPDATE streamview.sources s
        SET brokers = CASE WHEN changes ? 'brokers' THEN _alter_source_impl.brokers ELSE s.brokers END,
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
-           max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END
+           max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
+           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END
      WHERE s.source_id = src.source_id;
     INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
     VALUES (src.source_id, src.name, changes, caller::name)
@@ -1752,7 +1851,9 @@ BEGIN
     -- 1. caught up to the same offsets as the live version
     n := streamview_internal._partitions_behind(cand.version_id, live.version_id, exact => true);
     SELECT count(DISTINCT o.partition) INTO m
-      FROM streamview.offsets o WHERE o.version_id IN (cand.version_id, live.version_id);
+      FROM streamview.offsets o, streamview.sources s
+     WHERE o.version_id IN (cand.version_id, live.version_id) AND s.source_id = v.source_id
+       AND streamview_internal._reads_partition(s.partitions, o.partition);
     "check" := 'caught_up';
     passed := cand.state IN ('caught_up', 'live') AND n = 0;
     detail := CASE WHEN cand.state NOT IN ('caught_up', 'live')
@@ -2053,7 +2154,7 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM (VALUES
         ('streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)',
-         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text)'),
+         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text)'),
         ('streamview._drop_source_0_1(text, bool)', 'streamview.drop_source(text, bool)'),
         ('streamview._create_view_0_1(text, text, text)', 'streamview.create_view(text, text, text)'),
         ('streamview._drop_view_0_1(text)', 'streamview.drop_view(text)'),
@@ -2095,7 +2196,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors_worker_erro
 SELECT pg_catalog.pg_extension_config_dump('streamview.validation_runs', '');
 
 -- lag is NULL, not 0, while a partition's log end is unknown; lag in time and
--- what holds the watermark back (docs/monitoring.md, "Health").
+-- what holds the watermark back (docs/monitoring.md, "Health"); only the
+-- partitions the source reads (partitions =>).
 CREATE OR REPLACE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
        -- a partition not read yet (next_offset NULL) is behind from offset 0
@@ -2117,7 +2219,8 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
-  LEFT JOIN streamview.version_stats st ON st.version_id = o.version_id;
+  LEFT JOIN streamview.version_stats st ON st.version_id = o.version_id
+ WHERE streamview_internal._reads_partition(s.partitions, o.partition);
 
 -- The monitoring views that read versions.state, as in a fresh install.
 CREATE VIEW streamview.status AS
@@ -2198,12 +2301,14 @@ SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
   FROM streamview.versions ver
   JOIN streamview.views v ON v.view_id = ver.view_id
+  JOIN streamview.sources src ON src.source_id = v.source_id
   LEFT JOIN LATERAL (
       SELECT sum(greatest(coalesce(mine.next_offset, s.start) - s.start, 0))::bigint AS done,
              sum(greatest(coalesce(live.log_end, live.next_offset, mine.log_end, s.start) - s.start, 0))::bigint AS total,
              extract(epoch FROM coalesce(ver.caught_up_at, clock_timestamp()) - ver.replay_started_at) AS elapsed
         FROM (SELECT e.key::int AS partition, e.value::bigint AS start
-                FROM jsonb_each_text(ver.start_offsets) e) s
+                FROM jsonb_each_text(ver.start_offsets) e
+               WHERE streamview_internal._reads_partition(src.partitions, e.key::int)) s
         LEFT JOIN streamview.offsets mine
                ON mine.version_id = ver.version_id AND mine.partition = s.partition
         LEFT JOIN streamview.versions lv ON lv.view_id = ver.view_id AND lv.state = 'live'
@@ -2248,7 +2353,8 @@ SELECT e.source_name, pg_catalog.count(*) AS worker_errors,
 REVOKE ALL ON streamview.dead_letter_counts, streamview.worker_error_counts FROM PUBLIC;
 GRANT SELECT ON streamview.dead_letter_counts, streamview.worker_error_counts TO pg_monitor;
 
--- source_list shows the consumer group (of this cluster, database and source).
+-- source_list shows the consumer group (of this cluster, database and source)
+-- and the partitions the source reads.
 CREATE OR REPLACE VIEW streamview.source_list AS
 SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
        s.idle_timeout,
@@ -2256,9 +2362,12 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
-       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group
+       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
+       streamview_internal._partitions_text(s.partitions) AS partitions
   FROM streamview.sources s;
 GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
+                          streamview_internal._reads_partition(int4multirange, int) TO PUBLIC;
 
 -- Comments on the catalog (test/bin/regen_upgrade.sh copies sql/src/12_comments.sql here)
 -- What every catalog table, monitoring view and column is, for \d+ and for
@@ -2271,7 +2380,7 @@ COMMENT ON TABLE streamview.sources IS 'one row per source: a Kafka topic and ho
 COMMENT ON COLUMN streamview.sources.source_id IS 'internal id';
 COMMENT ON COLUMN streamview.sources.name IS 'source name, used in the FROM clause of view queries';
 COMMENT ON COLUMN streamview.sources.brokers IS 'librdkafka bootstrap.servers';
-COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read, every partition';
+COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read (the partitions that partitions names, or all)';
 COMMENT ON COLUMN streamview.sources.event_time IS 'the column holding each event''s time';
 COMMENT ON COLUMN streamview.sources.event_id IS 'the column holding a unique event id for deduplication, or NULL';
 COMMENT ON COLUMN streamview.sources.max_out_of_orderness IS 'how far event time may go back within a partition: partition watermark = its largest event time minus this';
@@ -2283,6 +2392,7 @@ COMMENT ON COLUMN streamview.sources.last_error IS 'what currently stops the sou
 COMMENT ON COLUMN streamview.sources.last_error_at IS 'when last_error was recorded';
 COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of its broker timestamp is a dead letter (future_time); NULL: not checked';
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
+COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -2440,6 +2550,7 @@ COMMENT ON COLUMN streamview.source_list.max_future IS 'as given; NULL: event ti
 COMMENT ON COLUMN streamview.source_list.usage IS 'roles granted USAGE (grant_usage), oldest first';
 COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
+COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';

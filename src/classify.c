@@ -193,7 +193,8 @@ sv_idle(const SvSource *src, const SvPartState *ps, TimestampTz now)
 
 /*
  * The view's watermark: the minimum over the topic's partitions of
- * max event time − max_out_of_orderness.  Every partition counts, so a
+ * max event time − max_out_of_orderness.  Every partition the source reads
+ * counts (all of them, unless partitions => names some), so a
  * window shown as final stays final: one that has delivered nothing yet
  * holds the watermark back, unless it is idle (nothing for the source's
  * idle_timeout, as of now), and idle partitions are left out.  It never
@@ -219,7 +220,7 @@ streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
 	{
 		SvPartState *ps = &v->parts[p];
 
-		if (sv_idle(src, ps, now))
+		if (!streamview_source_reads_partition(src, p) || sv_idle(src, ps, now))
 			continue;
 		if (!ps->has_max)
 			complete = false;	/* an active partition without history yet */
@@ -232,7 +233,7 @@ streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
 	for (int p = 0; p < nparts; p++)
 	{
 		SvPartState *ps = &v->parts[p];
-		bool		holds = !sv_idle(src, ps, now) &&
+		bool		holds = streamview_source_reads_partition(src, p) && !sv_idle(src, ps, now) &&
 			(complete ? ps->max_event_time - src->ooo_us == wm : !ps->has_max);
 
 		if (holds != ps->holds_watermark)

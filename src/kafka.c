@@ -394,7 +394,10 @@ streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 	return n;
 }
 
-/* Assign partitions 0..nparts-1 at the given offsets (-1: the beginning). */
+/*
+ * Assign partitions 0..nparts-1 at the given offsets (-1: the beginning),
+ * but those at SV_NOT_ASSIGNED: the source does not read them.
+ */
 void
 streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 {
@@ -402,8 +405,9 @@ streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 	rd_kafka_resp_err_t err;
 
 	for (int p = 0; p < nparts; p++)
-		rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
-			start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
+		if (start_offsets[p] != SV_NOT_ASSIGNED)
+			rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
+				start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
 	err = rd_kafka_assign(k->rk, nparts > 0 ? list : NULL);
 	rd_kafka_topic_partition_list_destroy(list);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)

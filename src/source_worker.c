@@ -176,11 +176,12 @@ sv_load(void)
 }
 
 /*
- * Assign every partition at the lowest next offset of any version.  With no
- * version to maintain, read nothing.  Each version gets a ledger row for
- * every partition, stored with the next batch or housekeeping: one that
- * has delivered nothing yet shows in streamview.partitions too, holding the
- * watermark back.
+ * Assign every partition the source reads (partitions =>) at the lowest
+ * next offset of any version.  With no version to maintain, read nothing.
+ * Each version gets a ledger row for every partition read, stored with the
+ * next batch or housekeeping: one that has delivered nothing yet shows in
+ * streamview.partitions too, holding the watermark back.  A partition
+ * taken out of the source's partitions keeps its rows, untouched.
  */
 static void
 sv_assign(void)
@@ -196,6 +197,11 @@ sv_assign(void)
 
 	for (int p = 0; p < worker.nparts; p++)
 	{
+		if (!streamview_source_reads_partition(worker.src, p))
+		{
+			start[p] = SV_NOT_ASSIGNED;
+			continue;
+		}
 		start[p] = PG_INT64_MAX;
 		foreach(lc, worker.versions)
 		{
@@ -213,8 +219,11 @@ sv_assign(void)
 
 		for (int p = 0; p < worker.nparts; p++)
 		{
-			SvPartState *ps = streamview_part(v, p);
+			SvPartState *ps;
 
+			if (!streamview_source_reads_partition(worker.src, p))
+				continue;
+			ps = streamview_part(v, p);
 			ps->dirty = ps->dirty || !ps->known;
 		}
 	}
@@ -263,7 +272,9 @@ sv_check_source(void)
  * wrong (brokers away, topic missing) is the source's error until it is
  * mended (sv_note_error: status.error shows it for as long as it lasts).
  * wait: until the topic exists and has partitions, looking at the source
- * in the catalog between tries.
+ * in the catalog between tries.  A source limited to some partitions
+ * (partitions =>) waits the same way while the topic has none of them; one
+ * it has only some of reads those, and the others once they exist.
  */
 static void
 sv_check_partitions(bool wait)
@@ -272,6 +283,10 @@ sv_check_partitions(bool wait)
 	{
 		int			n = streamview_kafka_partition_count(worker.kafka, 2000);
 		char	   *err = streamview_kafka_report(worker.kafka);
+		bool		any = false;	/* has the topic a partition the source reads? */
+
+		for (int p = 0; p < n && !any; p++)
+			any = streamview_source_reads_partition(worker.src, p);
 
 		worker.last_partition_check = GetCurrentTimestamp();
 		if (n > worker.nparts)
@@ -282,8 +297,11 @@ sv_check_partitions(bool wait)
 		}
 		if (n == 0 && err == NULL)
 			err = psprintf("topic \"%s\" has no partitions", worker.src->topic);
+		else if (!any && err == NULL)
+			err = psprintf("topic \"%s\" has %d partitions, none of those source \"%s\" reads",
+						   worker.src->topic, n, worker.src->name);
 		sv_note_error(err);
-		if (n > 0 || !wait)
+		if (any || !wait)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 SV_IDLE_WAIT_MS, PG_WAIT_EXTENSION);
@@ -329,7 +347,8 @@ sv_commit_to_kafka(void)
 		if (v->state != SV_VERSION_LIVE)
 			continue;
 		for (int p = 0; p < worker.nparts && p < v->nparts; p++)
-			next[p] = v->parts[p].next_offset;
+			if (streamview_source_reads_partition(worker.src, p))
+				next[p] = v->parts[p].next_offset;
 	}
 	streamview_kafka_commit(worker.kafka, worker.nparts, next);
 	pfree(next);
@@ -379,8 +398,11 @@ sv_apply(SvEvent *events, int n)
 	for (int p = 0; p < worker.nparts; p++)
 	{
 		ListCell   *lc;
-		int64		end = streamview_kafka_log_end(worker.kafka, p);
+		int64		end;
 
+		if (!streamview_source_reads_partition(worker.src, p))
+			continue;
+		end = streamview_kafka_log_end(worker.kafka, p);
 		foreach(lc, worker.versions)
 		{
 			sv_check_log_end(lfirst(lc), p, end);
@@ -453,7 +475,8 @@ sv_housekeeping(void)
 			streamview_store_offsets(v);	/* the rows sv_assign added */
 			streamview_expire_seen(worker.src, v);
 			for (int p = 0; p < worker.nparts; p++)
-				streamview_store_log_end(v, p, streamview_kafka_log_end(worker.kafka, p));
+				if (streamview_source_reads_partition(worker.src, p))
+					streamview_store_log_end(v, p, streamview_kafka_log_end(worker.kafka, p));
 		}
 	}
 	caught_up = !changed && worker.kind == SV_WORKER_REPLAY &&

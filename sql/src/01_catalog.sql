@@ -22,7 +22,12 @@ CREATE TABLE streamview.sources (
     -- is a dead letter (future_time); NULL: not checked
     max_future           interval DEFAULT '1 day',
     -- set by pause(), cleared by resume(): no worker reads the source meanwhile
-    paused_at            timestamptz
+    paused_at            timestamptz,
+    -- the topic's partitions the source reads (partitions => '0-15'), so that
+    -- several servers can share a topic (docs/scaling.md); NULL: every
+    -- partition, including those the topic gains later
+    partitions           int4multirange
+                         CHECK (NOT pg_catalog.isempty(partitions) AND pg_catalog.lower(partitions) >= 0)
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as

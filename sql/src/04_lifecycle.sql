@@ -17,7 +17,9 @@ AS $$ SELECT x.* FROM streamview.versions x
 -- further, which is when a replay may hand over to the source worker.
 -- exact => true: partitions where the two are at other offsets, or that only
 -- one of them has read, which is what wait_for and validate want: taken over,
--- at the same offsets as the live version.
+-- at the same offsets as the live version.  Only the partitions the source
+-- reads count: a partition taken out of its partitions (alter_source) keeps
+-- its rows in the versions that read it, and a new version never reads it.
 CREATE FUNCTION streamview_internal._partitions_behind(version_id int, reference_id int, exact bool)
 RETURNS int
 LANGUAGE sql STABLE
@@ -30,6 +32,11 @@ AS $$
                   WHERE o.version_id = _partitions_behind.reference_id) ref USING (partition)
      WHERE CASE WHEN exact THEN mine.next_offset IS DISTINCT FROM ref.next_offset
                 ELSE coalesce(mine.next_offset, -1) < ref.next_offset END
+       AND streamview_internal._reads_partition(
+               (SELECT s.partitions FROM streamview.versions x
+                  JOIN streamview.views v ON v.view_id = x.view_id
+                  JOIN streamview.sources s ON s.source_id = v.source_id
+                 WHERE x.version_id = _partitions_behind.version_id), partition)
 $$;
 
 -- The only statement that changes a version's state.  The version must be

@@ -96,12 +96,13 @@ CREATE FUNCTION streamview.create_source(
     max_out_of_orderness text DEFAULT '0 seconds',
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
-    max_future           text DEFAULT '1 day')
+    max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text) IS
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE FUNCTION streamview_internal._create_source_impl(
@@ -115,7 +116,8 @@ CREATE FUNCTION streamview_internal._create_source_impl(
     max_out_of_orderness text DEFAULT '0 seconds',
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
-    max_future           text DEFAULT '1 day')
+    max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -127,6 +129,7 @@ DECLARE
     ooo      interval;
     idle     interval;
     future   interval;
+    parts    int4multirange := streamview_internal._partitions_arg(partitions);
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
         RAISE EXCEPTION 'invalid source name "%"', name
@@ -160,9 +163,10 @@ BEGIN
     END IF;
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
-                                    max_out_of_orderness, idle_timeout, options, owner, max_future)
+                                    max_out_of_orderness, idle_timeout, options, owner, max_future,
+                                    partitions)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future)
+            caller, future, parts)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -215,13 +219,14 @@ CREATE FUNCTION streamview.alter_source(
     columns              jsonb DEFAULT NULL,
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
-    max_out_of_orderness text  DEFAULT NULL)
+    max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text) IS
-'changes a source''s brokers, options (merged: null removes one) or max_future; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text) IS
+'changes a source''s brokers, options (merged: null removes one), max_future or partitions; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 -- alter_source changes how a source connects, never how its messages are
 -- read: the stream views over it were built from what was read with its
@@ -297,7 +302,10 @@ $$;
 -- alter_source: NULL leaves an argument as it is.  options are merged into
 -- the source's (a property set to JSON null is removed); the properties set
 -- are checked as create_source checks options.  max_future => 'infinity'
--- turns the check off.  Records what changed in source_changes (intervals
+-- turns the check off.  partitions => 'all' reads every partition again;
+-- a partition taken out keeps its ledger rows, which stop holding the
+-- watermark, and one added is read from the start of its log by every
+-- version (docs/scaling.md).  Records what changed in source_changes (intervals
 -- in one style, whatever the caller's) and returns its id, or NULL when
 -- nothing changed.  The launcher is woken at commit; the source's workers
 -- notice the change at their next batch (or within a second) and stop
@@ -313,7 +321,8 @@ CREATE FUNCTION streamview_internal._alter_source_impl(
     columns              jsonb DEFAULT NULL,
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
-    max_out_of_orderness text  DEFAULT NULL)
+    max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -323,6 +332,7 @@ DECLARE
     src     streamview.sources;
     opts    jsonb;
     future  interval;
+    parts   int4multirange := streamview_internal._partitions_arg(partitions);
     changes jsonb := '{}';
     id      bigint;
 BEGIN
@@ -357,6 +367,11 @@ BEGIN
             changes := changes || jsonb_build_object('max_future', jsonb_build_object('old', src.max_future, 'new', future));
         END IF;
     END IF;
+    IF partitions IS NOT NULL AND parts IS DISTINCT FROM src.partitions THEN
+        changes := changes || jsonb_build_object('partitions', jsonb_build_object(
+            'old', streamview_internal._partitions_text(src.partitions),
+            'new', streamview_internal._partitions_text(parts)));
+    END IF;
     IF changes = '{}' THEN
         RETURN NULL;
     END IF;
@@ -364,7 +379,8 @@ BEGIN
     UPDATE streamview.sources s
        SET brokers = CASE WHEN changes ? 'brokers' THEN _alter_source_impl.brokers ELSE s.brokers END,
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
-           max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END
+           max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
+           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END
      WHERE s.source_id = src.source_id;
     INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
     VALUES (src.source_id, src.name, changes, caller::name)

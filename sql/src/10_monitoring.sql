@@ -7,11 +7,13 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
-       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group
+       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
+       streamview_internal._partitions_text(s.partitions) AS partitions
   FROM streamview.sources s;
 
 -- One row per version and partition: every partition the version's worker
--- was assigned, from before its first message.  lag_time and
+-- was assigned, from before its first message; of a source limited to some
+-- partitions (partitions =>), those only.  lag_time and
 -- holds_watermark are defined in docs/monitoring.md ("Health").
 CREATE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
@@ -34,7 +36,8 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
-  LEFT JOIN streamview.version_stats st ON st.version_id = o.version_id;
+  LEFT JOIN streamview.version_stats st ON st.version_id = o.version_id
+ WHERE streamview_internal._reads_partition(s.partitions, o.partition);
 
 -- One row per version.  The columns after error tell its health; the rules
 -- are in docs/monitoring.md ("Health"), with the settings they read.  Cheap
@@ -121,12 +124,14 @@ SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
   FROM streamview.versions ver
   JOIN streamview.views v ON v.view_id = ver.view_id
+  JOIN streamview.sources src ON src.source_id = v.source_id
   LEFT JOIN LATERAL (
       SELECT sum(greatest(coalesce(mine.next_offset, s.start) - s.start, 0))::bigint AS done,
              sum(greatest(coalesce(live.log_end, live.next_offset, mine.log_end, s.start) - s.start, 0))::bigint AS total,
              extract(epoch FROM coalesce(ver.caught_up_at, clock_timestamp()) - ver.replay_started_at) AS elapsed
         FROM (SELECT e.key::int AS partition, e.value::bigint AS start
-                FROM jsonb_each_text(ver.start_offsets) e) s
+                FROM jsonb_each_text(ver.start_offsets) e
+               WHERE streamview_internal._reads_partition(src.partitions, e.key::int)) s
         LEFT JOIN streamview.offsets mine
                ON mine.version_id = ver.version_id AND mine.partition = s.partition
         LEFT JOIN streamview.versions lv ON lv.view_id = ver.view_id AND lv.state = 'live'

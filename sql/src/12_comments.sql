@@ -8,7 +8,7 @@ COMMENT ON TABLE streamview.sources IS 'one row per source: a Kafka topic and ho
 COMMENT ON COLUMN streamview.sources.source_id IS 'internal id';
 COMMENT ON COLUMN streamview.sources.name IS 'source name, used in the FROM clause of view queries';
 COMMENT ON COLUMN streamview.sources.brokers IS 'librdkafka bootstrap.servers';
-COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read, every partition';
+COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read (the partitions that partitions names, or all)';
 COMMENT ON COLUMN streamview.sources.event_time IS 'the column holding each event''s time';
 COMMENT ON COLUMN streamview.sources.event_id IS 'the column holding a unique event id for deduplication, or NULL';
 COMMENT ON COLUMN streamview.sources.max_out_of_orderness IS 'how far event time may go back within a partition: partition watermark = its largest event time minus this';
@@ -20,6 +20,7 @@ COMMENT ON COLUMN streamview.sources.last_error IS 'what currently stops the sou
 COMMENT ON COLUMN streamview.sources.last_error_at IS 'when last_error was recorded';
 COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of its broker timestamp is a dead letter (future_time); NULL: not checked';
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
+COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -177,6 +178,7 @@ COMMENT ON COLUMN streamview.source_list.max_future IS 'as given; NULL: event ti
 COMMENT ON COLUMN streamview.source_list.usage IS 'roles granted USAGE (grant_usage), oldest first';
 COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
+COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';

@@ -18,7 +18,7 @@ SELECT functions_are('streamview_internal', ARRAY[
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
     '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
-    '_notify_launcher', '_consumer_group', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
+    '_notify_launcher', '_consumer_group', '_partitions_arg', '_partitions_behind', '_partitions_text', '_reads_partition', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl', '_window_spans'], 'the internal functions, nothing else');
 
@@ -47,9 +47,9 @@ SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamvie
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
      WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace)
-       AND p.proname NOT IN ('tumble', 'hop', '_consumer_group')
+       AND p.proname NOT IN ('tumble', 'hop', '_consumer_group', '_partitions_text', '_reads_partition')
        AND has_function_privilege('public', p.oid, 'EXECUTE') $$,
-    'PUBLIC may execute nothing but tumble, hop and _consumer_group (for source_list)');
+    'PUBLIC may execute nothing but tumble, hop, and _consumer_group, _partitions_text and _reads_partition (for the monitoring views)');
 SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval'], 'public',
                           ARRAY['EXECUTE'], 'PUBLIC may call tumble');
 SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval'], 'public',
