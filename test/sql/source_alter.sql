@@ -67,7 +67,7 @@ SELECT brokers, max_future FROM streamview.source_list;
 -- partitions: a subset of the topic's partitions, normalized, recorded as
 -- source_list shows it; the same set written another way is no change;
 -- 'all' reads every partition again.  (The worker reading only those:
--- t/023_scaling.pl.)
+-- t/025_scaling.pl.)
 SELECT streamview.alter_source('moving', partitions => '7, 0-3,2-5, 9-') IS NOT NULL AS subset;
 SELECT partitions FROM streamview.source_list;
 SELECT streamview.alter_source('moving', partitions => '0-5,7,9-') AS same_subset;
