@@ -323,6 +323,7 @@ typedef struct SvRunAs
 extern char *streamview_database;
 extern int	streamview_batch_size;
 extern int	streamview_batch_timeout_ms;
+extern int	streamview_batch_max_bytes_kb;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
@@ -418,7 +419,8 @@ extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
 extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
 extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);
 extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets);
-extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms);
+extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes,
+									 int timeout_ms);
 extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);

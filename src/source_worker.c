@@ -4,11 +4,13 @@
  *	  The source worker, one per source, and the loop it shares with the
  *	  replay worker; both are started by the launcher.
  *
- * Loop: take up to streamview.batch_size messages (waiting at most
- * streamview.batch_timeout), then apply them in ONE transaction that holds
- * the upserts of every version, their offsets, watermarks, counters, seen
- * ids and dead letters.  Offsets are only ever read from PostgreSQL, so a
- * crash at any point resumes exactly after the last committed batch.
+ * Loop: take the messages the consumer queue has ready (at most
+ * streamview.batch_size messages and streamview.batch_max_bytes; idle, wait
+ * at most streamview.batch_timeout for a first one), then apply them at once
+ * in ONE transaction that holds the upserts of every version, their
+ * offsets, watermarks, counters, seen ids and dead letters.  Offsets are
+ * only ever read from PostgreSQL, so a crash at any point resumes exactly
+ * after the last committed batch.
  *
  * When nothing arrives the worker sleeps on a WaitEventSet holding its latch
  * and the Kafka queue's wake-up pipe, and every second refreshes watermarks
@@ -481,8 +483,9 @@ sv_wait_for_messages(WaitEventSet *wes)
 /*
  * The loop of both kinds of worker.  Each round, in a memory context reset
  * every round: check for interrupts and postmaster death, reload the
- * configuration on SIGHUP, take up to streamview.batch_size messages
- * (waiting at most streamview.batch_timeout), and apply them in one
+ * configuration on SIGHUP, take the messages ready (streamview_kafka_consume:
+ * up to streamview.batch_size and streamview.batch_max_bytes; idle, waiting
+ * at most streamview.batch_timeout for a first one), and apply them in one
  * transaction; when nothing came, do the housekeeping (watermarks, catalog
  * changes, new partitions) and sleep on the latch and the Kafka queue's
  * pipe for up to a second.
@@ -532,6 +535,7 @@ sv_main_loop(void)
 									 worker.kind == SV_WORKER_REPLAY ?
 									 streamview_replay_batch_limit(sv_replayed_version(), capacity) :
 									 capacity,
+									 (int64) streamview_batch_max_bytes_kb * 1024,
 									 streamview_batch_timeout_ms);
 		MemoryContextSwitchTo(old);
 
