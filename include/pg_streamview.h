@@ -344,6 +344,8 @@ extern void streamview_shmem_init(void);
 extern void streamview_register_launcher_latch(void);
 extern bool streamview_launcher_running(void);
 extern void streamview_wake_launcher(void);
+extern void streamview_register_worker_latch(void);
+extern void streamview_wake_workers(void);
 
 /* --------------------------------------------------------- in supervisor.c */
 extern PGDLLEXPORT void streamview_supervisor_main(Datum arg);

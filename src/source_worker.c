@@ -470,14 +470,23 @@ sv_housekeeping(void)
 		sv_check_partitions(false);
 }
 
-static void
+/*
+ * Sleep until messages arrive, the latch is set or a second has passed.
+ * Returns whether the latch was set: an API call that committed wakes the
+ * worker (streamview_wake_workers), and a view created or dropped is then
+ * looked at at once, not at the next idle round.
+ */
+static bool
 sv_wait_for_messages(WaitEventSet *wes)
 {
 	WaitEvent	ev;
+	bool		woken;
 
-	(void) WaitEventSetWait(wes, SV_IDLE_WAIT_MS, &ev, 1, PG_WAIT_EXTENSION);
+	woken = WaitEventSetWait(wes, SV_IDLE_WAIT_MS, &ev, 1, PG_WAIT_EXTENSION) == 1 &&
+		ev.events == WL_LATCH_SET;
 	ResetLatch(MyLatch);
 	streamview_kafka_drain_fd(worker.kafka);
+	return woken;
 }
 
 /*
@@ -551,7 +560,8 @@ sv_main_loop(void)
 			continue;
 		}
 		sv_housekeeping();
-		sv_wait_for_messages(wes);
+		if (sv_wait_for_messages(wes) && !streamview_stop_requested())
+			sv_housekeeping();
 	}
 }
 
@@ -687,6 +697,7 @@ streamview_worker_main(Datum arg)
 	 * settings that are still wrong, the source shows its error throughout.
 	 */
 	worker.last_error = streamview_source_error(worker.source_id);
+	streamview_register_worker_latch();
 	group_id = MemoryContextStrdup(TopMemoryContext,
 								   streamview_consumer_group(get_database_name(params.dboid),
 															 worker.src->name));
