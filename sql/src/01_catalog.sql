@@ -131,6 +131,8 @@ CREATE TABLE streamview.offsets (
     updated_at      timestamptz,
     -- the newest broker timestamp among the messages read (NULL: none had one)
     max_broker_time timestamptz,
+    -- from max_broker_time to the end of the batch that read it (NULL: none had one)
+    visible_delay   interval,
     PRIMARY KEY (version_id, partition)
 );
 
