@@ -241,9 +241,11 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 ------------------------------------------------------------------------------
 -- Freshness: per partition, how long after its broker timestamp the newest
 -- message read became visible (streamview.partitions and status,
--- visible_delay).
+-- visible_delay); per version, what its rebuild replayed until it caught up,
+-- so that rebuilds.rate stops with the replay.
 ------------------------------------------------------------------------------
 ALTER TABLE streamview.offsets ADD COLUMN visible_delay interval;
+ALTER TABLE streamview.versions ADD COLUMN replayed bigint;
 
 ------------------------------------------------------------------------------
 -- Windows on a time zone's wall clock (streamview.tumble(ts, size,
@@ -612,6 +614,10 @@ BEGIN
        SET state = target,
            caught_up_at = CASE WHEN target = 'caught_up' AND x.state = 'replaying' THEN now()
                                ELSE x.caught_up_at END,
+           replayed = CASE WHEN target = 'caught_up' AND x.state = 'replaying'
+                           THEN (SELECT b.done FROM streamview.rebuilds b
+                                  WHERE b.view_name = x.view_name AND b.version = x.version)
+                           ELSE x.replayed END,
            swapped_at = CASE WHEN target = 'live' THEN now() ELSE x.swapped_at END,
            swapped_by = CASE WHEN target = 'live' THEN by ELSE x.swapped_by END,
            retired_at = CASE WHEN target = 'retired' THEN now() ELSE x.retired_at END,
@@ -2181,7 +2187,7 @@ CREATE VIEW streamview.rebuilds AS
 SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
             WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
-       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN p.elapsed > 0 THEN round(coalesce(ver.replayed, p.done) / p.elapsed) END::bigint AS rate,
        CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
             THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
@@ -2327,6 +2333,7 @@ COMMENT ON COLUMN streamview.versions.created_at IS 'when the version was create
 COMMENT ON COLUMN streamview.versions.created_by IS 'who created it (create_view or rebuild)';
 COMMENT ON COLUMN streamview.versions.replay_started_at IS 'when its replay began';
 COMMENT ON COLUMN streamview.versions.caught_up_at IS 'when it caught up';
+COMMENT ON COLUMN streamview.versions.replayed IS 'messages its rebuild replayed until it caught up (streamview.rebuilds.rate); NULL before';
 COMMENT ON COLUMN streamview.versions.validated_at IS 'its latest validation';
 COMMENT ON COLUMN streamview.versions.validated_by IS 'who ran its latest validation';
 COMMENT ON COLUMN streamview.versions.swapped_at IS 'when it was last swapped in';
@@ -2471,7 +2478,7 @@ COMMENT ON COLUMN streamview.rebuilds.state IS 'the version''s state';
 COMMENT ON COLUMN streamview.rebuilds.done IS 'messages replayed';
 COMMENT ON COLUMN streamview.rebuilds.total IS 'messages to replay (grows as messages arrive)';
 COMMENT ON COLUMN streamview.rebuilds.percent IS '100 * done / total';
-COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed';
+COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed, until the version caught up; fixed from then on';
 COMMENT ON COLUMN streamview.rebuilds.eta IS 'time left at that rate, while replaying';
 COMMENT ON COLUMN streamview.rebuilds.max_rate IS 'the replay''s limit, or NULL';
 COMMENT ON COLUMN streamview.rebuilds.replay_started_at IS 'when the replay began';

@@ -99,6 +99,8 @@ CREATE TABLE streamview.versions (
     created_by        name NOT NULL,
     replay_started_at timestamptz,
     caught_up_at      timestamptz,
+    -- messages replayed from start_offsets until it caught up (rebuilds.rate)
+    replayed          bigint,
     validated_at      timestamptz,
     validated_by      name,
     swapped_at        timestamptz,

@@ -118,11 +118,13 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
           LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid) x;
 
 -- Progress of rebuilds: events replayed out of those in the log when asked.
+-- Once caught up, the version goes on reading (done grows) but its replay is
+-- over: rate is what it replayed (versions.replayed) over the replay's time.
 CREATE VIEW streamview.rebuilds AS
 SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
             WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
-       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN p.elapsed > 0 THEN round(coalesce(ver.replayed, p.done) / p.elapsed) END::bigint AS rate,
        CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
             THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error

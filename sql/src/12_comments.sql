@@ -75,6 +75,7 @@ COMMENT ON COLUMN streamview.versions.created_at IS 'when the version was create
 COMMENT ON COLUMN streamview.versions.created_by IS 'who created it (create_view or rebuild)';
 COMMENT ON COLUMN streamview.versions.replay_started_at IS 'when its replay began';
 COMMENT ON COLUMN streamview.versions.caught_up_at IS 'when it caught up';
+COMMENT ON COLUMN streamview.versions.replayed IS 'messages its rebuild replayed until it caught up (streamview.rebuilds.rate); NULL before';
 COMMENT ON COLUMN streamview.versions.validated_at IS 'its latest validation';
 COMMENT ON COLUMN streamview.versions.validated_by IS 'who ran its latest validation';
 COMMENT ON COLUMN streamview.versions.swapped_at IS 'when it was last swapped in';
@@ -219,7 +220,7 @@ COMMENT ON COLUMN streamview.rebuilds.state IS 'the version''s state';
 COMMENT ON COLUMN streamview.rebuilds.done IS 'messages replayed';
 COMMENT ON COLUMN streamview.rebuilds.total IS 'messages to replay (grows as messages arrive)';
 COMMENT ON COLUMN streamview.rebuilds.percent IS '100 * done / total';
-COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed';
+COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed, until the version caught up; fixed from then on';
 COMMENT ON COLUMN streamview.rebuilds.eta IS 'time left at that rate, while replaying';
 COMMENT ON COLUMN streamview.rebuilds.max_rate IS 'the replay''s limit, or NULL';
 COMMENT ON COLUMN streamview.rebuilds.replay_started_at IS 'when the replay began';
