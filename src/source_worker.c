@@ -14,7 +14,8 @@
  *
  * When nothing arrives the worker sleeps on a WaitEventSet holding its latch
  * and the Kafka queue's wake-up pipe, and every second refreshes watermarks
- * (partitions go idle with time) and looks at the catalog.
+ * (partitions go idle with time) and looks at the catalog; at once when an
+ * API call that changed the catalog sets its latch (streamview_wake_workers).
  *
  * If the set of versions changes (a view created or dropped), the batch in
  * hand is not applied: the worker reloads the versions and re-assigns every
