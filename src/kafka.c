@@ -511,7 +511,9 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
  * for a first message, on the queue's pipe and the worker's latch; it
  * returns 0 early when the latch is set (a stop request, a reload, a new
  * view: the caller looks), and leaves the latch set for the caller's own
- * wait to see.
+ * wait to see.  Asked to stop, it returns at once with what it has: the
+ * caller begins no batch then, and those messages are read again after the
+ * restart.
  *
  * Messages are taken SV_KAFKA_TAKE at a time so that max_bytes is kept to
  * within that many messages.  The pipe is emptied before the queue is
