@@ -93,7 +93,11 @@ static const char *const sv_defaults[][2] = {
 	{"auto.offset.reset", "earliest"},
 	/* keep the prefetch queue deep: 2.0.2's defaults pause fetching */
 	{"queued.min.messages", "1000000"},
-	/* but bound it in bytes (per partition) */
+	/*
+	 * but bound it in bytes: for the whole consumer queue, which every
+	 * assigned partition's fetch queue is forwarded to (librdkafka's
+	 * CONFIGURATION.md: "applies to the single consumer queue")
+	 */
 	{"queued.max.messages.kbytes", "16384"},
 	{"fetch.wait.max.ms", "50"},
 	{"log.queue", "true"},
