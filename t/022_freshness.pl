@@ -140,7 +140,12 @@ cmp_ok($st->[1], '<', $DELAY_BOUND_S, "status: visible_delay ($st->[1] s) is bel
 is($st->[2], 't', "status: visible_delay is that of the partition with the newest message");
 
 # A view created on the running, idle source is filled at once: its worker
-# is woken when create_view commits.
+# is woken when create_view commits.  A round just before, so that the
+# worker has just applied a batch and is waiting for the next message (a
+# worker that is not woken looks at the catalog only batch_timeout later).
+produce_round();
+ok(wait_for($node, "SELECT coalesce(max(last_seq), -1) >= " . ($seq - 1) . " FROM public.fr_n"),
+	'the round before the new view is visible');
 my $t0 = time;
 sql(q{SELECT streamview.create_view('public.fr_m',
 	    $$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM fr GROUP BY 1 $$)});
