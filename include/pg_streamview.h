@@ -321,6 +321,7 @@ typedef struct SvRunAs
 extern char *streamview_database;
 extern int	streamview_batch_size;
 extern int	streamview_batch_timeout_ms;
+extern int	streamview_batch_max_bytes_kb;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
@@ -341,6 +342,8 @@ extern void streamview_shmem_init(void);
 extern void streamview_register_launcher_latch(void);
 extern bool streamview_launcher_running(void);
 extern void streamview_wake_launcher(void);
+extern void streamview_register_worker_latch(void);
+extern void streamview_wake_workers(void);
 
 /* --------------------------------------------------------- in supervisor.c */
 extern PGDLLEXPORT void streamview_supervisor_main(Datum arg);
@@ -419,7 +422,8 @@ extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);
 /* streamview_kafka_assign's start offset of a partition not to be read */
 #define SV_NOT_ASSIGNED (-2)
 extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets);
-extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms);
+extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes,
+									 int timeout_ms);
 extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);

@@ -264,6 +264,15 @@ REVOKE ALL ON streamview.version_stats FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
 ------------------------------------------------------------------------------
+-- Freshness: per partition, how long after its broker timestamp the newest
+-- message read became visible (streamview.partitions and status,
+-- visible_delay); per version, what its rebuild replayed until it caught up,
+-- so that rebuilds.rate stops with the replay.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.offsets ADD COLUMN visible_delay interval;
+ALTER TABLE streamview.versions ADD COLUMN replayed bigint;
+
+------------------------------------------------------------------------------
 -- Windows on a time zone's wall clock (streamview.tumble(ts, size,
 -- time_zone, origin), streamview.hop(...)): a version records its zone and
 -- origin; versions made by 0.1 have neither (epoch-aligned UTC windows).
@@ -716,6 +725,10 @@ BEGIN
        SET state = target,
            caught_up_at = CASE WHEN target = 'caught_up' AND x.state = 'replaying' THEN now()
                                ELSE x.caught_up_at END,
+           replayed = CASE WHEN target = 'caught_up' AND x.state = 'replaying'
+                           THEN (SELECT b.done FROM streamview.rebuilds b
+                                  WHERE b.view_name = x.view_name AND b.version = x.version)
+                           ELSE x.replayed END,
            swapped_at = CASE WHEN target = 'live' THEN now() ELSE x.swapped_at END,
            swapped_by = CASE WHEN target = 'live' THEN by ELSE x.swapped_by END,
            retired_at = CASE WHEN target = 'retired' THEN now() ELSE x.retired_at END,
@@ -2214,7 +2227,10 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
             WHEN o.max_broker_time IS NULL THEN NULL
             ELSE greatest(now() - o.max_broker_time, interval '0') END AS lag_time,
        -- as the worker last computed the watermark (NULL: not yet)
-       o.partition = ANY (st.held_back_by) AS holds_watermark
+       o.partition = ANY (st.held_back_by) AS holds_watermark,
+       -- freshness: the newest broker timestamp applied, and how long after
+       -- it the batch that applied it ended (docs/monitoring.md, "Freshness")
+       o.max_broker_time AS applied_broker_time, o.visible_delay
   FROM streamview.offsets o
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
@@ -2242,7 +2258,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
        -- counts the 10 seconds before the batch)
        CASE WHEN x.batch_at >= now() - interval '10 seconds'
             THEN round(x.events_per_second::numeric, 1) WHEN x.batch_at IS NOT NULL THEN 0 END AS events_per_second,
-       x.last_batch_duration, x.held_back_by
+       x.last_batch_duration, x.held_back_by, x.applied_broker_time, x.visible_delay
   FROM (SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
                coalesce(p.consumed, 0) AS consumed, coalesce(p.applied, 0) AS applied,
                coalesce(p.duplicates, 0) AS duplicates, coalesce(p.too_late, 0) AS too_late,
@@ -2254,7 +2270,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                a.xact_start AS batch_started_at,
                coalesce(p.last_message_at, ver.replay_started_at, ver.created_at) AS last_progress_at,
                p.lag_time, st.batch_at, st.events_per_second, st.batch_duration AS last_batch_duration,
-               st.held_back_by,
+               st.held_back_by, p.applied_broker_time, p.visible_delay,
                pg_catalog.current_setting('streamview.stall_threshold')::interval AS stall_threshold,
                pg_catalog.current_setting('streamview.lag_threshold')::interval AS lag_threshold
           FROM streamview.versions ver
@@ -2274,7 +2290,11 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                             CASE WHEN pg_catalog.bool_and(q.lag_time IS NOT NULL)
                                  THEN pg_catalog.max(q.lag_time) END AS lag_time,
                             pg_catalog.max(q.updated_at) AS last_batch_at,
-                            pg_catalog.max(q.last_message_at) AS last_message_at
+                            pg_catalog.max(q.last_message_at) AS last_message_at,
+                            -- the newest message applied, and its partition's delay
+                            pg_catalog.max(q.applied_broker_time) AS applied_broker_time,
+                            (pg_catalog.array_agg(q.visible_delay ORDER BY q.applied_broker_time DESC NULLS LAST))[1]
+                                AS visible_delay
                        FROM streamview.partitions q
                       GROUP BY q.view_name, q.version) p
                  ON p.view_name = ver.view_name AND p.version = ver.version
@@ -2295,7 +2315,7 @@ CREATE VIEW streamview.rebuilds AS
 SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
             WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
-       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN p.elapsed > 0 THEN round(coalesce(ver.replayed, p.done) / p.elapsed) END::bigint AS rate,
        CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
             THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
@@ -2448,6 +2468,7 @@ COMMENT ON COLUMN streamview.versions.created_at IS 'when the version was create
 COMMENT ON COLUMN streamview.versions.created_by IS 'who created it (create_view or rebuild)';
 COMMENT ON COLUMN streamview.versions.replay_started_at IS 'when its replay began';
 COMMENT ON COLUMN streamview.versions.caught_up_at IS 'when it caught up';
+COMMENT ON COLUMN streamview.versions.replayed IS 'messages its rebuild replayed until it caught up (streamview.rebuilds.rate); NULL before';
 COMMENT ON COLUMN streamview.versions.validated_at IS 'its latest validation';
 COMMENT ON COLUMN streamview.versions.validated_by IS 'who ran its latest validation';
 COMMENT ON COLUMN streamview.versions.swapped_at IS 'when it was last swapped in';
@@ -2595,7 +2616,7 @@ COMMENT ON COLUMN streamview.rebuilds.state IS 'the version''s state';
 COMMENT ON COLUMN streamview.rebuilds.done IS 'messages replayed';
 COMMENT ON COLUMN streamview.rebuilds.total IS 'messages to replay (grows as messages arrive)';
 COMMENT ON COLUMN streamview.rebuilds.percent IS '100 * done / total';
-COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed';
+COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed, until the version caught up; fixed from then on';
 COMMENT ON COLUMN streamview.rebuilds.eta IS 'time left at that rate, while replaying';
 COMMENT ON COLUMN streamview.rebuilds.max_rate IS 'the replay''s limit, or NULL';
 COMMENT ON COLUMN streamview.rebuilds.replay_started_at IS 'when the replay began';
@@ -2623,6 +2644,7 @@ COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
 COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
+COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
 COMMENT ON TABLE streamview.version_stats IS 'per version, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.batch_at IS 'when its last batch committed';
@@ -2633,6 +2655,8 @@ COMMENT ON COLUMN streamview.version_stats.held_back_by IS 'the partitions holdi
 COMMENT ON COLUMN streamview.partitions.max_broker_time IS 'broker timestamp of the newest message read';
 COMMENT ON COLUMN streamview.partitions.lag_time IS 'behind the log end in time: 0 once read up to it, else now minus max_broker_time; NULL when unknown';
 COMMENT ON COLUMN streamview.partitions.holds_watermark IS 'this partition holds the version''s watermark back';
+COMMENT ON COLUMN streamview.partitions.applied_broker_time IS 'freshness: broker timestamp of the newest message applied from this partition (committed); NULL when none had one';
+COMMENT ON COLUMN streamview.partitions.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made it visible';
 
 COMMENT ON COLUMN streamview.status.health IS 'ok, lagging, stalled, error or paused (docs/monitoring.md, "Health"); NULL for a retired version';
 COMMENT ON COLUMN streamview.status.lag_time IS 'behind the log end in time, worst partition; NULL when unknown';
@@ -2640,3 +2664,5 @@ COMMENT ON COLUMN streamview.status.watermark_delay IS 'now minus the watermark'
 COMMENT ON COLUMN streamview.status.events_per_second IS 'messages read per second over the 10 seconds before the last batch; 0 when none recently';
 COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last batch took';
 COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';
+COMMENT ON COLUMN streamview.status.applied_broker_time IS 'freshness: broker timestamp of the newest message applied, over all partitions; NULL when none had one';
+COMMENT ON COLUMN streamview.status.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made that message visible';

@@ -247,11 +247,21 @@ streamview_store_offsets(SvVersion *v)
 		appendStringInfo(&params, ", $%d", c + 3);
 		appendStringInfo(&sets, "%s = excluded.%s, ", col->name, col->name);
 	}
-	SPI_execute_with_args(psprintf("INSERT INTO streamview.offsets AS o (version_id, partition, %s, updated_at) "
-								   "SELECT $1, u.*, CASE WHEN u.next_offset IS NOT NULL THEN now() END "
+	/*
+	 * visible_delay, freshness: from the newest broker timestamp read to now,
+	 * the end of the batch, for a partition the batch read from (its offset
+	 * moved); kept as it was for one only its log end changed.
+	 */
+	SPI_execute_with_args(psprintf("INSERT INTO streamview.offsets AS o "
+								   "(version_id, partition, %s, updated_at, visible_delay) "
+								   "SELECT $1, u.*, CASE WHEN u.next_offset IS NOT NULL THEN now() END, "
+								   "CASE WHEN u.next_offset IS NOT NULL "
+								   "THEN greatest(clock_timestamp() - u.max_broker_time, interval '0') END "
 								   "FROM unnest(%s) AS u (partition, %s) "
 								   "ON CONFLICT (version_id, partition) DO UPDATE SET %s"
-								   "updated_at = excluded.updated_at",
+								   "updated_at = excluded.updated_at, "
+								   "visible_delay = CASE WHEN excluded.next_offset IS DISTINCT FROM o.next_offset "
+								   "THEN excluded.visible_delay ELSE o.visible_delay END",
 								   sv_ledger_list(""), params.data, sv_ledger_list(""), sets.data),
 						  SV_NLEDGER + 2, argtypes, args, NULL, false, 0);
 	for (int p = 0; p < v->nparts; p++)

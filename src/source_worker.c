@@ -4,15 +4,18 @@
  *	  The source worker, one per source, and the loop it shares with the
  *	  replay worker; both are started by the launcher.
  *
- * Loop: take up to streamview.batch_size messages (waiting at most
- * streamview.batch_timeout), then apply them in ONE transaction that holds
- * the upserts of every version, their offsets, watermarks, counters, seen
- * ids and dead letters.  Offsets are only ever read from PostgreSQL, so a
- * crash at any point resumes exactly after the last committed batch.
+ * Loop: take the messages the consumer queue has ready (at most
+ * streamview.batch_size messages and streamview.batch_max_bytes; idle, wait
+ * at most streamview.batch_timeout for a first one), then apply them at once
+ * in ONE transaction that holds the upserts of every version, their
+ * offsets, watermarks, counters, seen ids and dead letters.  Offsets are
+ * only ever read from PostgreSQL, so a crash at any point resumes exactly
+ * after the last committed batch.
  *
  * When nothing arrives the worker sleeps on a WaitEventSet holding its latch
  * and the Kafka queue's wake-up pipe, and every second refreshes watermarks
- * (partitions go idle with time) and looks at the catalog.
+ * (partitions go idle with time) and looks at the catalog; at once when an
+ * API call that changed the catalog sets its latch (streamview_wake_workers).
  *
  * If the set of versions changes (a view created or dropped), the batch in
  * hand is not applied: the worker reloads the versions and re-assigns every
@@ -492,21 +495,31 @@ sv_housekeeping(void)
 		sv_check_partitions(false);
 }
 
-static void
+/*
+ * Sleep until messages arrive, the latch is set or a second has passed.
+ * Returns whether the latch was set: an API call that committed wakes the
+ * worker (streamview_wake_workers), and a view created or dropped is then
+ * looked at at once, not at the next idle round.
+ */
+static bool
 sv_wait_for_messages(WaitEventSet *wes)
 {
 	WaitEvent	ev;
+	bool		woken;
 
-	(void) WaitEventSetWait(wes, SV_IDLE_WAIT_MS, &ev, 1, PG_WAIT_EXTENSION);
+	woken = WaitEventSetWait(wes, SV_IDLE_WAIT_MS, &ev, 1, PG_WAIT_EXTENSION) == 1 &&
+		ev.events == WL_LATCH_SET;
 	ResetLatch(MyLatch);
 	streamview_kafka_drain_fd(worker.kafka);
+	return woken;
 }
 
 /*
  * The loop of both kinds of worker.  Each round, in a memory context reset
  * every round: check for interrupts and postmaster death, reload the
- * configuration on SIGHUP, take up to streamview.batch_size messages
- * (waiting at most streamview.batch_timeout), and apply them in one
+ * configuration on SIGHUP, take the messages ready (streamview_kafka_consume:
+ * up to streamview.batch_size and streamview.batch_max_bytes; idle, waiting
+ * at most streamview.batch_timeout for a first one), and apply them in one
  * transaction; when nothing came, do the housekeeping (watermarks, catalog
  * changes, new partitions) and sleep on the latch and the Kafka queue's
  * pipe for up to a second.
@@ -556,6 +569,7 @@ sv_main_loop(void)
 									 worker.kind == SV_WORKER_REPLAY ?
 									 streamview_replay_batch_limit(sv_replayed_version(), capacity) :
 									 capacity,
+									 (int64) streamview_batch_max_bytes_kb * 1024,
 									 streamview_batch_timeout_ms);
 		MemoryContextSwitchTo(old);
 
@@ -571,7 +585,8 @@ sv_main_loop(void)
 			continue;
 		}
 		sv_housekeeping();
-		sv_wait_for_messages(wes);
+		if (sv_wait_for_messages(wes) && !streamview_stop_requested())
+			sv_housekeeping();
 	}
 }
 
@@ -707,6 +722,7 @@ streamview_worker_main(Datum arg)
 	 * settings that are still wrong, the source shows its error throughout.
 	 */
 	worker.last_error = streamview_source_error(worker.source_id);
+	streamview_register_worker_latch();
 	group_id = MemoryContextStrdup(TopMemoryContext,
 								   streamview_consumer_group(get_database_name(params.dboid),
 															 worker.src->name));

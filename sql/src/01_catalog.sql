@@ -104,6 +104,8 @@ CREATE TABLE streamview.versions (
     created_by        name NOT NULL,
     replay_started_at timestamptz,
     caught_up_at      timestamptz,
+    -- messages replayed from start_offsets until it caught up (rebuilds.rate)
+    replayed          bigint,
     validated_at      timestamptz,
     validated_by      name,
     swapped_at        timestamptz,
@@ -136,6 +138,8 @@ CREATE TABLE streamview.offsets (
     updated_at      timestamptz,
     -- the newest broker timestamp among the messages read (NULL: none had one)
     max_broker_time timestamptz,
+    -- from max_broker_time to the end of the batch that read it (NULL: none had one)
+    visible_delay   interval,
     PRIMARY KEY (version_id, partition)
 );
 

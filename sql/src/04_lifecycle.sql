@@ -43,7 +43,9 @@ $$;
 -- in one of allowed_from: otherwise an error (object_not_in_prerequisite_state),
 -- or, with strict => false, nothing happens (a worker's transition that a
 -- concurrent drop_version or swap made moot).  Stamps what the transition
--- means: caught_up_at on catching up, swapped_at/by on going live,
+-- means: caught_up_at and replayed on catching up (replayed: the rebuild's
+-- done then, from streamview.rebuilds, so that its rate stops with it),
+-- swapped_at/by on going live,
 -- retired_at/by on retirement, failed_at and error on failure.
 CREATE FUNCTION streamview_internal._set_state(version_id int, allowed_from streamview.version_state[],
                                       target streamview.version_state, by name DEFAULT NULL,
@@ -59,6 +61,10 @@ BEGIN
        SET state = target,
            caught_up_at = CASE WHEN target = 'caught_up' AND x.state = 'replaying' THEN now()
                                ELSE x.caught_up_at END,
+           replayed = CASE WHEN target = 'caught_up' AND x.state = 'replaying'
+                           THEN (SELECT b.done FROM streamview.rebuilds b
+                                  WHERE b.view_name = x.view_name AND b.version = x.version)
+                           ELSE x.replayed END,
            swapped_at = CASE WHEN target = 'live' THEN now() ELSE x.swapped_at END,
            swapped_by = CASE WHEN target = 'live' THEN by ELSE x.swapped_by END,
            retired_at = CASE WHEN target = 'retired' THEN now() ELSE x.retired_at END,

@@ -31,7 +31,10 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
             WHEN o.max_broker_time IS NULL THEN NULL
             ELSE greatest(now() - o.max_broker_time, interval '0') END AS lag_time,
        -- as the worker last computed the watermark (NULL: not yet)
-       o.partition = ANY (st.held_back_by) AS holds_watermark
+       o.partition = ANY (st.held_back_by) AS holds_watermark,
+       -- freshness: the newest broker timestamp applied, and how long after
+       -- it the batch that applied it ended (docs/monitoring.md, "Freshness")
+       o.max_broker_time AS applied_broker_time, o.visible_delay
   FROM streamview.offsets o
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
@@ -64,7 +67,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
        -- counts the 10 seconds before the batch)
        CASE WHEN x.batch_at >= now() - interval '10 seconds'
             THEN round(x.events_per_second::numeric, 1) WHEN x.batch_at IS NOT NULL THEN 0 END AS events_per_second,
-       x.last_batch_duration, x.held_back_by
+       x.last_batch_duration, x.held_back_by, x.applied_broker_time, x.visible_delay
   FROM (SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
                coalesce(p.consumed, 0) AS consumed, coalesce(p.applied, 0) AS applied,
                coalesce(p.duplicates, 0) AS duplicates, coalesce(p.too_late, 0) AS too_late,
@@ -76,7 +79,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                a.xact_start AS batch_started_at,
                coalesce(p.last_message_at, ver.replay_started_at, ver.created_at) AS last_progress_at,
                p.lag_time, st.batch_at, st.events_per_second, st.batch_duration AS last_batch_duration,
-               st.held_back_by,
+               st.held_back_by, p.applied_broker_time, p.visible_delay,
                pg_catalog.current_setting('streamview.stall_threshold')::interval AS stall_threshold,
                pg_catalog.current_setting('streamview.lag_threshold')::interval AS lag_threshold
           FROM streamview.versions ver
@@ -96,7 +99,11 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                             CASE WHEN pg_catalog.bool_and(q.lag_time IS NOT NULL)
                                  THEN pg_catalog.max(q.lag_time) END AS lag_time,
                             pg_catalog.max(q.updated_at) AS last_batch_at,
-                            pg_catalog.max(q.last_message_at) AS last_message_at
+                            pg_catalog.max(q.last_message_at) AS last_message_at,
+                            -- the newest message applied, and its partition's delay
+                            pg_catalog.max(q.applied_broker_time) AS applied_broker_time,
+                            (pg_catalog.array_agg(q.visible_delay ORDER BY q.applied_broker_time DESC NULLS LAST))[1]
+                                AS visible_delay
                        FROM streamview.partitions q
                       GROUP BY q.view_name, q.version) p
                  ON p.view_name = ver.view_name AND p.version = ver.version
@@ -114,11 +121,13 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
           LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid) x;
 
 -- Progress of rebuilds: events replayed out of those in the log when asked.
+-- Once caught up, the version goes on reading (done grows) but its replay is
+-- over: rate is what it replayed (versions.replayed) over the replay's time.
 CREATE VIEW streamview.rebuilds AS
 SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
             WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
-       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN p.elapsed > 0 THEN round(coalesce(ver.replayed, p.done) / p.elapsed) END::bigint AS rate,
        CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
             THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error

@@ -76,6 +76,7 @@ COMMENT ON COLUMN streamview.versions.created_at IS 'when the version was create
 COMMENT ON COLUMN streamview.versions.created_by IS 'who created it (create_view or rebuild)';
 COMMENT ON COLUMN streamview.versions.replay_started_at IS 'when its replay began';
 COMMENT ON COLUMN streamview.versions.caught_up_at IS 'when it caught up';
+COMMENT ON COLUMN streamview.versions.replayed IS 'messages its rebuild replayed until it caught up (streamview.rebuilds.rate); NULL before';
 COMMENT ON COLUMN streamview.versions.validated_at IS 'its latest validation';
 COMMENT ON COLUMN streamview.versions.validated_by IS 'who ran its latest validation';
 COMMENT ON COLUMN streamview.versions.swapped_at IS 'when it was last swapped in';
@@ -223,7 +224,7 @@ COMMENT ON COLUMN streamview.rebuilds.state IS 'the version''s state';
 COMMENT ON COLUMN streamview.rebuilds.done IS 'messages replayed';
 COMMENT ON COLUMN streamview.rebuilds.total IS 'messages to replay (grows as messages arrive)';
 COMMENT ON COLUMN streamview.rebuilds.percent IS '100 * done / total';
-COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed';
+COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed, until the version caught up; fixed from then on';
 COMMENT ON COLUMN streamview.rebuilds.eta IS 'time left at that rate, while replaying';
 COMMENT ON COLUMN streamview.rebuilds.max_rate IS 'the replay''s limit, or NULL';
 COMMENT ON COLUMN streamview.rebuilds.replay_started_at IS 'when the replay began';
@@ -251,6 +252,7 @@ COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
 COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
+COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
 COMMENT ON TABLE streamview.version_stats IS 'per version, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.batch_at IS 'when its last batch committed';
@@ -261,6 +263,8 @@ COMMENT ON COLUMN streamview.version_stats.held_back_by IS 'the partitions holdi
 COMMENT ON COLUMN streamview.partitions.max_broker_time IS 'broker timestamp of the newest message read';
 COMMENT ON COLUMN streamview.partitions.lag_time IS 'behind the log end in time: 0 once read up to it, else now minus max_broker_time; NULL when unknown';
 COMMENT ON COLUMN streamview.partitions.holds_watermark IS 'this partition holds the version''s watermark back';
+COMMENT ON COLUMN streamview.partitions.applied_broker_time IS 'freshness: broker timestamp of the newest message applied from this partition (committed); NULL when none had one';
+COMMENT ON COLUMN streamview.partitions.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made it visible';
 
 COMMENT ON COLUMN streamview.status.health IS 'ok, lagging, stalled, error or paused (docs/monitoring.md, "Health"); NULL for a retired version';
 COMMENT ON COLUMN streamview.status.lag_time IS 'behind the log end in time, worst partition; NULL when unknown';
@@ -268,3 +272,5 @@ COMMENT ON COLUMN streamview.status.watermark_delay IS 'now minus the watermark'
 COMMENT ON COLUMN streamview.status.events_per_second IS 'messages read per second over the 10 seconds before the last batch; 0 when none recently';
 COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last batch took';
 COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';
+COMMENT ON COLUMN streamview.status.applied_broker_time IS 'freshness: broker timestamp of the newest message applied, over all partitions; NULL when none had one';
+COMMENT ON COLUMN streamview.status.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made that message visible';

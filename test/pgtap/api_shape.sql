@@ -103,7 +103,8 @@ SELECT is_empty($$
 SELECT columns_are('streamview', 'status', ARRAY['view_name', 'version', 'state', 'is_live', 'watermark',
     'consumed', 'applied', 'duplicates', 'too_late', 'dead_lettered', 'lag', 'partitions', 'source_name',
     'table_name', 'last_batch_at', 'error', 'health', 'lag_time', 'watermark_delay', 'events_per_second',
-    'last_batch_duration', 'held_back_by'], 'streamview.status has the columns DESIGN.md names, and more');
+    'last_batch_duration', 'held_back_by', 'applied_broker_time', 'visible_delay'],
+    'streamview.status has the columns DESIGN.md names, and more');
 SELECT columns_are('streamview', 'rebuilds', ARRAY['view_name', 'version', 'state', 'done', 'total',
     'percent', 'rate', 'eta', 'max_rate', 'replay_started_at', 'caught_up_at', 'error'],
     'streamview.rebuilds');
