@@ -13,7 +13,7 @@
  *
  * The version's compiled statement (codegen.c) reads the applied events from
  * the worker's memory, one row per event and window it falls in
- * (streamview_internal._batch_rows, batch.c: no table, no heap tuple per
+ * (streamview_internal._batch_rows, batch.c: no table, no heap_insert per
  * event), pre-aggregates them with the executor and upserts one row per
  * (window, keys) touched.  That statement runs as the view's owner, for at
  * most streamview.statement_timeout; everything else as the worker's user,

@@ -14,7 +14,7 @@
  * (window.c computes both: a window's length is not always its size, as
  * with months or a change of clocks).  PostgreSQL's own executor then
  * evaluates the WHERE clause, the keys and the aggregates, as it would over
- * a table; only the table is gone: no heap tuple, buffer or catalog entry
+ * a table; only the table is gone: no heap_insert, buffer or catalog entry
  * per event.  The rows are handed over in one tuplestore (materialize mode),
  * which the function scan reads as it is.
  *
