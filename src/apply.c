@@ -84,10 +84,12 @@ static bool sv_timed_out = false;
 
 /*
  * Run the version's compiled statement over events idx[0..n), which it reads
- * from the worker's memory (batch.c), as the view's owner, for at most streamview.statement_timeout: a view whose function
- * sleeps or loops must not hold the batch's transaction (and the xmin
- * horizon, and its owner's drop_view) without bound.  Background workers
- * get no statement timeout from PostgreSQL: the timer is set here.
+ * from the worker's memory (batch.c), as the view's owner, for at most
+ * streamview.statement_timeout: a view whose function sleeps or loops must
+ * not hold the batch's transaction (and the xmin horizon, and its owner's
+ * drop_view) without bound.  Background workers get no statement timeout
+ * from PostgreSQL: the timer is set here.  The events are handed back
+ * however the statement ends.
  */
 static void
 sv_run_statement(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
