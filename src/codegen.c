@@ -100,7 +100,8 @@ sv_count_col(const SvOutput *o)
 
 /*
  * The per-batch upsert (see the file header): one statement that
- * pre-aggregates the batch table and merges it into the version's table.
+ * pre-aggregates the batch (from: the FROM item that reads it) and
+ * merges it into the version's table.
  */
 static char *
 sv_batch_sql(const SvCompiled *c, const char *table, const char *from)
