@@ -63,8 +63,12 @@ typedef struct SvWindow
 #define SV_MAX_WINDOWS_PER_EVENT 1024
 #define SV_MAX_WINDOW_US (366 * USECS_PER_DAY)	/* windows are at most a year long */
 
-/* The temporary table a worker fills with a version's batch, by version_id. */
-#define SV_BATCH_TABLE "sv_batch_%d"
+/*
+ * The temporary table a 0.1 worker filled with a version's batch, by
+ * version_id: what the statements of versions made by 0.1 read (codegen.c
+ * rewrites them on the update to 0.2).
+ */
+#define SV_BATCH_TABLE_0_1 "sv_batch_%d"
 
 /* A column of a source, as the worker reads it from messages. */
 typedef struct SvColumn
@@ -178,7 +182,6 @@ typedef struct SvVersion
 	SvWindow	window;
 	char	   *batch_sql;
 	char	   *definition_hash;
-	Oid			batch_relid;	/* pg_temp.sv_batch_<version_id> */
 	SPIPlanPtr	plan;
 	int			nparts;
 	SvPartState *parts;			/* indexed by partition number */
@@ -474,6 +477,12 @@ extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents, bool record_unreadable);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
+
+/* -------------------------------------------------------------- in batch.c */
+extern void streamview_batch_feed(const SvSource *src, const SvVersion *v, const SvEvent *events,
+								  const int *idx, int n);
+extern void streamview_batch_unfeed(void);
+extern char *streamview_batch_rows_from(const char *source, int32 version_id);
 
 /* ---------------------------------------------------------------- in api.c */
 extern void streamview_as_owner(void (*fn) (void *), void *arg);

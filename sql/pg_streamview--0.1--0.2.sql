@@ -326,6 +326,16 @@ CREATE OR REPLACE FUNCTION streamview_internal._version_sql(caller regrole, call
 AS 'MODULE_PATHNAME', 'streamview_version_sql'
 LANGUAGE C VOLATILE;
 
+CREATE OR REPLACE FUNCTION streamview_internal._batch_rows(version_id int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'streamview_batch_rows'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE OR REPLACE FUNCTION streamview_internal._batch_sql_0_2(version_id int)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_batch_sql_0_2'
+LANGUAGE C VOLATILE STRICT;
+
 CREATE OR REPLACE FUNCTION streamview_internal._caller_search_path()
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_caller_search_path_fn'
@@ -2388,6 +2398,13 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
 GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
                           streamview_internal._reads_partition(int4multirange, int) TO PUBLIC;
+
+-- A worker feeds a version's statement its batch from memory
+-- (_batch_rows), not through a temporary table: the statements of the
+-- versions made by 0.1 read _batch_rows too, and _batch_rows is open to
+-- the views' owners, as in a fresh install.
+UPDATE streamview.versions SET batch_sql = streamview_internal._batch_sql_0_2(version_id);
+GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
 
 -- Comments on the catalog (test/bin/regen_upgrade.sh copies sql/src/12_comments.sql here)
 -- What every catalog table, monitoring view and column is, for \d+ and for

@@ -11,12 +11,15 @@
  * (ledger.c) and the versions' stats (stats.c), all in the batch's one
  * transaction.
  *
- * Applied events are written to the version's temporary batch table (one row
- * per event and window it falls in) and the version's compiled statement
- * pre-aggregates them and upserts one row per (window, keys) touched.  That
- * statement runs as the view's owner, for at most streamview.statement_timeout;
- * everything else as the worker's user, the extension's owner (the launcher
- * starts workers as that role).
+ * The version's compiled statement (codegen.c) reads the applied events from
+ * the worker's memory, one row per event and window it falls in
+ * (streamview_internal._batch_rows, batch.c: no table, no heap_insert per
+ * event), pre-aggregates them with the executor and upserts one row per
+ * (window, keys) touched.  That statement runs as the view's owner, for at
+ * most streamview.statement_timeout; everything else as the worker's user,
+ * the extension's owner (the launcher starts workers as that role).  A
+ * subset of the events (below: the halves that isolate a bad event) is fed
+ * to the same prepared statement, by index, without copying anything.
  *
  * Any error one event's data can cause is that event's (a query_error dead
  * letter), never the source's: when the batch's statement fails, it is run
@@ -32,8 +35,6 @@
  */
 #include "pg_streamview.h"
 
-#include "access/heapam.h"
-#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -93,61 +94,20 @@ sv_hash_event_ids(SvEvent *events, int n)
 
 /* ---------- applying ---------- */
 
-/*
- * Write events idx[0..n) to the version's batch table, a row per window,
- * with the window's start and end.
- */
-static void
-sv_fill_batch_table(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
-{
-	Relation	rel = table_open(v->batch_relid, RowExclusiveLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	Datum	   *values = palloc((src->ncolumns + 2) * sizeof(Datum));
-	bool	   *nulls = palloc((src->ncolumns + 2) * sizeof(bool));
-	TimestampTz starts[SV_MAX_WINDOWS_PER_EVENT];
-	TimestampTz ends[SV_MAX_WINDOWS_PER_EVENT];
-	BulkInsertState bistate = GetBulkInsertState();
-	CommandId	cid = GetCurrentCommandId(true);
-
-	for (int i = 0; i < n; i++)
-	{
-		SvEvent    *ev = &events[idx[i]];
-		int			nw = streamview_window_spans(&v->window, ev->event_time, starts, ends);
-
-		memcpy(values, ev->values, src->ncolumns * sizeof(Datum));
-		memcpy(nulls, ev->nulls, src->ncolumns * sizeof(bool));
-		nulls[src->ncolumns] = false;
-		nulls[src->ncolumns + 1] = false;
-		for (int w = 0; w < nw; w++)
-		{
-			HeapTuple	tup;
-
-			if (v->has_cut && starts[w] < v->cut)
-				continue;		/* carried over from the live version */
-			values[src->ncolumns] = TimestampTzGetDatum(starts[w]);
-			values[src->ncolumns + 1] = TimestampTzGetDatum(ends[w]);
-			tup = heap_form_tuple(desc, values, nulls);
-			heap_insert(rel, tup, cid, 0, bistate);
-			heap_freetuple(tup);
-		}
-	}
-	FreeBulkInsertState(bistate);
-	table_close(rel, NoLock);
-	CommandCounterIncrement();
-}
-
 /* The last view statement ran into streamview.statement_timeout. */
 static bool sv_timed_out = false;
 
 /*
- * Run the version's compiled statement over its batch table, as the view's
- * owner, for at most streamview.statement_timeout: a view whose function
- * sleeps or loops must not hold the batch's transaction (and the xmin
- * horizon, and its owner's drop_view) without bound.  Background workers
- * get no statement timeout from PostgreSQL: the timer is set here.
+ * Run the version's compiled statement over events idx[0..n), which it reads
+ * from the worker's memory (batch.c), as the view's owner, for at most
+ * streamview.statement_timeout: a view whose function sleeps or loops must
+ * not hold the batch's transaction (and the xmin horizon, and its owner's
+ * drop_view) without bound.  Background workers get no statement timeout
+ * from PostgreSQL: the timer is set here.  The events are handed back
+ * however the statement ends.
  */
 static void
-sv_run_statement(SvVersion *v)
+sv_run_statement(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
 {
 	int			rc;
 	SvRunAs		ra;
@@ -158,12 +118,15 @@ sv_run_statement(SvVersion *v)
 		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
 	PG_TRY();
 	{
+		streamview_batch_feed(src, v, events, idx, n);
 		streamview_run_as_begin(v->owner, &ra);
 		rc = SPI_execute_plan(v->plan, NULL, NULL, false, 0);
 		streamview_run_as_end(&ra);
+		streamview_batch_unfeed();
 	}
 	PG_CATCH();
 	{
+		streamview_batch_unfeed();
 		if (timeout_ms > 0)
 		{
 			disable_timeout(STATEMENT_TIMEOUT, false);
@@ -256,9 +219,7 @@ sv_apply_events(void *arg)
 {
 	SvApplyArgs *a = arg;
 
-	SPI_execute(psprintf("DELETE FROM pg_temp." SV_BATCH_TABLE, a->v->version_id), false, 0);
-	sv_fill_batch_table(a->src, a->v, a->events, a->idx, a->n);
-	sv_run_statement(a->v);
+	sv_run_statement(a->src, a->v, a->events, a->idx, a->n);
 }
 
 /*

@@ -12,6 +12,24 @@ CREATE FUNCTION streamview_internal._version_sql(caller regrole, caller_path tex
 AS 'MODULE_PATHNAME', 'streamview_version_sql'
 LANGUAGE C VOLATILE;
 
+-- The events a worker is applying to a version, one row per event and window
+-- (batch.c): what the version's per-batch statement reads, from the worker's
+-- memory.  Anywhere else, or for another version, it raises an error.  The
+-- statement runs as the view's owner, so PUBLIC may execute it (see
+-- 11_grants.sql).
+CREATE FUNCTION streamview_internal._batch_rows(version_id int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'streamview_batch_rows'
+LANGUAGE C VOLATILE STRICT;
+
+-- A version's batch_sql as 0.2 runs it: a statement made by 0.1, which read
+-- the temporary table pg_temp.sv_batch_<version_id>, reads _batch_rows
+-- instead (codegen.c).  For the update from 0.1.
+CREATE FUNCTION streamview_internal._batch_sql_0_2(version_id int)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_batch_sql_0_2'
+LANGUAGE C VOLATILE STRICT;
+
 -- The search_path of the API's caller, as the dispatcher found it.
 CREATE FUNCTION streamview_internal._caller_search_path()
 RETURNS text

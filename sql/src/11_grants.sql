@@ -19,6 +19,11 @@ GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
                           streamview_internal._reads_partition(int4multirange, int) TO PUBLIC;
 
+-- A version's per-batch statement reads its events with _batch_rows, as the
+-- view's owner.  It returns rows only to that statement, inside the worker
+-- applying the batch (batch.c), and raises an error anywhere else.
+GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
+
 GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 GRANT USAGE ON SCHEMA streamview_internal TO PUBLIC;
 

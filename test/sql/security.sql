@@ -298,6 +298,25 @@ ALTER EXTENSION pg_streamview ADD FUNCTION streamview_internal._drop_check_impl(
 SELECT pg_temp.err($$SELECT streamview.drop_check('v', 'c')$$) AS a_member_again;
 
 ------------------------------------------------------------------------------
+-- A version's statement reads its batch from the worker's memory with
+-- _batch_rows, which PUBLIC may execute (the statement runs as the view's
+-- owner).  Outside the worker applying that version's batch it returns
+-- nothing of anyone's: an error, whoever calls it, for any version.
+------------------------------------------------------------------------------
+SELECT version_id AS v1_id,
+       regexp_replace(batch_sql, '^.* FROM (\S+)\(\d+\) AS b\(([^)]*)\) .*$', '\1(N) AS b(\2)') AS reads
+  FROM streamview.versions WHERE view_name = 'v1' AND version = 1 \gset
+SELECT :'reads' AS reads;
+SET ROLE sv_analyst;
+SELECT replace(pg_temp.err(format('SELECT * FROM streamview_internal._batch_rows(%s) AS b(ts timestamptz, k text, s timestamptz, e timestamptz)',
+                                  :v1_id)), :'v1_id', 'N') AS another_roles_version;
+SET ROLE sv_eve;
+SELECT replace(pg_temp.err(format('SELECT * FROM streamview_internal._batch_rows(%s) AS b(ts timestamptz, k text, s timestamptz, e timestamptz)',
+                                  :v1_id)), :'v1_id', 'N') AS own_version_outside_a_worker;
+RESET ROLE;
+SELECT pg_temp.err('SELECT streamview_internal._batch_rows(0)') AS not_in_from;
+
+------------------------------------------------------------------------------
 -- Clean up
 ------------------------------------------------------------------------------
 SET ROLE sv_eve;
