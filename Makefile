@@ -26,7 +26,7 @@ PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-i
 ifdef WERROR
 PG_CPPFLAGS += -Werror
 endif
-SHLIB_LINK  = -lrdkafka
+SHLIB_LINK  = -lrdkafka -lcrypto
 
 # `make installcheck` runs the SQL suite (pg_regress, then the isolation
 # specs) against the installed, running server that PGHOST, PGPORT and
@@ -95,9 +95,15 @@ test-kafka09:
 	SV_BROKER=kafka09 SV_REGRESS=none SV_ISOLATION=none SV_PGTAP=none \
 	  SV_TAP="t/001_oracle.pl t/004_rebuild.pl" bash test/bin/run_tests.sh
 
-# Not tests: throughput against baselines, and a 10-minute soak with crashes.
+# Not tests: the benchmark suite (docs/benchmarks.md; `make bench BENCH_QUICK=1`
+# for a few minutes' run), and a 10-minute soak with crashes.
 bench:
 	bash bench/run.sh
+
+# The hand-written C consumer the benchmark sets beside pg_streamview.
+bench/sv_bench_consumer: bench/sv_bench_consumer.c
+	$(CC) -O2 -Wall -Wextra -I'$(shell $(PG_CONFIG) --includedir)' -o $@ $< \
+	  -L'$(shell $(PG_CONFIG) --libdir)' -lpq -lrdkafka
 
 soak:
 	bash bench/soak.sh

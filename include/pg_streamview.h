@@ -63,8 +63,12 @@ typedef struct SvWindow
 #define SV_MAX_WINDOWS_PER_EVENT 1024
 #define SV_MAX_WINDOW_US (366 * USECS_PER_DAY)	/* windows are at most a year long */
 
-/* The temporary table a worker fills with a version's batch, by version_id. */
-#define SV_BATCH_TABLE "sv_batch_%d"
+/*
+ * The temporary table a 0.1 worker filled with a version's batch, by
+ * version_id: what the statements of versions made by 0.1 read (codegen.c
+ * rewrites them on the update to 0.2).
+ */
+#define SV_BATCH_TABLE_0_1 "sv_batch_%d"
 
 /* A column of a source, as the worker reads it from messages. */
 typedef struct SvColumn
@@ -96,7 +100,7 @@ typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 #define SV_SOURCE_SETTINGS \
 	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
 	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
-	"extract(epoch FROM s.max_future), s.workers)::text)"
+	"extract(epoch FROM s.max_future), s.partitions, s.workers)::text)"
 #define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
 
 /* A source, as the worker sees it (catalog.c loads it). */
@@ -120,14 +124,18 @@ typedef struct SvSource
 	int			topic_partitions;	/* set by the worker from the topic's metadata */
 	TimestampTz assigned_at;	/* when the worker started reading */
 	char	   *settings;		/* SV_SOURCE_SETTINGS, as loaded */
+	/* partitions =>: ranges first..last (last INT32_MAX: open); -1: all */
+	int			npartition_ranges;
+	int32	   *partition_first;
+	int32	   *partition_last;
 	int			workers;		/* sources.workers, as loaded */
-	/* set by the worker: it reads partitions p % worker_count = worker_index */
+	/*
+	 * set by a source worker: of the partitions the source reads, it reads
+	 * those with p % worker_count = worker_index (streamview_owns_partition)
+	 */
 	int			worker_index;
 	int			worker_count;	/* 1 for a replay worker, which reads them all */
 } SvSource;
-
-/* A start offset for streamview_kafka_assign: the partition is not read. */
-#define SV_OFFSET_NOT_READ (-2)
 
 /*
  * Per version and partition: position in the log, event-time high mark, the
@@ -166,6 +174,9 @@ typedef enum SvVersionState
 	SV_VERSION_FAILED
 } SvVersionState;
 
+/* The event ids a version remembers, by their SHA-256 (seen.c). */
+typedef struct SvSeenSet SvSeenSet;
+
 /* A version a worker maintains. */
 typedef struct SvVersion
 {
@@ -178,7 +189,6 @@ typedef struct SvVersion
 	SvWindow	window;
 	char	   *batch_sql;
 	char	   *definition_hash;
-	Oid			batch_relid;	/* pg_temp.sv_batch_<version_id> */
 	SPIPlanPtr	plan;
 	int			nparts;
 	SvPartState *parts;			/* indexed by partition number */
@@ -193,6 +203,7 @@ typedef struct SvVersion
 	int64		rate_count[SV_RATE_WINDOW_S];	/* messages read in that second */
 	bool		batch_read;		/* the current batch read messages for it */
 	bool		holders_saved;	/* held_back_by as stored matches holds_watermark */
+	SvSeenSet  *seen;			/* the ids it remembers (seen.c); NULL without event ids */
 } SvVersion;
 
 /* Why a message was not applied (streamview.dead_letters.reason). */
@@ -229,15 +240,6 @@ typedef struct SvEvent
 	uint8		event_id_hash[SV_ID_HASH_LEN];	/* SHA-256 of event_id: what dedup stores */
 } SvEvent;
 
-/* An event id a version remembers (the key is its SHA-256). */
-typedef struct SvSeen
-{
-	uint8		id_hash[SV_ID_HASH_LEN];
-	int32		partition;
-	TimestampTz event_time;
-	bool		is_new;			/* applied in this batch: to be stored */
-} SvSeen;
-
 /* One version's share of a batch: what classification decided. */
 typedef struct SvVersionBatch
 {
@@ -247,7 +249,6 @@ typedef struct SvVersionBatch
 	int			ntoo_late;
 	int		   *failed;			/* query_error */
 	int			nfailed;
-	HTAB	   *seen;			/* remembered ids; NULL without event ids */
 	int			timeouts;		/* statement timeouts met in this batch */
 	int			consumed;		/* messages the version read in this batch */
 } SvVersionBatch;
@@ -331,6 +332,7 @@ typedef struct SvRunAs
 extern char *streamview_database;
 extern int	streamview_batch_size;
 extern int	streamview_batch_timeout_ms;
+extern int	streamview_batch_max_bytes_kb;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
@@ -351,6 +353,8 @@ extern void streamview_shmem_init(void);
 extern void streamview_register_launcher_latch(void);
 extern bool streamview_launcher_running(void);
 extern void streamview_wake_launcher(void);
+extern void streamview_register_worker_latch(void);
+extern void streamview_wake_workers(void);
 
 /* --------------------------------------------------------- in supervisor.c */
 extern PGDLLEXPORT void streamview_supervisor_main(Datum arg);
@@ -408,6 +412,7 @@ extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
 extern void streamview_clear_source_error(int32 source_id, const char *error);
 extern char *streamview_consumer_group(const char *dbname, const char *source_name);
+extern bool streamview_source_reads_partition(const SvSource *src, int32 p);
 
 /* ------------------------------------------------------------ in version.c */
 extern const char *streamview_version_state_name(SvVersionState state);
@@ -426,8 +431,15 @@ extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
 
 extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
 extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);
+/*
+ * streamview_kafka_assign's start offset of a partition not to be read: the
+ * source does not read it, or another of its workers does
+ * (streamview_owns_partition)
+ */
+#define SV_NOT_ASSIGNED (-2)
 extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets);
-extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms);
+extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes,
+									 int timeout_ms);
 extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
@@ -439,8 +451,7 @@ extern void streamview_kafka_close(SvKafka *k);
 /* ----------------------------------- in classify.c: pure rules, no SPI */
 extern SvPartState *streamview_part(SvVersion *v, int32 partition);
 extern bool streamview_lateness_floor(const SvSource *src, SvVersion *v, int32 p, TimestampTz *floor);
-extern HTAB *streamview_seen_create(int n);
-extern void streamview_unremember(HTAB *seen, const SvEvent *ev);
+extern void streamview_unremember(SvVersion *v, const SvEvent *ev);
 extern void streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
 								SvVersionBatch *vb, TimestampTz now, StringInfo gaps);
 extern bool streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
@@ -451,13 +462,24 @@ extern void streamview_load_offsets(SvVersion *v);
 extern void streamview_store_offsets(SvVersion *v);
 extern void streamview_store_log_end(SvVersion *v, int32 p, int64 end);
 extern void streamview_note_log_end(SvVersion *v, int32 p, int64 end);
-extern HTAB *streamview_load_seen(SvVersion *v, SvEvent *events, int n);
-extern void streamview_store_seen(const SvSource *src, SvVersion *v, HTAB *seen);
+extern void streamview_load_seen(const SvSource *src, SvVersion *v);
+extern void streamview_store_seen(const SvSource *src, SvVersion *v, const SvEvent *events,
+								  const int *idx, int n);
+extern void streamview_expire_seen(const SvSource *src, SvVersion *v);
 extern void streamview_store_dead_letters(const SvSource *src, SvVersion *v, SvEvent *events,
 										  const int *idx, int n, SvReason reason);
 extern void streamview_refresh_watermarks(const SvSource *src, List *versions);
 extern void streamview_record_start_offsets(SvVersion *v, int nparts, const int64 *low);
 extern void streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nlast);
+
+/* --------------------------------------------------------------- in seen.c */
+extern SvSeenSet *streamview_seen_create(MemoryContext parent, uint32 n);
+extern bool streamview_seen_find(SvSeenSet *set, const uint8 *id_hash, int32 *partition,
+								 TimestampTz *event_time);
+extern void streamview_seen_add(SvSeenSet *set, const uint8 *id_hash, int32 partition,
+								TimestampTz event_time);
+extern void streamview_seen_remove(SvSeenSet *set, const uint8 *id_hash);
+extern void streamview_seen_evict(const SvSource *src, SvVersion *v);
 
 /* -------------------------------------------------------------- in stats.c */
 extern void streamview_stats_count(SvVersion *v, int n, TimestampTz now);
@@ -468,6 +490,12 @@ extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents, bool record_unreadable);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
+
+/* -------------------------------------------------------------- in batch.c */
+extern void streamview_batch_feed(const SvSource *src, const SvVersion *v, const SvEvent *events,
+								  const int *idx, int n);
+extern void streamview_batch_unfeed(void);
+extern char *streamview_batch_rows_from(const char *source, int32 version_id);
 
 /* ---------------------------------------------------------------- in api.c */
 extern void streamview_as_owner(void (*fn) (void *), void *arg);

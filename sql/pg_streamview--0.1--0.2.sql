@@ -171,14 +171,39 @@ DROP FUNCTION streamview._drop_version_impl(regrole, text, int);
 
 ------------------------------------------------------------------------------
 -- seen_ids keeps the SHA-256 of each event_id, not the id: a long id (a few
--- kilobytes) did not fit in the index and stopped the source.
+-- kilobytes) did not fit in the index and stopped the source.  And one row
+-- per batch and partition, the ids in arrays, not a row per id: the worker
+-- keeps the ids in memory and stores each batch's in bulk.  The ids 0.1
+-- remembers become one row per version and partition, so that an updated
+-- install goes on recognising their duplicates.
 ------------------------------------------------------------------------------
-ALTER TABLE streamview.seen_ids ADD COLUMN event_id_hash bytea;
-UPDATE streamview.seen_ids SET event_id_hash = pg_catalog.sha256(pg_catalog.convert_to(event_id, 'UTF8'));
 ALTER TABLE streamview.seen_ids DROP CONSTRAINT seen_ids_pkey;
-ALTER TABLE streamview.seen_ids DROP COLUMN event_id;
-ALTER TABLE streamview.seen_ids ALTER COLUMN event_id_hash SET NOT NULL;
-ALTER TABLE streamview.seen_ids ADD PRIMARY KEY (version_id, event_id_hash);
+DROP INDEX streamview.seen_ids_expiry;
+ALTER TABLE streamview.seen_ids
+    ADD COLUMN last_offset bigint,
+    ADD COLUMN max_event_time timestamptz,
+    ADD COLUMN event_id_hashes bytea[],
+    ADD COLUMN event_times timestamptz[];
+WITH old AS (DELETE FROM streamview.seen_ids RETURNING version_id, event_id, partition, event_time)
+INSERT INTO streamview.seen_ids (version_id, event_id, partition, event_time, last_offset, max_event_time,
+                                 event_id_hashes, event_times)
+SELECT o.version_id, '', o.partition, max(o.event_time),
+       coalesce((SELECT f.next_offset - 1 FROM streamview.offsets f
+                  WHERE f.version_id = o.version_id AND f.partition = o.partition), -1),
+       max(o.event_time),
+       array_agg(pg_catalog.sha256(pg_catalog.convert_to(o.event_id, 'UTF8')) ORDER BY o.event_time, o.event_id),
+       array_agg(o.event_time ORDER BY o.event_time, o.event_id)
+  FROM old o
+ GROUP BY o.version_id, o.partition;
+ALTER TABLE streamview.seen_ids DROP COLUMN event_id, DROP COLUMN event_time;
+ALTER TABLE streamview.seen_ids
+    ALTER COLUMN last_offset SET NOT NULL,
+    ALTER COLUMN max_event_time SET NOT NULL,
+    ALTER COLUMN event_id_hashes SET NOT NULL,
+    ALTER COLUMN event_times SET NOT NULL,
+    ALTER COLUMN event_id_hashes SET STORAGE EXTERNAL,
+    ADD PRIMARY KEY (version_id, partition, last_offset);
+CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, max_event_time);
 
 ------------------------------------------------------------------------------
 -- The version lifecycle has one owner: the states are an enum, and only
@@ -241,10 +266,13 @@ REVOKE ALL ON streamview.version_stats FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
 ------------------------------------------------------------------------------
--- Parallel source workers: a source's partitions split over `workers`
--- source workers (create_source, alter_source); each keeps its own stats.
+-- Freshness: per partition, how long after its broker timestamp the newest
+-- message read became visible (streamview.partitions and status,
+-- visible_delay); per version, what its rebuild replayed until it caught up,
+-- so that rebuilds.rate stops with the replay.
 ------------------------------------------------------------------------------
-ALTER TABLE streamview.sources ADD COLUMN workers int NOT NULL DEFAULT 1;
+ALTER TABLE streamview.offsets ADD COLUMN visible_delay interval;
+ALTER TABLE streamview.versions ADD COLUMN replayed bigint;
 
 ------------------------------------------------------------------------------
 -- Windows on a time zone's wall clock (streamview.tumble(ts, size,
@@ -255,6 +283,20 @@ ALTER TABLE streamview.versions ADD COLUMN window_time_zone text;
 ALTER TABLE streamview.versions ADD COLUMN window_origin timestamp;
 ALTER TABLE streamview.versions ADD CONSTRAINT versions_window_zone_check
     CHECK ((window_time_zone IS NULL) = (window_origin IS NULL));
+
+------------------------------------------------------------------------------
+-- Beyond one server: a source may read a subset of its topic's partitions
+-- (partitions => '0-15'), so that several servers share a topic
+-- (docs/scaling.md).  Sources made by 0.1 read every partition (NULL).
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources ADD COLUMN partitions int4multirange
+    CHECK (NOT pg_catalog.isempty(partitions) AND pg_catalog.lower(partitions) >= 0);
+
+------------------------------------------------------------------------------
+-- Parallel source workers: a source's partitions split over `workers`
+-- source workers (create_source, alter_source); each keeps its own stats.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources ADD COLUMN workers int NOT NULL DEFAULT 1;
 
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
@@ -291,6 +333,16 @@ CREATE OR REPLACE FUNCTION streamview_internal._version_sql(caller regrole, call
                                         OUT create_index text, OUT batch_sql text, OUT view_sql text)
 AS 'MODULE_PATHNAME', 'streamview_version_sql'
 LANGUAGE C VOLATILE;
+
+CREATE OR REPLACE FUNCTION streamview_internal._batch_rows(version_id int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'streamview_batch_rows'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE OR REPLACE FUNCTION streamview_internal._batch_sql_0_2(version_id int)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_batch_sql_0_2'
+LANGUAGE C VOLATILE STRICT;
 
 CREATE OR REPLACE FUNCTION streamview_internal._caller_search_path()
 RETURNS text
@@ -344,6 +396,79 @@ BEGIN
     END IF;
     RETURN result;
 END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._partitions_arg(value text)
+RETURNS int4multirange
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item   text;
+    m      text[];
+    lo     numeric;
+    hi     numeric;
+    result int4multirange := '{}';
+    hint   text := 'Write partition numbers and ranges separated by commas, such as ''0-7,12,14-15'', '
+                   'or ''16-'' for partition 16 and every later one; ''all'' reads every partition.';
+BEGIN
+    IF value IS NULL OR lower(btrim(value)) = 'all' THEN
+        RETURN NULL;
+    END IF;
+    IF btrim(value, ', ') = '' THEN
+        RAISE EXCEPTION 'partitions must name at least one partition'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('"%s" names none.', value),
+                  HINT = 'Pass ''all'' to read every partition of the topic.';
+    END IF;
+    FOREACH item IN ARRAY string_to_array(value, ',') LOOP
+        m := regexp_match(item, '^\s*(-?\d+)\s*(-\s*(-?\d+)?)?\s*$');
+        IF m IS NULL THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('"%s" is not a partition number or a range of them.', btrim(item)),
+                      HINT = hint;
+        END IF;
+        lo := m[1]::numeric;
+        hi := CASE WHEN m[2] IS NULL THEN lo ELSE m[3]::numeric END;   -- NULL: open at its end
+        IF lo < 0 OR hi < 0 THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Partitions are numbered from 0: "%s" is negative.', btrim(item)),
+                      HINT = hint;
+        END IF;
+        IF greatest(lo, hi) > 2147483646 THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('"%s" is beyond the highest partition number, 2147483646.', btrim(item)),
+                      HINT = 'Write ''N-'' for partition N and every later one.';
+        END IF;
+        IF hi < lo THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('The range "%s" ends before it starts.', btrim(item)),
+                      HINT = 'Write the lower partition number first, such as ''3-5''.';
+        END IF;
+        result := result + int4multirange(int4range(lo::int, (hi + 1)::int));
+    END LOOP;
+    RETURN result;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._partitions_text(partitions int4multirange)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(CASE WHEN upper(r) IS NULL THEN lower(r) || '-'
+                           WHEN upper(r) = lower(r) + 1 THEN lower(r)::text
+                           ELSE lower(r) || '-' || (upper(r) - 1) END, ',' ORDER BY lower(r))
+      FROM unnest(partitions) r
+$$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._reads_partition(partitions int4multirange, p int)
+RETURNS bool
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT partitions IS NULL OR partitions @> p $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text, wanted int DEFAULT 1)
 RETURNS void
@@ -598,6 +723,11 @@ AS $$
                   WHERE o.version_id = _partitions_behind.reference_id) ref USING (partition)
      WHERE CASE WHEN exact THEN mine.next_offset IS DISTINCT FROM ref.next_offset
                 ELSE coalesce(mine.next_offset, -1) < ref.next_offset END
+       AND streamview_internal._reads_partition(
+               (SELECT s.partitions FROM streamview.versions x
+                  JOIN streamview.views v ON v.view_id = x.view_id
+                  JOIN streamview.sources s ON s.source_id = v.source_id
+                 WHERE x.version_id = _partitions_behind.version_id), partition)
 $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._set_state(version_id int, allowed_from streamview.version_state[],
@@ -614,6 +744,10 @@ BEGIN
        SET state = target,
            caught_up_at = CASE WHEN target = 'caught_up' AND x.state = 'replaying' THEN now()
                                ELSE x.caught_up_at END,
+           replayed = CASE WHEN target = 'caught_up' AND x.state = 'replaying'
+                           THEN (SELECT b.done FROM streamview.rebuilds b
+                                  WHERE b.view_name = x.view_name AND b.version = x.version)
+                           ELSE x.replayed END,
            swapped_at = CASE WHEN target = 'live' THEN now() ELSE x.swapped_at END,
            swapped_by = CASE WHEN target = 'live' THEN by ELSE x.swapped_by END,
            retired_at = CASE WHEN target = 'retired' THEN now() ELSE x.retired_at END,
@@ -717,11 +851,12 @@ CREATE OR REPLACE FUNCTION streamview.create_source(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL,
     workers              int DEFAULT 1)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int) IS
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
@@ -736,6 +871,7 @@ CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL,
     workers              int DEFAULT 1)
 RETURNS text
 LANGUAGE plpgsql
@@ -748,6 +884,7 @@ DECLARE
     ooo      interval;
     idle     interval;
     future   interval;
+    parts    int4multirange := streamview_internal._partitions_arg(partitions);
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
         RAISE EXCEPTION 'invalid source name "%"', name
@@ -783,9 +920,9 @@ BEGIN
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
                                     max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    workers)
+                                    partitions, workers)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, workers)
+            caller, future, parts, workers)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -857,12 +994,13 @@ CREATE OR REPLACE FUNCTION streamview.alter_source(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, int) IS
-'changes a source''s brokers, options (merged: null removes one), max_future or workers; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int) IS
+'changes a source''s brokers, options (merged: null removes one), max_future, partitions or workers; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 CREATE OR REPLACE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text, columns jsonb,
                                                   event_time text, event_id text,
@@ -934,6 +1072,7 @@ CREATE OR REPLACE FUNCTION streamview_internal._alter_source_impl(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -944,6 +1083,7 @@ DECLARE
     src     streamview.sources;
     opts    jsonb;
     future  interval;
+    parts   int4multirange := streamview_internal._partitions_arg(partitions);
     changes jsonb := '{}';
     id      bigint;
 BEGIN
@@ -978,6 +1118,11 @@ BEGIN
             changes := changes || jsonb_build_object('max_future', jsonb_build_object('old', src.max_future, 'new', future));
         END IF;
     END IF;
+    IF partitions IS NOT NULL AND parts IS DISTINCT FROM src.partitions THEN
+        changes := changes || jsonb_build_object('partitions', jsonb_build_object(
+            'old', streamview_internal._partitions_text(src.partitions),
+            'new', streamview_internal._partitions_text(parts)));
+    END IF;
     IF workers IS NOT NULL AND workers <> src.workers THEN
         PERFORM streamview_internal._workers_arg(workers, src.name, src.event_id);
         IF workers > src.workers THEN
@@ -994,6 +1139,7 @@ BEGIN
        SET brokers = CASE WHEN changes ? 'brokers' THEN _alter_source_impl.brokers ELSE s.brokers END,
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
            max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
+           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END,
            workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END
      WHERE s.source_id = src.source_id;
     -- the stats of workers the source no longer has (they stop before
@@ -1777,7 +1923,9 @@ BEGIN
     -- 1. caught up to the same offsets as the live version
     n := streamview_internal._partitions_behind(cand.version_id, live.version_id, exact => true);
     SELECT count(DISTINCT o.partition) INTO m
-      FROM streamview.offsets o WHERE o.version_id IN (cand.version_id, live.version_id);
+      FROM streamview.offsets o, streamview.sources s
+     WHERE o.version_id IN (cand.version_id, live.version_id) AND s.source_id = v.source_id
+       AND streamview_internal._reads_partition(s.partitions, o.partition);
     "check" := 'caught_up';
     passed := cand.state IN ('caught_up', 'live') AND n = 0;
     detail := CASE WHEN cand.state NOT IN ('caught_up', 'live')
@@ -2078,7 +2226,7 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM (VALUES
         ('streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)',
-         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int)'),
+         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int)'),
         ('streamview._drop_source_0_1(text, bool)', 'streamview.drop_source(text, bool)'),
         ('streamview._create_view_0_1(text, text, text)', 'streamview.create_view(text, text, text)'),
         ('streamview._drop_view_0_1(text)', 'streamview.drop_view(text)'),
@@ -2120,7 +2268,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors_worker_erro
 SELECT pg_catalog.pg_extension_config_dump('streamview.validation_runs', '');
 
 -- lag is NULL, not 0, while a partition's log end is unknown; lag in time and
--- what holds the watermark back (docs/monitoring.md, "Health").
+-- what holds the watermark back (docs/monitoring.md, "Health"); only the
+-- partitions the source reads (partitions =>).
 CREATE OR REPLACE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
        -- a partition not read yet (next_offset NULL) is behind from offset 0
@@ -2137,14 +2286,19 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
             WHEN o.max_broker_time IS NULL THEN NULL
             ELSE greatest(now() - o.max_broker_time, interval '0') END AS lag_time,
        -- as the worker last computed the watermark (NULL: not yet); each of
-       -- a source's workers computes it over every partition: the first's
-       o.partition = ANY (st.held_back_by) AS holds_watermark
+       -- a source's workers computes it over every partition the source
+       -- reads: the first's
+       o.partition = ANY (st.held_back_by) AS holds_watermark,
+       -- freshness: the newest broker timestamp applied, and how long after
+       -- it the batch that applied it ended (docs/monitoring.md, "Freshness")
+       o.max_broker_time AS applied_broker_time, o.visible_delay
   FROM streamview.offsets o
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
   LEFT JOIN LATERAL (SELECT h.held_back_by FROM streamview.version_stats h
-                      WHERE h.version_id = o.version_id ORDER BY h.worker LIMIT 1) st ON true;
+                      WHERE h.version_id = o.version_id ORDER BY h.worker LIMIT 1) st ON true
+ WHERE streamview_internal._reads_partition(s.partitions, o.partition);
 
 -- The monitoring views that read versions.state, as in a fresh install.
 CREATE VIEW streamview.status AS
@@ -2166,7 +2320,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
        -- counts the 10 seconds before the batch)
        CASE WHEN x.batch_at >= now() - interval '10 seconds'
             THEN round(x.events_per_second::numeric, 1) WHEN x.batch_at IS NOT NULL THEN 0 END AS events_per_second,
-       x.last_batch_duration, x.held_back_by
+       x.last_batch_duration, x.held_back_by, x.applied_broker_time, x.visible_delay
   FROM (SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
                coalesce(p.consumed, 0) AS consumed, coalesce(p.applied, 0) AS applied,
                coalesce(p.duplicates, 0) AS duplicates, coalesce(p.too_late, 0) AS too_late,
@@ -2179,7 +2333,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                w.batch_started_at,
                coalesce(p.last_message_at, ver.replay_started_at, ver.created_at) AS last_progress_at,
                p.lag_time, st.batch_at, st.events_per_second, st.batch_duration AS last_batch_duration,
-               st.held_back_by,
+               st.held_back_by, p.applied_broker_time, p.visible_delay,
                pg_catalog.current_setting('streamview.stall_threshold')::interval AS stall_threshold,
                pg_catalog.current_setting('streamview.lag_threshold')::interval AS lag_threshold
           FROM streamview.versions ver
@@ -2199,7 +2353,11 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                             CASE WHEN pg_catalog.bool_and(q.lag_time IS NOT NULL)
                                  THEN pg_catalog.max(q.lag_time) END AS lag_time,
                             pg_catalog.max(q.updated_at) AS last_batch_at,
-                            pg_catalog.max(q.last_message_at) AS last_message_at
+                            pg_catalog.max(q.last_message_at) AS last_message_at,
+                            -- the newest message applied, and its partition's delay
+                            pg_catalog.max(q.applied_broker_time) AS applied_broker_time,
+                            (pg_catalog.array_agg(q.visible_delay ORDER BY q.applied_broker_time DESC NULLS LAST))[1]
+                                AS visible_delay
                        FROM streamview.partitions q
                       GROUP BY q.view_name, q.version) p
                  ON p.view_name = ver.view_name AND p.version = ver.version
@@ -2232,18 +2390,20 @@ CREATE VIEW streamview.rebuilds AS
 SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
             WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
-       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN p.elapsed > 0 THEN round(coalesce(ver.replayed, p.done) / p.elapsed) END::bigint AS rate,
        CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
             THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
   FROM streamview.versions ver
   JOIN streamview.views v ON v.view_id = ver.view_id
+  JOIN streamview.sources src ON src.source_id = v.source_id
   LEFT JOIN LATERAL (
       SELECT sum(greatest(coalesce(mine.next_offset, s.start) - s.start, 0))::bigint AS done,
              sum(greatest(coalesce(live.log_end, live.next_offset, mine.log_end, s.start) - s.start, 0))::bigint AS total,
              extract(epoch FROM coalesce(ver.caught_up_at, clock_timestamp()) - ver.replay_started_at) AS elapsed
         FROM (SELECT e.key::int AS partition, e.value::bigint AS start
-                FROM jsonb_each_text(ver.start_offsets) e) s
+                FROM jsonb_each_text(ver.start_offsets) e
+               WHERE streamview_internal._reads_partition(src.partitions, e.key::int)) s
         LEFT JOIN streamview.offsets mine
                ON mine.version_id = ver.version_id AND mine.partition = s.partition
         LEFT JOIN streamview.versions lv ON lv.view_id = ver.view_id AND lv.state = 'live'
@@ -2288,7 +2448,8 @@ SELECT e.source_name, pg_catalog.count(*) AS worker_errors,
 REVOKE ALL ON streamview.dead_letter_counts, streamview.worker_error_counts FROM PUBLIC;
 GRANT SELECT ON streamview.dead_letter_counts, streamview.worker_error_counts TO pg_monitor;
 
--- source_list shows the consumer group (of this cluster, database and source).
+-- source_list shows the consumer group (of this cluster, database and source)
+-- and the partitions the source reads, and how many workers read them.
 CREATE OR REPLACE VIEW streamview.source_list AS
 SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
        s.idle_timeout,
@@ -2296,9 +2457,19 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
-       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group, s.workers
+       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
+       streamview_internal._partitions_text(s.partitions) AS partitions, s.workers
   FROM streamview.sources s;
 GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
+                          streamview_internal._reads_partition(int4multirange, int) TO PUBLIC;
+
+-- A worker feeds a version's statement its batch from memory
+-- (_batch_rows), not through a temporary table: the statements of the
+-- versions made by 0.1 read _batch_rows too, and _batch_rows is open to
+-- the views' owners, as in a fresh install.
+UPDATE streamview.versions SET batch_sql = streamview_internal._batch_sql_0_2(version_id);
+GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
 
 -- Comments on the catalog (test/bin/regen_upgrade.sh copies sql/src/12_comments.sql here)
 -- What every catalog table, monitoring view and column is, for \d+ and for
@@ -2311,7 +2482,7 @@ COMMENT ON TABLE streamview.sources IS 'one row per source: a Kafka topic and ho
 COMMENT ON COLUMN streamview.sources.source_id IS 'internal id';
 COMMENT ON COLUMN streamview.sources.name IS 'source name, used in the FROM clause of view queries';
 COMMENT ON COLUMN streamview.sources.brokers IS 'librdkafka bootstrap.servers';
-COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read, every partition';
+COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read (the partitions that partitions names, or all)';
 COMMENT ON COLUMN streamview.sources.event_time IS 'the column holding each event''s time';
 COMMENT ON COLUMN streamview.sources.event_id IS 'the column holding a unique event id for deduplication, or NULL';
 COMMENT ON COLUMN streamview.sources.max_out_of_orderness IS 'how far event time may go back within a partition: partition watermark = its largest event time minus this';
@@ -2323,7 +2494,8 @@ COMMENT ON COLUMN streamview.sources.last_error IS 'what currently stops the sou
 COMMENT ON COLUMN streamview.sources.last_error_at IS 'when last_error was recorded';
 COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of its broker timestamp is a dead letter (future_time); NULL: not checked';
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
-COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads the partitions p with p % workers = k';
+COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
+COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -2379,6 +2551,7 @@ COMMENT ON COLUMN streamview.versions.created_at IS 'when the version was create
 COMMENT ON COLUMN streamview.versions.created_by IS 'who created it (create_view or rebuild)';
 COMMENT ON COLUMN streamview.versions.replay_started_at IS 'when its replay began';
 COMMENT ON COLUMN streamview.versions.caught_up_at IS 'when it caught up';
+COMMENT ON COLUMN streamview.versions.replayed IS 'messages its rebuild replayed until it caught up (streamview.rebuilds.rate); NULL before';
 COMMENT ON COLUMN streamview.versions.validated_at IS 'its latest validation';
 COMMENT ON COLUMN streamview.versions.validated_by IS 'who ran its latest validation';
 COMMENT ON COLUMN streamview.versions.swapped_at IS 'when it was last swapped in';
@@ -2407,11 +2580,13 @@ COMMENT ON COLUMN streamview.offset_marks.partition IS 'Kafka partition';
 COMMENT ON COLUMN streamview.offset_marks.next_offset IS 'the next offset after the batch';
 COMMENT ON COLUMN streamview.offset_marks.max_event_time IS 'the largest event time read before it';
 
-COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied';
+COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied: one row per batch and partition';
 COMMENT ON COLUMN streamview.seen_ids.version_id IS 'the version';
-COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition';
-COMMENT ON COLUMN streamview.seen_ids.event_time IS 'the event''s time, for expiry';
-COMMENT ON COLUMN streamview.seen_ids.event_id_hash IS 'SHA-256 of the event id';
+COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition the ids were applied in';
+COMMENT ON COLUMN streamview.seen_ids.last_offset IS 'offset of the last of the row''s events';
+COMMENT ON COLUMN streamview.seen_ids.max_event_time IS 'the latest event time of the row''s ids: the row is deleted once it is below the partition''s watermark minus allowed lateness';
+COMMENT ON COLUMN streamview.seen_ids.event_id_hashes IS 'SHA-256 of each event id (sha256(convert_to(id, ''UTF8'')))';
+COMMENT ON COLUMN streamview.seen_ids.event_times IS 'the event time of each id, in the same order';
 
 COMMENT ON TABLE streamview.dead_letters IS 'messages consumed but not applied, with why; row-level security: own sources only (holds payloads)';
 COMMENT ON COLUMN streamview.dead_letters.dead_letter_id IS 'internal id';
@@ -2479,6 +2654,7 @@ COMMENT ON COLUMN streamview.source_list.max_future IS 'as given; NULL: event ti
 COMMENT ON COLUMN streamview.source_list.usage IS 'roles granted USAGE (grant_usage), oldest first';
 COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
+COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
 COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
@@ -2524,7 +2700,7 @@ COMMENT ON COLUMN streamview.rebuilds.state IS 'the version''s state';
 COMMENT ON COLUMN streamview.rebuilds.done IS 'messages replayed';
 COMMENT ON COLUMN streamview.rebuilds.total IS 'messages to replay (grows as messages arrive)';
 COMMENT ON COLUMN streamview.rebuilds.percent IS '100 * done / total';
-COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed';
+COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed, until the version caught up; fixed from then on';
 COMMENT ON COLUMN streamview.rebuilds.eta IS 'time left at that rate, while replaying';
 COMMENT ON COLUMN streamview.rebuilds.max_rate IS 'the replay''s limit, or NULL';
 COMMENT ON COLUMN streamview.rebuilds.replay_started_at IS 'when the replay began';
@@ -2552,6 +2728,7 @@ COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
 COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
+COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
 COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';
@@ -2563,6 +2740,8 @@ COMMENT ON COLUMN streamview.version_stats.held_back_by IS 'the partitions holdi
 COMMENT ON COLUMN streamview.partitions.max_broker_time IS 'broker timestamp of the newest message read';
 COMMENT ON COLUMN streamview.partitions.lag_time IS 'behind the log end in time: 0 once read up to it, else now minus max_broker_time; NULL when unknown';
 COMMENT ON COLUMN streamview.partitions.holds_watermark IS 'this partition holds the version''s watermark back';
+COMMENT ON COLUMN streamview.partitions.applied_broker_time IS 'freshness: broker timestamp of the newest message applied from this partition (committed); NULL when none had one';
+COMMENT ON COLUMN streamview.partitions.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made it visible';
 
 COMMENT ON COLUMN streamview.status.health IS 'ok, lagging, stalled, error or paused (docs/monitoring.md, "Health"); NULL for a retired version';
 COMMENT ON COLUMN streamview.status.lag_time IS 'behind the log end in time, worst partition; NULL when unknown';
@@ -2570,3 +2749,5 @@ COMMENT ON COLUMN streamview.status.watermark_delay IS 'now minus the watermark'
 COMMENT ON COLUMN streamview.status.events_per_second IS 'messages read per second over the 10 seconds before the last batch; 0 when none recently';
 COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last batch took';
 COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';
+COMMENT ON COLUMN streamview.status.applied_broker_time IS 'freshness: broker timestamp of the newest message applied, over all partitions; NULL when none had one';
+COMMENT ON COLUMN streamview.status.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made that message visible';

@@ -323,7 +323,10 @@ static void
 sv_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && sv_wake_at_commit)
+	{
 		streamview_wake_launcher();
+		streamview_wake_workers();
+	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
 		sv_wake_at_commit = false;
 }
@@ -332,8 +335,9 @@ PG_FUNCTION_INFO_V1(streamview_notify_launcher);
 PGDLLEXPORT Datum streamview_notify_launcher(PG_FUNCTION_ARGS);
 
 /*
- * Wake the launcher when this transaction commits (not before: it would
- * read the catalog as it was).
+ * Wake the launcher, and the workers (a source's worker fills a new view at
+ * once), when this transaction commits (not before: they would read the
+ * catalog as it was).
  */
 Datum
 streamview_notify_launcher(PG_FUNCTION_ARGS)

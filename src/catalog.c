@@ -100,6 +100,57 @@ sv_load_columns(SvSource *src, const char *event_time, const char *event_id)
 	}
 }
 
+/*
+ * The source's partitions => (columns col and col + 1 of its row as
+ * streamview_load_source reads it: the first and last partition of each
+ * range, in order; the first NULL when the source reads every partition).
+ */
+static void
+sv_load_partitions(SvSource *src, HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		firsts = SPI_getbinval(tup, desc, col, &isnull);
+	Datum		lasts;
+	Datum	   *first,
+			   *last;
+	int			n;
+	MemoryContext cxt = GetMemoryChunkContext(src);
+
+	src->npartition_ranges = -1;
+	if (isnull)
+		return;
+	lasts = SPI_getbinval(tup, desc, col + 1, &isnull);
+	deconstruct_array(DatumGetArrayTypeP(firsts), INT4OID, 4, true, TYPALIGN_INT, &first, NULL, &n);
+	deconstruct_array(DatumGetArrayTypeP(lasts), INT4OID, 4, true, TYPALIGN_INT, &last, NULL, &n);
+	src->npartition_ranges = n;
+	src->partition_first = MemoryContextAlloc(cxt, Max(n, 1) * sizeof(int32));
+	src->partition_last = MemoryContextAlloc(cxt, Max(n, 1) * sizeof(int32));
+	for (int i = 0; i < n; i++)
+	{
+		src->partition_first[i] = DatumGetInt32(first[i]);
+		src->partition_last[i] = DatumGetInt32(last[i]);
+	}
+}
+
+/*
+ * Does the source read partition p of its topic?  The one test of it in C
+ * (partitions =>, docs/scaling.md): the source's workers assign, store
+ * ledger rows for and wait for only the partitions it reads, split between
+ * them by streamview_owns_partition, and the watermark counts exactly these,
+ * whichever worker reads them.  streamview_internal._reads_partition
+ * answers the same for SQL.
+ */
+bool
+streamview_source_reads_partition(const SvSource *src, int32 p)
+{
+	if (src->npartition_ranges < 0)
+		return true;
+	for (int i = 0; i < src->npartition_ranges; i++)
+		if (p >= src->partition_first[i] && p <= src->partition_last[i])
+			return true;
+	return false;
+}
+
 /* The source, or NULL when it no longer exists. */
 SvSource *
 streamview_load_source(int32 source_id)
@@ -117,8 +168,11 @@ streamview_load_source(int32 source_id)
 	SPI_execute_with_args("SELECT name, brokers, topic, event_time, event_id, "
 						  "(extract(epoch FROM max_out_of_orderness) * 1000000)::int8, "
 						  "(extract(epoch FROM idle_timeout) * 1000000)::int8, owner::oid, "
-						  "(extract(epoch FROM max_future) * 1000000)::int8, " SV_SOURCE_SETTINGS
-						  ", workers FROM streamview.sources s WHERE source_id = $1",
+						  "(extract(epoch FROM max_future) * 1000000)::int8, " SV_SOURCE_SETTINGS ", "
+						  "CASE WHEN s.partitions IS NOT NULL THEN ARRAY(SELECT lower(r) FROM unnest(s.partitions) r "
+						  "ORDER BY 1) END, "
+						  "ARRAY(SELECT coalesce(upper(r) - 1, 2147483647) FROM unnest(s.partitions) r ORDER BY lower(r)), "
+						  "workers FROM streamview.sources s WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
@@ -138,7 +192,8 @@ streamview_load_source(int32 source_id)
 	src->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &(bool){false}));
 	src->max_future_us = sv_int8(tup, desc, 9, -1);
 	src->settings = MemoryContextStrdup(cxt, sv_text(tup, desc, 10));
-	src->workers = Max(DatumGetInt32(SPI_getbinval(tup, desc, 11, &(bool){false})), 1);
+	sv_load_partitions(src, tup, desc, 11);	/* and 12 */
+	src->workers = Max(DatumGetInt32(SPI_getbinval(tup, desc, 13, &(bool){false})), 1);
 	src->worker_count = 1;		/* until a source worker says otherwise */
 
 	sv_load_columns(src, event_time, event_id);
@@ -249,6 +304,8 @@ streamview_load_versions(const SvSource *src, int32 replay_version_id)
 		v->has_cut = !isnull;
 		v->cut = isnull ? 0 : DatumGetTimestampTz(wm);
 		streamview_load_offsets(v);
+		if (src->event_id_col >= 0)
+			streamview_load_seen(src, v);
 		/* SPI calls leave CurrentMemoryContext in SPI's: be explicit */
 		result = lappend_cxt(TopMemoryContext, result, v);
 	}

@@ -12,14 +12,14 @@
  * watermark[p] is max event time seen earlier in partition p minus the
  * source's max_out_of_orderness, so the classification depends only on the
  * partition's own history: the same log gives the same result whatever the
- * batch boundaries.  The ids a version remembers are loaded by the caller
- * (ledger.c) into the batch's seen-id table before classification.
+ * batch boundaries.  The ids a version remembers are in v->seen (seen.c),
+ * loaded by ledger.c with the version; classification adds the ids it
+ * applies, and ledger.c stores them with the batch.
  *
  *-------------------------------------------------------------------------
  */
 #include "pg_streamview.h"
 
-#include "utils/hsearch.h"
 
 /* A version's state for partition p, growing the array when p is new. */
 SvPartState *
@@ -57,61 +57,48 @@ streamview_lateness_floor(const SvSource *src, SvVersion *v, int32 p, TimestampT
 	return true;
 }
 
-/* An empty table of remembered ids, for a batch of n events. */
-HTAB *
-streamview_seen_create(int n)
-{
-	HASHCTL		ctl = {0};
-
-	ctl.keysize = SV_ID_HASH_LEN;
-	ctl.entrysize = sizeof(SvSeen);
-	ctl.hcxt = CurrentMemoryContext;
-	return hash_create("pg_streamview seen ids", Max(n, 16), &ctl,
-					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-}
-
 static bool
-sv_is_duplicate(const SvSource *src, SvVersion *v, HTAB *seen, const SvEvent *ev)
+sv_is_duplicate(const SvSource *src, SvVersion *v, const SvEvent *ev)
 {
-	SvSeen	   *e;
+	int32		partition;
+	TimestampTz event_time;
 	TimestampTz floor;
 
-	if (ev->event_id == NULL)
-		return false;
-	e = hash_search(seen, ev->event_id_hash, HASH_FIND, NULL);
-	if (e == NULL)
+	if (ev->event_id == NULL || !streamview_seen_find(v->seen, ev->event_id_hash, &partition, &event_time))
 		return false;
 
 	/*
 	 * An id is remembered while an event carrying it could still be applied
 	 * in the partition where it was applied.  Past that it counts as
-	 * forgotten here, even if the row is still stored (rows are purged in
-	 * arrears), so the outcome does not depend on when purging happened.
+	 * forgotten here, even if it is still in the set or stored (both are
+	 * purged in arrears), so the outcome does not depend on when purging
+	 * happened.
 	 */
-	if (streamview_lateness_floor(src, v, e->partition, &floor) && e->event_time < floor)
+	if (streamview_lateness_floor(src, v, partition, &floor) && event_time < floor)
 		return false;
 	return true;
 }
 
+/*
+ * Remember the id of an event just applied.  The set is swept as it grows,
+ * within the batch too: a batch can span far more event time than the
+ * horizon, and a set kept near the horizon's size stays in the CPU's cache.
+ */
 static void
-sv_remember(HTAB *seen, const SvEvent *ev)
+sv_remember(const SvSource *src, SvVersion *v, const SvEvent *ev)
 {
-	SvSeen	   *e;
-
 	if (ev->event_id == NULL)
 		return;
-	e = hash_search(seen, ev->event_id_hash, HASH_ENTER, NULL);
-	e->partition = ev->partition;
-	e->event_time = ev->event_time;
-	e->is_new = true;
+	streamview_seen_add(v->seen, ev->event_id_hash, ev->partition, ev->event_time);
+	streamview_seen_evict(src, v);
 }
 
 /* An event classified as applied could not be: its id is not remembered. */
 void
-streamview_unremember(HTAB *seen, const SvEvent *ev)
+streamview_unremember(SvVersion *v, const SvEvent *ev)
 {
-	if (seen != NULL && ev->event_id != NULL)
-		hash_search(seen, ev->event_id_hash, HASH_REMOVE, NULL);
+	if (v->seen != NULL && ev->event_id != NULL)
+		streamview_seen_remove(v->seen, ev->event_id_hash);
 }
 
 /*
@@ -133,8 +120,8 @@ sv_note_gap(SvVersion *v, const SvEvent *ev, StringInfo gaps)
 /*
  * Classify the batch for one version, advancing its in-memory state (the
  * ledger, offsets, event-time high marks) and filling vb's lists of applied
- * and too-late events.  vb->seen, when the source has event ids, holds the
- * ids the version remembers among the batch's.  now stamps the partitions'
+ * and too-late events.  v->seen, when the source has event ids, holds the
+ * ids the version remembers.  now stamps the partitions'
  * last_message_at; gaps, when not NULL, collects skipped offsets.
  */
 void
@@ -169,7 +156,7 @@ streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
 			ps->dead_lettered++;
 			continue;
 		}
-		if (vb->seen && sv_is_duplicate(src, v, vb->seen, ev))
+		if (v->seen && sv_is_duplicate(src, v, ev))
 			ps->duplicates++;
 		else if (streamview_lateness_floor(src, v, ev->partition, &floor) && ev->event_time < floor)
 		{
@@ -180,8 +167,8 @@ streamview_classify(const SvSource *src, SvVersion *v, SvEvent *events, int n,
 		{
 			ps->applied++;
 			vb->applied[vb->napplied++] = i;
-			if (vb->seen)
-				sv_remember(vb->seen, ev);
+			if (v->seen)
+				sv_remember(src, v, ev);
 		}
 		if (!ps->has_max || ev->event_time > ps->max_event_time)
 		{
@@ -206,7 +193,8 @@ sv_idle(const SvSource *src, const SvPartState *ps, TimestampTz now)
 
 /*
  * The view's watermark: the minimum over the topic's partitions of
- * max event time − max_out_of_orderness.  Every partition counts, so a
+ * max event time − max_out_of_orderness.  Every partition the source reads
+ * counts (all of them, unless partitions => names some), so a
  * window shown as final stays final: one that has delivered nothing yet
  * holds the watermark back, unless it is idle (nothing for the source's
  * idle_timeout, as of now), and idle partitions are left out.  It never
@@ -232,7 +220,7 @@ streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
 	{
 		SvPartState *ps = &v->parts[p];
 
-		if (sv_idle(src, ps, now))
+		if (!streamview_source_reads_partition(src, p) || sv_idle(src, ps, now))
 			continue;
 		if (!ps->has_max)
 			complete = false;	/* an active partition without history yet */
@@ -245,7 +233,7 @@ streamview_compute_watermark(const SvSource *src, SvVersion *v, TimestampTz now,
 	for (int p = 0; p < nparts; p++)
 	{
 		SvPartState *ps = &v->parts[p];
-		bool		holds = !sv_idle(src, ps, now) &&
+		bool		holds = streamview_source_reads_partition(src, p) && !sv_idle(src, ps, now) &&
 			(complete ? ps->max_event_time - src->ooo_us == wm : !ps->has_max);
 
 		if (holds != ps->holds_watermark)

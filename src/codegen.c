@@ -25,16 +25,22 @@
  *	 conflict_columns	the table's key: window_start and the group keys
  * _compare reads outputs (name, kind) to match two versions' columns.
  *
- * The per-batch upsert reads the worker's batch table (SV_BATCH_TABLE),
- * which holds one row per event and window, the window's bounds in
- * sv_window_start and sv_window_end (window.c computes both: a window's
- * length is not always its size, as with months or a change of clocks):
+ * The per-batch upsert reads the batch from the worker's memory through
+ * streamview_internal._batch_rows (batch.c): one row per event and window,
+ * with the source's columns and the window's bounds in sv_window_start and
+ * sv_window_end (window.c computes both: a window's length is not always
+ * its size, as with months or a change of clocks):
  *	 INSERT INTO <table> AS t (window_start, window_end, <outputs>)
  *	 SELECT sv_window_start, sv_window_end, <outputs' SQL>
- *	 FROM pg_temp.sv_batch_<version_id> [WHERE ...] GROUP BY 1, 2, <keys>
+ *	 FROM streamview_internal._batch_rows(<version_id>) AS b(<source columns>,
+ *		  sv_window_start timestamptz, sv_window_end timestamptz)
+ *	 [WHERE ...] GROUP BY 1, 2, <keys>
  *	 ON CONFLICT (window_start, <keys>) DO UPDATE SET <merge of each aggregate>
- * so a batch is pre-aggregated and each (window, keys) it touches is
- * upserted once.  avg is kept as a sum and a count (column <name>__count).
+ * so a batch is pre-aggregated by the executor and each (window, keys) it
+ * touches is upserted once.  avg is kept as a sum and a count (column
+ * <name>__count).  Versions made by 0.1 read a temporary table,
+ * pg_temp.sv_batch_<version_id>, instead; the update to 0.2 rewrites their
+ * statement (_batch_sql_0_2, below).
  *
  *-------------------------------------------------------------------------
  */
@@ -43,6 +49,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "parser/parser.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -93,10 +100,11 @@ sv_count_col(const SvOutput *o)
 
 /*
  * The per-batch upsert (see the file header): one statement that
- * pre-aggregates the batch table and merges it into the version's table.
+ * pre-aggregates the batch (from: the FROM item that reads it) and
+ * merges it into the version's table.
  */
 static char *
-sv_batch_sql(const SvCompiled *c, const char *table, int32 version_id)
+sv_batch_sql(const SvCompiled *c, const char *table, const char *from)
 {
 	StringInfoData cols,
 				sel,
@@ -149,9 +157,9 @@ sv_batch_sql(const SvCompiled *c, const char *table, int32 version_id)
 	 * that order, so that two of a source's workers upserting the same
 	 * windows and keys wait for each other rather than deadlock.
 	 */
-	return psprintf("INSERT INTO %s AS t (%s) SELECT %s FROM pg_temp." SV_BATCH_TABLE "%s%s GROUP BY %s "
+	return psprintf("INSERT INTO %s AS t (%s) SELECT %s FROM %s%s%s GROUP BY %s "
 					"ORDER BY %s ON CONFLICT (%s) DO %s%s",
-					table, cols.data, sel.data, version_id,
+					table, cols.data, sel.data, from,
 					c->where_sql ? " WHERE " : "", c->where_sql ? c->where_sql : "",
 					grp.data, ord.data, conflict.data, merge.len ? "UPDATE SET " : "NOTHING", merge.data);
 }
@@ -330,7 +338,65 @@ streamview_version_sql(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(psprintf("CREATE TABLE %s (%s)", table, sv_table_columns(c)));
 	values[2] = CStringGetTextDatum(psprintf("CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT",
 											 table, sv_key_columns(c)));
-	values[3] = CStringGetTextDatum(sv_batch_sql(c, table, version_id));
+	values[3] = CStringGetTextDatum(sv_batch_sql(c, table, streamview_batch_rows_from(source, version_id)));
 	values[4] = CStringGetTextDatum(sv_view_sql(c, table, version_id, lateness));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(streamview_batch_sql_0_2);
+PGDLLEXPORT Datum streamview_batch_sql_0_2(PG_FUNCTION_ARGS);
+
+/*
+ * streamview_internal._batch_sql_0_2(version_id int) RETURNS text: the
+ * version's batch_sql as 0.2 runs it, for the update from 0.1.  A statement
+ * made by 0.1 reads the worker's temporary table pg_temp.sv_batch_<id>;
+ * that one FROM item, found where the parser says it is (never by searching
+ * the text, which holds the user's expressions), becomes the call of
+ * _batch_rows, and nothing else changes.  Any other statement is returned
+ * as it is.  NULL for an unknown version.
+ */
+Datum
+streamview_batch_sql_0_2(PG_FUNCTION_ARGS)
+{
+	int32		version_id = PG_GETARG_INT32(0);
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(version_id)};
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *sql;
+	char	   *source;
+	char	   *old_from = psprintf("pg_temp." SV_BATCH_TABLE_0_1, version_id);
+	RawStmt    *raw;
+	SelectStmt *select;
+	RangeVar   *rv;
+	List	   *stmts;
+
+	SPI_connect();
+	SPI_execute_with_args("SELECT ver.batch_sql, s.name FROM streamview.versions ver "
+						  "JOIN streamview.views v USING (view_id) JOIN streamview.sources s USING (source_id) "
+						  "WHERE ver.version_id = $1",
+						  1, argtypes, args, NULL, true, 1);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	sql = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	source = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	SPI_finish();
+
+	stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(stmts) != 1 ||
+		!IsA((raw = linitial_node(RawStmt, stmts))->stmt, InsertStmt) ||
+		(select = (SelectStmt *) castNode(InsertStmt, raw->stmt)->selectStmt) == NULL ||
+		!IsA(select, SelectStmt) || list_length(select->fromClause) != 1 ||
+		!IsA(linitial(select->fromClause), RangeVar))
+		PG_RETURN_TEXT_P(cstring_to_text(sql));
+	rv = linitial_node(RangeVar, select->fromClause);
+	if (rv->schemaname == NULL || strcmp(rv->schemaname, "pg_temp") != 0 ||
+		strcmp(rv->relname, old_from + strlen("pg_temp.")) != 0 ||
+		rv->location < 0 || strncmp(sql + rv->location, old_from, strlen(old_from)) != 0)
+		PG_RETURN_TEXT_P(cstring_to_text(sql));
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%.*s%s%s", rv->location, sql,
+											  streamview_batch_rows_from(source, version_id),
+											  sql + rv->location + strlen(old_from))));
 }

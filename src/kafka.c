@@ -21,10 +21,13 @@
  *  - A connection problem is kept until there is evidence of health, and
  *	  a retry that fails the same way does not make it a new problem
  *	  (sv_error_cb).
+ *  - A batch is what the queue has ready, never held back to fill up
+ *	  (streamview_kafka_consume).
  *  - A worker asked to stop stops within a second, whatever the broker
- *	  does: every wait for the broker is cut in steps of SV_KAFKA_STEP_MS
- *	  with the stop request looked at between them, and closing shuts the
- *	  broker connections down first (streamview_kafka_close).
+ *	  does: the wait for messages is on the worker's latch too, every other
+ *	  wait for the broker is cut in steps of SV_KAFKA_STEP_MS with the stop
+ *	  request looked at between them, and closing shuts the broker
+ *	  connections down first (streamview_kafka_close).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,6 +42,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 
 #define SV_KAFKA_MAX_NOTES 16
 #define SV_KAFKA_NOTE_LEN 512
@@ -88,7 +93,11 @@ static const char *const sv_defaults[][2] = {
 	{"auto.offset.reset", "earliest"},
 	/* keep the prefetch queue deep: 2.0.2's defaults pause fetching */
 	{"queued.min.messages", "1000000"},
-	/* but bound it in bytes (per partition) */
+	/*
+	 * but bound it in bytes: for the whole consumer queue, which every
+	 * assigned partition's fetch queue is forwarded to (librdkafka's
+	 * CONFIGURATION.md: "applies to the single consumer queue")
+	 */
 	{"queued.max.messages.kbytes", "16384"},
 	{"fetch.wait.max.ms", "50"},
 	{"log.queue", "true"},
@@ -395,8 +404,9 @@ streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 }
 
 /*
- * Assign partitions 0..nparts-1 at the given offsets (-1: the beginning;
- * SV_OFFSET_NOT_READ: not at all).
+ * Assign partitions 0..nparts-1 at the given offsets (-1: the beginning),
+ * but those at SV_NOT_ASSIGNED: the source does not read them, or another
+ * of its workers does.
  */
 void
 streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
@@ -405,12 +415,9 @@ streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 	rd_kafka_resp_err_t err;
 
 	for (int p = 0; p < nparts; p++)
-	{
-		if (start_offsets[p] == SV_OFFSET_NOT_READ)
-			continue;			/* another worker's partition */
-		rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
-			start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
-	}
+		if (start_offsets[p] != SV_NOT_ASSIGNED)
+			rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
+				start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
 	err = rd_kafka_assign(k->rk, nparts > 0 ? list : NULL);
 	rd_kafka_topic_partition_list_destroy(list);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -455,11 +462,13 @@ sv_broker_time(const rd_kafka_message_t *m, SvEvent *ev)
  * Copy the messages librdkafka handed over into out[] (from out[*n] on) and
  * destroy them; note consumer errors (broker down, ...) for
  * streamview_kafka_report(): they do not stop the stream, librdkafka keeps
- * retrying.
+ * retrying.  Returns the bytes of key and payload copied.
  */
-static void
+static int64
 sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *out, int *n)
 {
+	int64		bytes = 0;
+
 	for (ssize_t i = 0; i < got; i++)
 	{
 		rd_kafka_message_t *m = msgs[i];
@@ -482,6 +491,7 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
 				ev->payload = sv_copy_bytes(m->payload, m->len);
 				ev->paylen = m->len;
 			}
+			bytes += m->key_len + m->len;
 		}
 		else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 		{
@@ -492,31 +502,64 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
 		}
 		rd_kafka_message_destroy(m);
 	}
+	return bytes;
 }
 
 /*
- * Up to max messages, waiting at most timeout_ms (streamview.batch_timeout,
- * up to a minute) for a full batch.  Copies them into out[] (in
- * CurrentMemoryContext) and returns how many.  librdkafka's wait cannot be
- * interrupted, so it waits in steps of SV_KAFKA_STEP_MS and returns early,
- * with what it has, when the worker is asked to stop: the caller begins no
- * batch then, and those messages are read again after the restart.
+ * A batch: the messages the consumer queue has ready, copied into out[] (in
+ * CurrentMemoryContext); returns how many.  The batch ends as soon as the
+ * queue has nothing ready and it holds a message, or when it holds max
+ * messages (streamview.batch_size) or max_bytes of keys and payloads
+ * (streamview.batch_max_bytes), whichever comes first.  A batch is never
+ * held back to fill up: under load the queue is never empty and batches
+ * fill by themselves, and at a modest rate each message is applied as soon
+ * as it arrives (event-to-visible is then the time to apply, not
+ * batch_timeout).
+ *
+ * With nothing ready, it waits at most timeout_ms (streamview.batch_timeout)
+ * for a first message, on the queue's pipe and the worker's latch; it
+ * returns 0 early when the latch is set (a stop request, a reload, a new
+ * view: the caller looks), and leaves the latch set for the caller's own
+ * wait to see.  Asked to stop, it returns at once with what it has: the
+ * caller begins no batch then, and those messages are read again after the
+ * restart.
+ *
+ * Messages are taken SV_KAFKA_TAKE at a time so that max_bytes is kept to
+ * within that many messages.  The pipe is emptied before the queue is
+ * looked at: a message that arrives after the look writes to it again, so
+ * the wait cannot miss it.
  */
+#define SV_KAFKA_TAKE 1024
+
 int
-streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int timeout_ms)
+streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes, int timeout_ms)
 {
-	rd_kafka_message_t **msgs = palloc(max * sizeof(rd_kafka_message_t *));
+	rd_kafka_message_t **msgs = palloc(Min(max, SV_KAFKA_TAKE) * sizeof(rd_kafka_message_t *));
 	TimestampTz deadline = GetCurrentTimestamp() + (int64) timeout_ms * 1000;
+	int64		bytes = 0;
 	int			n = 0;
 
 	for (;;)
 	{
-		int64		left_ms = (deadline - GetCurrentTimestamp()) / 1000;
-		int			step = (int) Max(0, Min(left_ms, SV_KAFKA_STEP_MS));
-		ssize_t		got = rd_kafka_consume_batch_queue(k->queue, step, msgs, max - n);
+		int			want = Min(max - n, SV_KAFKA_TAKE);
+		ssize_t		got;
+		long		left_ms;
 
-		sv_take_messages(k, msgs, got, out, &n);
-		if (n >= max || left_ms <= SV_KAFKA_STEP_MS || streamview_stop_requested())
+		streamview_kafka_drain_fd(k);
+		got = rd_kafka_consume_batch_queue(k->queue, 0, msgs, want);
+		bytes += sv_take_messages(k, msgs, got, out, &n);
+		if (n >= max || bytes >= max_bytes || streamview_stop_requested())
+			break;
+		if (got == want)
+			continue;			/* there may be more ready */
+		if (n > 0)
+			break;				/* drained: apply what came */
+		left_ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		if (left_ms <= 0)
+			break;
+		if (WaitLatchOrSocket(MyLatch,
+							  WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							  k->pipefd[0], left_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET)
 			break;
 	}
 	pfree(msgs);

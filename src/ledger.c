@@ -3,7 +3,8 @@
  * ledger.c
  *	  The one owner of the ledger rows: every read and write of
  *	  streamview.offsets, seen_ids, dead_letters and offset_marks, and of a
- *	  version's stored watermark.
+ *	  version's stored watermark.  (The ids a version remembers are kept in
+ *	  memory by seen.c; this file loads and stores them.)
  *
  * Per version and partition, streamview.offsets holds where the version is
  * in the log, its event-time high mark and the ledger
@@ -23,7 +24,6 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -250,11 +250,21 @@ streamview_store_offsets(SvVersion *v)
 		appendStringInfo(&params, ", $%d", c + 3);
 		appendStringInfo(&sets, "%s = excluded.%s, ", col->name, col->name);
 	}
-	SPI_execute_with_args(psprintf("INSERT INTO streamview.offsets AS o (version_id, partition, %s, updated_at) "
-								   "SELECT $1, u.*, CASE WHEN u.next_offset IS NOT NULL THEN now() END "
+	/*
+	 * visible_delay, freshness: from the newest broker timestamp read to now,
+	 * the end of the batch, for a partition the batch read from (its offset
+	 * moved); kept as it was for one only its log end changed.
+	 */
+	SPI_execute_with_args(psprintf("INSERT INTO streamview.offsets AS o "
+								   "(version_id, partition, %s, updated_at, visible_delay) "
+								   "SELECT $1, u.*, CASE WHEN u.next_offset IS NOT NULL THEN now() END, "
+								   "CASE WHEN u.next_offset IS NOT NULL "
+								   "THEN greatest(clock_timestamp() - u.max_broker_time, interval '0') END "
 								   "FROM unnest(%s) AS u (partition, %s) "
 								   "ON CONFLICT (version_id, partition) DO UPDATE SET %s"
-								   "updated_at = excluded.updated_at",
+								   "updated_at = excluded.updated_at, "
+								   "visible_delay = CASE WHEN excluded.next_offset IS DISTINCT FROM o.next_offset "
+								   "THEN excluded.visible_delay ELSE o.visible_delay END",
 								   sv_ledger_list(""), params.data, sv_ledger_list(""), sets.data),
 						  SV_NLEDGER + 2, argtypes, args, NULL, false, 0);
 	for (int p = 0; p < v->nparts; p++)
@@ -304,110 +314,213 @@ streamview_store_log_end(SvVersion *v, int32 p, int64 end)
 /* ---------- streamview.seen_ids ---------- */
 
 /*
- * The ids among the batch's events (by their SHA-256) that the version
- * remembers, in a new table that classification then adds to.
+ * The ids a version remembers live in the worker's memory (seen.c), loaded
+ * once with the version; each batch stores the ids it applied in bulk, one
+ * row per partition (the hashes and event times as two arrays), in the
+ * batch's own transaction: a crash loses none and a restart loads them all
+ * again.  A row goes once all its ids are forgotten (its max_event_time is
+ * below its partition's lateness floor), in the worker's housekeeping.
  */
-HTAB *
-streamview_load_seen(SvVersion *v, SvEvent *events, int n)
+
+/* The lateness floor of each of the version's partitions (has_floor false: none yet). */
+static void
+sv_floors(const SvSource *src, SvVersion *v, TimestampTz **floors, bool **has_floor)
 {
-	HTAB	   *seen = streamview_seen_create(n);
-	Datum	   *ids = palloc(Max(n, 1) * sizeof(Datum));
-	int			nids = 0;
-	Oid			argtypes[2] = {INT4OID, BYTEAARRAYOID};
-	Datum		args[2];
-
-	for (int i = 0; i < n; i++)
-		if (events[i].reason == SV_REASON_NONE && events[i].event_id != NULL)
-			ids[nids++] = sv_bytea((const char *) events[i].event_id_hash, SV_ID_HASH_LEN);
-	if (nids == 0)
-		return seen;
-
-	args[0] = Int32GetDatum(v->version_id);
-	args[1] = sv_array(ids, NULL, nids, BYTEAOID);
-	SPI_execute_with_args("SELECT event_id_hash, partition, event_time FROM streamview.seen_ids "
-						  "WHERE version_id = $1 AND event_id_hash = ANY ($2)",
-						  2, argtypes, args, NULL, true, 0);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		bool		isnull;
-		bytea	   *id = DatumGetByteaPP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		SvSeen	   *e;
-
-		if (VARSIZE_ANY_EXHDR(id) != SV_ID_HASH_LEN)
-			continue;			/* cannot be: the batch asked for hashes */
-		e = hash_search(seen, VARDATA_ANY(id), HASH_ENTER, NULL);
-		e->partition = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
-		e->event_time = DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
-		e->is_new = false;
-	}
-	return seen;
+	*floors = palloc(Max(v->nparts, 1) * sizeof(TimestampTz));
+	*has_floor = palloc(Max(v->nparts, 1) * sizeof(bool));
+	for (int p = 0; p < v->nparts; p++)
+		(*has_floor)[p] = streamview_lateness_floor(src, v, p, &(*floors)[p]);
 }
 
 /*
- * Store the ids the batch applied, and forget those that could no longer be
- * applied again anyway (their event time is below their partition's
- * lateness floor): seen_ids stays bounded by the lateness horizon.
+ * Load the ids version v remembers into a new set, v->seen; after its
+ * offsets (streamview_load_offsets), whose event-time high marks tell
+ * which stored ids are forgotten already.  An id stored twice (applied
+ * again after it was forgotten) is remembered at most once: its earlier
+ * row is past the floor, which never moves back.
  */
 void
-streamview_store_seen(const SvSource *src, SvVersion *v, HTAB *seen)
+streamview_load_seen(const SvSource *src, SvVersion *v)
 {
-	HASH_SEQ_STATUS it;
-	SvSeen	   *e;
-	long		n = Max(hash_get_num_entries(seen), v->nparts);
-	Datum	   *ids = palloc(Max(n, 1) * sizeof(Datum)),
-			   *parts = palloc(Max(n, 1) * sizeof(Datum)),
-			   *times = palloc(Max(n, 1) * sizeof(Datum));
-	int			k = 0;
-	Oid			argtypes[4] = {INT4OID, BYTEAARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		args[4];
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(v->version_id)};
+	TimestampTz *floors;
+	bool	   *has_floor;
+	uint64		nrows;
+	SPITupleTable *tt;
+	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_streamview seen row",
+												 ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
 
-	hash_seq_init(&it, seen);
-	while ((e = hash_seq_search(&it)) != NULL)
+	v->seen = streamview_seen_create(GetMemoryChunkContext(v), 0);
+	sv_floors(src, v, &floors, &has_floor);
+	SPI_execute_with_args("SELECT partition, max_event_time, event_id_hashes, event_times "
+						  "FROM streamview.seen_ids WHERE version_id = $1",
+						  1, argtypes, args, NULL, true, 0);
+	nrows = SPI_processed;
+	tt = SPI_tuptable;
+	for (uint64 i = 0; i < nrows; i++)
 	{
-		if (!e->is_new)
+		HeapTuple	tup = tt->vals[i];
+		int32		p = (int32) sv_int8(tup, tt->tupdesc, 1, 0);
+		bool		floored = p < v->nparts && has_floor[p];
+		bool		isnull;
+		Datum	   *h,
+				   *t;
+		int			nh,
+					nt;
+
+		if (floored && DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 2, &isnull)) < floors[p])
+			continue;			/* every id in it is forgotten */
+		/* detoasted in a context reset per row: one row's arrays at a time */
+		MemoryContextReset(rowcxt);
+		old = MemoryContextSwitchTo(rowcxt);
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, tt->tupdesc, 3, &isnull)),
+						  BYTEAOID, -1, false, TYPALIGN_INT, &h, NULL, &nh);
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, tt->tupdesc, 4, &isnull)),
+						  TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+						  &t, NULL, &nt);
+		MemoryContextSwitchTo(old);
+		for (int k = 0; k < nh && k < nt; k++)
+		{
+			bytea	   *id = DatumGetByteaPP(h[k]);
+			TimestampTz et = DatumGetTimestampTz(t[k]);
+
+			if (VARSIZE_ANY_EXHDR(id) != SV_ID_HASH_LEN || (floored && et < floors[p]))
+				continue;
+			streamview_seen_add(v->seen, (const uint8 *) VARDATA_ANY(id), p, et);
+		}
+	}
+	MemoryContextDelete(rowcxt);
+	pfree(floors);
+	pfree(has_floor);
+}
+
+/*
+ * Store the ids of the events idx[0..n) that the batch applied (they are in
+ * v->seen already): one row per partition.  An id whose event time is
+ * below its partition's lateness floor at the end of the batch is
+ * forgotten already and not stored (a batch spanning more event time than
+ * the horizon stores only its tail).
+ */
+void
+streamview_store_seen(const SvSource *src, SvVersion *v, const SvEvent *events, const int *idx, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	int			nparts = Max(v->nparts, 1);
+	int		   *count = palloc0(nparts * sizeof(int));
+	int		   *next = palloc(nparts * sizeof(int));	/* where its next id goes */
+	int64	   *last = palloc(nparts * sizeof(int64));
+	TimestampTz *max = palloc(nparts * sizeof(TimestampTz));
+	Datum	   *ids = palloc(Max(n, 1) * sizeof(Datum));
+	Datum	   *times = palloc(Max(n, 1) * sizeof(Datum));
+	TimestampTz *floors;
+	bool	   *has_floor;
+	int			total = 0;
+
+	sv_floors(src, v, &floors, &has_floor);
+#define SV_STORED(ev) ((ev)->event_id != NULL && \
+					   !(has_floor[(ev)->partition] && (ev)->event_time < floors[(ev)->partition]))
+	for (int i = 0; i < n; i++)
+	{
+		const SvEvent *ev = &events[idx[i]];
+		int32		p = ev->partition;
+
+		if (!SV_STORED(ev))
 			continue;
-		ids[k] = sv_bytea((const char *) e->id_hash, SV_ID_HASH_LEN);
-		parts[k] = Int32GetDatum(e->partition);
-		times[k] = TimestampTzGetDatum(e->event_time);
-		k++;
+		if (count[p]++ == 0 || ev->offset > last[p])
+			last[p] = ev->offset;
+		if (count[p] == 1 || ev->event_time > max[p])
+			max[p] = ev->event_time;
+		total++;
 	}
-	if (k > 0)
+	if (total == 0)
+		return;
+	/* the ids grouped by partition, in the batch's order within each */
+	for (int p = 0, at = 0; p < nparts; p++)
 	{
-		args[0] = Int32GetDatum(v->version_id);
-		args[1] = sv_array(ids, NULL, k, BYTEAOID);
-		args[2] = sv_array(parts, NULL, k, INT4OID);
-		args[3] = sv_array(times, NULL, k, TIMESTAMPTZOID);
-		SPI_execute_with_args("INSERT INTO streamview.seen_ids (version_id, event_id_hash, partition, event_time) "
-							  "SELECT $1, u.* FROM unnest($2, $3, $4) AS u "
-							  "ON CONFLICT (version_id, event_id_hash) DO UPDATE "
-							  "SET partition = excluded.partition, event_time = excluded.event_time",
-							  4, argtypes, args, NULL, false, 0);
+		next[p] = at;
+		at += count[p];
 	}
+	for (int i = 0; i < n; i++)
+	{
+		const SvEvent *ev = &events[idx[i]];
+		int			slot;
 
-	k = 0;
+		if (!SV_STORED(ev))
+			continue;
+		slot = next[ev->partition]++;
+		ids[slot] = sv_bytea((const char *) ev->event_id_hash, SV_ID_HASH_LEN);
+		times[slot] = TimestampTzGetDatum(ev->event_time);
+	}
+#undef SV_STORED
+
+	if (plan == NULL)
+	{
+		Oid			argtypes[6] = {INT4OID, INT4OID, INT8OID, TIMESTAMPTZOID,
+		BYTEAARRAYOID, TIMESTAMPTZARRAYOID};
+
+		plan = SPI_prepare("INSERT INTO streamview.seen_ids (version_id, partition, last_offset, "
+						   "max_event_time, event_id_hashes, event_times) "
+						   "VALUES ($1, $2, $3, $4, $5, $6)", 6, argtypes);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the statement that stores seen ids: %s",
+				 SPI_result_code_string(SPI_result));
+	}
+	for (int p = 0; p < nparts; p++)
+	{
+		Datum		args[6];
+		int			at = next[p] - count[p];
+
+		if (count[p] == 0)
+			continue;
+		args[0] = Int32GetDatum(v->version_id);
+		args[1] = Int32GetDatum(p);
+		args[2] = Int64GetDatum(last[p]);
+		args[3] = TimestampTzGetDatum(max[p]);
+		args[4] = sv_array(ids + at, NULL, count[p], BYTEAOID);
+		args[5] = sv_array(times + at, NULL, count[p], TIMESTAMPTZOID);
+		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not store the seen ids of partition %d", p);
+	}
+}
+
+/*
+ * Housekeeping: delete the rows whose ids are all forgotten, and evict the
+ * forgotten ids from memory (seen.c decides whether a sweep is due).
+ */
+void
+streamview_expire_seen(const SvSource *src, SvVersion *v)
+{
+	Datum	   *parts = palloc(Max(v->nparts, 1) * sizeof(Datum));
+	Datum	   *floors = palloc(Max(v->nparts, 1) * sizeof(Datum));
+	int			k = 0;
+	Oid			argtypes[3] = {INT4OID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[3];
+
+	if (v->seen == NULL)
+		return;
 	for (int p = 0; p < v->nparts; p++)
 	{
 		TimestampTz floor;
 
-		if (v->parts[p].dirty && streamview_lateness_floor(src, v, p, &floor))
+		if (streamview_lateness_floor(src, v, p, &floor))
 		{
 			parts[k] = Int32GetDatum(p);
-			times[k] = TimestampTzGetDatum(floor);
+			floors[k] = TimestampTzGetDatum(floor);
 			k++;
 		}
 	}
 	if (k > 0)
 	{
-		Oid			ptypes[3] = {INT4OID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
-
 		args[0] = Int32GetDatum(v->version_id);
 		args[1] = sv_array(parts, NULL, k, INT4OID);
-		args[2] = sv_array(times, NULL, k, TIMESTAMPTZOID);
+		args[2] = sv_array(floors, NULL, k, TIMESTAMPTZOID);
 		SPI_execute_with_args("DELETE FROM streamview.seen_ids s USING unnest($2, $3) AS u(p, floor) "
-							  "WHERE s.version_id = $1 AND s.partition = u.p AND s.event_time < u.floor",
-							  3, ptypes, args, NULL, false, 0);
+							  "WHERE s.version_id = $1 AND s.partition = u.p AND s.max_event_time < u.floor",
+							  3, argtypes, args, NULL, false, 0);
 	}
+	streamview_seen_evict(src, v);
 }
 
 /* ---------- streamview.dead_letters ---------- */
@@ -495,7 +608,7 @@ streamview_store_dead_letters(const SvSource *src, SvVersion *v, SvEvent *events
  * A worker that reads some of the source's partitions (a source with
  * several workers, streamview_owns_partition) knows the others' state only
  * as their workers committed it.  Before computing the version's watermark
- * over every partition, it locks the version's row, and then reads the
+ * over every partition the source reads, it locks the version's row, and then reads the
  * other partitions' ledger rows and the stored watermark with a snapshot
  * taken after the lock: a worker that held the lock before has committed,
  * so the last of them to commit computes the watermark from every
@@ -529,9 +642,14 @@ sv_refresh_others(const SvSource *src, SvVersion *v)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
+		int32		p = (int32) sv_int8(tup, SPI_tuptable->tupdesc, 1, 0);
 
-		/* this worker's own partitions: its memory is newer */
-		if (!streamview_owns_partition(src, (int32) sv_int8(tup, SPI_tuptable->tupdesc, 1, 0)))
+		/*
+		 * the other workers' partitions of the source: this worker's own are
+		 * newer in its memory, and the rows of partitions the source no
+		 * longer reads (partitions =>) count for nothing
+		 */
+		if (streamview_source_reads_partition(src, p) && !streamview_owns_partition(src, p))
 			sv_ledger_read_row(v, tup, SPI_tuptable->tupdesc);
 	}
 }

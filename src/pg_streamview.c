@@ -22,6 +22,7 @@ PG_MODULE_MAGIC;
 char	   *streamview_database = NULL;
 int			streamview_batch_size = 10000;
 int			streamview_batch_timeout_ms = 100;
+int			streamview_batch_max_bytes_kb = 16384;
 int			streamview_launcher_naptime_ms = 1000;
 int			streamview_max_restart_delay_s = 60;
 int			streamview_restart_delay_s = 1;
@@ -53,13 +54,21 @@ _PG_init(void)
 				 errhint("Add pg_streamview to shared_preload_libraries in postgresql.conf and restart the server.")));
 
 	/* Alphabetical. */
+	DefineCustomIntVariable("streamview.batch_max_bytes",
+							"Most bytes of message keys and payloads a source worker applies in one transaction.",
+							"A batch ends at batch_size messages or at this many bytes, whichever comes first.",
+							&streamview_batch_max_bytes_kb, 16384, 64, 1048576,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_size",
 							"Most messages a source worker applies in one transaction.",
-							NULL, &streamview_batch_size, 10000, 1, 1000000,
+							"A batch holds what the worker's queue has ready, up to this many messages.",
+							&streamview_batch_size, 10000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_timeout",
-							"Longest a source worker waits to fill a batch before applying it.",
-							NULL, &streamview_batch_timeout_ms, 100, 1, 60000,
+							"Longest an idle source worker waits for a first message before its housekeeping.",
+							"A batch is applied as soon as the worker's queue has nothing more ready; "
+							"it never waits to fill up.",
+							&streamview_batch_timeout_ms, 100, 1, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("streamview.database",
 							   "Database in which the launcher runs stream sources.",

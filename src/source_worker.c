@@ -4,15 +4,18 @@
  *	  The source worker, sources.workers per source, and the loop it shares
  *	  with the replay worker; both are started by the launcher.
  *
- * Loop: take up to streamview.batch_size messages (waiting at most
- * streamview.batch_timeout), then apply them in ONE transaction that holds
- * the upserts of every version, their offsets, watermarks, counters, seen
- * ids and dead letters.  Offsets are only ever read from PostgreSQL, so a
- * crash at any point resumes exactly after the last committed batch.
+ * Loop: take the messages the consumer queue has ready (at most
+ * streamview.batch_size messages and streamview.batch_max_bytes; idle, wait
+ * at most streamview.batch_timeout for a first one), then apply them at once
+ * in ONE transaction that holds the upserts of every version, their
+ * offsets, watermarks, counters, seen ids and dead letters.  Offsets are
+ * only ever read from PostgreSQL, so a crash at any point resumes exactly
+ * after the last committed batch.
  *
  * When nothing arrives the worker sleeps on a WaitEventSet holding its latch
  * and the Kafka queue's wake-up pipe, and every second refreshes watermarks
- * (partitions go idle with time) and looks at the catalog.
+ * (partitions go idle with time) and looks at the catalog; at once when an
+ * API call that changed the catalog sets its latch (streamview_wake_workers).
  *
  * If the set of versions changes (a view created or dropped), the batch in
  * hand is not applied: the worker reloads the versions and re-assigns every
@@ -93,15 +96,18 @@ typedef struct SvWorker
 static SvWorker worker;
 
 /*
- * Does this worker read partition p?  A source worker reads its share of
- * the source's partitions, p % worker_count = worker_index; a replay worker
- * (worker_count 1) reads them all.  The one place that says which
- * partitions a worker reads.
+ * Does this worker read partition p?  Of the partitions the source reads
+ * (partitions =>, streamview_source_reads_partition), a source worker reads
+ * its share, p % worker_count = worker_index; a replay worker (worker_count
+ * 1) reads them all.  The one place that says which partitions a worker
+ * reads; the watermark, though, is the source's, over every partition the
+ * source reads (classify.c, sv_refresh_others in ledger.c).
  */
 bool
 streamview_owns_partition(const SvSource *src, int32 partition)
 {
-	return src->worker_count <= 1 || partition % src->worker_count == src->worker_index;
+	return streamview_source_reads_partition(src, partition) &&
+		(src->worker_count <= 1 || partition % src->worker_count == src->worker_index);
 }
 
 /* A replay worker's one version. */
@@ -201,11 +207,13 @@ sv_load(void)
 }
 
 /*
- * Assign every partition at the lowest next offset of any version.  With no
- * version to maintain, read nothing.  Each version gets a ledger row for
- * every partition, stored with the next batch or housekeeping: one that
- * has delivered nothing yet shows in streamview.partitions too, holding the
- * watermark back.
+ * Assign every partition this worker reads (streamview_owns_partition: the
+ * source's partitions =>, its share of them) at the lowest next offset of
+ * any version.  With no version to maintain, read nothing.  Each version
+ * gets a ledger row for every partition read, stored with the
+ * next batch or housekeeping: one that has delivered nothing yet shows in
+ * streamview.partitions too, holding the watermark back.  A partition
+ * taken out of the source's partitions keeps its rows, untouched.
  */
 static void
 sv_assign(void)
@@ -221,12 +229,12 @@ sv_assign(void)
 
 	for (int p = 0; p < worker.nparts; p++)
 	{
-		start[p] = PG_INT64_MAX;
 		if (!streamview_owns_partition(worker.src, p))
 		{
-			start[p] = SV_OFFSET_NOT_READ;
+			start[p] = SV_NOT_ASSIGNED;
 			continue;
 		}
+		start[p] = PG_INT64_MAX;
 		foreach(lc, worker.versions)
 		{
 			SvVersion  *v = lfirst(lc);
@@ -243,10 +251,12 @@ sv_assign(void)
 
 		for (int p = 0; p < worker.nparts; p++)
 		{
-			SvPartState *ps = streamview_part(v, p);
+			SvPartState *ps;
 
-			if (streamview_owns_partition(worker.src, p))
-				ps->dirty = ps->dirty || !ps->known;
+			if (!streamview_owns_partition(worker.src, p))
+				continue;
+			ps = streamview_part(v, p);
+			ps->dirty = ps->dirty || !ps->known;
 		}
 	}
 	streamview_kafka_assign(worker.kafka, worker.nparts, start);
@@ -294,7 +304,9 @@ sv_check_source(void)
  * wrong (brokers away, topic missing) is the source's error until it is
  * mended (sv_note_error: status.error shows it for as long as it lasts).
  * wait: until the topic exists and has partitions, looking at the source
- * in the catalog between tries.
+ * in the catalog between tries.  A source limited to some partitions
+ * (partitions =>) waits the same way while the topic has none of them; one
+ * it has only some of reads those, and the others once they exist.
  */
 static void
 sv_check_partitions(bool wait)
@@ -303,6 +315,15 @@ sv_check_partitions(bool wait)
 	{
 		int			n = streamview_kafka_partition_count(worker.kafka, 2000);
 		char	   *err = streamview_kafka_report(worker.kafka);
+		/*
+		 * has the topic a partition the source reads?  The source's question,
+		 * not this worker's: one of several workers may have none of them
+		 * (more workers than partitions) and just reads nothing
+		 */
+		bool		any = false;
+
+		for (int p = 0; p < n && !any; p++)
+			any = streamview_source_reads_partition(worker.src, p);
 
 		worker.last_partition_check = GetCurrentTimestamp();
 		if (n > worker.nparts)
@@ -313,8 +334,11 @@ sv_check_partitions(bool wait)
 		}
 		if (n == 0 && err == NULL)
 			err = psprintf("topic \"%s\" has no partitions", worker.src->topic);
+		else if (!any && err == NULL)
+			err = psprintf("topic \"%s\" has %d partitions, none of those source \"%s\" reads",
+						   worker.src->topic, n, worker.src->name);
 		sv_note_error(err);
-		if (n > 0 || !wait)
+		if (any || !wait)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 SV_IDLE_WAIT_MS, PG_WAIT_EXTENSION);
@@ -458,8 +482,8 @@ sv_reload_and_assign(void)
 
 /*
  * Idle: refresh watermarks (and what holds them back), store the ledger
- * rows of partitions just assigned and the log ends, notice catalog changes
- * and new partitions.
+ * rows of partitions just assigned and the log ends, expire the seen ids
+ * no event can need any more, notice catalog changes and new partitions.
  */
 static void
 sv_housekeeping(void)
@@ -489,6 +513,7 @@ sv_housekeeping(void)
 			if (v->failed)
 				continue;
 			streamview_store_offsets(v);	/* the rows sv_assign added */
+			streamview_expire_seen(worker.src, v);
 			for (int p = 0; p < worker.nparts; p++)
 				if (streamview_owns_partition(worker.src, p))
 					streamview_store_log_end(v, p, streamview_kafka_log_end(worker.kafka, p));
@@ -507,21 +532,31 @@ sv_housekeeping(void)
 		sv_check_partitions(false);
 }
 
-static void
+/*
+ * Sleep until messages arrive, the latch is set or a second has passed.
+ * Returns whether the latch was set: an API call that committed wakes the
+ * worker (streamview_wake_workers), and a view created or dropped is then
+ * looked at at once, not at the next idle round.
+ */
+static bool
 sv_wait_for_messages(WaitEventSet *wes)
 {
 	WaitEvent	ev;
+	bool		woken;
 
-	(void) WaitEventSetWait(wes, SV_IDLE_WAIT_MS, &ev, 1, PG_WAIT_EXTENSION);
+	woken = WaitEventSetWait(wes, SV_IDLE_WAIT_MS, &ev, 1, PG_WAIT_EXTENSION) == 1 &&
+		ev.events == WL_LATCH_SET;
 	ResetLatch(MyLatch);
 	streamview_kafka_drain_fd(worker.kafka);
+	return woken;
 }
 
 /*
  * The loop of both kinds of worker.  Each round, in a memory context reset
  * every round: check for interrupts and postmaster death, reload the
- * configuration on SIGHUP, take up to streamview.batch_size messages
- * (waiting at most streamview.batch_timeout), and apply them in one
+ * configuration on SIGHUP, take the messages ready (streamview_kafka_consume:
+ * up to streamview.batch_size and streamview.batch_max_bytes; idle, waiting
+ * at most streamview.batch_timeout for a first one), and apply them in one
  * transaction; when nothing came, do the housekeeping (watermarks, catalog
  * changes, new partitions) and sleep on the latch and the Kafka queue's
  * pipe for up to a second.
@@ -571,6 +606,7 @@ sv_main_loop(void)
 									 worker.kind == SV_WORKER_REPLAY ?
 									 streamview_replay_batch_limit(sv_replayed_version(), capacity) :
 									 capacity,
+									 (int64) streamview_batch_max_bytes_kb * 1024,
 									 streamview_batch_timeout_ms);
 		MemoryContextSwitchTo(old);
 
@@ -586,7 +622,8 @@ sv_main_loop(void)
 			continue;
 		}
 		sv_housekeeping();
-		sv_wait_for_messages(wes);
+		if (sv_wait_for_messages(wes) && !streamview_stop_requested())
+			sv_housekeeping();
 	}
 }
 
@@ -736,6 +773,7 @@ streamview_worker_main(Datum arg)
 	 * settings that are still wrong, the source shows its error throughout.
 	 */
 	worker.last_error = streamview_source_error(worker.source_id);
+	streamview_register_worker_latch();
 	group_id = MemoryContextStrdup(TopMemoryContext,
 								   streamview_consumer_group(get_database_name(params.dboid),
 															 worker.src->name));

@@ -23,7 +23,6 @@
  */
 #include "pg_streamview.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -125,36 +124,14 @@ streamview_fail_version(SvVersion *v, ErrorData *err)
 }
 
 /*
- * Create the version's batch table and prepare its statement.  The table
- * belongs to the worker (its owner could otherwise alter it under us); the
- * view's owner may only read it.
+ * Prepare the version's statement, as its owner: the names in it resolve,
+ * and its privileges are checked, as that role's.  It reads the batch from
+ * the worker's memory (batch.c), so there is nothing else to make.
  */
 void
 streamview_prepare_version(const SvSource *src, SvVersion *v)
 {
-	StringInfoData sql;
-	char	   *relname = psprintf(SV_BATCH_TABLE, v->version_id);
 	SvRunAs		ra;
-
-	/*
-	 * Made once per worker: a reload of the versions finds it (and says
-	 * nothing, where IF NOT EXISTS would log a NOTICE each time).
-	 */
-	v->batch_relid = get_relname_relid(relname, LookupCreationNamespace("pg_temp"));
-	if (!OidIsValid(v->batch_relid))
-	{
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "CREATE TEMP TABLE %s (", relname);
-		for (int c = 0; c < src->ncolumns; c++)
-			appendStringInfo(&sql, "%s %s, ", quote_identifier(src->columns[c].name),
-							 format_type_be_qualified(src->columns[c].type));
-		appendStringInfoString(&sql, "sv_window_start timestamptz NOT NULL, "
-							   "sv_window_end timestamptz NOT NULL) ON COMMIT DELETE ROWS");
-		SPI_execute(sql.data, false, 0);
-		SPI_execute(psprintf("GRANT SELECT ON pg_temp.%s TO %s", relname,
-							 quote_identifier(GetUserNameFromId(v->owner, false))), false, 0);
-		v->batch_relid = get_relname_relid(relname, LookupCreationNamespace("pg_temp"));
-	}
 
 	streamview_run_as_begin(v->owner, &ra);
 	v->plan = SPI_prepare(v->batch_sql, 0, NULL);

@@ -98,6 +98,14 @@ like(metric('pg_streamview_status_events_per_second', ['view_name="mon_n"']) // 
 	'events_per_second is scraped');
 cmp_ok(metric('pg_streamview_status_last_batch_duration_seconds', ['view_name="mon_n"']) // -1, '>', 0,
 	'and last_batch_duration_seconds, above 0');
+my $visible_delay = $node->safe_psql('postgres',
+	q{SELECT extract(epoch FROM visible_delay) FROM streamview.status WHERE view_name = 'mon_n'});
+my $scraped_delay = metric('pg_streamview_status_visible_delay_seconds', ['view_name="mon_n"']);
+# NULL (no broker timestamps: Kafka 0.9) is NaN
+ok(defined $scraped_delay
+	  && ($visible_delay eq '' ? $scraped_delay eq 'NaN' : abs($scraped_delay - $visible_delay) < 1e-6),
+	"visible_delay_seconds is status.visible_delay ($visible_delay s)")
+  or diag("scraped: " . ($scraped_delay // 'missing'));
 is(metric('pg_streamview_partitions_unbalanced', []), '0', 'no partition ledger is unbalanced');
 is(metric('pg_streamview_dead_letters_dead_letters', [ 'source_name="mon"', 'reason="invalid_json"' ]), '2',
 	'dead letters are counted by source and reason');

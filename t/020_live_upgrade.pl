@@ -134,6 +134,17 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT count(*) FROM streamview.partitions WHERE NOT balanced}), '0',
 	'every partition ledger balances');
 
+# The ids 0.1 remembered are remembered after the update: copies of the
+# first 20 events, which the 0.1 library applied, are duplicates.
+produce($broker, 'up', [ map {
+	[ $_ % 2, "e$_", sprintf('{"ts":"2024-05-01T%02d:%02d:00Z","k":"k%d","id":"e%d"}',
+			int($_ / 60) % 24, $_ % 60, $_ % 5, $_) ] } 1 .. 20 ]);
+ok(wait_consumed($node, 'up_n', 520), 'copies of 20 events applied by 0.1 consumed');
+view_is('copies of ids 0.1 applied');
+is($node->safe_psql('postgres', q{
+	SELECT applied || ' ' || duplicates FROM streamview.status WHERE view_name = 'up_n'}), '500 20',
+	'they are duplicates: the update kept the ids 0.1 remembered');
+
 # What 0.2 adds works on the updated install: a rebuild validates as
 # identical to the version 0.1 built.
 is($node->safe_psql('postgres', q{SELECT streamview.rebuild('up_n')}), '2', 'a rebuild on the updated install');

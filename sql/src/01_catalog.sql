@@ -23,8 +23,14 @@ CREATE TABLE streamview.sources (
     max_future           interval DEFAULT '1 day',
     -- set by pause(), cleared by resume(): no worker reads the source meanwhile
     paused_at            timestamptz,
-    -- source workers reading it: worker k reads the partitions p with
-    -- p % workers = k (create_source, alter_source; _workers_arg checks it)
+    -- the topic's partitions the source reads (partitions => '0-15'), so that
+    -- several servers can share a topic (docs/scaling.md); NULL: every
+    -- partition, including those the topic gains later
+    partitions           int4multirange
+                         CHECK (NOT pg_catalog.isempty(partitions) AND pg_catalog.lower(partitions) >= 0),
+    -- source workers reading it: worker k reads, of the partitions above,
+    -- those p with p % workers = k (create_source, alter_source;
+    -- _workers_arg checks it)
     workers              int NOT NULL DEFAULT 1
 );
 
@@ -102,6 +108,8 @@ CREATE TABLE streamview.versions (
     created_by        name NOT NULL,
     replay_started_at timestamptz,
     caught_up_at      timestamptz,
+    -- messages replayed from start_offsets until it caught up (rebuilds.rate)
+    replayed          bigint,
     validated_at      timestamptz,
     validated_by      name,
     swapped_at        timestamptz,
@@ -134,6 +142,8 @@ CREATE TABLE streamview.offsets (
     updated_at      timestamptz,
     -- the newest broker timestamp among the messages read (NULL: none had one)
     max_broker_time timestamptz,
+    -- from max_broker_time to the end of the batch that read it (NULL: none had one)
+    visible_delay   interval,
     PRIMARY KEY (version_id, partition)
 );
 
@@ -171,17 +181,24 @@ CREATE INDEX offset_marks_time ON streamview.offset_marks (source_id, partition,
 
 -- event_ids applied by a version, remembered while an event carrying the same
 -- id could still be applied (see docs/architecture.md, "Deduplication").
--- Kept as their SHA-256: an id is whatever a producer wrote, and a long one
--- would not fit in the index.
+-- Kept as their SHA-256: an id is whatever a producer wrote.  The worker
+-- keeps them in memory; each batch stores the ids it applied in one row per
+-- partition (two arrays, in the same order), and the worker deletes a row
+-- once every id in it is forgotten (max_event_time below the partition's
+-- watermark minus allowed lateness).  The hashes do not compress: stored
+-- as they are.
 CREATE TABLE streamview.seen_ids (
-    version_id    int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
-    partition     int NOT NULL,
-    event_time    timestamptz NOT NULL,
-    event_id_hash bytea NOT NULL,
-    PRIMARY KEY (version_id, event_id_hash)
+    version_id      int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    partition       int NOT NULL,
+    last_offset     bigint NOT NULL,
+    max_event_time  timestamptz NOT NULL,
+    event_id_hashes bytea[] NOT NULL,
+    event_times     timestamptz[] NOT NULL,
+    PRIMARY KEY (version_id, partition, last_offset)
 );
+ALTER TABLE streamview.seen_ids ALTER COLUMN event_id_hashes SET STORAGE EXTERNAL;
 
-CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, event_time);
+CREATE INDEX seen_ids_expiry ON streamview.seen_ids (version_id, partition, max_event_time);
 
 -- Messages that were consumed but not applied, with why.  Unreadable messages
 -- are recorded once per source (view_name NULL); too-late ones per version.

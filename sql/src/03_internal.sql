@@ -12,6 +12,24 @@ CREATE FUNCTION streamview_internal._version_sql(caller regrole, caller_path tex
 AS 'MODULE_PATHNAME', 'streamview_version_sql'
 LANGUAGE C VOLATILE;
 
+-- The events a worker is applying to a version, one row per event and window
+-- (batch.c): what the version's per-batch statement reads, from the worker's
+-- memory.  Anywhere else, or for another version, it raises an error.  The
+-- statement runs as the view's owner, so PUBLIC may execute it (see
+-- 11_grants.sql).
+CREATE FUNCTION streamview_internal._batch_rows(version_id int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'streamview_batch_rows'
+LANGUAGE C VOLATILE STRICT;
+
+-- A version's batch_sql as 0.2 runs it: a statement made by 0.1, which read
+-- the temporary table pg_temp.sv_batch_<version_id>, reads _batch_rows
+-- instead (codegen.c).  For the update from 0.1.
+CREATE FUNCTION streamview_internal._batch_sql_0_2(version_id int)
+RETURNS text
+AS 'MODULE_PATHNAME', 'streamview_batch_sql_0_2'
+LANGUAGE C VOLATILE STRICT;
+
 -- The search_path of the API's caller, as the dispatcher found it.
 CREATE FUNCTION streamview_internal._caller_search_path()
 RETURNS text
@@ -70,6 +88,89 @@ BEGIN
     END IF;
     RETURN result;
 END $$;
+
+-- partitions as create_source and alter_source take it: partition numbers
+-- and ranges separated by commas ('0-7,12,14-15'), a range open at its end
+-- ('16-': 16 and every later partition, including those the topic gains
+-- later), or 'all' (NULL: every partition).  Returned normalized, as the
+-- catalog keeps it (overlapping and adjacent ranges merged).
+CREATE FUNCTION streamview_internal._partitions_arg(value text)
+RETURNS int4multirange
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item   text;
+    m      text[];
+    lo     numeric;
+    hi     numeric;
+    result int4multirange := '{}';
+    hint   text := 'Write partition numbers and ranges separated by commas, such as ''0-7,12,14-15'', '
+                   'or ''16-'' for partition 16 and every later one; ''all'' reads every partition.';
+BEGIN
+    IF value IS NULL OR lower(btrim(value)) = 'all' THEN
+        RETURN NULL;
+    END IF;
+    IF btrim(value, ', ') = '' THEN
+        RAISE EXCEPTION 'partitions must name at least one partition'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('"%s" names none.', value),
+                  HINT = 'Pass ''all'' to read every partition of the topic.';
+    END IF;
+    FOREACH item IN ARRAY string_to_array(value, ',') LOOP
+        m := regexp_match(item, '^\s*(-?\d+)\s*(-\s*(-?\d+)?)?\s*$');
+        IF m IS NULL THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('"%s" is not a partition number or a range of them.', btrim(item)),
+                      HINT = hint;
+        END IF;
+        lo := m[1]::numeric;
+        hi := CASE WHEN m[2] IS NULL THEN lo ELSE m[3]::numeric END;   -- NULL: open at its end
+        IF lo < 0 OR hi < 0 THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Partitions are numbered from 0: "%s" is negative.', btrim(item)),
+                      HINT = hint;
+        END IF;
+        IF greatest(lo, hi) > 2147483646 THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('"%s" is beyond the highest partition number, 2147483646.', btrim(item)),
+                      HINT = 'Write ''N-'' for partition N and every later one.';
+        END IF;
+        IF hi < lo THEN
+            RAISE EXCEPTION 'invalid partitions "%"', value
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('The range "%s" ends before it starts.', btrim(item)),
+                      HINT = 'Write the lower partition number first, such as ''3-5''.';
+        END IF;
+        result := result + int4multirange(int4range(lo::int, (hi + 1)::int));
+    END LOOP;
+    RETURN result;
+END $$;
+
+-- A source's partitions as source_list and source_changes show them, in the
+-- form partitions => takes ('0-7,12,14-15', '16-'); NULL: every partition.
+CREATE FUNCTION streamview_internal._partitions_text(partitions int4multirange)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(CASE WHEN upper(r) IS NULL THEN lower(r) || '-'
+                           WHEN upper(r) = lower(r) + 1 THEN lower(r)::text
+                           ELSE lower(r) || '-' || (upper(r) - 1) END, ',' ORDER BY lower(r))
+      FROM unnest(partitions) r
+$$;
+
+-- Does a source with these partitions (NULL: all) read partition p?  What
+-- streamview_source_reads_partition (catalog.c) answers in the worker,
+-- for the monitoring views and the catch-up test.
+CREATE FUNCTION streamview_internal._reads_partition(partitions int4multirange, p int)
+RETURNS bool
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT partitions IS NULL OR partitions @> p $$;
 
 -- Each source runs its workers, and each running rebuild one: a role that
 -- is not a superuser may have streamview.max_workers_per_role of them, so

@@ -17,7 +17,9 @@ AS $$ SELECT x.* FROM streamview.versions x
 -- further, which is when a replay may hand over to the source worker.
 -- exact => true: partitions where the two are at other offsets, or that only
 -- one of them has read, which is what wait_for and validate want: taken over,
--- at the same offsets as the live version.
+-- at the same offsets as the live version.  Only the partitions the source
+-- reads count: a partition taken out of its partitions (alter_source) keeps
+-- its rows in the versions that read it, and a new version never reads it.
 CREATE FUNCTION streamview_internal._partitions_behind(version_id int, reference_id int, exact bool)
 RETURNS int
 LANGUAGE sql STABLE
@@ -30,13 +32,20 @@ AS $$
                   WHERE o.version_id = _partitions_behind.reference_id) ref USING (partition)
      WHERE CASE WHEN exact THEN mine.next_offset IS DISTINCT FROM ref.next_offset
                 ELSE coalesce(mine.next_offset, -1) < ref.next_offset END
+       AND streamview_internal._reads_partition(
+               (SELECT s.partitions FROM streamview.versions x
+                  JOIN streamview.views v ON v.view_id = x.view_id
+                  JOIN streamview.sources s ON s.source_id = v.source_id
+                 WHERE x.version_id = _partitions_behind.version_id), partition)
 $$;
 
 -- The only statement that changes a version's state.  The version must be
 -- in one of allowed_from: otherwise an error (object_not_in_prerequisite_state),
 -- or, with strict => false, nothing happens (a worker's transition that a
 -- concurrent drop_version or swap made moot).  Stamps what the transition
--- means: caught_up_at on catching up, swapped_at/by on going live,
+-- means: caught_up_at and replayed on catching up (replayed: the rebuild's
+-- done then, from streamview.rebuilds, so that its rate stops with it),
+-- swapped_at/by on going live,
 -- retired_at/by on retirement, failed_at and error on failure.
 CREATE FUNCTION streamview_internal._set_state(version_id int, allowed_from streamview.version_state[],
                                       target streamview.version_state, by name DEFAULT NULL,
@@ -52,6 +61,10 @@ BEGIN
        SET state = target,
            caught_up_at = CASE WHEN target = 'caught_up' AND x.state = 'replaying' THEN now()
                                ELSE x.caught_up_at END,
+           replayed = CASE WHEN target = 'caught_up' AND x.state = 'replaying'
+                           THEN (SELECT b.done FROM streamview.rebuilds b
+                                  WHERE b.view_name = x.view_name AND b.version = x.version)
+                           ELSE x.replayed END,
            swapped_at = CASE WHEN target = 'live' THEN now() ELSE x.swapped_at END,
            swapped_by = CASE WHEN target = 'live' THEN by ELSE x.swapped_by END,
            retired_at = CASE WHEN target = 'retired' THEN now() ELSE x.retired_at END,

@@ -97,12 +97,13 @@ CREATE FUNCTION streamview.create_source(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL,
     workers              int DEFAULT 1)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int) IS
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE FUNCTION streamview_internal._create_source_impl(
@@ -117,6 +118,7 @@ CREATE FUNCTION streamview_internal._create_source_impl(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL,
     workers              int DEFAULT 1)
 RETURNS text
 LANGUAGE plpgsql
@@ -129,6 +131,7 @@ DECLARE
     ooo      interval;
     idle     interval;
     future   interval;
+    parts    int4multirange := streamview_internal._partitions_arg(partitions);
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
         RAISE EXCEPTION 'invalid source name "%"', name
@@ -164,9 +167,9 @@ BEGIN
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
                                     max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    workers)
+                                    partitions, workers)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, workers)
+            caller, future, parts, workers)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -246,13 +249,14 @@ CREATE FUNCTION streamview.alter_source(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, int) IS
-'changes a source''s brokers, options (merged: null removes one), max_future or workers; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int) IS
+'changes a source''s brokers, options (merged: null removes one), max_future, partitions or workers; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 -- alter_source changes how a source connects, never how its messages are
 -- read: the stream views over it were built from what was read with its
@@ -328,8 +332,12 @@ $$;
 -- alter_source: NULL leaves an argument as it is.  options are merged into
 -- the source's (a property set to JSON null is removed); the properties set
 -- are checked as create_source checks options.  max_future => 'infinity'
--- turns the check off.  workers splits the source's partitions over that
--- many workers (from the stored offsets, as after any change).  Records what changed in source_changes (intervals
+-- turns the check off.  partitions => 'all' reads every partition again;
+-- a partition taken out keeps its ledger rows, which stop holding the
+-- watermark, and one added is read from the start of its log by every
+-- version (docs/scaling.md).  workers splits the source's partitions over
+-- that many workers (from the stored offsets, as after any change).
+-- Records what changed in source_changes (intervals
 -- in one style, whatever the caller's) and returns its id, or NULL when
 -- nothing changed.  The launcher is woken at commit; the source's workers
 -- notice the change at their next batch (or within a second) and stop
@@ -346,6 +354,7 @@ CREATE FUNCTION streamview_internal._alter_source_impl(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
+    partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -356,6 +365,7 @@ DECLARE
     src     streamview.sources;
     opts    jsonb;
     future  interval;
+    parts   int4multirange := streamview_internal._partitions_arg(partitions);
     changes jsonb := '{}';
     id      bigint;
 BEGIN
@@ -390,6 +400,11 @@ BEGIN
             changes := changes || jsonb_build_object('max_future', jsonb_build_object('old', src.max_future, 'new', future));
         END IF;
     END IF;
+    IF partitions IS NOT NULL AND parts IS DISTINCT FROM src.partitions THEN
+        changes := changes || jsonb_build_object('partitions', jsonb_build_object(
+            'old', streamview_internal._partitions_text(src.partitions),
+            'new', streamview_internal._partitions_text(parts)));
+    END IF;
     IF workers IS NOT NULL AND workers <> src.workers THEN
         PERFORM streamview_internal._workers_arg(workers, src.name, src.event_id);
         IF workers > src.workers THEN
@@ -406,6 +421,7 @@ BEGIN
        SET brokers = CASE WHEN changes ? 'brokers' THEN _alter_source_impl.brokers ELSE s.brokers END,
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
            max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
+           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END,
            workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END
      WHERE s.source_id = src.source_id;
     -- the stats of workers the source no longer has (they stop before

@@ -182,7 +182,9 @@ BEGIN
     -- 1. caught up to the same offsets as the live version
     n := streamview_internal._partitions_behind(cand.version_id, live.version_id, exact => true);
     SELECT count(DISTINCT o.partition) INTO m
-      FROM streamview.offsets o WHERE o.version_id IN (cand.version_id, live.version_id);
+      FROM streamview.offsets o, streamview.sources s
+     WHERE o.version_id IN (cand.version_id, live.version_id) AND s.source_id = v.source_id
+       AND streamview_internal._reads_partition(s.partitions, o.partition);
     "check" := 'caught_up';
     passed := cand.state IN ('caught_up', 'live') AND n = 0;
     detail := CASE WHEN cand.state NOT IN ('caught_up', 'live')

@@ -7,11 +7,13 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        s.owner, s.created_at, s.last_error, s.last_error_at, s.max_future,
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
-       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group, s.workers
+       s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
+       streamview_internal._partitions_text(s.partitions) AS partitions, s.workers
   FROM streamview.sources s;
 
--- One row per version and partition: every partition the version's worker
--- was assigned, from before its first message.  lag_time and
+-- One row per version and partition: every partition the version's workers
+-- was assigned, from before its first message; of a source limited to some
+-- partitions (partitions =>), those only.  lag_time and
 -- holds_watermark are defined in docs/monitoring.md ("Health").
 CREATE VIEW streamview.partitions AS
 SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
@@ -29,14 +31,19 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
             WHEN o.max_broker_time IS NULL THEN NULL
             ELSE greatest(now() - o.max_broker_time, interval '0') END AS lag_time,
        -- as the worker last computed the watermark (NULL: not yet); each of
-       -- a source's workers computes it over every partition: the first's
-       o.partition = ANY (st.held_back_by) AS holds_watermark
+       -- a source's workers computes it over every partition the source
+       -- reads: the first's
+       o.partition = ANY (st.held_back_by) AS holds_watermark,
+       -- freshness: the newest broker timestamp applied, and how long after
+       -- it the batch that applied it ended (docs/monitoring.md, "Freshness")
+       o.max_broker_time AS applied_broker_time, o.visible_delay
   FROM streamview.offsets o
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
   LEFT JOIN LATERAL (SELECT h.held_back_by FROM streamview.version_stats h
-                      WHERE h.version_id = o.version_id ORDER BY h.worker LIMIT 1) st ON true;
+                      WHERE h.version_id = o.version_id ORDER BY h.worker LIMIT 1) st ON true
+ WHERE streamview_internal._reads_partition(s.partitions, o.partition);
 
 -- One row per version.  The columns after error tell its health; the rules
 -- are in docs/monitoring.md ("Health"), with the settings they read.  Cheap
@@ -63,7 +70,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
        -- counts the 10 seconds before the batch)
        CASE WHEN x.batch_at >= now() - interval '10 seconds'
             THEN round(x.events_per_second::numeric, 1) WHEN x.batch_at IS NOT NULL THEN 0 END AS events_per_second,
-       x.last_batch_duration, x.held_back_by
+       x.last_batch_duration, x.held_back_by, x.applied_broker_time, x.visible_delay
   FROM (SELECT ver.view_name, ver.version, ver.state, ver.state = 'live' AS is_live, ver.watermark,
                coalesce(p.consumed, 0) AS consumed, coalesce(p.applied, 0) AS applied,
                coalesce(p.duplicates, 0) AS duplicates, coalesce(p.too_late, 0) AS too_late,
@@ -76,7 +83,7 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                w.batch_started_at,
                coalesce(p.last_message_at, ver.replay_started_at, ver.created_at) AS last_progress_at,
                p.lag_time, st.batch_at, st.events_per_second, st.batch_duration AS last_batch_duration,
-               st.held_back_by,
+               st.held_back_by, p.applied_broker_time, p.visible_delay,
                pg_catalog.current_setting('streamview.stall_threshold')::interval AS stall_threshold,
                pg_catalog.current_setting('streamview.lag_threshold')::interval AS lag_threshold
           FROM streamview.versions ver
@@ -96,7 +103,11 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                             CASE WHEN pg_catalog.bool_and(q.lag_time IS NOT NULL)
                                  THEN pg_catalog.max(q.lag_time) END AS lag_time,
                             pg_catalog.max(q.updated_at) AS last_batch_at,
-                            pg_catalog.max(q.last_message_at) AS last_message_at
+                            pg_catalog.max(q.last_message_at) AS last_message_at,
+                            -- the newest message applied, and its partition's delay
+                            pg_catalog.max(q.applied_broker_time) AS applied_broker_time,
+                            (pg_catalog.array_agg(q.visible_delay ORDER BY q.applied_broker_time DESC NULLS LAST))[1]
+                                AS visible_delay
                        FROM streamview.partitions q
                       GROUP BY q.view_name, q.version) p
                  ON p.view_name = ver.view_name AND p.version = ver.version
@@ -126,22 +137,26 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                  AND w.objsubid < CASE WHEN ver.state = 'replaying' THEN 1 ELSE s.workers END) w ON true) x;
 
 -- Progress of rebuilds: events replayed out of those in the log when asked.
+-- Once caught up, the version goes on reading (done grows) but its replay is
+-- over: rate is what it replayed (versions.replayed) over the replay's time.
 CREATE VIEW streamview.rebuilds AS
 SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
        CASE WHEN p.total > 0 THEN round(100.0 * least(p.done, p.total) / p.total, 1)
             WHEN ver.state <> 'replaying' THEN 100.0 END AS percent,
-       CASE WHEN p.elapsed > 0 THEN round(p.done / p.elapsed) END::bigint AS rate,
+       CASE WHEN p.elapsed > 0 THEN round(coalesce(ver.replayed, p.done) / p.elapsed) END::bigint AS rate,
        CASE WHEN ver.state = 'replaying' AND p.done > 0 AND p.elapsed > 0
             THEN make_interval(secs => greatest(p.total - p.done, 0) / (p.done / p.elapsed)) END AS eta,
        ver.max_rate, ver.replay_started_at, ver.caught_up_at, ver.error
   FROM streamview.versions ver
   JOIN streamview.views v ON v.view_id = ver.view_id
+  JOIN streamview.sources src ON src.source_id = v.source_id
   LEFT JOIN LATERAL (
       SELECT sum(greatest(coalesce(mine.next_offset, s.start) - s.start, 0))::bigint AS done,
              sum(greatest(coalesce(live.log_end, live.next_offset, mine.log_end, s.start) - s.start, 0))::bigint AS total,
              extract(epoch FROM coalesce(ver.caught_up_at, clock_timestamp()) - ver.replay_started_at) AS elapsed
         FROM (SELECT e.key::int AS partition, e.value::bigint AS start
-                FROM jsonb_each_text(ver.start_offsets) e) s
+                FROM jsonb_each_text(ver.start_offsets) e
+               WHERE streamview_internal._reads_partition(src.partitions, e.key::int)) s
         LEFT JOIN streamview.offsets mine
                ON mine.version_id = ver.version_id AND mine.partition = s.partition
         LEFT JOIN streamview.versions lv ON lv.view_id = ver.view_id AND lv.state = 'live'

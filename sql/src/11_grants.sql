@@ -14,13 +14,23 @@ GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
 -- names the server to Kafka and is no credential.
 GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 
+-- source_list and the monitoring views show and filter by the partitions a
+-- source reads; pure functions of their arguments.
+GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
+                          streamview_internal._reads_partition(int4multirange, int) TO PUBLIC;
+
+-- A version's per-batch statement reads its events with _batch_rows, as the
+-- view's owner.  It returns rows only to that statement, inside the worker
+-- applying the batch (batch.c), and raises an error anywhere else.
+GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
+
 GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 GRANT USAGE ON SCHEMA streamview_internal TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network
 -- connection from inside the server, and a view starts a worker.
-REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int),
-                       streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, int),
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
+                       streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int),
                        streamview.drop_source(text, bool),
                        streamview.grant_usage(text, regrole),
                        streamview.revoke_usage(text, regrole),

@@ -8,7 +8,7 @@ COMMENT ON TABLE streamview.sources IS 'one row per source: a Kafka topic and ho
 COMMENT ON COLUMN streamview.sources.source_id IS 'internal id';
 COMMENT ON COLUMN streamview.sources.name IS 'source name, used in the FROM clause of view queries';
 COMMENT ON COLUMN streamview.sources.brokers IS 'librdkafka bootstrap.servers';
-COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read, every partition';
+COMMENT ON COLUMN streamview.sources.topic IS 'the Kafka topic read (the partitions that partitions names, or all)';
 COMMENT ON COLUMN streamview.sources.event_time IS 'the column holding each event''s time';
 COMMENT ON COLUMN streamview.sources.event_id IS 'the column holding a unique event id for deduplication, or NULL';
 COMMENT ON COLUMN streamview.sources.max_out_of_orderness IS 'how far event time may go back within a partition: partition watermark = its largest event time minus this';
@@ -20,7 +20,8 @@ COMMENT ON COLUMN streamview.sources.last_error IS 'what currently stops the sou
 COMMENT ON COLUMN streamview.sources.last_error_at IS 'when last_error was recorded';
 COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of its broker timestamp is a dead letter (future_time); NULL: not checked';
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
-COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads the partitions p with p % workers = k';
+COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
+COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -76,6 +77,7 @@ COMMENT ON COLUMN streamview.versions.created_at IS 'when the version was create
 COMMENT ON COLUMN streamview.versions.created_by IS 'who created it (create_view or rebuild)';
 COMMENT ON COLUMN streamview.versions.replay_started_at IS 'when its replay began';
 COMMENT ON COLUMN streamview.versions.caught_up_at IS 'when it caught up';
+COMMENT ON COLUMN streamview.versions.replayed IS 'messages its rebuild replayed until it caught up (streamview.rebuilds.rate); NULL before';
 COMMENT ON COLUMN streamview.versions.validated_at IS 'its latest validation';
 COMMENT ON COLUMN streamview.versions.validated_by IS 'who ran its latest validation';
 COMMENT ON COLUMN streamview.versions.swapped_at IS 'when it was last swapped in';
@@ -104,11 +106,13 @@ COMMENT ON COLUMN streamview.offset_marks.partition IS 'Kafka partition';
 COMMENT ON COLUMN streamview.offset_marks.next_offset IS 'the next offset after the batch';
 COMMENT ON COLUMN streamview.offset_marks.max_event_time IS 'the largest event time read before it';
 
-COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied';
+COMMENT ON TABLE streamview.seen_ids IS 'SHA-256 of event ids applied by a version, kept while a duplicate could still be applied: one row per batch and partition';
 COMMENT ON COLUMN streamview.seen_ids.version_id IS 'the version';
-COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition';
-COMMENT ON COLUMN streamview.seen_ids.event_time IS 'the event''s time, for expiry';
-COMMENT ON COLUMN streamview.seen_ids.event_id_hash IS 'SHA-256 of the event id';
+COMMENT ON COLUMN streamview.seen_ids.partition IS 'Kafka partition the ids were applied in';
+COMMENT ON COLUMN streamview.seen_ids.last_offset IS 'offset of the last of the row''s events';
+COMMENT ON COLUMN streamview.seen_ids.max_event_time IS 'the latest event time of the row''s ids: the row is deleted once it is below the partition''s watermark minus allowed lateness';
+COMMENT ON COLUMN streamview.seen_ids.event_id_hashes IS 'SHA-256 of each event id (sha256(convert_to(id, ''UTF8'')))';
+COMMENT ON COLUMN streamview.seen_ids.event_times IS 'the event time of each id, in the same order';
 
 COMMENT ON TABLE streamview.dead_letters IS 'messages consumed but not applied, with why; row-level security: own sources only (holds payloads)';
 COMMENT ON COLUMN streamview.dead_letters.dead_letter_id IS 'internal id';
@@ -176,6 +180,7 @@ COMMENT ON COLUMN streamview.source_list.max_future IS 'as given; NULL: event ti
 COMMENT ON COLUMN streamview.source_list.usage IS 'roles granted USAGE (grant_usage), oldest first';
 COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
+COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
 COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
@@ -221,7 +226,7 @@ COMMENT ON COLUMN streamview.rebuilds.state IS 'the version''s state';
 COMMENT ON COLUMN streamview.rebuilds.done IS 'messages replayed';
 COMMENT ON COLUMN streamview.rebuilds.total IS 'messages to replay (grows as messages arrive)';
 COMMENT ON COLUMN streamview.rebuilds.percent IS '100 * done / total';
-COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed';
+COMMENT ON COLUMN streamview.rebuilds.rate IS 'messages per second replayed, until the version caught up; fixed from then on';
 COMMENT ON COLUMN streamview.rebuilds.eta IS 'time left at that rate, while replaying';
 COMMENT ON COLUMN streamview.rebuilds.max_rate IS 'the replay''s limit, or NULL';
 COMMENT ON COLUMN streamview.rebuilds.replay_started_at IS 'when the replay began';
@@ -249,6 +254,7 @@ COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
 COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
+COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
 COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';
@@ -260,6 +266,8 @@ COMMENT ON COLUMN streamview.version_stats.held_back_by IS 'the partitions holdi
 COMMENT ON COLUMN streamview.partitions.max_broker_time IS 'broker timestamp of the newest message read';
 COMMENT ON COLUMN streamview.partitions.lag_time IS 'behind the log end in time: 0 once read up to it, else now minus max_broker_time; NULL when unknown';
 COMMENT ON COLUMN streamview.partitions.holds_watermark IS 'this partition holds the version''s watermark back';
+COMMENT ON COLUMN streamview.partitions.applied_broker_time IS 'freshness: broker timestamp of the newest message applied from this partition (committed); NULL when none had one';
+COMMENT ON COLUMN streamview.partitions.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made it visible';
 
 COMMENT ON COLUMN streamview.status.health IS 'ok, lagging, stalled, error or paused (docs/monitoring.md, "Health"); NULL for a retired version';
 COMMENT ON COLUMN streamview.status.lag_time IS 'behind the log end in time, worst partition; NULL when unknown';
@@ -267,3 +275,5 @@ COMMENT ON COLUMN streamview.status.watermark_delay IS 'now minus the watermark'
 COMMENT ON COLUMN streamview.status.events_per_second IS 'messages read per second over the 10 seconds before the last batch; 0 when none recently';
 COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last batch took';
 COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';
+COMMENT ON COLUMN streamview.status.applied_broker_time IS 'freshness: broker timestamp of the newest message applied, over all partitions; NULL when none had one';
+COMMENT ON COLUMN streamview.status.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made that message visible';

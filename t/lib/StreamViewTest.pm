@@ -537,10 +537,12 @@ sub gen_columns
 }
 
 # A source over a topic of gen_stream messages (event_id deduplicated, 5 s
-# out of orderness, a short session timeout for the mock broker).
+# out of orderness, a short session timeout for the mock broker); with
+# partitions => '0-1', of those partitions only.
 sub create_gen_source
 {
-	my ($node, $broker, $name, $topic) = @_;
+	my ($node, $broker, $name, $topic, %o) = @_;
+	my $partitions = defined $o{partitions} ? "'$o{partitions}'" : 'NULL';
 	my %columns   = gen_columns();
 	my $cols_json = JSON::PP->new->canonical->encode(\%columns);
 	my $options   = JSON::PP->new->canonical->encode({ 'session.timeout.ms' => '6000', %{ $broker->{options} // {} } });
@@ -548,7 +550,7 @@ sub create_gen_source
 		SELECT streamview.create_source(name => '$name', brokers => '$broker->{addr}',
 		  topic => '$topic', columns => '$cols_json', event_time => 'ts',
 		  event_id => 'event_id', max_out_of_orderness => '5 seconds',
-		  options => '$options');
+		  options => '$options', partitions => $partitions);
 	});
 	return;
 }

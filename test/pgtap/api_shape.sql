@@ -13,12 +13,12 @@ SELECT functions_are('streamview', ARRAY[
     'the schema streamview holds the API, nothing else: \df streamview.* lists it');
 -- Internals, in a schema of their own, closed to PUBLIC.
 SELECT functions_are('streamview_internal', ARRAY[
-    '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
+    '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_batch_rows', '_batch_sql_0_2', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_column_spec', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
     '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
-    '_notify_launcher', '_consumer_group', '_partitions_behind', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
+    '_notify_launcher', '_consumer_group', '_partitions_arg', '_partitions_behind', '_partitions_text', '_reads_partition', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl', '_window_spans', '_workers_arg'], 'the internal functions, nothing else');
 
@@ -47,9 +47,9 @@ SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamvie
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
      WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace)
-       AND p.proname NOT IN ('tumble', 'hop', '_consumer_group')
+       AND p.proname NOT IN ('tumble', 'hop', '_consumer_group', '_partitions_text', '_reads_partition', '_batch_rows')
        AND has_function_privilege('public', p.oid, 'EXECUTE') $$,
-    'PUBLIC may execute nothing but tumble, hop and _consumer_group (for source_list)');
+    'PUBLIC may execute nothing but tumble, hop, _consumer_group, _partitions_text and _reads_partition (for the monitoring views) and _batch_rows (for the views'' owners)');
 SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval'], 'public',
                           ARRAY['EXECUTE'], 'PUBLIC may call tumble');
 SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval'], 'public',
@@ -103,14 +103,16 @@ SELECT is_empty($$
 SELECT columns_are('streamview', 'status', ARRAY['view_name', 'version', 'state', 'is_live', 'watermark',
     'consumed', 'applied', 'duplicates', 'too_late', 'dead_lettered', 'lag', 'partitions', 'source_name',
     'table_name', 'last_batch_at', 'error', 'health', 'lag_time', 'watermark_delay', 'events_per_second',
-    'last_batch_duration', 'held_back_by'], 'streamview.status has the columns DESIGN.md names, and more');
+    'last_batch_duration', 'held_back_by', 'applied_broker_time', 'visible_delay'],
+    'streamview.status has the columns DESIGN.md names, and more');
 SELECT columns_are('streamview', 'rebuilds', ARRAY['view_name', 'version', 'state', 'done', 'total',
     'percent', 'rate', 'eta', 'max_rate', 'replay_started_at', 'caught_up_at', 'error'],
     'streamview.rebuilds');
 SELECT col_type_is('streamview', 'versions', 'table_name', 'regclass', 'versions.table_name is a regclass');
 SELECT col_type_is('streamview', 'views', 'relid', 'regclass', 'views.relid is a regclass');
-SELECT col_type_is('streamview', 'seen_ids', 'event_id_hash', 'bytea', 'seen ids are hashes');
-SELECT col_is_pk('streamview', 'seen_ids', ARRAY['version_id', 'event_id_hash'], 'seen_ids key');
+SELECT col_type_is('streamview', 'seen_ids', 'event_id_hashes', 'bytea[]', 'seen ids are hashes, a batch''s in a row');
+SELECT col_is_pk('streamview', 'seen_ids', ARRAY['version_id', 'partition', 'last_offset'],
+    'seen_ids: a row per version, partition and batch');
 SELECT col_is_pk('streamview', 'offsets', ARRAY['version_id', 'partition'], 'one ledger row per version and partition');
 SELECT col_has_default('streamview', 'sources', 'max_future', 'max_future has a default');
 SELECT col_default_is('streamview', 'sources', 'max_future', '1 day'::interval::text, 'of one day');

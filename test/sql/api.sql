@@ -64,6 +64,38 @@ SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
 SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
                       '{"ts":"timestamptz"}', 'ts', options => '{"a":{"b":1}}') $$);
 
+-- partitions: some of the topic's (docs/scaling.md), kept normalized (ranges
+-- merged, in order; '20-': 20 and every later one); source_list shows them
+-- as partitions => takes them, NULL for all.
+SELECT streamview.create_source('s3', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       partitions => ' 12, 0-7 ,14-15,13, 3-5, 20-') LIKE 'pg_streamview.%' AS created;
+SELECT streamview.create_source('s4', '127.0.0.1:9', 't', '{"ts":"timestamptz"}', 'ts',
+       partitions => 'All') LIKE 'pg_streamview.%' AS created;
+SELECT name, partitions FROM streamview.source_list ORDER BY name;
+SELECT name, partitions FROM streamview.sources ORDER BY name;
+SELECT streamview.drop_source('s3'), streamview.drop_source('s4');
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => ' , ') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '0-3,x') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '0-3,,5') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '1.5') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '-1') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '0, 3--1') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '0-7,5-3') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '2147483647') $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('s2', '127.0.0.1:9', 't',
+                      '{"ts":"timestamptz"}', 'ts', partitions => '0-99999999999999999999') $$);
+SELECT count(*) AS no_source_made FROM streamview.sources WHERE name = 's2';
+
 -- Views
 SELECT streamview.create_view(
   name => 'revenue_per_minute',
@@ -89,6 +121,13 @@ SELECT partition, next_offset, log_end, lag FROM streamview.partitions
 SELECT view_name, lag FROM streamview.status WHERE view_name = 'revenue_per_minute';
 UPDATE streamview.offsets SET log_end = 5 WHERE log_end IS NULL;
 SELECT view_name, lag FROM streamview.status WHERE view_name = 'revenue_per_minute';
+-- a source limited to some partitions shows those only: the ledger rows of
+-- the others stay, and show again when it reads them again
+SELECT streamview.alter_source('purchases', partitions => '1') IS NOT NULL AS limited;
+SELECT partition, lag FROM streamview.partitions WHERE view_name = 'revenue_per_minute' ORDER BY 1;
+SELECT view_name, partitions, lag FROM streamview.status WHERE view_name = 'revenue_per_minute';
+SELECT streamview.alter_source('purchases', partitions => 'all') IS NOT NULL AS all_again;
+SELECT partition FROM streamview.partitions WHERE view_name = 'revenue_per_minute' ORDER BY 1;
 DELETE FROM streamview.offsets;
 -- A hopping window, a key expression, the window named by default
 SELECT streamview.create_view('per_country_hop', $$

@@ -58,6 +58,16 @@ SELECT health, lag, lag_time, watermark_delay, events_per_second, last_batch_dur
 UPDATE streamview.offsets SET max_broker_time = now() - interval '2 minutes' WHERE partition = 3;
 UPDATE streamview.offsets SET next_offset = 5, max_broker_time = now() - interval '30 seconds' WHERE partition = 4;
 SELECT lag, lag_time FROM streamview.status WHERE view_name = 'hv';
+-- Freshness: each partition's newest broker timestamp applied and its delay;
+-- status shows the newest (partition 4's, 30 s old) with that partition's
+-- delay, not the largest or the smallest
+UPDATE streamview.offsets o SET visible_delay = d.delay
+  FROM (VALUES (0, interval '0.05 seconds'), (1, interval '0.2 seconds'), (3, interval '1 second'),
+               (4, interval '0.5 seconds')) AS d (partition, delay)
+ WHERE o.partition = d.partition;
+SELECT partition, now() - applied_broker_time AS age, visible_delay
+  FROM streamview.partitions WHERE view_name = 'hv' ORDER BY partition;
+SELECT now() - applied_broker_time AS age, visible_delay FROM streamview.status WHERE view_name = 'hv';
 -- a log end unknown makes both unknown, not 0
 UPDATE streamview.offsets SET log_end = NULL WHERE partition = 0;
 SELECT lag, lag_time FROM streamview.status WHERE view_name = 'hv';

@@ -12,7 +12,7 @@ CREATE ROLE sv_analyst LOGIN;
 CREATE SCHEMA sv_eve AUTHORIZATION sv_eve;
 GRANT USAGE ON SCHEMA sv_eve TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
   streamview.drop_source(text, bool),
   streamview.create_view(text, text, text),
   streamview.drop_view(text),
@@ -183,7 +183,7 @@ SELECT count(*) AS eve_errors FROM streamview.worker_errors
 SELECT streamview.drop_source('payroll', cascade => true);
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int) TO sv_analyst;
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) TO sv_analyst;
 SET ROLE sv_analyst;
 SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll', '{"ts":"timestamptz"}', 'ts') LIKE 'pg_streamview.%' AS created;
 SELECT count(*) AS inherited_errors FROM streamview.worker_errors
@@ -192,7 +192,7 @@ RESET ROLE;
 SELECT count(*) AS errors_left FROM streamview.worker_errors WHERE detail LIKE '%SSN%';
 SELECT count(*) AS may_read_source FROM pg_proc WHERE proname = '_may_read_source';
 SELECT streamview.drop_source('payroll');
-REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int) FROM sv_analyst;
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) FROM sv_analyst;
 
 ------------------------------------------------------------------------------
 -- F11: librdkafka's memory bounds are not for grantees to raise; and
@@ -296,6 +296,25 @@ ALTER EXTENSION pg_streamview DROP FUNCTION streamview_internal._drop_check_impl
 SELECT pg_temp.err($$SELECT streamview.drop_check('v', 'c')$$) AS not_a_member;
 ALTER EXTENSION pg_streamview ADD FUNCTION streamview_internal._drop_check_impl(regrole, text, text);
 SELECT pg_temp.err($$SELECT streamview.drop_check('v', 'c')$$) AS a_member_again;
+
+------------------------------------------------------------------------------
+-- A version's statement reads its batch from the worker's memory with
+-- _batch_rows, which PUBLIC may execute (the statement runs as the view's
+-- owner).  Outside the worker applying that version's batch it returns
+-- nothing of anyone's: an error, whoever calls it, for any version.
+------------------------------------------------------------------------------
+SELECT version_id AS v1_id,
+       regexp_replace(batch_sql, '^.* FROM (\S+)\(\d+\) AS b\(([^)]*)\) .*$', '\1(N) AS b(\2)') AS reads
+  FROM streamview.versions WHERE view_name = 'v1' AND version = 1 \gset
+SELECT :'reads' AS reads;
+SET ROLE sv_analyst;
+SELECT replace(pg_temp.err(format('SELECT * FROM streamview_internal._batch_rows(%s) AS b(ts timestamptz, k text, s timestamptz, e timestamptz)',
+                                  :v1_id)), :'v1_id', 'N') AS another_roles_version;
+SET ROLE sv_eve;
+SELECT replace(pg_temp.err(format('SELECT * FROM streamview_internal._batch_rows(%s) AS b(ts timestamptz, k text, s timestamptz, e timestamptz)',
+                                  :v1_id)), :'v1_id', 'N') AS own_version_outside_a_worker;
+RESET ROLE;
+SELECT pg_temp.err('SELECT streamview_internal._batch_rows(0)') AS not_in_from;
 
 ------------------------------------------------------------------------------
 -- Clean up

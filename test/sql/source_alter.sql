@@ -17,8 +17,8 @@ CREATE ROLE sv_alter_user LOGIN;
 CREATE ROLE sv_alter_other LOGIN;
 CREATE ROLE sv_alter_nobody LOGIN;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, int),
-  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, int),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
+  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int),
   streamview.drop_source(text, bool),
   streamview.pause(text),
   streamview.grant_usage(text, regrole) TO sv_alter_owner, sv_alter_user, sv_alter_other;
@@ -63,6 +63,18 @@ SELECT max_future FROM streamview.source_list;
 SELECT streamview.alter_source('moving', max_future => 'infinity') AS already_unbounded;
 SELECT streamview.alter_source('moving', max_future => '1 day', brokers => '127.0.0.1:9') IS NOT NULL AS both;
 SELECT brokers, max_future FROM streamview.source_list;
+
+-- partitions: a subset of the topic's partitions, normalized, recorded as
+-- source_list shows it; the same set written another way is no change;
+-- 'all' reads every partition again.  (The worker reading only those:
+-- t/025_scaling.pl.)
+SELECT streamview.alter_source('moving', partitions => '7, 0-3,2-5, 9-') IS NOT NULL AS subset;
+SELECT partitions FROM streamview.source_list;
+SELECT streamview.alter_source('moving', partitions => '0-5,7,9-') AS same_subset;
+SELECT streamview.alter_source('moving', partitions => 'ALL') IS NOT NULL AS every_partition;
+SELECT partitions FROM streamview.source_list;
+SELECT streamview.alter_source('moving', partitions => 'all') AS already_every_partition;
+SELECT streamview.alter_source('moving', partitions => '0-1') IS NOT NULL AS two;
 
 -- workers: how many source workers split the partitions (1 to 64), one
 -- for a source with an event_id; a change is recorded like the others; a
@@ -120,7 +132,12 @@ SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', options => '{"que
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', max_future => 'soon') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', max_future => '-1 hour') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', max_future => '1 month') $$);
-SELECT brokers, max_future, options FROM streamview.source_list;
+SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => '') $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => 'some') $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => '-3') $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', partitions => '3-1') $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', brokers => '127.0.0.1:1', partitions => '1-0') $$);
+SELECT brokers, max_future, options, partitions FROM streamview.source_list;
 RESET ROLE;
 
 -- Who may: a member of the owner role, and a superuser, who may set any

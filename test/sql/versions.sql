@@ -127,6 +127,31 @@ DROP EXTENSION pg_streamview CASCADE;
 SELECT count(*) AS tables_left FROM pg_class WHERE relname ~ '^sales(_v\d+)?$';
 ROLLBACK;
 
+-- The update from 0.1 rewrites the statement of a version made by 0.1,
+-- which read the worker's temporary table pg_temp.sv_batch_<version_id>, to
+-- read _batch_rows: that FROM item only, not a literal of the user's that
+-- spells it.  Oracle: the statements create_view and rebuild made, turned
+-- back into 0.1's form by hand here (and given such a literal).
+BEGIN;
+CREATE TEMP TABLE made AS
+  SELECT version_id, version,
+         replace(batch_sql, ' SELECT ', format(' SELECT %L IS NULL, ', ' FROM pg_temp.sv_batch_' || version_id || ' ')) AS batch_sql
+    FROM streamview.versions WHERE view_name = 'sales';
+UPDATE streamview.versions ver
+   SET batch_sql = regexp_replace(m.batch_sql, ' FROM streamview_internal\._batch_rows\(\d+\) AS b\([^)]*\) ',
+                                  ' FROM pg_temp.sv_batch_' || ver.version_id || ' ')
+  FROM made m WHERE m.version_id = ver.version_id;
+SELECT m.version, ver.batch_sql !~ '_batch_rows' AS as_0_1_made_it,
+       streamview_internal._batch_sql_0_2(ver.version_id) = m.batch_sql AS rewritten
+  FROM streamview.versions ver JOIN made m USING (version_id) ORDER BY m.version;
+-- a statement of 0.2 is left as it is, literal and all; an unknown version is NULL
+UPDATE streamview.versions ver SET batch_sql = m.batch_sql
+  FROM made m WHERE m.version_id = ver.version_id AND m.version = 1;
+SELECT streamview_internal._batch_sql_0_2(version_id) = batch_sql AS kept
+  FROM made WHERE version = 1;
+SELECT streamview_internal._batch_sql_0_2(-1) IS NULL AS unknown;
+ROLLBACK;
+
 -- Rebuilding a dropped view
 SELECT streamview.drop_view('sales');
 SELECT pg_temp.err($$ SELECT streamview.rebuild('sales') $$);

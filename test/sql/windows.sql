@@ -260,7 +260,7 @@ SELECT view_name, window_kind, window_size, window_slide, window_time_zone, wind
 SELECT array_agg(k ORDER BY k) FROM streamview.versions v, jsonb_object_keys(v.definition) k
  WHERE v.view_name = 'utc_minutes';
 -- the worker writes each window's end next to its start: the statement takes both
-SELECT view_name, regexp_replace(batch_sql, 'sv_batch_[0-9]+', 'sv_batch_N') AS batch_sql
+SELECT view_name, regexp_replace(batch_sql, '_batch_rows\([0-9]+\)', '_batch_rows(N)') AS batch_sql
   FROM streamview.versions WHERE view_name IN ('daily_paris', 'utc_minutes') ORDER BY view_name;
 SELECT pg_temp.err($$SELECT streamview.create_view('public.v', $q$ SELECT streamview.tumble(ts, '1 day', tz) AS window_start, count(*) FROM sales GROUP BY 1 $q$)$$) AS zone_column;
 SELECT pg_temp.err($$SELECT streamview.create_view('public.v', $q$ SELECT streamview.tumble(ts, '1 day', 'Europe/' || 'Paris') AS window_start, count(*) FROM sales GROUP BY 1 $q$)$$) AS zone_expression;

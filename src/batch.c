@@ -1,0 +1,214 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  The rows of the batch a worker is applying, fed from its memory to the
+ *	  version's statement: streamview_internal._batch_rows(version_id).
+ *
+ * A version's per-batch statement (codegen.c) reads its events as
+ *
+ *	 FROM streamview_internal._batch_rows(<version_id>)
+ *		  AS b(<the source's columns>, sv_window_start timestamptz,
+ *			   sv_window_end timestamptz)
+ *
+ * one row per event and window it falls in, with the window's bounds
+ * (window.c computes both: a window's length is not always its size, as
+ * with months or a change of clocks).  PostgreSQL's own executor then
+ * evaluates the WHERE clause, the keys and the aggregates, as it would over
+ * a table; only the table is gone: no heap_insert, buffer or catalog entry
+ * per event.  The rows are handed over in one tuplestore (materialize mode),
+ * which the function scan reads as it is.
+ *
+ * apply.c names the events (streamview_batch_feed) just for the time its
+ * statement runs, and takes them back after (streamview_batch_unfeed), also
+ * when the statement fails.  The function returns them only to a call for
+ * that version, in that worker, at that time: anywhere else (a session, a
+ * worker between statements, another version's id) it raises an error, so
+ * it never shows one role the events of another's view.  The statement runs
+ * as the view's owner, who may execute the function (PUBLIC may: it is
+ * harmless outside the worker) and has USAGE on streamview_internal.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamview.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/tuplestore.h"
+
+/*
+ * Up to this many kilobytes of a batch's rows stay in memory (or work_mem,
+ * if larger); beyond, the tuplestore writes them to a temporary file, as a
+ * temporary table would have.  A default batch of 10,000 ~100-byte events
+ * with a few windows each fits several times over.
+ */
+#define SV_BATCH_ROWS_MEMORY_KB (32 * 1024)
+
+/* The events the worker is applying now; version NULL when none. */
+typedef struct SvBatchFeed
+{
+	const SvSource *src;
+	const SvVersion *version;
+	const SvEvent *events;
+	const int  *idx;
+	int			n;
+} SvBatchFeed;
+
+static SvBatchFeed sv_feed;
+
+/*
+ * From now until streamview_batch_unfeed, _batch_rows(v->version_id)
+ * returns events idx[0..n) (n = 0: no event at all).
+ */
+void
+streamview_batch_feed(const SvSource *src, const SvVersion *v, const SvEvent *events,
+					  const int *idx, int n)
+{
+	sv_feed.src = src;
+	sv_feed.version = v;
+	sv_feed.events = events;
+	sv_feed.idx = idx;
+	sv_feed.n = n;
+}
+
+void
+streamview_batch_unfeed(void)
+{
+	memset(&sv_feed, 0, sizeof(sv_feed));
+}
+
+/*
+ * The FROM item of a version's statement: the call and its column list, the
+ * source's columns in their order (attnum), as the worker parses them.
+ * Allocated in the caller's memory context.
+ */
+char *
+streamview_batch_rows_from(const char *source, int32 version_id)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(source)};
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, STREAMVIEW_INTERNAL_SCHEMA "._batch_rows(%d) AS b(", version_id);
+	SPI_connect();
+	SPI_execute_with_args("SELECT c.name, c.type::oid FROM streamview.source_columns c "
+						  "JOIN streamview.sources s USING (source_id) "
+						  "WHERE s.name = $1 ORDER BY c.attnum",
+						  1, argtypes, args, NULL, true, 0);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("source \"%s\" does not exist", source)));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		/* buf grows in the caller's context, where it was made */
+		appendStringInfo(&buf, "%s %s, ", quote_identifier(SPI_getvalue(tup, desc, 1)),
+						 format_type_be_qualified(DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull))));
+	}
+	SPI_finish();
+	appendStringInfoString(&buf, "sv_window_start timestamptz, sv_window_end timestamptz)");
+	return buf.data;
+}
+
+/*
+ * The column list the statement gave must be the one the worker fills: the
+ * source's columns' types, then the window's bounds.  (Only a statement
+ * written by hand into versions.batch_sql could differ.)
+ */
+static void
+sv_check_columns(const SvSource *src, TupleDesc desc)
+{
+	bool		same = desc->natts == src->ncolumns + 2;
+
+	for (int c = 0; same && c < desc->natts; c++)
+		same = TupleDescAttr(desc, c)->atttypid ==
+			(c < src->ncolumns ? src->columns[c].type : TIMESTAMPTZOID);
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("the column list of %s._batch_rows does not match source \"%s\"",
+						STREAMVIEW_INTERNAL_SCHEMA, src->name),
+				 errdetail("It must list the source's columns with their types, in order, then "
+						   "sv_window_start and sv_window_end (timestamptz).")));
+}
+
+PG_FUNCTION_INFO_V1(streamview_batch_rows);
+PGDLLEXPORT Datum streamview_batch_rows(PG_FUNCTION_ARGS);
+
+/*
+ * streamview_internal._batch_rows(version_id int) RETURNS SETOF record: the
+ * rows of the events the worker is applying to that version now, one per
+ * event and window, skipping the windows that a version rebuilt from a
+ * point in time carries over from the live one (those before its cut).
+ */
+Datum
+streamview_batch_rows(PG_FUNCTION_ARGS)
+{
+	int32		version_id = PG_GETARG_INT32(0);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	const SvSource *src = sv_feed.src;
+	const SvVersion *v = sv_feed.version;
+	TupleDesc	desc;
+	Tuplestorestate *store;
+	MemoryContext old;
+	Datum	   *values;
+	bool	   *nulls;
+	TimestampTz starts[SV_MAX_WINDOWS_PER_EVENT];
+	TimestampTz ends[SV_MAX_WINDOWS_PER_EVENT];
+
+	if (v == NULL || v->version_id != version_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no batch of version %d is being applied here", version_id),
+				 errdetail("%s._batch_rows returns the events a stream view's worker is applying, "
+						   "to that version's own statement only.", STREAMVIEW_INTERNAL_SCHEMA),
+				 errhint("Query the stream view, or the table of its version, instead.")));
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0 || rsinfo->expectedDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s._batch_rows must be called in FROM, with a column list",
+						STREAMVIEW_INTERNAL_SCHEMA)));
+	sv_check_columns(src, rsinfo->expectedDesc);
+
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	desc = CreateTupleDescCopy(rsinfo->expectedDesc);
+	store = tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0, false,
+								  Max(work_mem, SV_BATCH_ROWS_MEMORY_KB));
+	MemoryContextSwitchTo(old);
+
+	values = palloc((src->ncolumns + 2) * sizeof(Datum));
+	nulls = palloc((src->ncolumns + 2) * sizeof(bool));
+	nulls[src->ncolumns] = false;
+	nulls[src->ncolumns + 1] = false;
+	for (int i = 0; i < sv_feed.n; i++)
+	{
+		const SvEvent *ev = &sv_feed.events[sv_feed.idx[i]];
+		int			nw = streamview_window_spans(&v->window, ev->event_time, starts, ends);
+
+		memcpy(values, ev->values, src->ncolumns * sizeof(Datum));
+		memcpy(nulls, ev->nulls, src->ncolumns * sizeof(bool));
+		for (int w = 0; w < nw; w++)
+		{
+			if (v->has_cut && starts[w] < v->cut)
+				continue;		/* carried over from the live version */
+			values[src->ncolumns] = TimestampTzGetDatum(starts[w]);
+			values[src->ncolumns + 1] = TimestampTzGetDatum(ends[w]);
+			tuplestore_putvalues(store, desc, values, nulls);
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+	pfree(values);
+	pfree(nulls);
+
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = desc;
+	return (Datum) 0;
+}
