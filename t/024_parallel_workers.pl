@@ -5,7 +5,9 @@
 # the minimum over all partitions, although each worker reads only half of
 # them.  alter_source changes the split (2 → 1 → 3) while messages arrive,
 # and a worker terminated mid-stream is started again: nothing is lost or
-# applied twice.
+# applied twice.  A source limited to some partitions (partitions =>) and
+# read by two workers reads those partitions only, split between them, and
+# its watermark is the lowest of those.
 use strict;
 use warnings;
 
@@ -180,6 +182,43 @@ ok(wait_for($node, qq{SELECT count(*) = 1 FROM pg_stat_activity
 	WHERE application_name = 'pg_streamview source par 2/3' AND pid <> $victim}),
 	'worker 2/3 was started again');
 check_all('a worker terminated:');
+
+# With partitions => too, the workers split the partitions the source reads
+# (1-4 of 0-5: worker 1/2 reads 2 and 4, worker 2/2 reads 1 and 3), and the
+# watermark is the lowest of those four, whichever worker read them.  What
+# each partition holds is counted against the one-worker source's view,
+# which the oracle checked above; the log is complete by now.
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source(name => 'sub', brokers => '$broker->{addr}',
+	  topic => 'clicks', columns => '$cols_json', event_time => 'ts',
+	  max_out_of_orderness => '5 seconds', options => '$options', partitions => '1-4', workers => 2);
+	SELECT streamview.create_view('sub_n', \$\$ SELECT streamview.tumble(ts, '1 minute') AS window_start,
+	  count(*) AS n FROM sub GROUP BY 1 \$\$)});
+ok(wait_for($node, q{
+	SELECT (SELECT sum(consumed) FROM streamview.partitions WHERE view_name = 'ov' AND partition BETWEEN 1 AND 4)
+	     = (SELECT consumed FROM streamview.status WHERE view_name = 'sub_n')}),
+	'partitions => 1-4 over 2 workers: consumed partitions 1 to 4')
+  or diag($node->safe_psql('postgres', "SELECT * FROM streamview.partitions WHERE view_name IN ('ov', 'sub_n')"));
+is(workers_of('sub'), 'pg_streamview source sub 1/2,pg_streamview source sub 2/2',
+	'two workers read the source limited to partitions 1-4');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(s.partition || ':' || (s.consumed = o.consumed), ',' ORDER BY s.partition)
+	  FROM streamview.partitions s JOIN streamview.partitions o ON o.partition = s.partition AND o.view_name = 'ov'
+	 WHERE s.view_name = 'sub_n'}),
+	'1:true,2:true,3:true,4:true', 'each of partitions 1-4 read whole, and no other');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(DISTINCT o.partition::text, ',' ORDER BY o.partition::text) FROM streamview.offsets o
+	  JOIN streamview.versions v USING (version_id) WHERE v.view_name = 'sub_n'}),
+	'1,2,3,4', 'ledger rows for partitions 1-4 only');
+is($node->safe_psql('postgres', q{
+	SELECT (SELECT sum(n) FROM sub_n) = (SELECT applied FROM streamview.status WHERE view_name = 'sub_n')}),
+	't', 'the view counts every message applied');
+ok(wait_for($node, q{
+	SELECT s.watermark = (SELECT min(p.watermark) FROM streamview.partitions p
+	                       WHERE p.view_name = 'ov' AND p.partition BETWEEN 1 AND 4)
+	  FROM streamview.status s WHERE s.view_name = 'sub_n'}),
+	'the watermark is the lowest of partitions 1-4, over both workers')
+  or diag($node->safe_psql('postgres', "SELECT view_name, watermark, held_back_by FROM streamview.status"));
 
 broker_stop($broker);
 $node->stop;
