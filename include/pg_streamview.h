@@ -100,7 +100,7 @@ typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 #define SV_SOURCE_SETTINGS \
 	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
 	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
-	"extract(epoch FROM s.max_future), s.partitions)::text)"
+	"extract(epoch FROM s.max_future), s.partitions, s.workers)::text)"
 #define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
 
 /* A source, as the worker sees it (catalog.c loads it). */
@@ -128,6 +128,13 @@ typedef struct SvSource
 	int			npartition_ranges;
 	int32	   *partition_first;
 	int32	   *partition_last;
+	int			workers;		/* sources.workers, as loaded */
+	/*
+	 * set by a source worker: of the partitions the source reads, it reads
+	 * those with p % worker_count = worker_index (streamview_owns_partition)
+	 */
+	int			worker_index;
+	int			worker_count;	/* 1 for a replay worker, which reads them all */
 } SvSource;
 
 /*
@@ -291,7 +298,7 @@ typedef struct SvCompiled
  */
 typedef enum SvWorkerKind
 {
-	SV_WORKER_SOURCE,			/* one per source: every live and caught-up version */
+	SV_WORKER_SOURCE,			/* sources.workers per source: every live and caught-up version */
 	SV_WORKER_REPLAY			/* one per replaying version (a rebuild) */
 } SvWorkerKind;
 
@@ -307,6 +314,7 @@ typedef struct SvWorkerParams
 	SvWorkerKind kind;
 	int32		source_id;
 	int32		replay_version_id;	/* SV_WORKER_REPLAY: versions.version_id */
+	int32		worker_index;	/* SV_WORKER_SOURCE: which of the source's workers */
 } SvWorkerParams;
 
 StaticAssertDecl(sizeof(SvWorkerParams) <= BGW_EXTRALEN,
@@ -363,6 +371,7 @@ extern const char *streamview_agg_name(SvAggKind kind);
 
 /* ------------------------------------------------------ in source_worker.c */
 extern PGDLLEXPORT void streamview_worker_main(Datum arg);
+extern bool streamview_owns_partition(const SvSource *src, int32 partition);
 
 /* ------------------------------------------------------------- in worker.c */
 extern void streamview_worker_signals(void);
@@ -401,7 +410,7 @@ extern char *streamview_versions_signature(int32 source_id, int32 replay_version
 extern char *streamview_source_error(int32 source_id);
 extern void streamview_record_worker_error(int32 source_id, const char *message,
 										   const char *detail, bool current);
-extern void streamview_clear_source_error(int32 source_id);
+extern void streamview_clear_source_error(int32 source_id, const char *error);
 extern char *streamview_consumer_group(const char *dbname, const char *source_name);
 extern bool streamview_source_reads_partition(const SvSource *src, int32 p);
 
@@ -422,7 +431,11 @@ extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
 
 extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
 extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);
-/* streamview_kafka_assign's start offset of a partition not to be read */
+/*
+ * streamview_kafka_assign's start offset of a partition not to be read: the
+ * source does not read it, or another of its workers does
+ * (streamview_owns_partition)
+ */
 #define SV_NOT_ASSIGNED (-2)
 extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets);
 extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes,

@@ -254,11 +254,13 @@ CREATE POLICY owner_reads ON streamview.source_changes FOR SELECT
 ALTER TABLE streamview.offsets ALTER COLUMN next_offset DROP NOT NULL;
 ALTER TABLE streamview.offsets ADD COLUMN max_broker_time timestamptz;
 CREATE TABLE streamview.version_stats (
-    version_id        int PRIMARY KEY REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    version_id        int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    worker            int NOT NULL DEFAULT 0,
     batch_at          timestamptz,
     batch_duration    interval,
     events_per_second float8,
-    held_back_by      int[]
+    held_back_by      int[],
+    PRIMARY KEY (version_id, worker)
 );
 REVOKE ALL ON streamview.version_stats FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
@@ -289,6 +291,12 @@ ALTER TABLE streamview.versions ADD CONSTRAINT versions_window_zone_check
 ------------------------------------------------------------------------------
 ALTER TABLE streamview.sources ADD COLUMN partitions int4multirange
     CHECK (NOT pg_catalog.isempty(partitions) AND pg_catalog.lower(partitions) >= 0);
+
+------------------------------------------------------------------------------
+-- Parallel source workers: a source's partitions split over `workers`
+-- source workers (create_source, alter_source); each keeps its own stats.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources ADD COLUMN workers int NOT NULL DEFAULT 1;
 
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
@@ -462,7 +470,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT partitions IS NULL OR partitions @> p $$;
 
-CREATE OR REPLACE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text)
+CREATE OR REPLACE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text, wanted int DEFAULT 1)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -474,16 +482,17 @@ BEGIN
     IF most = 0 OR (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller) THEN
         RETURN;
     END IF;
-    SELECT (SELECT count(*) FROM streamview.sources s WHERE s.owner = caller)
+    -- a source takes as many workers as it has (sources.workers)
+    SELECT (SELECT coalesce(sum(s.workers), 0) FROM streamview.sources s WHERE s.owner = caller)
          + (SELECT count(*) FROM streamview.versions x JOIN streamview.views w USING (view_id)
              WHERE w.owner = caller AND x.state = 'replaying')
       INTO used;
-    IF used >= most THEN
+    IF used + wanted > most THEN
         RAISE EXCEPTION 'role % may not start another worker for %', caller, what
             USING ERRCODE = 'configuration_limit_exceeded',
-                  DETAIL = format('It has %s sources and running rebuilds, and streamview.max_workers_per_role is %s.',
-                                  used, most),
-                  HINT = 'Drop a source or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
+                  DETAIL = format('Its sources and running rebuilds have %s workers, %s more were asked for, and streamview.max_workers_per_role is %s.',
+                                  used, wanted, most),
+                  HINT = 'Drop a source, lower a source''s workers or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
     END IF;
 END $$;
 
@@ -842,11 +851,12 @@ CREATE OR REPLACE FUNCTION streamview.create_source(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
-    partitions           text DEFAULT NULL)
+    partitions           text DEFAULT NULL,
+    workers              int DEFAULT 1)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text) IS
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
@@ -861,7 +871,8 @@ CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
-    partitions           text DEFAULT NULL)
+    partitions           text DEFAULT NULL,
+    workers              int DEFAULT 1)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -897,7 +908,8 @@ BEGIN
                   HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
     END IF;
     PERFORM streamview_internal._check_options(caller, options);
-    PERFORM streamview_internal._check_worker_quota(caller, 'a new source');
+    PERFORM streamview_internal._workers_arg(workers, name, event_id);
+    PERFORM streamview_internal._check_worker_quota(caller, 'a new source', workers);
     ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
     IF idle_timeout IS NOT NULL THEN
         idle := streamview_internal._interval_arg(idle_timeout, 'idle_timeout');
@@ -908,9 +920,9 @@ BEGIN
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
                                     max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    partitions)
+                                    partitions, workers)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, parts)
+            caller, future, parts, workers)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -940,6 +952,26 @@ BEGIN
     RETURN streamview_internal._consumer_group(name);
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview_internal._workers_arg(workers int, source_name text, event_id text)
+RETURNS int
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF workers IS NULL OR workers NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'workers must be between 1 and 64, not %', coalesce(workers::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'One worker reads every partition; use up to one per partition of the topic and per CPU core the server can spare.';
+    END IF;
+    IF workers > 1 AND event_id IS NOT NULL THEN
+        RAISE EXCEPTION 'source "%" has an event_id: it is read by one worker', source_name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'An event_id is a duplicate whichever partition it came in first; workers that each read their own partitions could all take it for new at once.',
+                  HINT = 'Leave workers => 1 for a source with an event_id.';
+    END IF;
+    RETURN workers;
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview_internal._max_future_arg(value text)
 RETURNS interval
 LANGUAGE plpgsql IMMUTABLE
@@ -962,12 +994,13 @@ CREATE OR REPLACE FUNCTION streamview.alter_source(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
-    partitions           text  DEFAULT NULL)
+    partitions           text  DEFAULT NULL,
+    workers              int   DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text) IS
-'changes a source''s brokers, options (merged: null removes one), max_future or partitions; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int) IS
+'changes a source''s brokers, options (merged: null removes one), max_future, partitions or workers; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 CREATE OR REPLACE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text, columns jsonb,
                                                   event_time text, event_id text,
@@ -1039,7 +1072,8 @@ CREATE OR REPLACE FUNCTION streamview_internal._alter_source_impl(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
-    partitions           text  DEFAULT NULL)
+    partitions           text  DEFAULT NULL,
+    workers              int   DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1089,6 +1123,14 @@ BEGIN
             'old', streamview_internal._partitions_text(src.partitions),
             'new', streamview_internal._partitions_text(parts)));
     END IF;
+    IF workers IS NOT NULL AND workers <> src.workers THEN
+        PERFORM streamview_internal._workers_arg(workers, src.name, src.event_id);
+        IF workers > src.workers THEN
+            PERFORM streamview_internal._check_worker_quota(caller, format('source "%s"', src.name),
+                                                            workers - src.workers);
+        END IF;
+        changes := changes || jsonb_build_object('workers', jsonb_build_object('old', src.workers, 'new', workers));
+    END IF;
     IF changes = '{}' THEN
         RETURN NULL;
     END IF;
@@ -1097,8 +1139,15 @@ BEGIN
        SET brokers = CASE WHEN changes ? 'brokers' THEN _alter_source_impl.brokers ELSE s.brokers END,
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
            max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
-           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END
+           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END,
+           workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END
      WHERE s.source_id = src.source_id;
+    -- the stats of workers the source no longer has (they stop before
+    -- anything else they would write commits)
+    DELETE FROM streamview.version_stats st
+     USING streamview.versions x JOIN streamview.views w ON w.view_id = x.view_id
+     WHERE st.version_id = x.version_id AND w.source_id = src.source_id
+       AND changes ? 'workers' AND st.worker >= _alter_source_impl.workers;
     INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
     VALUES (src.source_id, src.name, changes, caller::name)
     RETURNING change_id INTO id;
@@ -2177,7 +2226,7 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM (VALUES
         ('streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)',
-         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text)'),
+         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int)'),
         ('streamview._drop_source_0_1(text, bool)', 'streamview.drop_source(text, bool)'),
         ('streamview._create_view_0_1(text, text, text)', 'streamview.create_view(text, text, text)'),
         ('streamview._drop_view_0_1(text)', 'streamview.drop_view(text)'),
@@ -2236,7 +2285,9 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
             WHEN coalesce(o.next_offset, 0) >= o.log_end THEN interval '0'
             WHEN o.max_broker_time IS NULL THEN NULL
             ELSE greatest(now() - o.max_broker_time, interval '0') END AS lag_time,
-       -- as the worker last computed the watermark (NULL: not yet)
+       -- as the worker last computed the watermark (NULL: not yet); each of
+       -- a source's workers computes it over every partition the source
+       -- reads: the first's
        o.partition = ANY (st.held_back_by) AS holds_watermark,
        -- freshness: the newest broker timestamp applied, and how long after
        -- it the batch that applied it ended (docs/monitoring.md, "Freshness")
@@ -2245,7 +2296,8 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
-  LEFT JOIN streamview.version_stats st ON st.version_id = o.version_id
+  LEFT JOIN LATERAL (SELECT h.held_back_by FROM streamview.version_stats h
+                      WHERE h.version_id = o.version_id ORDER BY h.worker LIMIT 1) st ON true
  WHERE streamview_internal._reads_partition(s.partitions, o.partition);
 
 -- The monitoring views that read versions.state, as in a fresh install.
@@ -2276,8 +2328,9 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                s.name AS source_name, ver.table_name, p.last_batch_at,
                -- a version's own failure, or what currently stops its source's worker
                coalesce(ver.error, CASE WHEN ver.state IN ('live', 'caught_up') THEN s.last_error END) AS error,
-               s.paused_at IS NOT NULL AS paused, w.pid IS NOT NULL AS served,
-               a.xact_start AS batch_started_at,
+               s.paused_at IS NOT NULL AS paused,
+               w.running >= CASE WHEN ver.state = 'replaying' THEN 1 ELSE s.workers END AS served,
+               w.batch_started_at,
                coalesce(p.last_message_at, ver.replay_started_at, ver.created_at) AS last_progress_at,
                p.lag_time, st.batch_at, st.events_per_second, st.batch_duration AS last_batch_duration,
                st.held_back_by, p.applied_broker_time, p.visible_delay,
@@ -2308,18 +2361,30 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                        FROM streamview.partitions q
                       GROUP BY q.view_name, q.version) p
                  ON p.view_name = ver.view_name AND p.version = ver.version
-          LEFT JOIN streamview.version_stats st ON st.version_id = ver.version_id
-          -- the worker that serves the version: a replaying version's replay
-          -- worker, any other the source worker (source_worker.c, sv_take_worker_lock)
-          LEFT JOIN pg_catalog.pg_locks w
-                 ON w.locktype = 'object' AND w.granted AND w.objsubid = 0
-                AND w.database = (SELECT d.oid FROM pg_catalog.pg_database d
-                                   WHERE d.datname = pg_catalog.current_database())
-                AND (w.classid, w.objid) =
-                    (CASE WHEN ver.state = 'replaying' THEN 'streamview.versions'::regclass
-                          ELSE 'streamview.sources'::regclass END::oid,
-                     CASE WHEN ver.state = 'replaying' THEN ver.version_id ELSE s.source_id END::oid)
-          LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid) x;
+          -- the source's workers each count what they read: the rates add up
+          LEFT JOIN LATERAL (
+              SELECT pg_catalog.max(h.batch_at) AS batch_at,
+                     pg_catalog.sum(h.events_per_second)
+                         FILTER (WHERE h.batch_at >= now() - interval '10 seconds') AS events_per_second,
+                     (pg_catalog.array_agg(h.batch_duration ORDER BY h.batch_at DESC NULLS LAST))[1] AS batch_duration,
+                     (SELECT f.held_back_by FROM streamview.version_stats f
+                       WHERE f.version_id = ver.version_id ORDER BY f.worker LIMIT 1) AS held_back_by
+                FROM streamview.version_stats h WHERE h.version_id = ver.version_id) st ON true
+          -- the workers that serve the version: a replaying version's replay
+          -- worker, any other the source's workers, one lock each (source_worker.c,
+          -- sv_take_worker_lock: objsubid is the worker's index)
+          LEFT JOIN LATERAL (
+              SELECT pg_catalog.count(*) AS running, pg_catalog.min(a.xact_start) AS batch_started_at
+                FROM pg_catalog.pg_locks w
+                LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid
+               WHERE w.locktype = 'object' AND w.granted
+                 AND w.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                    WHERE d.datname = pg_catalog.current_database())
+                 AND (w.classid, w.objid) =
+                     (CASE WHEN ver.state = 'replaying' THEN 'streamview.versions'::regclass
+                           ELSE 'streamview.sources'::regclass END::oid,
+                      CASE WHEN ver.state = 'replaying' THEN ver.version_id ELSE s.source_id END::oid)
+                 AND w.objsubid < CASE WHEN ver.state = 'replaying' THEN 1 ELSE s.workers END) w ON true) x;
 
 CREATE VIEW streamview.rebuilds AS
 SELECT ver.view_name, ver.version, ver.state, p.done, p.total,
@@ -2384,7 +2449,7 @@ REVOKE ALL ON streamview.dead_letter_counts, streamview.worker_error_counts FROM
 GRANT SELECT ON streamview.dead_letter_counts, streamview.worker_error_counts TO pg_monitor;
 
 -- source_list shows the consumer group (of this cluster, database and source)
--- and the partitions the source reads.
+-- and the partitions the source reads, and how many workers read them.
 CREATE OR REPLACE VIEW streamview.source_list AS
 SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_orderness,
        s.idle_timeout,
@@ -2393,7 +2458,7 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
        s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
-       streamview_internal._partitions_text(s.partitions) AS partitions
+       streamview_internal._partitions_text(s.partitions) AS partitions, s.workers
   FROM streamview.sources s;
 GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
@@ -2430,6 +2495,7 @@ COMMENT ON COLUMN streamview.sources.last_error_at IS 'when last_error was recor
 COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of its broker timestamp is a dead letter (future_time); NULL: not checked';
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
+COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -2589,6 +2655,7 @@ COMMENT ON COLUMN streamview.source_list.usage IS 'roles granted USAGE (grant_us
 COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
 COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
+COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';
@@ -2662,8 +2729,9 @@ COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
 COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
-COMMENT ON TABLE streamview.version_stats IS 'per version, how its batches go: written once per batch, read by streamview.status';
+COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
+COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';
 COMMENT ON COLUMN streamview.version_stats.batch_at IS 'when its last batch committed';
 COMMENT ON COLUMN streamview.version_stats.batch_duration IS 'how long its last batch took';
 COMMENT ON COLUMN streamview.version_stats.events_per_second IS 'messages read in the 10 seconds before the last batch, per second';

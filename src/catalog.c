@@ -134,9 +134,11 @@ sv_load_partitions(SvSource *src, HeapTuple tup, TupleDesc desc, int col)
 
 /*
  * Does the source read partition p of its topic?  The one test of it in C
- * (partitions =>, docs/scaling.md): the worker assigns, stores ledger rows
- * for, waits for and counts in the watermark only the partitions it reads.
- * streamview_internal._reads_partition answers the same for SQL.
+ * (partitions =>, docs/scaling.md): the source's workers assign, store
+ * ledger rows for and wait for only the partitions it reads, split between
+ * them by streamview_owns_partition, and the watermark counts exactly these,
+ * whichever worker reads them.  streamview_internal._reads_partition
+ * answers the same for SQL.
  */
 bool
 streamview_source_reads_partition(const SvSource *src, int32 p)
@@ -169,8 +171,8 @@ streamview_load_source(int32 source_id)
 						  "(extract(epoch FROM max_future) * 1000000)::int8, " SV_SOURCE_SETTINGS ", "
 						  "CASE WHEN s.partitions IS NOT NULL THEN ARRAY(SELECT lower(r) FROM unnest(s.partitions) r "
 						  "ORDER BY 1) END, "
-						  "ARRAY(SELECT coalesce(upper(r) - 1, 2147483647) FROM unnest(s.partitions) r ORDER BY lower(r)) "
-						  "FROM streamview.sources s WHERE source_id = $1",
+						  "ARRAY(SELECT coalesce(upper(r) - 1, 2147483647) FROM unnest(s.partitions) r ORDER BY lower(r)), "
+						  "workers FROM streamview.sources s WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
@@ -190,7 +192,9 @@ streamview_load_source(int32 source_id)
 	src->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &(bool){false}));
 	src->max_future_us = sv_int8(tup, desc, 9, -1);
 	src->settings = MemoryContextStrdup(cxt, sv_text(tup, desc, 10));
-	sv_load_partitions(src, tup, desc, 11);
+	sv_load_partitions(src, tup, desc, 11);	/* and 12 */
+	src->workers = Max(DatumGetInt32(SPI_getbinval(tup, desc, 13, &(bool){false})), 1);
+	src->worker_count = 1;		/* until a source worker says otherwise */
 
 	sv_load_columns(src, event_time, event_id);
 
@@ -383,15 +387,21 @@ streamview_source_error(int32 source_id)
 	return error ? MemoryContextStrdup(TopMemoryContext, error) : NULL;
 }
 
+/*
+ * The source is fine again, as far as this worker can tell: its error
+ * goes, if it is still the one this worker recorded (or found when it
+ * started).  Another of the source's workers may have recorded its own
+ * since, which stays until that worker reads again.
+ */
 void
-streamview_clear_source_error(int32 source_id)
+streamview_clear_source_error(int32 source_id, const char *error)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(source_id)};
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2] = {Int32GetDatum(source_id), CStringGetTextDatum(error)};
 
 	SPI_execute_with_args("UPDATE streamview.sources SET last_error = NULL "
-						  "WHERE source_id = $1 AND last_error IS NOT NULL",
-						  1, argtypes, args, NULL, false, 0);
+						  "WHERE source_id = $1 AND last_error = $2",
+						  2, argtypes, args, NULL, false, 0);
 }
 
 /*

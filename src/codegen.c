@@ -109,6 +109,7 @@ sv_batch_sql(const SvCompiled *c, const char *table, const char *from)
 	StringInfoData cols,
 				sel,
 				grp,
+				ord,
 				conflict,
 				merge;
 	ListCell   *lc;
@@ -117,11 +118,13 @@ sv_batch_sql(const SvCompiled *c, const char *table, const char *from)
 	initStringInfo(&cols);
 	initStringInfo(&sel);
 	initStringInfo(&grp);
+	initStringInfo(&ord);
 	initStringInfo(&conflict);
 	initStringInfo(&merge);
 	appendStringInfoString(&cols, "window_start, window_end");
 	appendStringInfoString(&sel, "sv_window_start, sv_window_end");
 	appendStringInfoString(&grp, "1, 2");
+	appendStringInfoString(&ord, "1");
 	appendStringInfoString(&conflict, "window_start");
 	foreach(lc, c->outputs)
 	{
@@ -133,6 +136,7 @@ sv_batch_sql(const SvCompiled *c, const char *table, const char *from)
 		if (o->is_key)
 		{
 			appendStringInfo(&grp, ", %d", pos);
+			appendStringInfo(&ord, ", %d", pos);
 			appendStringInfo(&conflict, ", %s", quote_identifier(o->name));
 			continue;
 		}
@@ -148,11 +152,16 @@ sv_batch_sql(const SvCompiled *c, const char *table, const char *from)
 			appendStringInfo(&merge, ", %s", sv_merge_sql(&counter, cc));
 		}
 	}
+	/*
+	 * ORDER BY the conflict key: rows are inserted, and their rows locked, in
+	 * that order, so that two of a source's workers upserting the same
+	 * windows and keys wait for each other rather than deadlock.
+	 */
 	return psprintf("INSERT INTO %s AS t (%s) SELECT %s FROM %s%s%s GROUP BY %s "
-					"ON CONFLICT (%s) DO %s%s",
+					"ORDER BY %s ON CONFLICT (%s) DO %s%s",
 					table, cols.data, sel.data, from,
 					c->where_sql ? " WHERE " : "", c->where_sql ? c->where_sql : "",
-					grp.data, conflict.data, merge.len ? "UPDATE SET " : "NOTHING", merge.data);
+					grp.data, ord.data, conflict.data, merge.len ? "UPDATE SET " : "NOTHING", merge.data);
 }
 
 /*

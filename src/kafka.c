@@ -405,7 +405,8 @@ streamview_kafka_partition_count(SvKafka *k, int timeout_ms)
 
 /*
  * Assign partitions 0..nparts-1 at the given offsets (-1: the beginning),
- * but those at SV_NOT_ASSIGNED: the source does not read them.
+ * but those at SV_NOT_ASSIGNED: the source does not read them, or another
+ * of its workers does.
  */
 void
 streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)

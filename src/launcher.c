@@ -1,13 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  The launcher: keeps one source worker running per source.
+ *	  The launcher: keeps a source's source workers running.
  *
  * A dynamic background worker connected to streamview.database, started
  * (and started again when it stops) by the supervisor (supervisor.c).  Each
  * round (every streamview.launcher_naptime, or at once when an API call
  * commits and sets our latch) it reads the sources and reconciles them with
- * the workers it started:
+ * the workers it started, one slot per source and worker index (a source
+ * has sources.workers of them: alter_source changes that like any setting,
+ * the slots the source no longer has are terminated and the others restart
+ * with the new split):
  *  - a source without a running worker gets one, unless that source's worker
  *	  failed recently: then it waits restart_delay · 2^(failures-1), capped at
  *	  max_restart_delay (a worker that ran for a minute is forgiven:
@@ -51,6 +54,8 @@ typedef struct SvWorkerSlot
 {
 	int32		source_id;
 	int32		replay_version_id; /* 0 for a source worker */
+	int32		worker_index;	/* which of the source's workers (0 for a replay worker) */
+	int32		worker_count;	/* of how many, for its name (1 for a replay worker) */
 	char		name[NAMEDATALEN];
 	Oid			owner;
 	BackgroundWorkerHandle *handle;
@@ -84,7 +89,7 @@ streamview_restart_backoff(TimestampTz started_at, int *failures)
 }
 
 static SvWorkerSlot *
-sv_find_slot(int32 source_id, int32 replay_version_id)
+sv_find_slot(int32 source_id, int32 replay_version_id, int32 worker_index)
 {
 	ListCell   *lc;
 
@@ -92,7 +97,8 @@ sv_find_slot(int32 source_id, int32 replay_version_id)
 	{
 		SvWorkerSlot *slot = lfirst(lc);
 
-		if (slot->source_id == source_id && slot->replay_version_id == replay_version_id)
+		if (slot->source_id == source_id && slot->replay_version_id == replay_version_id &&
+			slot->worker_index == worker_index)
 			return slot;
 	}
 	return NULL;
@@ -117,6 +123,7 @@ sv_start_worker(SvWorkerSlot *slot)
 		.kind = slot->replay_version_id ? SV_WORKER_REPLAY : SV_WORKER_SOURCE,
 		.source_id = slot->source_id,
 		.replay_version_id = slot->replay_version_id,
+		.worker_index = slot->worker_index,
 	};
 
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -125,7 +132,13 @@ sv_start_worker(SvWorkerSlot *slot)
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "pg_streamview");
 
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "streamview_worker_main");
-	if (params.kind == SV_WORKER_SOURCE)
+	if (params.kind == SV_WORKER_SOURCE && slot->worker_count > 1)
+	{
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %s %d/%d", SV_BGW_TYPE_SOURCE, slot->name,
+				 slot->worker_index + 1, slot->worker_count);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, SV_BGW_TYPE_SOURCE);
+	}
+	else if (params.kind == SV_WORKER_SOURCE)
 	{
 		snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %s", SV_BGW_TYPE_SOURCE, slot->name);
 		snprintf(bgw.bgw_type, BGW_MAXLEN, SV_BGW_TYPE_SOURCE);
@@ -247,10 +260,10 @@ sv_current_settings(int32 source_id)
  * theirs) and run each view's statement as that view's owner.
  */
 static void
-sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, Oid owner,
-					const char *settings)
+sv_reconcile_source(int32 source_id, int32 replay_version_id, int32 worker_index,
+					int32 worker_count, const char *name, Oid owner, const char *settings)
 {
-	SvWorkerSlot *slot = sv_find_slot(source_id, replay_version_id);
+	SvWorkerSlot *slot = sv_find_slot(source_id, replay_version_id, worker_index);
 	pid_t		pid;
 	bool		changed;
 
@@ -261,10 +274,12 @@ sv_reconcile_source(int32 source_id, int32 replay_version_id, const char *name, 
 		slot = palloc0(sizeof(SvWorkerSlot));
 		slot->source_id = source_id;
 		slot->replay_version_id = replay_version_id;
+		slot->worker_index = worker_index;
 		slots = lappend(slots, slot);
 		MemoryContextSwitchTo(old);
 	}
 	strlcpy(slot->name, name, NAMEDATALEN);
+	slot->worker_count = worker_count;
 	slot->owner = owner;
 	slot->seen = true;
 
@@ -397,19 +412,23 @@ sv_reconcile(bool retention_due)
 	{
 		Oid			extowner = streamview_extension_owner();
 
-		/* One source worker per source, one replay worker per replaying version. */
-		/* (none for a paused source: its running workers are stopped below) */
+		/*
+		 * sources.workers source workers per source, one replay worker per
+		 * replaying version (none for a paused source: its running workers
+		 * are stopped below).
+		 */
 		SPITupleTable *tt;
 		uint64		n;
 
-		SPI_execute("SELECT s.source_id, 0, s.name, " SV_SOURCE_SETTINGS
-					" FROM streamview.sources s WHERE s.paused_at IS NULL "
+		SPI_execute("SELECT s.source_id, 0, s.name, " SV_SOURCE_SETTINGS ", k.k, greatest(s.workers, 1)"
+					" FROM streamview.sources s, generate_series(0, greatest(s.workers, 1) - 1) k (k)"
+					" WHERE s.paused_at IS NULL "
 					"UNION ALL "
 					"SELECT v.source_id, ver.version_id, ver.view_name || ' version ' || ver.version, "
-					SV_SOURCE_SETTINGS
+					SV_SOURCE_SETTINGS ", 0, 1"
 					" FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
 					"JOIN streamview.sources s ON s.source_id = v.source_id "
-					"WHERE ver.state = 'replaying' AND s.paused_at IS NULL ORDER BY 1, 2", true, 0);
+					"WHERE ver.state = 'replaying' AND s.paused_at IS NULL ORDER BY 1, 2, 5", true, 0);
 		/* kept: reconciling a source may run statements of its own */
 		tt = SPI_tuptable;
 		n = SPI_processed;
@@ -420,6 +439,8 @@ sv_reconcile(bool retention_due)
 
 			sv_reconcile_source(DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 1, &isnull)),
 								DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 2, &isnull)),
+								DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 5, &isnull)),
+								DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 6, &isnull)),
 								SPI_getvalue(tup, tt->tupdesc, 3), extowner,
 								SPI_getvalue(tup, tt->tupdesc, 4));
 		}

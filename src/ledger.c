@@ -150,6 +150,22 @@ sv_ledger_list(const char *prefix)
 	return buf.data;
 }
 
+/* One row of the query below into its partition's state. */
+static void
+sv_ledger_read_row(SvVersion *v, HeapTuple tup, TupleDesc desc)
+{
+	SvPartState *ps = streamview_part(v, (int32) sv_int8(tup, desc, 1, 0));
+
+	ps->known = true;
+	for (int c = 0; c < SV_NLEDGER; c++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(tup, desc, c + 2, &isnull);
+
+		sv_ledger_read(ps, &sv_ledger_columns[c], d, isnull);
+	}
+}
+
 /*
  * Load a version's ledger rows into v->parts (in v's own memory context).
  * Partitions without a row start at no offset (-1: the start of the log).
@@ -175,20 +191,7 @@ streamview_load_offsets(SvVersion *v)
 		v->parts[p].log_end = -1;
 	}
 	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		SvPartState *ps = &v->parts[sv_int8(tup, desc, 1, 0)];
-
-		ps->known = true;
-		for (int c = 0; c < SV_NLEDGER; c++)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(tup, desc, c + 2, &isnull);
-
-			sv_ledger_read(ps, &sv_ledger_columns[c], d, isnull);
-		}
-	}
+		sv_ledger_read_row(v, SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
 }
 
 /*
@@ -601,7 +604,60 @@ streamview_store_dead_letters(const SvSource *src, SvVersion *v, SvEvent *events
 
 /* ---------- the stored watermark ---------- */
 
-/* Store each version's watermark if it moved (see streamview_compute_watermark). */
+/*
+ * A worker that reads some of the source's partitions (a source with
+ * several workers, streamview_owns_partition) knows the others' state only
+ * as their workers committed it.  Before computing the version's watermark
+ * over every partition the source reads, it locks the version's row, and then reads the
+ * other partitions' ledger rows and the stored watermark with a snapshot
+ * taken after the lock: a worker that held the lock before has committed,
+ * so the last of them to commit computes the watermark from every
+ * partition's latest state, and none lowers what another stored.  Workers
+ * lock the rows of their versions in one order (by version_id, as the
+ * versions are loaded), after the upserts of the batch, so they cannot
+ * deadlock on them.
+ */
+static void
+sv_refresh_others(const SvSource *src, SvVersion *v)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(v->version_id)};
+	bool		isnull;
+	Datum		wm;
+
+	SPI_execute_with_args("SELECT watermark FROM streamview.versions WHERE version_id = $1 "
+						  "FOR NO KEY UPDATE", 1, argtypes, args, NULL, false, 1);
+	if (SPI_processed == 0)
+		return;					/* dropped meanwhile: the signature will say so */
+	wm = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull && (!v->has_watermark || DatumGetTimestampTz(wm) > v->watermark))
+	{
+		v->has_watermark = true;
+		v->watermark = DatumGetTimestampTz(wm);
+	}
+	/* not read-only: a new snapshot, which sees what committed before the lock */
+	SPI_execute_with_args(psprintf("SELECT partition, %s FROM streamview.offsets "
+								   "WHERE version_id = $1 ORDER BY partition", sv_ledger_list("")),
+						  1, argtypes, args, NULL, false, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		int32		p = (int32) sv_int8(tup, SPI_tuptable->tupdesc, 1, 0);
+
+		/*
+		 * the other workers' partitions of the source: this worker's own are
+		 * newer in its memory, and the rows of partitions the source no
+		 * longer reads (partitions =>) count for nothing
+		 */
+		if (streamview_source_reads_partition(src, p) && !streamview_owns_partition(src, p))
+			sv_ledger_read_row(v, tup, SPI_tuptable->tupdesc);
+	}
+}
+
+/*
+ * Store each version's watermark if it moved (see streamview_compute_watermark),
+ * computed over every partition (sv_refresh_others).
+ */
 void
 streamview_refresh_watermarks(const SvSource *src, List *versions)
 {
@@ -615,7 +671,11 @@ streamview_refresh_watermarks(const SvSource *src, List *versions)
 		Oid			argtypes[2] = {INT4OID, TIMESTAMPTZOID};
 		Datum		args[2];
 
-		if (v->failed || !streamview_compute_watermark(src, v, now, &wm))
+		if (v->failed)
+			continue;
+		if (src->worker_count > 1)
+			sv_refresh_others(src, v);
+		if (!streamview_compute_watermark(src, v, now, &wm))
 			continue;
 		args[0] = Int32GetDatum(v->version_id);
 		args[1] = TimestampTzGetDatum(wm);
@@ -704,7 +764,9 @@ streamview_record_marks(const SvSource *src, SvVersion *v, int64 **last, int *nl
 			? (ps->max_event_time + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / SV_MARK_STEP_US
 			: -1;
 
-		if (!ps->has_max || ps->next_offset < 0 || minute <= (*last)[p])
+		/* another worker's partition: its state here is as last read */
+		if (!streamview_owns_partition(src, p) ||
+			!ps->has_max || ps->next_offset < 0 || minute <= (*last)[p])
 			continue;
 		parts[n] = Int32GetDatum(p);
 		offs[n] = Int64GetDatum(ps->next_offset);

@@ -126,7 +126,7 @@ _PG_init(void)
 							&streamview_max_workers, 8, 1, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.max_workers_per_role",
-							"Most sources plus running rebuilds a role that is not a superuser may have.",
+							"Most source workers plus running rebuilds a role that is not a superuser may have.",
 							"0 means no limit.",
 							&streamview_max_workers_per_role, 4, 0, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * source_worker.c
- *	  The source worker, one per source, and the loop it shares with the
- *	  replay worker; both are started by the launcher.
+ *	  The source worker, sources.workers per source, and the loop it shares
+ *	  with the replay worker; both are started by the launcher.
  *
  * Loop: take the messages the consumer queue has ready (at most
  * streamview.batch_size messages and streamview.batch_max_bytes; idle, wait
@@ -24,6 +24,18 @@
  * If the source's settings change (alter_source), the batch in hand is not
  * applied either, and the worker stops: the launcher starts the next one at
  * once, with a consumer made with the new settings (sv_signature).
+ *
+ * A source has sources.workers source workers (create_source, alter_source):
+ * worker k of N reads the partitions p with p % N = k, and only those
+ * (streamview_owns_partition), for every version it maintains; the rows
+ * of the ledger, dead letters and offset marks it writes are those of its
+ * partitions, and its stats are a row of its own.  Rows two of them can
+ * both write are written in one order: a version's table rows in the order
+ * of its conflict key (codegen.c), then each version's row in
+ * streamview.versions in version order, locked before the watermark is
+ * computed from every partition's ledger as the other workers committed
+ * it (ledger.c).  A change of workers is a change of settings: every
+ * worker stops, and the launcher starts the new split.
  *
  * A replay worker (SV_WORKER_REPLAY) runs the same loop for one version in
  * state 'replaying' (a rebuild), with a consumer of its own so the live
@@ -66,6 +78,7 @@ typedef struct SvWorker
 	SvWorkerKind kind;
 	int32		source_id;
 	int32		replay_version_id;	/* a replay worker's version; 0 for a source worker */
+	int32		worker_index;	/* a source worker's: which of the source's workers */
 	SvSource   *src;
 	List	   *versions;
 	char	   *signature;
@@ -81,6 +94,21 @@ typedef struct SvWorker
 } SvWorker;
 
 static SvWorker worker;
+
+/*
+ * Does this worker read partition p?  Of the partitions the source reads
+ * (partitions =>, streamview_source_reads_partition), a source worker reads
+ * its share, p % worker_count = worker_index; a replay worker (worker_count
+ * 1) reads them all.  The one place that says which partitions a worker
+ * reads; the watermark, though, is the source's, over every partition the
+ * source reads (classify.c, sv_refresh_others in ledger.c).
+ */
+bool
+streamview_owns_partition(const SvSource *src, int32 partition)
+{
+	return streamview_source_reads_partition(src, partition) &&
+		(src->worker_count <= 1 || partition % src->worker_count == src->worker_index);
+}
 
 /* A replay worker's one version. */
 static SvVersion *
@@ -179,9 +207,10 @@ sv_load(void)
 }
 
 /*
- * Assign every partition the source reads (partitions =>) at the lowest
- * next offset of any version.  With no version to maintain, read nothing.
- * Each version gets a ledger row for every partition read, stored with the
+ * Assign every partition this worker reads (streamview_owns_partition: the
+ * source's partitions =>, its share of them) at the lowest next offset of
+ * any version.  With no version to maintain, read nothing.  Each version
+ * gets a ledger row for every partition read, stored with the
  * next batch or housekeeping: one that has delivered nothing yet shows in
  * streamview.partitions too, holding the watermark back.  A partition
  * taken out of the source's partitions keeps its rows, untouched.
@@ -200,7 +229,7 @@ sv_assign(void)
 
 	for (int p = 0; p < worker.nparts; p++)
 	{
-		if (!streamview_source_reads_partition(worker.src, p))
+		if (!streamview_owns_partition(worker.src, p))
 		{
 			start[p] = SV_NOT_ASSIGNED;
 			continue;
@@ -224,7 +253,7 @@ sv_assign(void)
 		{
 			SvPartState *ps;
 
-			if (!streamview_source_reads_partition(worker.src, p))
+			if (!streamview_owns_partition(worker.src, p))
 				continue;
 			ps = streamview_part(v, p);
 			ps->dirty = ps->dirty || !ps->known;
@@ -246,7 +275,7 @@ sv_note_error(const char *error)
 	if (error)
 		streamview_record_worker_error(worker.source_id, error, NULL, true);
 	else
-		streamview_clear_source_error(worker.source_id);
+		streamview_clear_source_error(worker.source_id, worker.last_error);
 	streamview_commit_batch();
 	if (worker.last_error)
 		pfree(worker.last_error);
@@ -286,7 +315,12 @@ sv_check_partitions(bool wait)
 	{
 		int			n = streamview_kafka_partition_count(worker.kafka, 2000);
 		char	   *err = streamview_kafka_report(worker.kafka);
-		bool		any = false;	/* has the topic a partition the source reads? */
+		/*
+		 * has the topic a partition the source reads?  The source's question,
+		 * not this worker's: one of several workers may have none of them
+		 * (more workers than partitions) and just reads nothing
+		 */
+		bool		any = false;
 
 		for (int p = 0; p < n && !any; p++)
 			any = streamview_source_reads_partition(worker.src, p);
@@ -334,7 +368,10 @@ sv_record_marks(void)
 	}
 }
 
-/* Advisory: the group's committed offsets follow the live version, for lag tools. */
+/*
+ * Advisory: the group's committed offsets follow the live version, for lag
+ * tools; each worker commits its own partitions only.
+ */
 static void
 sv_commit_to_kafka(void)
 {
@@ -350,7 +387,7 @@ sv_commit_to_kafka(void)
 		if (v->state != SV_VERSION_LIVE)
 			continue;
 		for (int p = 0; p < worker.nparts && p < v->nparts; p++)
-			if (streamview_source_reads_partition(worker.src, p))
+			if (streamview_owns_partition(worker.src, p))
 				next[p] = v->parts[p].next_offset;
 	}
 	streamview_kafka_commit(worker.kafka, worker.nparts, next);
@@ -403,7 +440,7 @@ sv_apply(SvEvent *events, int n)
 		ListCell   *lc;
 		int64		end;
 
-		if (!streamview_source_reads_partition(worker.src, p))
+		if (!streamview_owns_partition(worker.src, p))
 			continue;
 		end = streamview_kafka_log_end(worker.kafka, p);
 		foreach(lc, worker.versions)
@@ -478,7 +515,7 @@ sv_housekeeping(void)
 			streamview_store_offsets(v);	/* the rows sv_assign added */
 			streamview_expire_seen(worker.src, v);
 			for (int p = 0; p < worker.nparts; p++)
-				if (streamview_source_reads_partition(worker.src, p))
+				if (streamview_owns_partition(worker.src, p))
 					streamview_store_log_end(v, p, streamview_kafka_log_end(worker.kafka, p));
 		}
 	}
@@ -591,11 +628,13 @@ sv_main_loop(void)
 }
 
 /*
- * One worker per source (or per replayed version), even if a second launcher
- * ever runs: a session lock on the catalog row's object, (sources, id) or
- * (versions, id).  Not an advisory lock, which any role could take first
- * and so keep the source from ever starting: no SQL takes object locks on
- * an extension's table.  Released by sv_on_exit.
+ * One worker per source and worker index (or per replayed version), even if
+ * a second launcher ever runs: a session lock on the catalog row's object,
+ * (sources, id, index) or (versions, id, 0); streamview.status counts them
+ * to tell whether every worker of a version runs.  Not an advisory lock,
+ * which any role could take first and so keep the source from ever
+ * starting: no SQL takes object locks on an extension's table.  Released
+ * by sv_on_exit.
  */
 static bool
 sv_take_worker_lock(void)
@@ -606,7 +645,8 @@ sv_take_worker_lock(void)
 	Oid			classid = get_relname_relid(replay ? "versions" : "sources", nsp);
 
 	SET_LOCKTAG_OBJECT(tag, MyDatabaseId, classid,
-					   replay ? worker.replay_version_id : worker.source_id, 0);
+					   replay ? worker.replay_version_id : worker.source_id,
+					   replay ? 0 : worker.worker_index);
 	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
@@ -682,6 +722,7 @@ streamview_worker_main(Datum arg)
 	worker.kind = params.kind;
 	worker.source_id = params.source_id;
 	worker.replay_version_id = params.replay_version_id;
+	worker.worker_index = params.kind == SV_WORKER_SOURCE ? params.worker_index : 0;
 
 	streamview_worker_signals();
 	BackgroundWorkerUnblockSignals();
@@ -705,15 +746,25 @@ streamview_worker_main(Datum arg)
 		worker.src = streamview_load_source(worker.source_id);
 		MemoryContextSwitchTo(old);
 	}
-	if (!locked || worker.src == NULL || !sv_load() ||
+	if (worker.src != NULL && worker.kind == SV_WORKER_SOURCE)
+	{
+		/* before sv_load: preparing a version reads nothing, but be plain */
+		worker.src->worker_index = worker.worker_index;
+		worker.src->worker_count = worker.src->workers;
+	}
+	/* a worker index the source no longer has (workers lowered meanwhile) */
+	if (!locked || worker.src == NULL ||
+		worker.worker_index >= worker.src->worker_count || !sv_load() ||
 		(worker.kind == SV_WORKER_REPLAY && worker.versions == NIL))
 	{
 		streamview_commit_batch();
 		ereport(LOG, (errmsg("pg_streamview %s for source %d has nothing to do",
 							 worker.kind == SV_WORKER_REPLAY ? "replay worker" : "source worker",
 							 worker.source_id),
-					  locked ? errdetail("The source no longer exists.") :
-					  errdetail("Another worker serves it.")));
+					  !locked ? errdetail("Another worker serves it.") :
+					  worker.src != NULL && worker.worker_index >= worker.src->worker_count ?
+					  errdetail("The source has %d workers now.", worker.src->worker_count) :
+					  errdetail("The source no longer exists.")));
 		proc_exit(0);
 	}
 	/*
@@ -729,9 +780,13 @@ streamview_worker_main(Datum arg)
 	streamview_commit_batch();
 	if (worker.kind == SV_WORKER_SOURCE)
 	{
-		pgstat_report_appname(psprintf("%s %s", SV_BGW_TYPE_SOURCE, worker.src->name));
-		streamview_worker_context(psprintf("pg_streamview source worker for source \"%s\"",
-										   worker.src->name));
+		/* with several workers, which one: "1/2" is the first of two */
+		char	   *which = worker.src->worker_count > 1 ?
+			psprintf(" %d/%d", worker.worker_index + 1, worker.src->worker_count) : "";
+
+		pgstat_report_appname(psprintf("%s %s%s", SV_BGW_TYPE_SOURCE, worker.src->name, which));
+		streamview_worker_context(psprintf("pg_streamview source worker%s for source \"%s\"",
+										   which, worker.src->name));
 	}
 	else
 	{
@@ -747,9 +802,10 @@ streamview_worker_main(Datum arg)
 	sv_note_error(NULL);
 	if (worker.kind == SV_WORKER_REPLAY)
 		streamview_replay_start(sv_replayed_version(), worker.kafka, worker.nparts);
-	ereport(LOG, (errmsg("pg_streamview consuming topic \"%s\" for source \"%s\" (%d partitions, %d versions)",
+	ereport(LOG, (errmsg("pg_streamview consuming topic \"%s\" for source \"%s\" (%d partitions, %d versions, worker %d of %d)",
 						 worker.src->topic, worker.src->name, worker.nparts,
-						 list_length(worker.versions)),
+						 list_length(worker.versions), worker.worker_index + 1,
+						 worker.src->worker_count),
 				  errdetail("Advisory offsets go to consumer group \"%s\".", group_id)));
 	sv_main_loop();
 }

@@ -13,7 +13,9 @@
  * in that batch's transaction: one statement per batch for all versions,
  * never a write per message.  held_back_by is stored with it, and by the
  * idle worker's housekeeping when the partitions that hold the watermark
- * change (partitions go idle with time).  status shows the rate while the
+ * change (partitions go idle with time).  Each of a source's workers keeps
+ * a row of its own (version_stats.worker), counting the messages it reads:
+ * streamview.status adds their rates up.  status shows the rate while the
  * batch is recent, 0 after SV_RATE_WINDOW_S seconds without one.
  *
  * Callers are inside the batch's transaction with SPI connected, as the
@@ -103,8 +105,8 @@ streamview_store_stats(const SvSource *src, List *versions, TimestampTz now)
 	Datum	   *held = palloc(Max(nv, 1) * sizeof(Datum));
 	int			n = 0;
 	ListCell   *lc;
-	Oid			argtypes[4] = {INT4ARRAYOID, BOOLARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
-	Datum		args[4];
+	Oid			argtypes[5] = {INT4ARRAYOID, BOOLARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT4OID};
+	Datum		args[5];
 
 	foreach(lc, versions)
 	{
@@ -126,16 +128,17 @@ streamview_store_stats(const SvSource *src, List *versions, TimestampTz now)
 	args[1] = PointerGetDatum(construct_array(read, n, BOOLOID, 1, true, TYPALIGN_CHAR));
 	args[2] = PointerGetDatum(construct_array(rates, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[3] = PointerGetDatum(construct_array(held, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = Int32GetDatum(src->worker_index);
 	SPI_execute_with_args("INSERT INTO streamview.version_stats AS st "
-						  "(version_id, batch_at, batch_duration, events_per_second, held_back_by) "
-						  "SELECT u.id, CASE WHEN u.read THEN now() END, "
+						  "(version_id, worker, batch_at, batch_duration, events_per_second, held_back_by) "
+						  "SELECT u.id, $5, CASE WHEN u.read THEN now() END, "
 						  "CASE WHEN u.read THEN clock_timestamp() - now() END, "
 						  "CASE WHEN u.read THEN u.rate END, u.held::int[] "
 						  "FROM unnest($1, $2, $3, $4) AS u (id, read, rate, held) "
-						  "ON CONFLICT (version_id) DO UPDATE SET "
+						  "ON CONFLICT (version_id, worker) DO UPDATE SET "
 						  "batch_at = coalesce(excluded.batch_at, st.batch_at), "
 						  "batch_duration = coalesce(excluded.batch_duration, st.batch_duration), "
 						  "events_per_second = coalesce(excluded.events_per_second, st.events_per_second), "
 						  "held_back_by = excluded.held_back_by",
-						  4, argtypes, args, NULL, false, 0);
+						  5, argtypes, args, NULL, false, 0);
 }

@@ -105,7 +105,14 @@ $node->safe_psql('granted', q{
 	GRANT EXECUTE ON FUNCTION
 	  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text),
 	  streamview.create_view(text, text, text), streamview.validate(text, int, bool) TO upgrade_grantee});
+# A source of 0.1 (its row written as 0.1's create_source writes it: the
+# library refuses 0.1's API) is read by one worker after the update.
+$node->safe_psql('granted', q{
+	INSERT INTO streamview.sources (name, brokers, topic, event_time, max_out_of_orderness, owner)
+	VALUES ('old_source', '127.0.0.1:9', 't', 'ts', '0', 'postgres')});
 $node->safe_psql('granted', 'ALTER EXTENSION pg_streamview UPDATE');
+is($node->safe_psql('granted', q{SELECT workers FROM streamview.source_list WHERE name = 'old_source'}),
+	'1', 'a source made by 0.1 has one worker after the update');
 is($node->safe_psql('granted', q{
 	SELECT string_agg(p.proname, ',' ORDER BY p.proname) FROM pg_proc p
 	 WHERE p.pronamespace = 'streamview'::regnamespace

@@ -27,7 +27,11 @@ CREATE TABLE streamview.sources (
     -- several servers can share a topic (docs/scaling.md); NULL: every
     -- partition, including those the topic gains later
     partitions           int4multirange
-                         CHECK (NOT pg_catalog.isempty(partitions) AND pg_catalog.lower(partitions) >= 0)
+                         CHECK (NOT pg_catalog.isempty(partitions) AND pg_catalog.lower(partitions) >= 0),
+    -- source workers reading it: worker k reads, of the partitions above,
+    -- those p with p % workers = k (create_source, alter_source;
+    -- _workers_arg checks it)
+    workers              int NOT NULL DEFAULT 1
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as
@@ -143,17 +147,22 @@ CREATE TABLE streamview.offsets (
     PRIMARY KEY (version_id, partition)
 );
 
--- Per version: how its recent batches went, and which partitions hold its
--- watermark back, for streamview.status.  Written by the worker with each
--- batch that read messages for the version, and when what holds the
--- watermark changes.
+-- Per version and worker: how its recent batches went, and which partitions
+-- hold the version's watermark back, for streamview.status (which adds up
+-- the rates of a source's workers).  Written by each worker with each batch
+-- that read messages for the version, and when what holds the watermark
+-- changes.
 CREATE TABLE streamview.version_stats (
-    version_id        int PRIMARY KEY REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    version_id        int NOT NULL REFERENCES streamview.versions (version_id) ON DELETE CASCADE,
+    -- the index of the source worker that stored the row (0 for a replay
+    -- worker): each of a source's workers counts the messages it reads
+    worker            int NOT NULL DEFAULT 0,
     batch_at          timestamptz,
     batch_duration    interval,
     -- messages read per second, over the 10 seconds before batch_at
     events_per_second float8,
-    held_back_by      int[]
+    held_back_by      int[],
+    PRIMARY KEY (version_id, worker)
 );
 
 -- Where the log stood, now and then: after a batch, partition p's next

@@ -172,10 +172,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT partitions IS NULL OR partitions @> p $$;
 
--- Each source runs a worker, and so does each running rebuild: a role that
+-- Each source runs its workers, and each running rebuild one: a role that
 -- is not a superuser may have streamview.max_workers_per_role of them, so
 -- that no grantee can take every worker slot of the server.
-CREATE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text)
+CREATE FUNCTION streamview_internal._check_worker_quota(caller regrole, what text, wanted int DEFAULT 1)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -187,16 +187,17 @@ BEGIN
     IF most = 0 OR (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = caller) THEN
         RETURN;
     END IF;
-    SELECT (SELECT count(*) FROM streamview.sources s WHERE s.owner = caller)
+    -- a source takes as many workers as it has (sources.workers)
+    SELECT (SELECT coalesce(sum(s.workers), 0) FROM streamview.sources s WHERE s.owner = caller)
          + (SELECT count(*) FROM streamview.versions x JOIN streamview.views w USING (view_id)
              WHERE w.owner = caller AND x.state = 'replaying')
       INTO used;
-    IF used >= most THEN
+    IF used + wanted > most THEN
         RAISE EXCEPTION 'role % may not start another worker for %', caller, what
             USING ERRCODE = 'configuration_limit_exceeded',
-                  DETAIL = format('It has %s sources and running rebuilds, and streamview.max_workers_per_role is %s.',
-                                  used, most),
-                  HINT = 'Drop a source or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
+                  DETAIL = format('Its sources and running rebuilds have %s workers, %s more were asked for, and streamview.max_workers_per_role is %s.',
+                                  used, wanted, most),
+                  HINT = 'Drop a source, lower a source''s workers or wait for a rebuild to finish, or ask a superuser to raise streamview.max_workers_per_role.';
     END IF;
 END $$;
 

@@ -97,12 +97,13 @@ CREATE FUNCTION streamview.create_source(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
-    partitions           text DEFAULT NULL)
+    partitions           text DEFAULT NULL,
+    workers              int DEFAULT 1)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text) IS
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) IS
 'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE FUNCTION streamview_internal._create_source_impl(
@@ -117,7 +118,8 @@ CREATE FUNCTION streamview_internal._create_source_impl(
     options              jsonb DEFAULT '{}',
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
-    partitions           text DEFAULT NULL)
+    partitions           text DEFAULT NULL,
+    workers              int DEFAULT 1)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -153,7 +155,8 @@ BEGIN
                   HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
     END IF;
     PERFORM streamview_internal._check_options(caller, options);
-    PERFORM streamview_internal._check_worker_quota(caller, 'a new source');
+    PERFORM streamview_internal._workers_arg(workers, name, event_id);
+    PERFORM streamview_internal._check_worker_quota(caller, 'a new source', workers);
     ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
     IF idle_timeout IS NOT NULL THEN
         idle := streamview_internal._interval_arg(idle_timeout, 'idle_timeout');
@@ -164,9 +167,9 @@ BEGIN
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
                                     max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    partitions)
+                                    partitions, workers)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, parts)
+            caller, future, parts, workers)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -196,6 +199,32 @@ BEGIN
     RETURN streamview_internal._consumer_group(name);
 END $$;
 
+-- workers as create_source and alter_source take it: 1 to 64 source
+-- workers (a worker per partition at most is useful; more than 64 would be
+-- a mistake, each is a backend and a Kafka consumer).  A source with an
+-- event_id keeps one: an id is a duplicate whichever partition applied it
+-- first, which one worker decides alone, and N workers reading their own
+-- partitions could each take the same id for new at the same time.
+CREATE FUNCTION streamview_internal._workers_arg(workers int, source_name text, event_id text)
+RETURNS int
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF workers IS NULL OR workers NOT BETWEEN 1 AND 64 THEN
+        RAISE EXCEPTION 'workers must be between 1 and 64, not %', coalesce(workers::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'One worker reads every partition; use up to one per partition of the topic and per CPU core the server can spare.';
+    END IF;
+    IF workers > 1 AND event_id IS NOT NULL THEN
+        RAISE EXCEPTION 'source "%" has an event_id: it is read by one worker', source_name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'An event_id is a duplicate whichever partition it came in first; workers that each read their own partitions could all take it for new at once.',
+                  HINT = 'Leave workers => 1 for a source with an event_id.';
+    END IF;
+    RETURN workers;
+END $$;
+
 -- max_future as create_source and alter_source take it: an interval, or
 -- 'infinity' for no bound (NULL in the catalog: event times are not checked).
 CREATE FUNCTION streamview_internal._max_future_arg(value text)
@@ -220,13 +249,14 @@ CREATE FUNCTION streamview.alter_source(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
-    partitions           text  DEFAULT NULL)
+    partitions           text  DEFAULT NULL,
+    workers              int   DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text) IS
-'changes a source''s brokers, options (merged: null removes one), max_future or partitions; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int) IS
+'changes a source''s brokers, options (merged: null removes one), max_future, partitions or workers; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 -- alter_source changes how a source connects, never how its messages are
 -- read: the stream views over it were built from what was read with its
@@ -305,7 +335,9 @@ $$;
 -- turns the check off.  partitions => 'all' reads every partition again;
 -- a partition taken out keeps its ledger rows, which stop holding the
 -- watermark, and one added is read from the start of its log by every
--- version (docs/scaling.md).  Records what changed in source_changes (intervals
+-- version (docs/scaling.md).  workers splits the source's partitions over
+-- that many workers (from the stored offsets, as after any change).
+-- Records what changed in source_changes (intervals
 -- in one style, whatever the caller's) and returns its id, or NULL when
 -- nothing changed.  The launcher is woken at commit; the source's workers
 -- notice the change at their next batch (or within a second) and stop
@@ -322,7 +354,8 @@ CREATE FUNCTION streamview_internal._alter_source_impl(
     event_time           text  DEFAULT NULL,
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
-    partitions           text  DEFAULT NULL)
+    partitions           text  DEFAULT NULL,
+    workers              int   DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -372,6 +405,14 @@ BEGIN
             'old', streamview_internal._partitions_text(src.partitions),
             'new', streamview_internal._partitions_text(parts)));
     END IF;
+    IF workers IS NOT NULL AND workers <> src.workers THEN
+        PERFORM streamview_internal._workers_arg(workers, src.name, src.event_id);
+        IF workers > src.workers THEN
+            PERFORM streamview_internal._check_worker_quota(caller, format('source "%s"', src.name),
+                                                            workers - src.workers);
+        END IF;
+        changes := changes || jsonb_build_object('workers', jsonb_build_object('old', src.workers, 'new', workers));
+    END IF;
     IF changes = '{}' THEN
         RETURN NULL;
     END IF;
@@ -380,8 +421,15 @@ BEGIN
        SET brokers = CASE WHEN changes ? 'brokers' THEN _alter_source_impl.brokers ELSE s.brokers END,
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
            max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
-           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END
+           partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END,
+           workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END
      WHERE s.source_id = src.source_id;
+    -- the stats of workers the source no longer has (they stop before
+    -- anything else they would write commits)
+    DELETE FROM streamview.version_stats st
+     USING streamview.versions x JOIN streamview.views w ON w.view_id = x.view_id
+     WHERE st.version_id = x.version_id AND w.source_id = src.source_id
+       AND changes ? 'workers' AND st.worker >= _alter_source_impl.workers;
     INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
     VALUES (src.source_id, src.name, changes, caller::name)
     RETURNING change_id INTO id;

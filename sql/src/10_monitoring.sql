@@ -8,10 +8,10 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
        s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
-       streamview_internal._partitions_text(s.partitions) AS partitions
+       streamview_internal._partitions_text(s.partitions) AS partitions, s.workers
   FROM streamview.sources s;
 
--- One row per version and partition: every partition the version's worker
+-- One row per version and partition: every partition the version's workers
 -- was assigned, from before its first message; of a source limited to some
 -- partitions (partitions =>), those only.  lag_time and
 -- holds_watermark are defined in docs/monitoring.md ("Health").
@@ -30,7 +30,9 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
             WHEN coalesce(o.next_offset, 0) >= o.log_end THEN interval '0'
             WHEN o.max_broker_time IS NULL THEN NULL
             ELSE greatest(now() - o.max_broker_time, interval '0') END AS lag_time,
-       -- as the worker last computed the watermark (NULL: not yet)
+       -- as the worker last computed the watermark (NULL: not yet); each of
+       -- a source's workers computes it over every partition the source
+       -- reads: the first's
        o.partition = ANY (st.held_back_by) AS holds_watermark,
        -- freshness: the newest broker timestamp applied, and how long after
        -- it the batch that applied it ended (docs/monitoring.md, "Freshness")
@@ -39,7 +41,8 @@ SELECT ver.view_name, ver.version, o.partition, o.next_offset, o.log_end,
   JOIN streamview.versions ver USING (version_id)
   JOIN streamview.views v ON v.view_id = ver.view_id
   JOIN streamview.sources s ON s.source_id = v.source_id
-  LEFT JOIN streamview.version_stats st ON st.version_id = o.version_id
+  LEFT JOIN LATERAL (SELECT h.held_back_by FROM streamview.version_stats h
+                      WHERE h.version_id = o.version_id ORDER BY h.worker LIMIT 1) st ON true
  WHERE streamview_internal._reads_partition(s.partitions, o.partition);
 
 -- One row per version.  The columns after error tell its health; the rules
@@ -75,8 +78,9 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                s.name AS source_name, ver.table_name, p.last_batch_at,
                -- a version's own failure, or what currently stops its source's worker
                coalesce(ver.error, CASE WHEN ver.state IN ('live', 'caught_up') THEN s.last_error END) AS error,
-               s.paused_at IS NOT NULL AS paused, w.pid IS NOT NULL AS served,
-               a.xact_start AS batch_started_at,
+               s.paused_at IS NOT NULL AS paused,
+               w.running >= CASE WHEN ver.state = 'replaying' THEN 1 ELSE s.workers END AS served,
+               w.batch_started_at,
                coalesce(p.last_message_at, ver.replay_started_at, ver.created_at) AS last_progress_at,
                p.lag_time, st.batch_at, st.events_per_second, st.batch_duration AS last_batch_duration,
                st.held_back_by, p.applied_broker_time, p.visible_delay,
@@ -107,18 +111,30 @@ SELECT x.view_name, x.version, x.state, x.is_live, x.watermark, x.consumed, x.ap
                        FROM streamview.partitions q
                       GROUP BY q.view_name, q.version) p
                  ON p.view_name = ver.view_name AND p.version = ver.version
-          LEFT JOIN streamview.version_stats st ON st.version_id = ver.version_id
-          -- the worker that serves the version: a replaying version's replay
-          -- worker, any other the source worker (source_worker.c, sv_take_worker_lock)
-          LEFT JOIN pg_catalog.pg_locks w
-                 ON w.locktype = 'object' AND w.granted AND w.objsubid = 0
-                AND w.database = (SELECT d.oid FROM pg_catalog.pg_database d
-                                   WHERE d.datname = pg_catalog.current_database())
-                AND (w.classid, w.objid) =
-                    (CASE WHEN ver.state = 'replaying' THEN 'streamview.versions'::regclass
-                          ELSE 'streamview.sources'::regclass END::oid,
-                     CASE WHEN ver.state = 'replaying' THEN ver.version_id ELSE s.source_id END::oid)
-          LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid) x;
+          -- the source's workers each count what they read: the rates add up
+          LEFT JOIN LATERAL (
+              SELECT pg_catalog.max(h.batch_at) AS batch_at,
+                     pg_catalog.sum(h.events_per_second)
+                         FILTER (WHERE h.batch_at >= now() - interval '10 seconds') AS events_per_second,
+                     (pg_catalog.array_agg(h.batch_duration ORDER BY h.batch_at DESC NULLS LAST))[1] AS batch_duration,
+                     (SELECT f.held_back_by FROM streamview.version_stats f
+                       WHERE f.version_id = ver.version_id ORDER BY f.worker LIMIT 1) AS held_back_by
+                FROM streamview.version_stats h WHERE h.version_id = ver.version_id) st ON true
+          -- the workers that serve the version: a replaying version's replay
+          -- worker, any other the source's workers, one lock each (source_worker.c,
+          -- sv_take_worker_lock: objsubid is the worker's index)
+          LEFT JOIN LATERAL (
+              SELECT pg_catalog.count(*) AS running, pg_catalog.min(a.xact_start) AS batch_started_at
+                FROM pg_catalog.pg_locks w
+                LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid
+               WHERE w.locktype = 'object' AND w.granted
+                 AND w.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                    WHERE d.datname = pg_catalog.current_database())
+                 AND (w.classid, w.objid) =
+                     (CASE WHEN ver.state = 'replaying' THEN 'streamview.versions'::regclass
+                           ELSE 'streamview.sources'::regclass END::oid,
+                      CASE WHEN ver.state = 'replaying' THEN ver.version_id ELSE s.source_id END::oid)
+                 AND w.objsubid < CASE WHEN ver.state = 'replaying' THEN 1 ELSE s.workers END) w ON true) x;
 
 -- Progress of rebuilds: events replayed out of those in the log when asked.
 -- Once caught up, the version goes on reading (done grows) but its replay is

@@ -21,6 +21,7 @@ COMMENT ON COLUMN streamview.sources.last_error_at IS 'when last_error was recor
 COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of its broker timestamp is a dead letter (future_time); NULL: not checked';
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
+COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -180,6 +181,7 @@ COMMENT ON COLUMN streamview.source_list.usage IS 'roles granted USAGE (grant_us
 COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
 COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
+COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';
@@ -253,8 +255,9 @@ COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
 COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
-COMMENT ON TABLE streamview.version_stats IS 'per version, how its batches go: written once per batch, read by streamview.status';
+COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
+COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';
 COMMENT ON COLUMN streamview.version_stats.batch_at IS 'when its last batch committed';
 COMMENT ON COLUMN streamview.version_stats.batch_duration IS 'how long its last batch took';
 COMMENT ON COLUMN streamview.version_stats.events_per_second IS 'messages read in the 10 seconds before the last batch, per second';

@@ -20,7 +20,7 @@ SELECT functions_are('streamview_internal', ARRAY[
     '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_arg', '_partitions_behind', '_partitions_text', '_reads_partition', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
-    '_wait_for_impl', '_window_spans'], 'the internal functions, nothing else');
+    '_wait_for_impl', '_window_spans', '_workers_arg'], 'the internal functions, nothing else');
 
 -- Every dispatcher has _<name>_impl(regrole, <its argument types>) behind it,
 -- returning the same type, and every _<name>_impl has its dispatcher.

@@ -76,6 +76,19 @@ UPDATE streamview.offsets SET log_end = 10 WHERE partition = 0;
 UPDATE streamview.offsets SET max_broker_time = now() + interval '1 hour' WHERE partition IN (1, 3, 4);
 SELECT lag, lag_time FROM streamview.status WHERE view_name = 'hv';
 
+-- Each of a source's workers keeps its row: the rates of those with a
+-- recent batch add up, the last batch is the latest worker's, held_back_by
+-- the first worker's (each computes it over every partition)
+INSERT INTO streamview.version_stats (version_id, worker, batch_at, batch_duration, events_per_second, held_back_by)
+SELECT version_id, w, now() - age, d, rate, '{1}'
+  FROM streamview.versions,
+       (VALUES (1, interval '2 seconds', interval '0.5 seconds', 100),
+               (2, interval '20 seconds', interval '9 seconds', 1000)) AS x (w, age, d, rate)
+ WHERE view_name = 'hv';
+SELECT events_per_second, last_batch_duration, held_back_by FROM streamview.status WHERE view_name = 'hv';
+SELECT partition FROM streamview.partitions WHERE view_name = 'hv' AND holds_watermark ORDER BY 1;
+DELETE FROM streamview.version_stats WHERE worker > 0;
+
 -- events_per_second: the last batch's rate while it is recent, 0 after 10 s
 UPDATE streamview.version_stats SET batch_at = now() - interval '11 seconds';
 SELECT events_per_second, last_batch_duration FROM streamview.status WHERE view_name = 'hv';

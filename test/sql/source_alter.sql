@@ -17,8 +17,8 @@ CREATE ROLE sv_alter_user LOGIN;
 CREATE ROLE sv_alter_other LOGIN;
 CREATE ROLE sv_alter_nobody LOGIN;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text),
-  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
+  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int),
   streamview.drop_source(text, bool),
   streamview.pause(text),
   streamview.grant_usage(text, regrole) TO sv_alter_owner, sv_alter_user, sv_alter_other;
@@ -75,6 +75,33 @@ SELECT streamview.alter_source('moving', partitions => 'ALL') IS NOT NULL AS eve
 SELECT partitions FROM streamview.source_list;
 SELECT streamview.alter_source('moving', partitions => 'all') AS already_every_partition;
 SELECT streamview.alter_source('moving', partitions => '0-1') IS NOT NULL AS two;
+
+-- workers: how many source workers split the partitions (1 to 64), one
+-- for a source with an event_id; a change is recorded like the others; a
+-- role that is not a superuser has streamview.max_workers_per_role (4)
+-- workers in all.
+SELECT workers FROM streamview.source_list WHERE name = 'moving';
+SELECT streamview.alter_source('moving', workers => 1) AS same_workers;
+SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', workers => 2) $$) AS with_event_id;
+SELECT streamview.create_source('split', '127.0.0.1:9', 'split', '{"ts":"timestamptz"}', 'ts',
+       workers => 2) LIKE 'pg_streamview.%' AS created_with_two;
+SELECT name, workers FROM streamview.source_list ORDER BY name;
+SELECT streamview.alter_source('split', workers => 3) IS NOT NULL AS three;
+SELECT streamview.alter_source('split', workers => 1) IS NOT NULL AS one;
+SELECT pg_temp.err($$ SELECT streamview.alter_source('split', workers => 0) $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('split', workers => 65) $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('split', workers => 5) $$) AS over_quota;
+SELECT pg_temp.err($$ SELECT streamview.create_source('split2', '127.0.0.1:9', 'split', '{"ts":"timestamptz"}', 'ts',
+                      workers => 0) $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('split2', '127.0.0.1:9', 'split', '{"ts":"timestamptz"}', 'ts',
+                      workers => NULL) $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('split2', '127.0.0.1:9', 'split', '{"id":"text","ts":"timestamptz"}',
+                      'ts', event_id => 'id', workers => 2) $$);
+SELECT pg_temp.err($$ SELECT streamview.create_source('split2', '127.0.0.1:9', 'split', '{"ts":"timestamptz"}', 'ts',
+                      workers => 4) $$) AS over_quota;
+SELECT name, workers FROM streamview.source_list ORDER BY name;
+SELECT changes FROM streamview.source_changes WHERE source_name = 'split' ORDER BY change_id;
+SELECT streamview.drop_source('split');
 
 -- What makes a view what it is cannot change: each refusal says why and
 -- what to do instead.
