@@ -2535,6 +2535,8 @@ GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
 -- the views' owners, as in a fresh install.
 UPDATE streamview.versions SET batch_sql = streamview_internal._batch_sql_0_2(version_id);
 GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
+-- validate compares t-digest columns with _tdigests_differ, as the view's owner.
+GRANT EXECUTE ON FUNCTION streamview_internal._tdigests_differ(name, text, text) TO PUBLIC;
 
 -- Comments on the catalog (test/bin/regen_upgrade.sh copies sql/src/12_comments.sql here)
 -- What every catalog table, monitoring view and column is, for \d+ and for
