@@ -152,11 +152,16 @@ BEGIN
     SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO cols
       FROM jsonb_array_elements(a.definition->'outputs') oa
       JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
-     WHERE oa->>'kind' <> 'key' AND NOT (oa->>'kind' = 'tdigest' AND ob->>'kind' = 'tdigest');
+     WHERE oa->>'kind' <> 'key';
+    -- The sketches' states (hll, tdigest) have no equality the comparison,
+    -- run with search_path = pg_catalog, can name: hll states, and a state
+    -- compared with a column of another kind, are compared by their text,
+    -- which is their bytes.
     SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO states
       FROM jsonb_array_elements(a.definition->'outputs') oa
       JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
-     WHERE oa->>'kind' = 'hll' AND ob->>'kind' = 'hll';
+     WHERE (oa->>'kind' IN ('hll', 'tdigest') OR ob->>'kind' IN ('hll', 'tdigest'))
+       AND NOT (oa->>'kind' = 'tdigest' AND ob->>'kind' = 'tdigest');
     -- A t-digest depends on the order in which values were merged, so batch
     -- boundaries change it (docs/architecture.md): tdigest columns are
     -- compared by _tdigests_differ, in the schema of the column's type.
@@ -196,9 +201,8 @@ BEGIN
         a.view_sql, b.view_sql, horizon, jn,
         coalesce((SELECT '(' || string_agg(d, ' OR ') || ')' FROM (
                     SELECT format('(x).%1$I IS DISTINCT FROM (y).%1$I', c) AS d FROM unnest(cols) c
-                     WHERE c <> ALL (coalesce(states, '{}'))
+                     WHERE c <> ALL (coalesce(states, '{}')) AND c <> ALL (coalesce(digests, '{}'))
                     UNION ALL
-                    -- hll states: the same bytes (their text), whatever schema hll is in
                     SELECT format('(x).%1$I::text IS DISTINCT FROM (y).%1$I::text', c) FROM unnest(states) c
                     UNION ALL
                     SELECT format('streamview_internal._tdigests_differ(%2$L, (x).%1$I::text, (y).%1$I::text)', c, nsp)
