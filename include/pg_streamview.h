@@ -262,7 +262,9 @@ typedef enum SvAggKind
 	SV_AGG_MAX,
 	SV_AGG_AVG,
 	SV_AGG_BOOL_AND,
-	SV_AGG_BOOL_OR
+	SV_AGG_BOOL_OR,
+	SV_AGG_HLL,					/* a state of the hll extension */
+	SV_AGG_TDIGEST				/* a state of the tdigest extension */
 } SvAggKind;
 
 typedef struct SvOutput
@@ -272,6 +274,8 @@ typedef struct SvOutput
 	SvAggKind	agg;
 	char	   *expr_sql;		/* key expression, or the aggregate call */
 	char	   *type_sql;
+	/* hll and tdigest only: the extension's union function, qualified */
+	char	   *merge_fn_sql;
 	/* avg only: */
 	char	   *count_sql;
 	char	   *avg_type_sql;

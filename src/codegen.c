@@ -19,8 +19,9 @@
  *	 where				the query's WHERE clause as deparsed, or null
  *	 outputs			[{name, kind, sql, type}] in select-list order: kind is
  *						"key" or the aggregate (count, sum, min, max, avg,
- *						bool_and, bool_or); sql the key expression or aggregate
- *						call; type the column's type as the view shows it
+ *						bool_and, bool_or, or the sketches hll and tdigest);
+ *						sql the key expression or aggregate call; type the
+ *						column's type as the view shows it
  *	 table_columns		[{name, type}] of the version's table, in order
  *	 conflict_columns	the table's key: window_start and the group keys
  * _compare reads outputs (name, kind) to match two versions' columns.
@@ -38,7 +39,8 @@
  *	 ON CONFLICT (window_start, <keys>) DO UPDATE SET <merge of each aggregate>
  * so a batch is pre-aggregated by the executor and each (window, keys) it
  * touches is upserted once.  avg is kept as a sum and a count (column
- * <name>__count).  Versions made by 0.1 read a temporary table,
+ * <name>__count).  The sketches (hll, tdigest) keep the extension's state,
+ * merged with its union function, named with the extension's schema.  Versions made by 0.1 read a temporary table,
  * pg_temp.sv_batch_<version_id>, instead; the update to 0.2 rewrites their
  * statement (_batch_sql_0_2, below).
  *
@@ -88,6 +90,11 @@ sv_merge_sql(const SvOutput *o, const char *col)
 			return psprintf("%s = coalesce(t.%s AND excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
 		case SV_AGG_BOOL_OR:
 			return psprintf("%s = coalesce(t.%s OR excluded.%s, t.%s, excluded.%s)", q, q, q, q, q);
+		case SV_AGG_HLL:
+		case SV_AGG_TDIGEST:
+			/* the extension's union of two states (compile.c); a FILTER may leave either NULL */
+			return psprintf("%s = coalesce(%s(t.%s, excluded.%s), t.%s, excluded.%s)",
+							q, o->merge_fn_sql, q, q, q, q);
 	}
 	return NULL;
 }

@@ -25,11 +25,13 @@
  */
 #include "pg_streamview.h"
 
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_aggregate.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "common/jsonapi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -41,6 +43,7 @@
 #include "parser/parse_func.h"
 #include "parser/parser.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
@@ -51,7 +54,35 @@
 #include "utils/syscache.h"
 
 static const char *const sv_agg_names[] = {
-	"count", "sum", "min", "max", "avg", "bool_and", "bool_or"
+	"count", "sum", "min", "max", "avg", "bool_and", "bool_or", "hll", "tdigest"
+};
+
+/*
+ * The approximate aggregates: states of the hll and tdigest extensions,
+ * kept in the version's table and merged batch by batch with the
+ * extension's own union of two states, as count is merged with +.  They
+ * are found by the extension that owns them (pg_depend), so that they are
+ * recognised in whatever schema the extension was created, and the merge
+ * function is looked up in that same schema; the compiled SQL names both
+ * with their schema.
+ */
+typedef struct SvSketch
+{
+	SvAggKind	kind;
+	const char *extension;		/* its name in pg_extension */
+	const char *package;		/* the Debian package that installs it */
+	const char *type;			/* the state's type, in the extension's schema */
+	const char *merge_fn;		/* the union of two states: merge_fn(type, type[, bool]) */
+	int			merge_nargs;
+	const char *use;			/* the aggregate to write, for hints */
+	const char *read;			/* how to read the state, for hints */
+} SvSketch;
+
+static const SvSketch sv_sketches[] = {
+	{SV_AGG_HLL, "hll", "postgresql-15-hll", "hll", "hll_union", 2,
+	"hll_add_agg(hll_hash_text(x))", "hll_cardinality(column)"},
+	{SV_AGG_TDIGEST, "tdigest", "postgresql-15-tdigest", "tdigest", "tdigest_union", 3,
+	"tdigest(x, 100)", "tdigest_percentile(column, 0.99)"},
 };
 
 /* An aggregate kind as SQL (and the compiled definition) names it. */
@@ -501,27 +532,194 @@ sv_check_query_shape(Query *q, Oid stand_in)
 				 errhint("Remove calls such as random(), clock_timestamp() or nextval().")));
 }
 
-static SvAggKind
-sv_check_aggregate(Aggref *agg, const char *colname)
+/*
+ * The hint for an aggregate that a sketch replaces: which one to write, how
+ * to read it, and, where its extension is not installed in this database,
+ * how to install it.
+ */
+static char *
+sv_sketch_hint(const SvSketch *sk, const char *use, const char *read)
+{
+	if (OidIsValid(get_extension_oid(sk->extension, true)))
+		return psprintf("Use %s, and read the state with %s.", use, read);
+	return psprintf("Use %s from the %s extension, and read the state with %s. "
+					"Install it first: the Debian package %s, then CREATE EXTENSION %s;",
+					use, sk->extension, read, sk->package, sk->extension);
+}
+
+/* The hll hash function for a value of type typid, as a hint writes it. */
+static const char *
+sv_hll_hash_for(Oid typid)
+{
+	switch (typid)
+	{
+		case BOOLOID:
+			return "hll_hash_boolean";
+		case INT2OID:
+			return "hll_hash_smallint";
+		case INT4OID:
+			return "hll_hash_integer";
+		case INT8OID:
+			return "hll_hash_bigint";
+		case BYTEAOID:
+			return "hll_hash_bytea";
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+			return "hll_hash_text";
+		default:
+			return "hll_hash_any";
+	}
+}
+
+static char *sv_deparse(Node *expr, List *ctx);
+
+/* The sketch whose extension owns the aggregate, or NULL. */
+static const SvSketch *
+sv_sketch_of(Oid aggfnoid)
+{
+	Oid			ext = getExtensionOfObject(ProcedureRelationId, aggfnoid);
+	char	   *extname;
+
+	if (!OidIsValid(ext) || (extname = get_extension_name(ext)) == NULL)
+		return NULL;
+	for (int i = 0; i < lengthof(sv_sketches); i++)
+		if (strcmp(extname, sv_sketches[i].extension) == 0)
+			return &sv_sketches[i];
+	return NULL;
+}
+
+/*
+ * A sketch aggregate: one that returns the state type of its extension
+ * (hll_add_agg, hll_union_agg, tdigest(x, compression), ...), written
+ * plainly.  Its extension's merge function is looked up in the
+ * extension's schema now, and the caller (the view's owner: the batch
+ * statement runs as that role) must be able to use both.  Any other
+ * aggregate of those extensions (tdigest_percentile, tdigest_avg, ...)
+ * computes a final value that cannot be merged: refused, with the hint to
+ * store the state instead.
+ */
+static void
+sv_check_sketch(const SvSketch *sk, Aggref *agg, Oid caller, const char *colname, SvOutput *o)
+{
+	Oid			nsp = get_func_namespace(agg->aggfnoid);	/* the extension's schema */
+	char	   *nspname = get_namespace_name(nsp);
+	Oid			type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+									   CStringGetDatum(sk->type), ObjectIdGetDatum(nsp));
+	Oid			argtypes[3] = {type, type, BOOLOID};
+	Oid			merge;
+
+	if (agg->aggkind != AGGKIND_NORMAL || agg->aggdistinct != NIL || agg->aggorder != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("aggregate %s in column \"%s\" cannot be maintained incrementally",
+						get_func_name(agg->aggfnoid), colname),
+				 errdetail("DISTINCT and ORDER BY inside an aggregate need all of a window's values at once."),
+				 errhint("Write %s plainly.", sk->use)));
+	if (agg->aggtype != type || !OidIsValid(type))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("aggregate %s in column \"%s\" cannot be maintained incrementally",
+						get_func_name(agg->aggfnoid), colname),
+				 errdetail("A stream view stores the %s state, which later batches merge into; "
+						   "a value computed from the state cannot be merged.", sk->type),
+				 errhint("%s", sv_sketch_hint(sk, sk->use, sk->read))));
+	merge = LookupFuncName(list_make2(makeString(nspname), makeString((char *) sk->merge_fn)),
+						   sk->merge_nargs, argtypes, true);
+	if (!OidIsValid(merge))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function %s.%s, which merges %s states, does not exist",
+						nspname, sk->merge_fn, sk->type),
+				 errdetail("The %s extension in schema %s has no such function.", sk->extension, nspname),
+				 errhint("Update the extension: ALTER EXTENSION %s UPDATE;", sk->extension)));
+	if (pg_namespace_aclcheck(nsp, caller, ACL_USAGE) != ACLCHECK_OK ||
+		pg_proc_aclcheck(agg->aggfnoid, caller, ACL_EXECUTE) != ACLCHECK_OK ||
+		pg_proc_aclcheck(merge, caller, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" cannot use the %s extension for column \"%s\"",
+						GetUserNameFromId(caller, false), sk->extension, colname),
+				 errdetail("Each batch runs %s and %s.%s as the view's owner.",
+						   get_func_name(agg->aggfnoid), nspname, sk->merge_fn),
+				 errhint("Grant USAGE on schema %s and EXECUTE on those functions to the view's owner.",
+						 quote_identifier(nspname))));
+	o->agg = sk->kind;
+	o->merge_fn_sql = quote_qualified_identifier(nspname, sk->merge_fn);
+}
+
+/*
+ * Which mergeable aggregate agg is (filling o), or an error saying why it
+ * is not, with the alternative where there is one: count(DISTINCT) and
+ * the percentiles have approximate, mergeable counterparts (the sketches).
+ */
+static void
+sv_check_aggregate(Aggref *agg, const char *colname, Oid caller, List *ctx, SvOutput *o)
 {
 	char	   *name = get_func_name(agg->aggfnoid);
+	const SvSketch *sk = sv_sketch_of(agg->aggfnoid);
 
+	if (sk != NULL)
+	{
+		sv_check_sketch(sk, agg, caller, colname, o);
+		return;
+	}
 	if (get_func_namespace(agg->aggfnoid) == PG_CATALOG_NAMESPACE &&
 		agg->aggkind == AGGKIND_NORMAL && agg->aggdistinct == NIL && agg->aggorder == NIL)
 	{
-		for (int k = 0; k < lengthof(sv_agg_names); k++)
+		for (int k = 0; k <= SV_AGG_BOOL_OR; k++)
 			if (strcmp(name, sv_agg_names[k]) == 0)
-				return (SvAggKind) k;
+			{
+				o->agg = (SvAggKind) k;
+				return;
+			}
 		if (strcmp(name, "every") == 0)
-			return SV_AGG_BOOL_AND;
+		{
+			o->agg = SV_AGG_BOOL_AND;
+			return;
+		}
 	}
+	if (get_func_namespace(agg->aggfnoid) == PG_CATALOG_NAMESPACE &&
+		strcmp(name, "count") == 0 && agg->aggdistinct != NIL && !agg->aggstar)
+	{
+		Node	   *arg = (Node *) linitial_node(TargetEntry, agg->args)->expr;
+		char	   *x = sv_deparse(arg, ctx);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("aggregate count (DISTINCT) in column \"%s\" cannot be maintained incrementally", colname),
+				 errdetail("A batch's distinct values cannot be merged with a stored count; "
+						   "a HyperLogLog state can, and estimates the count within a few percent."),
+				 errhint("%s", sv_sketch_hint(&sv_sketches[0],
+											 psprintf("hll_add_agg(%s(%s)) AS %s",
+													  sv_hll_hash_for(exprType(arg)), x,
+													  quote_identifier(colname)),
+											 psprintf("hll_cardinality(%s)", quote_identifier(colname))))));
+	}
+	if (get_func_namespace(agg->aggfnoid) == PG_CATALOG_NAMESPACE &&
+		(strcmp(name, "percentile_cont") == 0 || strcmp(name, "percentile_disc") == 0) &&
+		agg->args != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("aggregate %s in column \"%s\" cannot be maintained incrementally", name, colname),
+				 errdetail("An exact percentile needs all of a window's values at once; "
+						   "a t-digest state can be merged batch by batch, and estimates percentiles closely."),
+				 errhint("%s", sv_sketch_hint(&sv_sketches[1],
+											 psprintf("tdigest(%s, 100) AS %s",
+													  sv_deparse((Node *) linitial_node(TargetEntry, agg->args)->expr,
+																 ctx),
+													  quote_identifier(colname)),
+											 psprintf("tdigest_percentile(%s, %s)", quote_identifier(colname),
+													  agg->aggdirectargs != NIL
+													  ? sv_deparse(linitial(agg->aggdirectargs), ctx)
+													  : "0.99")))));
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("aggregate %s%s in column \"%s\" cannot be maintained incrementally",
 					name, agg->aggdistinct ? " (DISTINCT)" : "", colname),
 			 errdetail("A stream view merges each batch into its stored rows, so every aggregate must be mergeable."),
-			 errhint("Use count, sum, min, max, avg, bool_and or bool_or.")));
-	return SV_AGG_COUNT;		/* keep compiler quiet */
+			 errhint("Use count, sum, min, max, avg, bool_and or bool_or, or the sketches "
+					 "hll_add_agg and tdigest of the hll and tdigest extensions.")));
 }
 
 /* ---------- deparsing ---------- */
@@ -553,15 +751,18 @@ sv_agg_call(const char *fname, Aggref *agg, List *ctx)
 }
 
 static SvOutput *
-sv_compile_aggregate(TargetEntry *tle, List *ctx)
+sv_compile_aggregate(TargetEntry *tle, Oid caller, List *ctx)
 {
 	Aggref	   *agg = (Aggref *) tle->expr;
 	SvOutput   *o = palloc0(sizeof(SvOutput));
 
 	o->name = pstrdup(tle->resname);
-	o->agg = sv_check_aggregate(agg, tle->resname);
+	sv_check_aggregate(agg, tle->resname, caller, ctx, o);
 	o->type_sql = format_type_with_typemod(agg->aggtype, -1);
-	if (o->agg == SV_AGG_COUNT)
+	if (o->agg == SV_AGG_HLL || o->agg == SV_AGG_TDIGEST)
+		/* the whole call, all arguments and FILTER, names schema-qualified */
+		o->expr_sql = sv_deparse((Node *) agg, ctx);
+	else if (o->agg == SV_AGG_COUNT)
 		o->expr_sql = sv_agg_call("count", agg, ctx);
 	else if (o->agg == SV_AGG_AVG)
 	{
@@ -600,7 +801,7 @@ sv_check_column_name(List *outputs, const char *name)
 
 /* Walks the analysed query and fills c.  Runs with search_path = pg_catalog. */
 static void
-sv_compile_query(Query *q, Oid stand_in, const char *source, AttrNumber et_attno,
+sv_compile_query(Query *q, Oid caller, Oid stand_in, const char *source, AttrNumber et_attno,
 				 const char *event_time, SvCompiled *c)
 {
 	List	   *ctx = deparse_context_for(source, stand_in);
@@ -669,7 +870,7 @@ sv_compile_query(Query *q, Oid stand_in, const char *source, AttrNumber et_attno
 												   exprTypmod((Node *) tle->expr));
 		}
 		else if (IsA(tle->expr, Aggref))
-			o = sv_compile_aggregate(tle, ctx);
+			o = sv_compile_aggregate(tle, caller, ctx);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -733,7 +934,7 @@ streamview_compile_view(Oid caller, const char *caller_path, const char *source,
 		/* the compiled form outlives SPI */
 		MemoryContext spi = MemoryContextSwitchTo(cxt);
 
-		sv_compile_query(q, stand_in, source, et_attno, event_time, c);
+		sv_compile_query(q, caller, stand_in, source, et_attno, event_time, c);
 		MemoryContextSwitchTo(spi);
 	}
 	AtEOXact_GUC(true, nest);

@@ -41,6 +41,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "catalog/namespace.h"
+#include "access/relation.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -251,15 +252,47 @@ streamview_guard_alter(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(streamview_depend_on_extension);
 PGDLLEXPORT Datum streamview_depend_on_extension(PG_FUNCTION_ARGS);
 
-/* _depend_on_extension(table regclass): the table goes with the extension. */
+/*
+ * _depend_on_extension(table regclass): the table goes with the extension,
+ * and with every other extension whose types its columns hold (the states
+ * of the sketches, hll and tdigest: compile.c).  DROP EXTENSION hll then
+ * refuses while a version keeps hll states, naming the table; with CASCADE
+ * it would drop the whole table, which the drop guard above refuses,
+ * rather than quietly dropping the column of a version being built.
+ */
 Datum
 streamview_depend_on_extension(PG_FUNCTION_ARGS)
 {
+	Oid			relid = PG_GETARG_OID(0);
 	ObjectAddress table;
 	ObjectAddress ext;
+	Relation	rel;
+	TupleDesc	desc;
+	List	   *exts = NIL;
+	ListCell   *lc;
 
-	ObjectAddressSet(table, RelationRelationId, PG_GETARG_OID(0));
+	ObjectAddressSet(table, RelationRelationId, relid);
 	ObjectAddressSet(ext, ExtensionRelationId, get_extension_oid("pg_streamview", false));
 	recordDependencyOn(&table, &ext, DEPENDENCY_NORMAL);
+
+	rel = relation_open(relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			owner;
+
+		if (att->attisdropped)
+			continue;
+		owner = getExtensionOfObject(TypeRelationId, att->atttypid);
+		if (OidIsValid(owner) && !list_member_oid(exts, owner))
+			exts = lappend_oid(exts, owner);
+	}
+	relation_close(rel, AccessShareLock);
+	foreach(lc, exts)
+	{
+		ObjectAddressSet(ext, ExtensionRelationId, lfirst_oid(lc));
+		recordDependencyOn(&table, &ext, DEPENDENCY_NORMAL);
+	}
 	PG_RETURN_VOID();
 }

@@ -70,7 +70,9 @@ sub leftovers
 		      OR rolname LIKE 'sv\_%'
 		  UNION ALL SELECT 'database ' || datname FROM pg_database WHERE datname = 'sv_elsewhere'
 		  UNION ALL SELECT 'source ' || name FROM streamview.sources
-		  UNION ALL SELECT 'view ' || name FROM streamview.views) x});
+		  UNION ALL SELECT 'view ' || name FROM streamview.views
+		  UNION ALL SELECT 'extension ' || extname FROM pg_extension WHERE extname IN ('hll', 'tdigest')
+		  UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname = 'sketches') x});
 }
 
 # The served database does not exist yet: refused, with what to do.
@@ -92,7 +94,7 @@ is($node->safe_psql($served, q{SELECT extversion FROM pg_extension WHERE extname
 	'0.2', 'the suite ran in the served database (it created the extension there)');
 like(slurp_file($node->logfile), qr/pg_streamview source worker for source "\w+"/,
 	'source workers ran for the tests\' sources meanwhile');
-is(leftovers(), '', 'no test role, database, source or view is left behind');
+is(leftovers(), '', 'no test role, database, source, view or extension is left behind');
 
 ($rc, $out) = installcheck($node);
 passed_all($rc, $out, 'second run, with the extension in place');
@@ -115,6 +117,14 @@ $node->safe_psql('postgres', q{CREATE ROLE analyst});
 isnt($rc, 0, 'refused while a role of a name the tests use exists');
 like($out, qr/has role "analyst", which the tests create and drop/, '... naming it');
 $node->safe_psql('postgres', q{DROP ROLE analyst});
+
+# The hll extension already in the served database (the sketches' test
+# creates and drops it): refused.
+$node->safe_psql($served, q{CREATE EXTENSION hll});
+($rc, $out) = installcheck($node);
+isnt($rc, 0, 'refused while the served database has the hll extension');
+like($out, qr/database "$served" has extension hll, which the tests create and drop/, '... naming it');
+$node->safe_psql($served, q{DROP EXTENSION hll});
 
 # An extension of another version in the served database: refused.
 $node->safe_psql($served, q{UPDATE pg_extension SET extversion = '0.1' WHERE extname = 'pg_streamview'});

@@ -1,7 +1,9 @@
 -- Stream views: create_view, drop_view, and the making of a version.
 
 -- A version's table goes with the extension (guard.c): DROP EXTENSION
--- refuses while it exists, and CASCADE drops it.
+-- refuses while it exists, and CASCADE drops it.  It also depends on the
+-- extensions whose types its columns hold (hll, tdigest), so that DROP
+-- EXTENSION hll refuses too.
 CREATE FUNCTION streamview_internal._depend_on_extension(tbl regclass)
 RETURNS void
 AS 'MODULE_PATHNAME', 'streamview_depend_on_extension'

@@ -65,11 +65,53 @@ BEGIN
     RETURN dropped;   -- its predicate, to add it back
 END $$;
 
+-- Do two t-digests (as text, of the tdigest extension in schema nsp) differ
+-- by more than the order of merging explains?  They are the same when they
+-- hold as many values and each one's percentiles 1% ... 99% lie between the
+-- other's percentiles 3/compression of rank below and above: batch
+-- boundaries move a t-digest's centroids, and its percentiles by about
+-- 1/compression of rank.  NULL and NULL are the same.  Run as the view's
+-- owner (in _compare), who can use the extension.
+CREATE FUNCTION streamview_internal._tdigests_differ(nsp name, a text, b text)
+RETURNS bool
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    differ bool;
+BEGIN
+    IF a IS NULL OR b IS NULL THEN
+        RETURN (a IS NULL) <> (b IS NULL);
+    END IF;
+    EXECUTE format($q$
+        WITH d AS (SELECT $1::%1$I.tdigest AS a, $2::%1$I.tdigest AS b,
+                          '{0.01,0.05,0.1,0.25,0.5,0.75,0.9,0.95,0.99}'::float8[] AS qs,
+                          3.0 / (regexp_match($1, 'compression (\d+)'))[1]::float8 AS t),
+             p AS (SELECT d.a, d.b,
+                          (SELECT %1$I.tdigest_percentile(x, d.qs) FROM (VALUES (d.a)) AS v(x)) AS pa,
+                          (SELECT %1$I.tdigest_percentile(x, d.qs) FROM (VALUES (d.b)) AS v(x)) AS pb,
+                          (SELECT %1$I.tdigest_percentile(x, array(SELECT greatest(q - d.t, 0) FROM unnest(d.qs) AS q))
+                             FROM (VALUES (d.a)) AS v(x)) AS la,
+                          (SELECT %1$I.tdigest_percentile(x, array(SELECT least(q + d.t, 1) FROM unnest(d.qs) AS q))
+                             FROM (VALUES (d.a)) AS v(x)) AS ha,
+                          (SELECT %1$I.tdigest_percentile(x, array(SELECT greatest(q - d.t, 0) FROM unnest(d.qs) AS q))
+                             FROM (VALUES (d.b)) AS v(x)) AS lb,
+                          (SELECT %1$I.tdigest_percentile(x, array(SELECT least(q + d.t, 1) FROM unnest(d.qs) AS q))
+                             FROM (VALUES (d.b)) AS v(x)) AS hb
+                     FROM d)
+        SELECT %1$I.tdigest_count(p.a) <> %1$I.tdigest_count(p.b)
+               OR EXISTS (SELECT FROM unnest(p.pa, p.pb, p.la, p.ha, p.lb, p.hb) AS u(pa, pb, la, ha, lb, hb)
+                           WHERE u.pb NOT BETWEEN u.la AND u.ha OR u.pa NOT BETWEEN u.lb AND u.hb)
+          FROM p $q$, nsp) INTO differ USING a, b;
+    RETURN differ;
+END $$;
+
 -- Differences between two versions over the windows final in both.
 CREATE FUNCTION streamview_internal._compare(v streamview.views, a streamview.versions, b streamview.versions,
                                     OUT comparable bool, OUT only_a bigint, OUT only_b bigint,
                                     OUT differ bigint, OUT samples text, OUT totals text,
-                                    OUT totals_equal bool, OUT horizon timestamptz, OUT note text)
+                                    OUT totals_equal bool, OUT horizon timestamptz, OUT note text,
+                                    OUT compared text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -83,6 +125,9 @@ DECLARE
     r      jsonb;
     b_owner regrole := v.owner;   -- the versions' tables belong to the view's owner
     kept_from timestamptz;
+    states text[];
+    digests text[];
+    digest_schemas text[];
 BEGIN
     SELECT array_agg(o->>'name' ORDER BY o->>'name') INTO keys_a
       FROM jsonb_array_elements(a.definition->'outputs') o WHERE o->>'kind' = 'key';
@@ -108,6 +153,29 @@ BEGIN
       FROM jsonb_array_elements(a.definition->'outputs') oa
       JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
      WHERE oa->>'kind' <> 'key';
+    -- The sketches' states (hll, tdigest) have no equality the comparison,
+    -- run with search_path = pg_catalog, can name: hll states, and a state
+    -- compared with a column of another kind, are compared by their text,
+    -- which is their bytes.
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO states
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+     WHERE (oa->>'kind' IN ('hll', 'tdigest') OR ob->>'kind' IN ('hll', 'tdigest'))
+       AND NOT (oa->>'kind' = 'tdigest' AND ob->>'kind' = 'tdigest');
+    -- A t-digest depends on the order in which values were merged, so batch
+    -- boundaries change it (docs/architecture.md): tdigest columns are
+    -- compared by _tdigests_differ, in the schema of the column's type.
+    SELECT array_agg(oa->>'name' ORDER BY oa->>'name'), array_agg(n.nspname ORDER BY oa->>'name')
+      INTO digests, digest_schemas
+      FROM jsonb_array_elements(a.definition->'outputs') oa
+      JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
+      JOIN pg_type t ON t.oid = (oa->>'type')::regtype
+      JOIN pg_namespace n ON n.oid = t.typnamespace
+     WHERE oa->>'kind' = 'tdigest' AND ob->>'kind' = 'tdigest';
+    IF digests IS NOT NULL THEN
+        compared := format('tdigest columns %s compared by count and percentiles, within 3/compression of rank',
+                           array_to_string(digests, ', '));
+    END IF;
     SELECT array_agg(oa->>'name' ORDER BY oa->>'name') INTO sums
       FROM jsonb_array_elements(a.definition->'outputs') oa
       JOIN jsonb_array_elements(b.definition->'outputs') ob ON ob->>'name' = oa->>'name'
@@ -131,8 +199,15 @@ BEGIN
                %8$s AS totals
           FROM j $q$,
         a.view_sql, b.view_sql, horizon, jn,
-        coalesce((SELECT '(' || string_agg(format('(x).%1$I IS DISTINCT FROM (y).%1$I', c), ' OR ') || ')'
-                    FROM unnest(cols) c), 'false'),
+        coalesce((SELECT '(' || string_agg(d, ' OR ') || ')' FROM (
+                    SELECT format('(x).%1$I IS DISTINCT FROM (y).%1$I', c) AS d FROM unnest(cols) c
+                     WHERE c <> ALL (coalesce(states, '{}')) AND c <> ALL (coalesce(digests, '{}'))
+                    UNION ALL
+                    SELECT format('(x).%1$I::text IS DISTINCT FROM (y).%1$I::text', c) FROM unnest(states) c
+                    UNION ALL
+                    SELECT format('streamview_internal._tdigests_differ(%2$L, (x).%1$I::text, (y).%1$I::text)', c, nsp)
+                      FROM unnest(digests, digest_schemas) AS g(c, nsp)
+                    ) e), 'false'),
         a.version, b.version,
         coalesce((SELECT 'concat_ws(''; '', ' || string_agg(
                       format('%1$L || '': '' || coalesce(sum((x).%1$I), 0) || '' vs '' || coalesce(sum((y).%1$I), 0)', c), ', ')
@@ -222,6 +297,7 @@ BEGIN
             detail := format('windows ending by %s: %s rows only in live version %s, %s only in version %s, %s differ',
                              cmp.horizon, cmp.only_a, live.version, cmp.only_b, cand.version, cmp.differ)
                       || coalesce('; totals ' || cmp.totals, '')
+                      || coalesce('; ' || cmp.compared, '')
                       || coalesce('; e.g. ' || cmp.samples, '');
         END IF;
         RETURN NEXT;

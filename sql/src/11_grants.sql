@@ -24,6 +24,10 @@ GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
 -- applying the batch (batch.c), and raises an error anywhere else.
 GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
 
+-- validate compares t-digest columns with _tdigests_differ, as the view's
+-- owner; it computes from its arguments only.
+GRANT EXECUTE ON FUNCTION streamview_internal._tdigests_differ(name, text, text) TO PUBLIC;
+
 GRANT USAGE ON SCHEMA streamview TO PUBLIC;
 GRANT USAGE ON SCHEMA streamview_internal TO PUBLIC;
 

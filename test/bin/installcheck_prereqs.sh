@@ -77,6 +77,27 @@ SQL
              "whose streamview.database is a database for tests (see docs/development.md)."
 fi
 
+# The approximate aggregates' test (test/sql/sketches.sql) creates the hll
+# and tdigest extensions in a schema "sketches" of the served database, and
+# drops them: they must be installed, and not already there.
+missing=$(query "$served" <<'SQL'
+SELECT string_agg(e, ' ') FROM unnest(ARRAY['hll', 'tdigest']) AS e
+ WHERE NOT EXISTS (SELECT FROM pg_available_extensions a WHERE a.name = e)
+SQL
+) || fail "cannot list the extensions available on $WHERE."
+[ -z "$missing" ] ||
+    fail "the extensions $missing are not installed for $WHERE: the tests of the approximate aggregates use them." \
+         "Install them (Debian: postgresql-15-hll, postgresql-15-tdigest)."
+present=$(query "$served" <<'SQL'
+SELECT string_agg(what, ', ') FROM (
+    SELECT format('extension %s', extname) AS what FROM pg_extension WHERE extname IN ('hll', 'tdigest')
+    UNION ALL SELECT 'schema sketches' FROM pg_namespace WHERE nspname = 'sketches') o
+SQL
+) || fail "cannot list the extensions of database \"$served\" on $WHERE."
+[ -z "$present" ] ||
+    fail "database \"$served\" has $present, which the tests create and drop." \
+         "Run installcheck on a server whose streamview.database is a database for tests."
+
 # The roles and databases the tests create, as their files spell them.
 mapfile -t names < <(grep -ohiE 'CREATE (ROLE|DATABASE) +("[^"]+"|[A-Za-z_][A-Za-z0-9_]*)' \
                          test/sql/*.sql test/specs/*.spec |

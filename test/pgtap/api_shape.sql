@@ -19,7 +19,7 @@ SELECT functions_are('streamview_internal', ARRAY[
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
     '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_arg', '_partitions_behind', '_partitions_text', '_reads_partition', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
-    '_start_from_time', '_supported_types', '_swap_impl', '_validate_impl', '_version_sql', '_view_relation',
+    '_start_from_time', '_supported_types', '_swap_impl', '_tdigests_differ', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl', '_window_spans', '_workers_arg'], 'the internal functions, nothing else');
 
 -- Every dispatcher has _<name>_impl(regrole, <its argument types>) behind it,
@@ -47,9 +47,10 @@ SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamvie
 SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
      WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace)
-       AND p.proname NOT IN ('tumble', 'hop', '_consumer_group', '_partitions_text', '_reads_partition', '_batch_rows')
+       AND p.proname NOT IN ('tumble', 'hop', '_consumer_group', '_partitions_text', '_reads_partition', '_batch_rows',
+                             '_tdigests_differ')
        AND has_function_privilege('public', p.oid, 'EXECUTE') $$,
-    'PUBLIC may execute nothing but tumble, hop, _consumer_group, _partitions_text and _reads_partition (for the monitoring views) and _batch_rows (for the views'' owners)');
+    'PUBLIC may execute nothing but tumble, hop, _consumer_group, _partitions_text and _reads_partition (for the monitoring views), _batch_rows (for the views'' owners) and _tdigests_differ (for validate, as the views'' owners)');
 SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval'], 'public',
                           ARRAY['EXECUTE'], 'PUBLIC may call tumble');
 SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval'], 'public',
