@@ -2312,6 +2312,7 @@ CREATE OR REPLACE FUNCTION streamview_internal._snapshot_impl(caller regrole, vi
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- the ledger's event times read in UTC
 AS $$
 DECLARE
     v    streamview.views;
@@ -2320,6 +2321,7 @@ DECLARE
     tbl  text;
     cols text;
 BEGIN
+    PERFORM streamview_internal._require(view_name, 'view_name');
     v := streamview_internal._lock_view(caller, view_name, lock => false);
     -- as the source worker does with each batch: drop_view waits, no batch does
     PERFORM 1 FROM streamview.views w WHERE w.view_id = v.view_id FOR KEY SHARE;
@@ -2433,7 +2435,9 @@ DECLARE
     ver   int;
     cols  text;
     cols_new text;
+    granted  bool := false;
 BEGIN
+    PERFORM streamview_internal._require(view_name, 'view_name');
     v := streamview_internal._lock_view(caller, view_name);
     s := streamview_internal._get_snapshot(caller, snapshot_id);
     IF s.view_id <> v.view_id THEN
@@ -2488,12 +2492,18 @@ BEGIN
       FROM pg_attribute a WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
 
     -- The rows, as the view's owner (the table is the owner's, and so are
-    -- its triggers), who may read the snapshot for this statement only.
-    EXECUTE format('GRANT SELECT ON %s TO %s', tbl, v.owner);
+    -- its triggers), who may read the snapshot for this statement only
+    -- (unless the owner may anyway: the extension's owner, a superuser).
+    IF NOT has_table_privilege(v.owner, tbl, 'SELECT') THEN
+        EXECUTE format('GRANT SELECT ON %s TO %s', tbl, v.owner);
+        granted := true;
+    END IF;
     PERFORM streamview_internal._run_as(v.owner,
         format('WITH c AS (INSERT INTO %s (%s) SELECT %s FROM ONLY %s RETURNING 1) '
                'SELECT to_jsonb(count(*)) FROM c', cand.table_name, cols, cols, tbl));
-    EXECUTE format('REVOKE SELECT ON %s FROM %s', tbl, v.owner);
+    IF granted THEN
+        EXECUTE format('REVOKE SELECT ON %s FROM %s', tbl, v.owner);
+    END IF;
 
     INSERT INTO streamview.offsets (version_id, partition, next_offset, max_event_time, consumed,
                                     applied, duplicates, too_late, dead_lettered)
