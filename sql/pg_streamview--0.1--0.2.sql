@@ -298,6 +298,46 @@ ALTER TABLE streamview.sources ADD COLUMN partitions int4multirange
 ------------------------------------------------------------------------------
 ALTER TABLE streamview.sources ADD COLUMN workers int NOT NULL DEFAULT 1;
 
+------------------------------------------------------------------------------
+-- Snapshots (snapshot, verify_snapshot, restore, drop_snapshot;
+-- docs/snapshots.md): a manifest per snapshot, the event ids it copied, and
+-- the snapshot a restored version started from.
+------------------------------------------------------------------------------
+CREATE TABLE streamview.snapshots (
+    snapshot_id       bigserial PRIMARY KEY,
+    view_id           int NOT NULL REFERENCES streamview.views ON DELETE CASCADE,
+    view_name         text NOT NULL,
+    version           int NOT NULL,
+    definition_hash   text NOT NULL,
+    extension_version text NOT NULL,
+    offsets           jsonb NOT NULL,
+    ledger            jsonb NOT NULL,
+    watermark         timestamptz,
+    start_from        timestamptz,
+    rows              bigint NOT NULL,
+    seen_ids          bigint NOT NULL,
+    checksum          text,
+    taken_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    taken_by          name NOT NULL
+);
+CREATE INDEX snapshots_view ON streamview.snapshots (view_id, snapshot_id);
+CREATE TABLE streamview.snapshot_seen_ids (
+    snapshot_id     bigint NOT NULL REFERENCES streamview.snapshots ON DELETE CASCADE,
+    partition       int NOT NULL,
+    last_offset     bigint NOT NULL,
+    max_event_time  timestamptz NOT NULL,
+    event_id_hashes bytea[] NOT NULL,
+    event_times     timestamptz[] NOT NULL,
+    PRIMARY KEY (snapshot_id, partition, last_offset)
+);
+ALTER TABLE streamview.snapshot_seen_ids ALTER COLUMN event_id_hashes SET STORAGE EXTERNAL;
+REVOKE ALL ON streamview.snapshots, streamview.snapshot_seen_ids FROM PUBLIC;
+GRANT SELECT ON streamview.snapshots TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('streamview.snapshots', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.snapshot_seen_ids', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.snapshots_snapshot_id_seq', '');
+ALTER TABLE streamview.versions ADD COLUMN restored_from bigint;
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
 CREATE OR REPLACE FUNCTION streamview.tumble(ts timestamptz, size interval, time_zone text,
@@ -1547,6 +1587,9 @@ BEGIN
             n := n + 1;
         END IF;
     END LOOP;
+    -- its snapshots go with it (their tables are not the view owner's)
+    PERFORM streamview_internal._drop_snapshot(s.snapshot_id)
+       FROM streamview.snapshots s WHERE s.view_id = v.view_id;
     DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
     DELETE FROM streamview.validations x WHERE x.view_name = v.name;
     DELETE FROM streamview.swaps x WHERE x.view_name = v.name;
@@ -2247,6 +2290,327 @@ BEGIN
     RETURN dropped_table;   -- the table dropped with it
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview_internal._snapshot_table(snapshot_id bigint)
+RETURNS regclass
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT to_regclass(format('streamview_internal.%I', 'snapshot_' || snapshot_id)) $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._get_snapshot(caller regrole, snapshot_id bigint)
+RETURNS streamview.snapshots
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s streamview.snapshots;
+    v streamview.views;
+BEGIN
+    PERFORM streamview_internal._require(snapshot_id, 'snapshot_id');
+    SELECT * INTO s FROM streamview.snapshots x WHERE x.snapshot_id = _get_snapshot.snapshot_id;
+    IF s.snapshot_id IS NULL THEN
+        RAISE EXCEPTION 'snapshot % does not exist', snapshot_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT snapshot_id, view_name, version, taken_at FROM streamview.snapshots.';
+    END IF;
+    SELECT * INTO v FROM streamview.views w WHERE w.view_id = s.view_id;
+    PERFORM streamview_internal._check_owner(caller, v.owner, 'stream view', v.name);
+    RETURN s;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._snapshot_checksum(snapshot_id bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+AS $$
+DECLARE
+    s        streamview.snapshots;
+    tbl      regclass := streamview_internal._snapshot_table(snapshot_id);
+    rows_sum bytea;
+    ids_sum  bytea;
+BEGIN
+    SELECT * INTO s FROM streamview.snapshots x WHERE x.snapshot_id = _snapshot_checksum.snapshot_id;
+    IF s.snapshot_id IS NULL OR tbl IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT sha256(coalesce(string_agg(h, ''''::bytea ORDER BY h), ''''::bytea)) '
+                   'FROM (SELECT sha256(convert_to(t::text, ''UTF8'')) AS h FROM ONLY %s t) r', tbl)
+       INTO rows_sum;
+    SELECT sha256(coalesce(string_agg(sha256(convert_to(i::text, 'UTF8')), ''::bytea
+                                      ORDER BY i.partition, i.last_offset), ''::bytea))
+      INTO ids_sum FROM streamview.snapshot_seen_ids i WHERE i.snapshot_id = s.snapshot_id;
+    RETURN encode(sha256(convert_to(jsonb_build_object(
+               'snapshot_id', s.snapshot_id, 'view_name', s.view_name, 'version', s.version,
+               'definition_hash', s.definition_hash, 'extension_version', s.extension_version,
+               'offsets', s.offsets, 'ledger', s.ledger, 'watermark', s.watermark,
+               'start_from', s.start_from, 'rows', s.rows, 'seen_ids', s.seen_ids,
+               'taken_at', s.taken_at, 'taken_by', s.taken_by)::text, 'UTF8')
+           || rows_sum || ids_sum), 'hex');
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._drop_snapshot(snapshot_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tbl  regclass := streamview_internal._snapshot_table(snapshot_id);
+    n    bigint;
+BEGIN
+    IF tbl IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', tbl);
+    END IF;
+    DELETE FROM streamview.snapshots x WHERE x.snapshot_id = _drop_snapshot.snapshot_id
+    RETURNING x.rows INTO n;
+    RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.snapshot(view_name text, version int DEFAULT NULL, keep int DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.snapshot(text, int, int) IS
+'copies a version''s rows, offsets and event-time history at one consistent point; keeps the newest `keep` snapshots of the view; returns the snapshot''s id';
+
+CREATE OR REPLACE FUNCTION streamview_internal._snapshot_impl(caller regrole, view_name text, version int DEFAULT NULL,
+                                                   keep int DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- the ledger's event times read in UTC
+AS $$
+DECLARE
+    v    streamview.views;
+    r    streamview.versions;
+    sid  bigint;
+    tbl  text;
+    cols text;
+BEGIN
+    PERFORM streamview_internal._require(view_name, 'view_name');
+    v := streamview_internal._lock_view(caller, view_name, lock => false);
+    -- as the source worker does with each batch: drop_view waits, no batch does
+    PERFORM 1 FROM streamview.views w WHERE w.view_id = v.view_id FOR KEY SHARE;
+    IF keep IS NOT NULL AND keep < 1 THEN
+        RAISE EXCEPTION 'keep must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', keep),
+                  HINT = 'Pass how many of the view''s snapshots to keep, the new one included, or NULL to keep them all.';
+    END IF;
+    IF version IS NULL THEN
+        r := streamview_internal._live_version(v.view_id);
+    ELSE
+        r := streamview_internal._get_version(v, version);
+    END IF;
+    IF r.state NOT IN ('live', 'caught_up', 'replaying') OR r.table_name IS NULL THEN
+        RAISE EXCEPTION 'cannot snapshot version % of stream view "%" because it is %', r.version, view_name, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Snapshot the live version (version => NULL), or one that is replaying or caught up.';
+    END IF;
+    -- drop_version waits for the copy; the table must be the plain table
+    -- the version was created with
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', r.table_name);
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = r.table_name) <> 'r' THEN
+        RAISE EXCEPTION 'table % of stream view "%" version % is not a plain table', r.table_name, view_name, r.version
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+
+    sid := nextval(pg_get_serial_sequence('streamview.snapshots', 'snapshot_id'));
+    tbl := format('streamview_internal.%I', 'snapshot_' || sid);
+    EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING COMPRESSION)', tbl, r.table_name);
+    PERFORM streamview_internal._depend_on_extension(tbl::regclass);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', tbl,
+                   format('rows of snapshot %s: stream view %s, version %s (see streamview.snapshots)',
+                          sid, v.name, r.version));
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = tbl::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+
+    EXECUTE format($q$
+        WITH copied AS (INSERT INTO %1$s (%2$s) SELECT %2$s FROM ONLY %3$s RETURNING 1),
+             ids AS (INSERT INTO streamview.snapshot_seen_ids
+                         (snapshot_id, partition, last_offset, max_event_time, event_id_hashes, event_times)
+                     SELECT $1, i.partition, i.last_offset, i.max_event_time, i.event_id_hashes, i.event_times
+                       FROM streamview.seen_ids i WHERE i.version_id = $2
+                     RETURNING 1),
+             led AS (SELECT o.partition, o.next_offset,
+                            jsonb_build_object('next_offset', o.next_offset, 'max_event_time', o.max_event_time,
+                                               'consumed', o.consumed, 'applied', o.applied,
+                                               'duplicates', o.duplicates, 'too_late', o.too_late,
+                                               'dead_lettered', o.dead_lettered) AS state
+                       FROM streamview.offsets o WHERE o.version_id = $2)
+        INSERT INTO streamview.snapshots (snapshot_id, view_id, view_name, version, definition_hash,
+                                          extension_version, offsets, ledger, watermark, start_from,
+                                          rows, seen_ids, taken_by)
+        SELECT $1, x.view_id, x.view_name, x.version, x.definition_hash,
+               (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'),
+               (SELECT coalesce(jsonb_object_agg(l.partition, l.next_offset), '{}') FROM led l),
+               (SELECT coalesce(jsonb_object_agg(l.partition, l.state), '{}') FROM led l),
+               x.watermark, x.start_from,
+               (SELECT count(*) FROM copied), (SELECT count(*) FROM ids), $3
+          FROM streamview.versions x WHERE x.version_id = $2 $q$, tbl, cols, r.table_name)
+    USING sid, r.version_id, caller::name;
+    UPDATE streamview.snapshots x SET checksum = streamview_internal._snapshot_checksum(sid)
+     WHERE x.snapshot_id = sid;
+
+    -- keep => N: the view's newest N snapshots stay, this one among them
+    IF keep IS NOT NULL THEN
+        PERFORM streamview_internal._drop_snapshot(x.snapshot_id)
+           FROM (SELECT y.snapshot_id FROM streamview.snapshots y WHERE y.view_id = v.view_id
+                  ORDER BY y.snapshot_id DESC OFFSET keep) x;
+    END IF;
+    RETURN sid;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.verify_snapshot(snapshot_id bigint)
+RETURNS bool
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.verify_snapshot(bigint) IS
+'recomputes a snapshot''s checksum over its manifest, rows and event ids: true if it still matches';
+
+CREATE OR REPLACE FUNCTION streamview_internal._verify_snapshot_impl(caller regrole, snapshot_id bigint)
+RETURNS bool
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s streamview.snapshots := streamview_internal._get_snapshot(caller, snapshot_id);
+BEGIN
+    RETURN coalesce(streamview_internal._snapshot_checksum(s.snapshot_id) = s.checksum, false);
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.restore(view_name text, snapshot_id bigint)
+RETURNS int
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.restore(text, bigint) IS
+'starts a new version of a stream view from a snapshot: its rows and ledger, replaying from its offsets; returns the version';
+
+CREATE OR REPLACE FUNCTION streamview_internal._restore_impl(caller regrole, view_name text, snapshot_id bigint)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v     streamview.views;
+    s     streamview.snapshots;
+    cand  streamview.versions;
+    live  streamview.versions;
+    tbl   regclass;
+    actual text;
+    ver   int;
+    cols  text;
+    cols_new text;
+    granted  bool := false;
+BEGIN
+    PERFORM streamview_internal._require(view_name, 'view_name');
+    v := streamview_internal._lock_view(caller, view_name);
+    s := streamview_internal._get_snapshot(caller, snapshot_id);
+    IF s.view_id <> v.view_id THEN
+        RAISE EXCEPTION 'snapshot % is not of stream view "%"', snapshot_id, view_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was taken of stream view "%s".', s.view_name),
+                  HINT = format('See SELECT snapshot_id, version, taken_at FROM streamview.snapshots WHERE view_name = %L.', view_name);
+    END IF;
+    -- drop_snapshot waits until the restore is done
+    PERFORM 1 FROM streamview.snapshots x WHERE x.snapshot_id = s.snapshot_id FOR SHARE;
+    tbl := streamview_internal._snapshot_table(s.snapshot_id);
+    actual := streamview_internal._snapshot_checksum(s.snapshot_id);
+    IF actual IS DISTINCT FROM s.checksum THEN
+        RAISE EXCEPTION 'snapshot % of stream view "%" is corrupted', snapshot_id, view_name
+            USING ERRCODE = 'data_corrupted',
+                  DETAIL = CASE WHEN tbl IS NULL
+                                THEN format('The table of its rows, streamview_internal.snapshot_%s, is gone.', s.snapshot_id)
+                                ELSE format('Its manifest, rows and event ids hash to %s, not to its checksum %s.', actual, s.checksum) END,
+                  HINT = 'Restore another snapshot (streamview.verify_snapshot() checks one), or rebuild from the log with streamview.rebuild(); drop this one with streamview.drop_snapshot().';
+    END IF;
+    live := streamview_internal._live_version(v.view_id);
+    IF live.definition_hash <> s.definition_hash THEN
+        RAISE EXCEPTION 'snapshot % of stream view "%" was taken with another definition', snapshot_id, view_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The snapshot is of version %s, definition %s; live version %s has definition %s '
+                                  '(its query or allowed lateness differs).',
+                                  s.version, s.definition_hash, live.version, live.definition_hash),
+                  HINT = 'Restore a snapshot taken since the definition changed, or rebuild from the log with streamview.rebuild().';
+    END IF;
+
+    ver := streamview_internal._rebuild_impl(caller, view_name);
+    cand := streamview_internal._get_version(v, ver);
+    IF cand.definition_hash <> s.definition_hash THEN
+        -- the live query compiles to another definition now (a changed source)
+        RAISE EXCEPTION 'snapshot % of stream view "%" was taken with another definition', snapshot_id, view_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The snapshot has definition %s; the view''s query now compiles to %s.',
+                                  s.definition_hash, cand.definition_hash),
+                  HINT = 'Rebuild from the log with streamview.rebuild().';
+    END IF;
+    SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+      INTO cols FROM pg_attribute a WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+      INTO cols_new FROM pg_attribute a WHERE a.attrelid = cand.table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    IF cols IS DISTINCT FROM cols_new THEN
+        RAISE EXCEPTION 'snapshot % of stream view "%" has other columns than the new version', snapshot_id, view_name
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = format('The snapshot has (%s); version %s has (%s).', cols, ver, cols_new),
+                  HINT = 'Rebuild from the log with streamview.rebuild().';
+    END IF;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+
+    -- The rows, as the view's owner (the table is the owner's, and so are
+    -- its triggers), who may read the snapshot for this statement only
+    -- (unless the owner may anyway: the extension's owner, a superuser).
+    IF NOT has_table_privilege(v.owner, tbl, 'SELECT') THEN
+        EXECUTE format('GRANT SELECT ON %s TO %s', tbl, v.owner);
+        granted := true;
+    END IF;
+    PERFORM streamview_internal._run_as(v.owner,
+        format('WITH c AS (INSERT INTO %s (%s) SELECT %s FROM ONLY %s RETURNING 1) '
+               'SELECT to_jsonb(count(*)) FROM c', cand.table_name, cols, cols, tbl));
+    IF granted THEN
+        EXECUTE format('REVOKE SELECT ON %s FROM %s', tbl, v.owner);
+    END IF;
+
+    INSERT INTO streamview.offsets (version_id, partition, next_offset, max_event_time, consumed,
+                                    applied, duplicates, too_late, dead_lettered)
+    SELECT cand.version_id, l.key::int, (l.value->>'next_offset')::bigint,
+           (l.value->>'max_event_time')::timestamptz, (l.value->>'consumed')::bigint,
+           (l.value->>'applied')::bigint, (l.value->>'duplicates')::bigint,
+           (l.value->>'too_late')::bigint, (l.value->>'dead_lettered')::bigint
+      FROM jsonb_each(s.ledger) l;
+    INSERT INTO streamview.seen_ids (version_id, partition, last_offset, max_event_time,
+                                     event_id_hashes, event_times)
+    SELECT cand.version_id, i.partition, i.last_offset, i.max_event_time, i.event_id_hashes, i.event_times
+      FROM streamview.snapshot_seen_ids i WHERE i.snapshot_id = s.snapshot_id;
+    UPDATE streamview.versions x
+       SET watermark = s.watermark, start_from = s.start_from, restored_from = s.snapshot_id
+     WHERE x.version_id = cand.version_id;
+    RETURN ver;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.drop_snapshot(snapshot_id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.drop_snapshot(bigint) IS
+'drops a snapshot (its rows, event ids and manifest); returns how many rows it held';
+
+CREATE OR REPLACE FUNCTION streamview_internal._drop_snapshot_impl(caller regrole, snapshot_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s streamview.snapshots := streamview_internal._get_snapshot(caller, snapshot_id);
+BEGIN
+    -- the manifest row locked: a restore of it waits, or has finished
+    PERFORM 1 FROM streamview.snapshots x WHERE x.snapshot_id = s.snapshot_id FOR UPDATE;
+    RETURN streamview_internal._drop_snapshot(s.snapshot_id);
+END $$;
+
 -- gone: streamview._may_read_source(text, name)
 -- gone: streamview._compile(text, text)
 -- gone: streamview._notify_launcher()
@@ -2630,6 +2994,7 @@ COMMENT ON COLUMN streamview.versions.swapped_by IS 'who swapped it in';
 COMMENT ON COLUMN streamview.versions.retired_at IS 'when it was dropped';
 COMMENT ON COLUMN streamview.versions.retired_by IS 'who dropped it';
 COMMENT ON COLUMN streamview.versions.failed_at IS 'when it failed';
+COMMENT ON COLUMN streamview.versions.restored_from IS 'the snapshot restore() started the version from (NULL: replayed from the log)';
 
 COMMENT ON TABLE streamview.offsets IS 'per version and partition: position in the log, event-time high mark and the ledger consumed = applied + duplicates + too_late + dead_lettered, written with the upserts';
 COMMENT ON COLUMN streamview.offsets.version_id IS 'the version';
@@ -2822,3 +3187,28 @@ COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last ba
 COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';
 COMMENT ON COLUMN streamview.status.applied_broker_time IS 'freshness: broker timestamp of the newest message applied, over all partitions; NULL when none had one';
 COMMENT ON COLUMN streamview.status.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made that message visible';
+
+COMMENT ON TABLE streamview.snapshots IS 'snapshots of a version at one consistent point (streamview.snapshot()): the manifest; the rows are in streamview_internal.snapshot_<snapshot_id>';
+COMMENT ON COLUMN streamview.snapshots.snapshot_id IS 'the snapshot''s id (verify_snapshot, restore, drop_snapshot take it)';
+COMMENT ON COLUMN streamview.snapshots.view_id IS 'the stream view (internal id): its snapshots go with it';
+COMMENT ON COLUMN streamview.snapshots.view_name IS 'the stream view';
+COMMENT ON COLUMN streamview.snapshots.version IS 'the version whose state was copied';
+COMMENT ON COLUMN streamview.snapshots.definition_hash IS 'the version''s definition hash: restore refuses a view whose live version has another';
+COMMENT ON COLUMN streamview.snapshots.extension_version IS 'the extension version (pg_extension.extversion) that took the snapshot';
+COMMENT ON COLUMN streamview.snapshots.offsets IS 'per partition, the next offset to read at the snapshot''s point: {"partition": offset} (null: nothing read yet)';
+COMMENT ON COLUMN streamview.snapshots.ledger IS 'per partition, the ledger row at that point: next_offset, max_event_time (the event-time history that classifies late events), consumed, applied, duplicates, too_late, dead_lettered';
+COMMENT ON COLUMN streamview.snapshots.watermark IS 'the version''s watermark at that point';
+COMMENT ON COLUMN streamview.snapshots.start_from IS 'the version''s cut, if it was rebuilt from a point in time (windows before it are not replayed)';
+COMMENT ON COLUMN streamview.snapshots.rows IS 'how many rows of the version were copied';
+COMMENT ON COLUMN streamview.snapshots.seen_ids IS 'how many rows of remembered event ids (streamview.seen_ids) were copied';
+COMMENT ON COLUMN streamview.snapshots.checksum IS 'SHA-256 (hex) of the manifest, the rows and the event ids, in a canonical order: verify_snapshot recomputes it';
+COMMENT ON COLUMN streamview.snapshots.taken_at IS 'when the snapshot was taken (its transaction''s start)';
+COMMENT ON COLUMN streamview.snapshots.taken_by IS 'the role that took it';
+
+COMMENT ON TABLE streamview.snapshot_seen_ids IS 'the event ids a version remembered at a snapshot''s point (rows of streamview.seen_ids, as they were)';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.snapshot_id IS 'the snapshot';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.partition IS 'Kafka partition the ids were applied in';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.last_offset IS 'offset of the last of the row''s events';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.max_event_time IS 'the latest event time of the row''s ids';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.event_id_hashes IS 'SHA-256 of each event id';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.event_times IS 'the event time of each id, in the same order';

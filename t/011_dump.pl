@@ -54,6 +54,9 @@ $old->safe_psql('postgres', qq{
 send_events(300);
 ok(wait_consumed($old, 'dumped_n', 300), 'the first cluster consumed 300 events');
 view_is($old, 'before the dump');
+# a snapshot of the view: its manifest is a catalog table, its rows a
+# table of the extension's schema that is no member of the extension
+my $snapshot = $old->safe_psql('postgres', q{SELECT streamview.snapshot('dumped_n')});
 
 # The dump, taken while the worker runs; then the first cluster stops, as
 # when a database moves to a new server.
@@ -89,6 +92,9 @@ is($new->safe_psql('postgres',
 	'the versions sequence is restored');
 is($new->safe_psql('postgres', q{SELECT change_id || ' ' || changes FROM streamview.source_changes}),
 	'1 {"options": {"fetch.wait.max.ms": {"new": "50", "old": null}}}', 'and so is the history of changes');
+is($new->safe_psql('postgres', qq{SELECT rows > 0 AND streamview.verify_snapshot(snapshot_id)
+	FROM streamview.snapshots WHERE snapshot_id = $snapshot}), 't',
+	'the snapshot is restored, rows and manifest, and verifies');
 view_is($new, 'right after the restore');
 
 # The restored source is a consumer of its own: it never commits into the

@@ -117,6 +117,8 @@ CREATE TABLE streamview.versions (
     retired_at        timestamptz,
     retired_by        name,
     failed_at         timestamptz,
+    -- restore(): the snapshot the version started from (NULL: from the log)
+    restored_from     bigint,
     PRIMARY KEY (view_id, version),
     CONSTRAINT versions_window_zone_check CHECK ((window_time_zone IS NULL) = (window_origin IS NULL))
 );
@@ -283,6 +285,50 @@ CREATE TABLE streamview.source_changes (
     changed_by  name NOT NULL
 );
 
+-- Snapshots of a version's state at one consistent point (snapshot(),
+-- docs/snapshots.md): this manifest, the version's rows in a table of their
+-- own, streamview_internal.snapshot_<snapshot_id> (typed columns as in the
+-- version's table, written once, dropped whole), and the event ids the
+-- version remembered then (snapshot_seen_ids).  checksum is the SHA-256 of
+-- the manifest, the rows and the ids (_snapshot_checksum); restore() refuses
+-- a snapshot whose content no longer hashes to it.  Snapshots go with their
+-- view (drop_view), not with the version they were taken of.
+CREATE TABLE streamview.snapshots (
+    snapshot_id       bigserial PRIMARY KEY,
+    view_id           int NOT NULL REFERENCES streamview.views ON DELETE CASCADE,
+    view_name         text NOT NULL,
+    version           int NOT NULL,
+    definition_hash   text NOT NULL,
+    extension_version text NOT NULL,
+    -- per partition, the next offset to read: {"0": 1200, "1": null}
+    offsets           jsonb NOT NULL,
+    -- per partition, the ledger row: next_offset, max_event_time (the
+    -- event-time history that classifies late events) and the counters
+    ledger            jsonb NOT NULL,
+    watermark         timestamptz,
+    -- the version's cut, if it was rebuilt from a point in time
+    start_from        timestamptz,
+    rows              bigint NOT NULL,
+    seen_ids          bigint NOT NULL,
+    checksum          text,
+    taken_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    taken_by          name NOT NULL
+);
+
+CREATE INDEX snapshots_view ON streamview.snapshots (view_id, snapshot_id);
+
+-- The seen_ids rows of the version at the snapshot's point, as they were.
+CREATE TABLE streamview.snapshot_seen_ids (
+    snapshot_id     bigint NOT NULL REFERENCES streamview.snapshots ON DELETE CASCADE,
+    partition       int NOT NULL,
+    last_offset     bigint NOT NULL,
+    max_event_time  timestamptz NOT NULL,
+    event_id_hashes bytea[] NOT NULL,
+    event_times     timestamptz[] NOT NULL,
+    PRIMARY KEY (snapshot_id, partition, last_offset)
+);
+ALTER TABLE streamview.snapshot_seen_ids ALTER COLUMN event_id_hashes SET STORAGE EXTERNAL;
+
 SELECT pg_catalog.pg_extension_config_dump('streamview.sources', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.source_columns', '');
@@ -313,6 +359,10 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.source_changes', '');
 
 SELECT pg_catalog.pg_extension_config_dump('streamview.version_stats', '');
 
+SELECT pg_catalog.pg_extension_config_dump('streamview.snapshots', '');
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.snapshot_seen_ids', '');
+
 -- Their sequences too: a restored catalog must not hand out ids it holds.
 SELECT pg_catalog.pg_extension_config_dump('streamview.sources_source_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.views_view_id_seq', '');
@@ -323,6 +373,7 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.swaps_swap_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.worker_errors_worker_error_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.source_changes_change_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.validation_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('streamview.snapshots_snapshot_id_seq', '');
 
 -- Catalog tables are written by the extension's functions (as the extension
 -- owner), never directly by users.
@@ -331,4 +382,4 @@ REVOKE ALL ON ALL TABLES IN SCHEMA streamview FROM PUBLIC;
 -- Views read the watermark of their version from here; the queries are no secret.
 GRANT SELECT ON streamview.versions, streamview.views, streamview.dead_letters,
                 streamview.worker_errors, streamview.validations, streamview.swaps,
-                streamview.checks, streamview.source_changes TO PUBLIC;
+                streamview.checks, streamview.source_changes, streamview.snapshots TO PUBLIC;

@@ -208,6 +208,9 @@ BEGIN
             n := n + 1;
         END IF;
     END LOOP;
+    -- its snapshots go with it (their tables are not the view owner's)
+    PERFORM streamview_internal._drop_snapshot(s.snapshot_id)
+       FROM streamview.snapshots s WHERE s.view_id = v.view_id;
     DELETE FROM streamview.dead_letters d WHERE d.view_name = v.name;
     DELETE FROM streamview.validations x WHERE x.view_name = v.name;
     DELETE FROM streamview.swaps x WHERE x.view_name = v.name;

@@ -50,4 +50,8 @@ REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, t
                        streamview.validate(text, int, bool),
                        streamview.swap(text, int, bool),
                        streamview.rollback(text),
-                       streamview.drop_version(text, int) FROM PUBLIC;
+                       streamview.drop_version(text, int),
+                       streamview.snapshot(text, int, int),
+                       streamview.verify_snapshot(bigint),
+                       streamview.restore(text, bigint),
+                       streamview.drop_snapshot(bigint) FROM PUBLIC;

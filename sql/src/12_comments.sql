@@ -85,6 +85,7 @@ COMMENT ON COLUMN streamview.versions.swapped_by IS 'who swapped it in';
 COMMENT ON COLUMN streamview.versions.retired_at IS 'when it was dropped';
 COMMENT ON COLUMN streamview.versions.retired_by IS 'who dropped it';
 COMMENT ON COLUMN streamview.versions.failed_at IS 'when it failed';
+COMMENT ON COLUMN streamview.versions.restored_from IS 'the snapshot restore() started the version from (NULL: replayed from the log)';
 
 COMMENT ON TABLE streamview.offsets IS 'per version and partition: position in the log, event-time high mark and the ledger consumed = applied + duplicates + too_late + dead_lettered, written with the upserts';
 COMMENT ON COLUMN streamview.offsets.version_id IS 'the version';
@@ -277,3 +278,28 @@ COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last ba
 COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';
 COMMENT ON COLUMN streamview.status.applied_broker_time IS 'freshness: broker timestamp of the newest message applied, over all partitions; NULL when none had one';
 COMMENT ON COLUMN streamview.status.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made that message visible';
+
+COMMENT ON TABLE streamview.snapshots IS 'snapshots of a version at one consistent point (streamview.snapshot()): the manifest; the rows are in streamview_internal.snapshot_<snapshot_id>';
+COMMENT ON COLUMN streamview.snapshots.snapshot_id IS 'the snapshot''s id (verify_snapshot, restore, drop_snapshot take it)';
+COMMENT ON COLUMN streamview.snapshots.view_id IS 'the stream view (internal id): its snapshots go with it';
+COMMENT ON COLUMN streamview.snapshots.view_name IS 'the stream view';
+COMMENT ON COLUMN streamview.snapshots.version IS 'the version whose state was copied';
+COMMENT ON COLUMN streamview.snapshots.definition_hash IS 'the version''s definition hash: restore refuses a view whose live version has another';
+COMMENT ON COLUMN streamview.snapshots.extension_version IS 'the extension version (pg_extension.extversion) that took the snapshot';
+COMMENT ON COLUMN streamview.snapshots.offsets IS 'per partition, the next offset to read at the snapshot''s point: {"partition": offset} (null: nothing read yet)';
+COMMENT ON COLUMN streamview.snapshots.ledger IS 'per partition, the ledger row at that point: next_offset, max_event_time (the event-time history that classifies late events), consumed, applied, duplicates, too_late, dead_lettered';
+COMMENT ON COLUMN streamview.snapshots.watermark IS 'the version''s watermark at that point';
+COMMENT ON COLUMN streamview.snapshots.start_from IS 'the version''s cut, if it was rebuilt from a point in time (windows before it are not replayed)';
+COMMENT ON COLUMN streamview.snapshots.rows IS 'how many rows of the version were copied';
+COMMENT ON COLUMN streamview.snapshots.seen_ids IS 'how many rows of remembered event ids (streamview.seen_ids) were copied';
+COMMENT ON COLUMN streamview.snapshots.checksum IS 'SHA-256 (hex) of the manifest, the rows and the event ids, in a canonical order: verify_snapshot recomputes it';
+COMMENT ON COLUMN streamview.snapshots.taken_at IS 'when the snapshot was taken (its transaction''s start)';
+COMMENT ON COLUMN streamview.snapshots.taken_by IS 'the role that took it';
+
+COMMENT ON TABLE streamview.snapshot_seen_ids IS 'the event ids a version remembered at a snapshot''s point (rows of streamview.seen_ids, as they were)';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.snapshot_id IS 'the snapshot';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.partition IS 'Kafka partition the ids were applied in';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.last_offset IS 'offset of the last of the row''s events';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.max_event_time IS 'the latest event time of the row''s ids';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.event_id_hashes IS 'SHA-256 of each event id';
+COMMENT ON COLUMN streamview.snapshot_seen_ids.event_times IS 'the event time of each id, in the same order';

@@ -4,12 +4,13 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(48);
+SELECT plan(50);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
     'create_source', 'alter_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'set_retention', 'rebuild', 'wait_for',
-    'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop'],
+    'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
+    'snapshot', 'verify_snapshot', 'restore', 'drop_snapshot'],
     'the schema streamview holds the API, nothing else: \df streamview.* lists it');
 -- Internals, in a schema of their own, closed to PUBLIC.
 SELECT functions_are('streamview_internal', ARRAY[
@@ -20,7 +21,9 @@ SELECT functions_are('streamview_internal', ARRAY[
     '_lock_source', '_lock_view', '_max_future_arg', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_arg', '_partitions_behind', '_partitions_text', '_reads_partition', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_tdigests_differ', '_validate_impl', '_version_sql', '_view_relation',
-    '_wait_for_impl', '_window_spans', '_workers_arg'], 'the internal functions, nothing else');
+    '_wait_for_impl', '_window_spans', '_workers_arg',
+    '_drop_snapshot', '_drop_snapshot_impl', '_get_snapshot', '_restore_impl', '_snapshot_checksum',
+    '_snapshot_impl', '_snapshot_table', '_verify_snapshot_impl'], 'the internal functions, nothing else');
 
 -- Every dispatcher has _<name>_impl(regrole, <its argument types>) behind it,
 -- returning the same type, and every _<name>_impl has its dispatcher.
@@ -41,7 +44,7 @@ SELECT is_empty($$
                           AND p.prosrc = 'streamview_api_dispatch') $$,
     'every implementation has its public function');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamview'::regnamespace
-            AND p.prosrc = 'streamview_api_dispatch'), 18, 'eighteen mutators');
+            AND p.prosrc = 'streamview_api_dispatch'), 22, 'twenty-two mutators');
 
 -- Who may call what.
 SELECT is_empty($$
@@ -92,7 +95,7 @@ SELECT is_empty($$
 -- The catalog.
 SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
     'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors',
-    'source_usage', 'source_changes', 'version_stats'], 'the catalog tables');
+    'source_usage', 'source_changes', 'version_stats', 'snapshots', 'snapshot_seen_ids'], 'the catalog tables');
 SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list',
                                     'dead_letter_counts', 'worker_error_counts'],
     'the monitoring views');
@@ -128,6 +131,8 @@ SELECT table_privs_are('streamview', 'offsets', 'public', ARRAY[]::text[], 'offs
 SELECT table_privs_are('streamview', 'seen_ids', 'public', ARRAY[]::text[], 'seen_ids are closed');
 SELECT table_privs_are('streamview', 'source_usage', 'public', ARRAY[]::text[], 'source_usage is closed (source_list shows it)');
 SELECT table_privs_are('streamview', 'versions', 'public', ARRAY['SELECT'], 'versions are readable');
+SELECT table_privs_are('streamview', 'snapshots', 'public', ARRAY['SELECT'], 'snapshot manifests are readable...');
+SELECT table_privs_are('streamview', 'snapshot_seen_ids', 'public', ARRAY[]::text[], '... the ids they copied are not');
 SELECT table_privs_are('streamview', 'validations', 'public', ARRAY['SELECT'], 'validations are readable...');
 SELECT is((SELECT relrowsecurity FROM pg_class WHERE oid = 'streamview.validations'::regclass), true,
           '... under row level security');

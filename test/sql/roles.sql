@@ -31,7 +31,11 @@ GRANT EXECUTE ON FUNCTION
   streamview.validate(text, int, bool),
   streamview.swap(text, int, bool),
   streamview.rollback(text),
-  streamview.drop_version(text, int) TO streamview_author;
+  streamview.drop_version(text, int),
+  streamview.snapshot(text, int, int),
+  streamview.verify_snapshot(bigint),
+  streamview.restore(text, bigint),
+  streamview.drop_snapshot(bigint) TO streamview_author;
 CREATE SCHEMA reports;
 GRANT USAGE, CREATE ON SCHEMA reports TO streamview_author;
 GRANT USAGE ON SCHEMA reports TO analyst;
@@ -58,6 +62,7 @@ SELECT streamview.create_view('reports.orders_per_shop', $$
 GRANT SELECT ON reports.orders_per_shop TO analyst;
 SELECT streamview.rebuild('orders_per_shop');
 SELECT streamview.drop_version('orders_per_shop', 2);
+SELECT streamview.verify_snapshot(streamview.snapshot('orders_per_shop', keep => 1)) AS author_snapshots;
 -- an author may not change or drop the source, nor grant it on, nor see its options
 SELECT pg_temp.err($$SELECT streamview.drop_source('orders')$$) AS author_drops_source;
 SELECT pg_temp.err($$SELECT streamview.grant_usage('orders', 'analyst')$$) AS author_grants;
@@ -71,6 +76,8 @@ RESET ROLE;
 SET ROLE cy;
 SELECT pg_temp.err($$SELECT streamview.drop_view('orders_per_shop')$$) AS other_author_drops;
 SELECT pg_temp.err($$SELECT streamview.rebuild('orders_per_shop')$$) AS other_author_rebuilds;
+SELECT pg_temp.err($$SELECT streamview.snapshot('orders_per_shop')$$) AS other_author_snapshots;
+SELECT pg_temp.err($$SELECT streamview.drop_snapshot(snapshot_id) FROM streamview.snapshots$$) AS other_author_drops_snapshot;
 SELECT pg_temp.err($$DROP VIEW reports.orders_per_shop$$) AS other_author_drop_view_sql;
 SELECT pg_temp.err($$SELECT count(*) FROM reports.orders_per_shop_v1$$) AS other_author_reads_table;
 RESET ROLE;
