@@ -305,6 +305,7 @@ ALTER TABLE streamview.sources ADD COLUMN workers int NOT NULL DEFAULT 1;
 ------------------------------------------------------------------------------
 ALTER TABLE streamview.sources ADD COLUMN last_change_id bigint;
 ALTER TABLE streamview.versions ADD COLUMN source_definition jsonb;
+ALTER TABLE streamview.offsets ADD COLUMN definition_mark bigint;
 
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
@@ -1292,6 +1293,13 @@ BEGIN
     RETURNING change_id INTO id;
     -- the workers restart with it (SV_SOURCE_SETTINGS), columns too
     UPDATE streamview.sources s SET last_change_id = id WHERE s.source_id = src.source_id;
+    -- where each version stands when the definition changes: what it read
+    -- before was read with the old one (replay_dead_letters)
+    IF changes ?| ARRAY['add_columns', 'drop_columns', 'alter_columns', 'max_future'] THEN
+        UPDATE streamview.offsets o SET definition_mark = o.next_offset
+          FROM streamview.versions x JOIN streamview.views w ON w.view_id = x.view_id
+         WHERE o.version_id = x.version_id AND w.source_id = src.source_id;
+    END IF;
     PERFORM streamview_internal._notify_launcher();
     RETURN id;
 END $$;
@@ -2967,6 +2975,7 @@ COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
 COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
+COMMENT ON COLUMN streamview.offsets.definition_mark IS 'next_offset when the source''s definition (columns, max_future) last changed: messages below it were read with an older one (replay_dead_letters replays their dead letters to this version); NULL: all read with the current one';
 COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';

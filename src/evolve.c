@@ -371,14 +371,24 @@ streamview_check_source_read(PG_FUNCTION_ARGS)
 /* ---------------------------------------------------- replay_dead_letters */
 
 /*
- * A version the replay applies dead letters to, in the partition being
- * read: it consumed offsets [start, next) of it.
+ * A version the replay may apply dead letters to, in the partition being
+ * read.  It consumed offsets [start, next) of it; it read those below mark
+ * (offsets.definition_mark) with an older definition of the source, so the
+ * source's dead letters there are its dead letters too, and it read the
+ * others with the current one (-1: all of them).  Its event-time high mark
+ * in the partition as it read it (live), and as it is once the replayed
+ * dead letters count (target: what a rebuild reads).
  */
 typedef struct SvReplayVersion
 {
 	SvVersion  *v;
 	int64		start;
 	int64		next;
+	int64		mark;
+	bool		has_live;
+	TimestampTz live_max;
+	bool		has_target;
+	TimestampTz target_max;
 	int		   *applied;		/* into the chunk's events */
 	int			napplied;
 	int		   *too_late;
@@ -401,11 +411,6 @@ typedef struct SvReplay
 	int			dl_pos;
 	int64		last_replay;	/* the partition's last offset to replay */
 	int64		last_consumed;	/* the highest offset a version consumed */
-	/* the partition's event-time high mark, as read live and as a rebuild reads it */
-	bool		has_live;
-	TimestampTz live_max;
-	bool		has_new;
-	TimestampTz new_max;
 	MemoryContext part_cxt;		/* the partition's: its dead letters' offsets */
 	/* mended dead letters not applied yet */
 	MemoryContext chunk_cxt;
@@ -429,10 +434,26 @@ sv_late(const SvSource *src, const SvVersion *v, bool has_max, TimestampTz max, 
 	return has_max && t < max - src->ooo_us - v->lateness_us;
 }
 
+static inline void
+sv_raise(bool *has, TimestampTz *max, TimestampTz t)
+{
+	if (!*has || t > *max)
+		*max = t;
+	*has = true;
+}
+
+/* The highest event time of chunk events idx[0..n), into *max. */
+static void
+sv_chunk_max(const SvReplay *r, const int *idx, int n, bool *has, TimestampTz *max)
+{
+	for (int i = 0; i < n; i++)
+		sv_raise(has, max, r->chunk[idx[i]].event_time);
+}
+
 /*
- * Apply the chunk's mended dead letters: to each version, those it takes
- * now (through its own statement, bad events found by halves as in a
- * batch), too-late ones recorded as its dead letters; the ledger moves
+ * Apply the chunk's mended dead letters: to each version, those it
+ * dead-lettered, through its own statement (bad events found by halves as
+ * in a batch), too-late ones recorded as its dead letters; the ledger moves
  * them from dead_lettered to applied or too_late (query_error ones stay
  * dead letters, now the version's), the partition's high mark rises with
  * them, and the source's dead letters of them go: a second replay cannot
@@ -442,19 +463,9 @@ static void
 sv_replay_flush(SvReplay *r)
 {
 	Datum	   *offsets;
-	TimestampTz max = 0;
-	bool		has_max = false;
 
 	if (r->nchunk == 0)
 		return;
-	offsets = palloc(r->nchunk * sizeof(Datum));
-	for (int i = 0; i < r->nchunk; i++)
-	{
-		offsets[i] = Int64GetDatum(r->chunk[i].offset);
-		if (!has_max || r->chunk[i].event_time > max)
-			max = r->chunk[i].event_time;
-		has_max = true;
-	}
 	for (int i = 0; i < r->nversions; i++)
 	{
 		SvReplayVersion *rv = &r->versions[i];
@@ -464,12 +475,8 @@ sv_replay_flush(SvReplay *r)
 		Oid			argtypes[5] = {INT4OID, INT4OID, INT8OID, INT8OID, TIMESTAMPTZOID};
 		Datum		args[5];
 
-		for (int j = 0; j < r->nchunk; j++)
-			if (sv_consumed(rv, r->chunk[j].offset) && (!vhas || r->chunk[j].event_time > vmax))
-			{
-				vmax = r->chunk[j].event_time;
-				vhas = true;
-			}
+		sv_chunk_max(r, rv->applied, rv->napplied, &vhas, &vmax);
+		sv_chunk_max(r, rv->too_late, rv->ntoo_late, &vhas, &vmax);
 		if (!vhas || rv->v->failed)
 			continue;
 		vb.applied = rv->applied;
@@ -498,6 +505,10 @@ sv_replay_flush(SvReplay *r)
 		rv->napplied = 0;
 		rv->ntoo_late = 0;
 	}
+
+	offsets = palloc(r->nchunk * sizeof(Datum));
+	for (int i = 0; i < r->nchunk; i++)
+		offsets[i] = Int64GetDatum(r->chunk[i].offset);
 	{
 		Oid			argtypes[3] = {TEXTOID, INT4OID, INT8ARRAYOID};
 		Datum		args[3];
@@ -515,16 +526,15 @@ sv_replay_flush(SvReplay *r)
 }
 
 /*
- * A dead letter that reads now: kept (key, payload and values copied out
- * of the batch) for each version that consumed it, applied or too late as
- * the partition's high mark, as a rebuild has it, says.
+ * A dead letter to replay that reads now: kept (key, payload and values
+ * copied out of the batch), its source dead letter to be deleted; returns
+ * its index in the chunk.
  */
-static void
-sv_replay_mended(SvReplay *r, const SvEvent *read)
+static int
+sv_replay_keep(SvReplay *r, const SvEvent *read)
 {
 	MemoryContext old = MemoryContextSwitchTo(r->chunk_cxt);
 	SvEvent    *ev = &r->chunk[r->nchunk];
-	int			i = r->nchunk++;
 
 	memset(ev, 0, sizeof(SvEvent));
 	ev->partition = read->partition;
@@ -542,95 +552,115 @@ sv_replay_mended(SvReplay *r, const SvEvent *read)
 	ev->paylen = read->paylen;
 	streamview_parse_event(r->src, ev);	/* again, here: its values live on */
 	MemoryContextSwitchTo(old);
-
-	for (int j = 0; j < r->nversions; j++)
-	{
-		SvReplayVersion *rv = &r->versions[j];
-
-		if (!sv_consumed(rv, ev->offset))
-			continue;
-		if (sv_late(r->src, rv->v, r->has_new, r->new_max, ev->event_time))
-			rv->too_late[rv->ntoo_late++] = i;
-		else
-			rv->applied[rv->napplied++] = i;
-	}
 	r->replayed++;
-	if (r->nchunk >= streamview_batch_size)
-		sv_replay_flush(r);
+	return r->nchunk++;
 }
 
 /*
- * A message the source read live.  While the dead letters replayed so far
- * hold the partition's high mark above where it was live, it must be
- * classified the same with either mark, or the live view could not equal a
- * rebuild: the replay stops with an error then.
+ * A message version rv read itself (applied, too late): while the dead
+ * letters replayed so far hold its high mark above where it was, it must
+ * be classified the same with either mark, or the version could not equal
+ * a rebuild: the replay stops with an error then.
  */
 static void
-sv_replay_check_live(SvReplay *r, const SvEvent *ev)
+sv_replay_check_live(SvReplay *r, SvReplayVersion *rv, const SvEvent *ev)
 {
-	if (r->has_live == r->has_new && r->live_max == r->new_max)
-		return;
-	for (int j = 0; j < r->nversions; j++)
-	{
-		SvReplayVersion *rv = &r->versions[j];
-		bool		was = sv_late(r->src, rv->v, r->has_live, r->live_max, ev->event_time);
+	bool		was;
 
-		if (sv_consumed(rv, ev->offset) &&
-			was != sv_late(r->src, rv->v, r->has_new, r->new_max, ev->event_time))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot replay the dead letters of source \"%s\": stream view \"%s\" would not equal a rebuild",
-							r->src->name, rv->v->view_name),
-					 errdetail("The dead letters replayed in partition %d raise its event-time high mark, so that "
-							   "the message at offset " INT64_FORMAT " would be %s for version %d, where it was %s.",
-							   r->partition, ev->offset, was ? "applied" : "too late", rv->v->version,
-							   was ? "too late" : "applied"),
-					 errhint("Rebuild the view with streamview.rebuild(), validate it and swap: a rebuild reads "
-							 "every message with the current definition.")));
-	}
+	if (rv->has_live == rv->has_target && rv->live_max == rv->target_max)
+		return;
+	was = sv_late(r->src, rv->v, rv->has_live, rv->live_max, ev->event_time);
+	if (was != sv_late(r->src, rv->v, rv->has_target, rv->target_max, ev->event_time))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot replay the dead letters of source \"%s\": stream view \"%s\" would not equal a rebuild",
+						r->src->name, rv->v->view_name),
+				 errdetail("The dead letters replayed in partition %d raise its event-time high mark, so that "
+						   "the message at offset " INT64_FORMAT " would be %s for version %d, where it was %s.",
+						   r->partition, ev->offset, was ? "applied" : "too late", rv->v->version,
+						   was ? "too late" : "applied"),
+				 errhint("Rebuild the view with streamview.rebuild(), validate it and swap: a rebuild reads "
+						 "every message with the current definition.")));
 }
 
+/* Are the versions' live and target high marks together again? */
+static bool
+sv_replay_converged(const SvReplay *r)
+{
+	for (int i = 0; i < r->nversions; i++)
+	{
+		const SvReplayVersion *rv = &r->versions[i];
+
+		if (rv->has_live != rv->has_target || rv->live_max != rv->target_max)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * One message of the partition's history, per version that consumed it:
+ * a dead letter of the source, to replay, that reads now and that the
+ * version read with an older definition is applied to it, or too late, by
+ * its target high mark; a message it read itself is checked against both
+ * marks (sv_replay_check_live); both marks rise with what it holds.
+ */
 static bool
 sv_replay_message(void *arg, SvEvent *ev)
 {
 	SvReplay   *r = arg;
 	bool		in_dl;
+	bool		replay;
+	int			kept = -1;
 
 	while (r->dl_pos < r->ndl && r->dl[r->dl_pos] < ev->offset)
 		r->dl_pos++;
 	in_dl = r->dl_pos < r->ndl && r->dl[r->dl_pos] == ev->offset;
+	replay = in_dl && r->dl_replay[r->dl_pos];
 	streamview_parse_event(r->src, ev);
-	if (in_dl && r->dl_replay[r->dl_pos] && ev->reason == SV_REASON_NONE)
+	if (ev->reason != SV_REASON_NONE)
 	{
-		sv_replay_mended(r, ev);
-		if (!r->has_new || ev->event_time > r->new_max)
-			r->new_max = ev->event_time;
-		r->has_new = true;
+		if (!in_dl)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot replay the dead letters of source \"%s\": its current definition does not read a message it read",
+							r->src->name),
+					 errdetail("Partition %d, offset " INT64_FORMAT ", is no dead letter, but reads now as %s: %s.",
+							   ev->partition, ev->offset, streamview_reason_name(ev->reason), ev->error),
+					 errhint("Check the definition against the history with streamview.check_source(); "
+							 "rebuild the views if the change is meant.")));
+		r->unreadable += replay ? 1 : 0;
 	}
-	else if (in_dl)
-		r->unreadable += r->dl_replay[r->dl_pos] ? 1 : 0;
-	else if (ev->reason != SV_REASON_NONE)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot replay the dead letters of source \"%s\": its current definition does not read a message it read",
-						r->src->name),
-				 errdetail("Partition %d, offset " INT64_FORMAT ", is no dead letter, but reads now as %s: %s.",
-						   ev->partition, ev->offset, streamview_reason_name(ev->reason), ev->error),
-				 errhint("Check the definition against the history with streamview.check_source(); "
-						 "rebuild the views if the change is meant.")));
 	else
 	{
-		sv_replay_check_live(r, ev);
-		if (!r->has_live || ev->event_time > r->live_max)
-			r->live_max = ev->event_time;
-		if (!r->has_new || ev->event_time > r->new_max)
-			r->new_max = ev->event_time;
-		r->has_live = r->has_new = true;
+		if (replay)
+			kept = sv_replay_keep(r, ev);
+		for (int j = 0; j < r->nversions; j++)
+		{
+			SvReplayVersion *rv = &r->versions[j];
+			bool		read_live = !in_dl || ev->offset >= rv->mark;
+
+			if (!sv_consumed(rv, ev->offset))
+				continue;
+			if (read_live)
+			{
+				sv_replay_check_live(r, rv, ev);
+				sv_raise(&rv->has_live, &rv->live_max, ev->event_time);
+			}
+			else if (!replay)
+				continue;		/* a dead letter of it that stays one (since) */
+			else if (sv_late(r->src, rv->v, rv->has_target, rv->target_max, ev->event_time))
+				rv->too_late[rv->ntoo_late++] = kept;
+			else
+				rv->applied[rv->napplied++] = kept;
+			sv_raise(&rv->has_target, &rv->target_max, ev->event_time);
+		}
+		if (r->nchunk >= streamview_batch_size)
+			sv_replay_flush(r);
 	}
-	/* done: past the last one to replay, with the two marks together again */
+	/* done: past the last one to replay, with the marks together again */
 	if (ev->offset >= r->last_consumed)
 		return false;
-	return ev->offset < r->last_replay || r->has_live != r->has_new || r->live_max != r->new_max;
+	return ev->offset < r->last_replay || !sv_replay_converged(r);
 }
 
 /* The source's dead letters of partition p, in offset order; which to replay. */
@@ -665,8 +695,8 @@ sv_replay_load_partition(SvReplay *r, int32 p, Datum since, bool since_null)
 /*
  * Where to read partition p from: the last offset mark of the source at or
  * before its first dead letter to replay (the partition's high mark there,
- * which is the same live and in a rebuild: nothing before it is replayed),
- * or the start of the log without history.
+ * which every version had, and a rebuild has: nothing before it is
+ * replayed), or the start of the log without history.
  */
 static int64
 sv_replay_start(SvReplay *r, int32 p, int64 first)
@@ -674,21 +704,31 @@ sv_replay_start(SvReplay *r, int32 p, int64 first)
 	Oid			argtypes[3] = {INT4OID, INT4OID, INT8OID};
 	Datum		args[3] = {Int32GetDatum(r->src->source_id), Int32GetDatum(p), Int64GetDatum(first)};
 	bool		isnull;
+	bool		has = false;
+	TimestampTz max = 0;
+	int64		from = 0;
 
-	r->has_live = r->has_new = false;
 	SPI_execute_with_args("SELECT next_offset, max_event_time FROM streamview.offset_marks "
 						  "WHERE source_id = $1 AND partition = $2 AND next_offset <= $3 "
 						  "ORDER BY next_offset DESC LIMIT 1",
 						  3, argtypes, args, NULL, true, 1);
-	if (SPI_processed == 0)
-		return 0;
-	r->has_live = r->has_new = true;
-	r->live_max = r->new_max =
-		DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (SPI_processed > 0)
+	{
+		has = true;
+		from = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		max = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	for (int i = 0; i < r->nversions; i++)
+	{
+		SvReplayVersion *rv = &r->versions[i];
+
+		rv->has_live = rv->has_target = has;
+		rv->live_max = rv->target_max = max;
+	}
+	return from;
 }
 
-/* Where each version's reading of partition p began and ended. */
+/* Where each version's reading of partition p began, ended, and changed definition. */
 static void
 sv_replay_versions_at(SvReplay *r, int32 p)
 {
@@ -696,15 +736,25 @@ sv_replay_versions_at(SvReplay *r, int32 p)
 	for (int i = 0; i < r->nversions; i++)
 	{
 		SvReplayVersion *rv = &r->versions[i];
-		Oid			argtypes[2] = {INT4OID, TEXTOID};
-		Datum		args[2] = {Int32GetDatum(rv->v->version_id), CStringGetTextDatum(psprintf("%d", p))};
+		Oid			argtypes[3] = {INT4OID, TEXTOID, INT4OID};
+		Datum		args[3] = {Int32GetDatum(rv->v->version_id), CStringGetTextDatum(psprintf("%d", p)),
+		Int32GetDatum(p)};
 		bool		isnull;
 		Datum		d;
 
-		SPI_execute_with_args("SELECT (start_offsets->>$2)::int8 FROM streamview.versions WHERE version_id = $1",
-							  2, argtypes, args, NULL, true, 1);
-		d = SPI_processed ? SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull) : (Datum) 0;
-		rv->start = (SPI_processed == 0 || isnull) ? 0 : DatumGetInt64(d);
+		SPI_execute_with_args("SELECT (v.start_offsets->>$2)::int8, o.definition_mark "
+							  "FROM streamview.versions v LEFT JOIN streamview.offsets o "
+							  "ON o.version_id = v.version_id AND o.partition = $3 WHERE v.version_id = $1",
+							  3, argtypes, args, NULL, true, 1);
+		rv->start = 0;
+		rv->mark = -1;
+		if (SPI_processed > 0)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			rv->start = isnull ? 0 : DatumGetInt64(d);
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			rv->mark = isnull ? -1 : DatumGetInt64(d);
+		}
 		rv->next = p < rv->v->nparts ? rv->v->parts[p].next_offset : -1;
 		rv->napplied = rv->ntoo_late = 0;
 		r->last_consumed = Max(r->last_consumed, rv->next - 1);

@@ -156,6 +156,12 @@ CREATE TABLE streamview.offsets (
     max_broker_time timestamptz,
     -- from max_broker_time to the end of the batch that read it (NULL: none had one)
     visible_delay   interval,
+    -- next_offset when the source's definition (columns, max_future) last
+    -- changed: the version read the messages below it with an older one
+    -- (replay_dead_letters applies their dead letters to it), those from it
+    -- on with the current one; NULL: it read every message it consumed
+    -- with the current definition
+    definition_mark bigint,
     PRIMARY KEY (version_id, partition)
 );
 

@@ -595,6 +595,13 @@ BEGIN
     RETURNING change_id INTO id;
     -- the workers restart with it (SV_SOURCE_SETTINGS), columns too
     UPDATE streamview.sources s SET last_change_id = id WHERE s.source_id = src.source_id;
+    -- where each version stands when the definition changes: what it read
+    -- before was read with the old one (replay_dead_letters)
+    IF changes ?| ARRAY['add_columns', 'drop_columns', 'alter_columns', 'max_future'] THEN
+        UPDATE streamview.offsets o SET definition_mark = o.next_offset
+          FROM streamview.versions x JOIN streamview.views w ON w.view_id = x.view_id
+         WHERE o.version_id = x.version_id AND w.source_id = src.source_id;
+    END IF;
     PERFORM streamview_internal._notify_launcher();
     RETURN id;
 END $$;

@@ -257,6 +257,7 @@ COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
 COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
+COMMENT ON COLUMN streamview.offsets.definition_mark IS 'next_offset when the source''s definition (columns, max_future) last changed: messages below it were read with an older one (replay_dead_letters replays their dead letters to this version); NULL: all read with the current one';
 COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';
