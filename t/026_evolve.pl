@@ -228,8 +228,20 @@ is(sql("SELECT streamview.wait_for('ev_sum', 3, '2 minutes')"), 'caught_up', 've
 ok(consumed_by_all(100), 'every version consumed 100 messages');
 is(table_rows('ev_sum', 3), oracle('new'), 'version 3, made after the mend, equals the oracle');
 
-my $replayed = sql("SELECT streamview.replay_dead_letters('ev')");
-is($replayed, '4', 'replay_dead_letters: the four codes read now');
+# Two replays at once: the second waits for the first (the source's row
+# lock), then finds nothing left to apply.
+my $first = $node->background_psql('postgres');
+is($first->query_safe("BEGIN; SELECT streamview.replay_dead_letters('ev');"), '4',
+	'replay_dead_letters: the four codes read now');
+my $second = $node->background_psql('postgres');
+$second->query_until(qr/started/, "\\echo started\nSELECT 'second:' || streamview.replay_dead_letters('ev');\n");
+ok(wait_for($node, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+	  . "AND query LIKE 'SELECT ''second:''%'", '1'), 'a second replay at the same time waits for the first');
+$first->query_safe('COMMIT');
+$first->quit;
+like($second->query_safe("SELECT 'done'"), qr/^second:0\ndone$/,
+	'then applies nothing: no dead letter is applied twice');
+$second->quit;
 is(sql("SELECT string_agg(reason, ',' ORDER BY reason) FROM streamview.dead_letters "
 	  . "WHERE source_name = 'ev' AND view_name IS NULL"), 'future_time,invalid_json,invalid_value,missing_field',
 	'the dead letters that still do not read stay');
@@ -237,8 +249,9 @@ is(sql("SELECT string_agg(view_name || ' v' || version, ',' ORDER BY version) "
 	  . "FROM streamview.dead_letters WHERE source_name = 'ev' AND reason = 'too_late' AND \"offset\" = 15 "
 	  . "AND partition = 0"), 'ev_sum v1,ev_sum v2,ev_sum v3',
 	'the mended message 30 is too late at its offset: replayed as such to versions 1 and 2');
-is(sql("SELECT changes->'replay_dead_letters'->>'replayed' FROM streamview.source_changes "
-	  . "ORDER BY change_id DESC LIMIT 1"), '4', 'the replay is recorded');
+is(sql("SELECT string_agg(changed_by || ':' || (changes->'replay_dead_letters'->>'replayed'), ',' ORDER BY change_id) "
+	  . "FROM streamview.source_changes WHERE changes ? 'replay_dead_letters'"),
+	'postgres:4,postgres:0', 'each replay is recorded, with who and what');
 
 send_range(100, 119);
 ok(consumed_by_all(120), 'the workers go on after the replay: 120 messages consumed');
