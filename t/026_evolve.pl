@@ -11,7 +11,9 @@
 #    then equals what a rebuild with the mended definition computes,
 #    too-late dead letters included, and the rebuild, which read the
 #    mended messages itself, gets none of them twice; a second replay
-#    applies nothing.
+#    applies nothing.  Two replays at once: the second waits, then applies nothing.
+# 4. A replay that could not make the view equal a rebuild (a mended
+#    message would make a later one too late) is refused, changing nothing.
 #
 # The oracle is computed here from what the test produced: per partition,
 # in offset order, a message reads or not with a definition, and a
@@ -28,7 +30,7 @@ use JSON::PP;
 use StreamViewTest;
 
 my $P      = 2;
-my $broker = broker_start('b026', { ev => $P });
+my $broker = broker_start('b026', { ev => $P, ev2 => 1 });
 my $node   = new_node('n026', batch_size => 7);
 my $B      = $broker->{addr};
 my $json   = JSON::PP->new->canonical;
@@ -270,5 +272,27 @@ is(sql("SELECT string_agg(\"check\" || '=' || passed, ' ' ORDER BY \"check\") "
 is(sql("SELECT string_agg(o.too_late || '/' || o.dead_lettered, ',' ORDER BY v.version, o.partition) "
 	  . "FROM streamview.offsets o JOIN streamview.versions v USING (version_id) WHERE v.view_name = 'ev_sum'"),
 	join(',', ('2/1,0/3') x 3), 'the ledgers of the live version, version 2 and the rebuild agree');
+
+# ---------------------------------------------------------------- 4. a replay that cannot be exact
+# Message 1 is a dead letter an hour ahead of the others; message 2, ten
+# seconds after message 0, was applied.  With message 1 read, message 2
+# would have been too late: the replay refuses, and changes nothing.
+sql(qq{SELECT streamview.create_source('ev2', '$B', 'ev2', '{"k":"text","n":"bigint","code":"int","ts":"timestamptz"}',
+	'ts', options => '$opts')});
+sql(q{SELECT streamview.create_view('ev2_n', $$
+	SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS c FROM ev2 GROUP BY 1, 2 $$)});
+produce($broker, 'ev2', [
+	[ 0, 'a', $json->encode({ ts => $base_ms, k => 'a', n => 1, code => 1 }) ],
+	[ 0, 'a', $json->encode({ ts => $base_ms + 3_600_000, k => 'a', n => 1, code => 'X' }) ],
+	[ 0, 'a', $json->encode({ ts => $base_ms + 10_000, k => 'a', n => 1, code => 2 }) ] ]);
+ok(wait_consumed($node, 'ev2_n', 3), 'ev2: three messages consumed, one a dead letter');
+sql(q{SELECT streamview.alter_source('ev2', columns => '{"k":"text","n":"bigint","code":"text","ts":"timestamptz"}')});
+($rc, $out, $err) = $node->psql('postgres', "SELECT streamview.replay_dead_letters('ev2')");
+like($err, qr/stream view "ev2_n" would not equal a rebuild.*\n.*offset 2 would be too late for version 1, where it was applied/,
+	'the replay is refused: message 2 would have been too late');
+like($err, qr/HINT:  Rebuild the view/, 'with a hint to rebuild');
+is(sql(q{SELECT count(*) FROM streamview.dead_letters WHERE source_name = 'ev2'}) . ' '
+	  . sql(q{SELECT applied || '/' || dead_lettered FROM streamview.status WHERE view_name = 'ev2_n'}),
+	'1 2/1', 'and nothing changed');
 
 done_testing();
