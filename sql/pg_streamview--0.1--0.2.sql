@@ -1178,6 +1178,23 @@ BEGIN
         added := added || jsonb_build_object(e.key, streamview_internal._column_json(col));
     END LOOP;
 
+    -- A column added or changed must not read a field another column reads,
+    -- nor one that holds another's (a path that is the start of another's):
+    -- the other would read an object, or the field twice, and every message
+    -- would become a dead letter.
+    SELECT a.name AS key, b.name AS value INTO e FROM streamview.source_columns a JOIN streamview.source_columns b
+        ON b.source_id = a.source_id AND b.attnum <> a.attnum
+     WHERE a.source_id = src.source_id
+       AND (added ? a.name OR altered ? a.name)
+       AND (a.path = b.path[1:cardinality(a.path)] OR b.path = a.path[1:cardinality(b.path)])
+     ORDER BY a.attnum, b.attnum LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'column "%" of source "%" reads the field of column "%", or one inside it', e.key, src.name, e.value
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Two columns would read the same field, or one a field that holds the other''s: every message would be read differently from now on.',
+                  HINT = 'Give the column a "path" of its own.';
+    END IF;
+
     RETURN CASE WHEN added = '{}' THEN '{}' ELSE jsonb_build_object('add_columns', added) END
         || CASE WHEN dropped = '[]' THEN '{}' ELSE jsonb_build_object('drop_columns', dropped) END
         || CASE WHEN altered = '{}' THEN '{}' ELSE jsonb_build_object('alter_columns', altered) END;

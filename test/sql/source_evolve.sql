@@ -44,6 +44,9 @@ SELECT pg_temp.err($$ SELECT streamview.alter_source('shop', add_columns => '{"s
 SELECT pg_temp.err($$ SELECT streamview.alter_source('shop', add_columns => '{"x":{"type":"int","path":"a..b"}}') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('shop', add_columns => '{"shop":"text"}') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('shop', add_columns => '{"x":{"type":"int","required":true}}') $$);
+-- a new column that reads another's field, or a field around it
+SELECT pg_temp.err($$ SELECT streamview.alter_source('shop', add_columns => '{"cents2":{"type":"bigint","path":"cents"}}') $$);
+SELECT pg_temp.err($$ SELECT streamview.alter_source('shop', add_columns => '{"deep":{"type":"int","path":"shop.id"}}') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('shop', add_columns => '{"x":"int"}',
        columns => '{"shop":"text","cents":"bigint","note":"text","code":"int","ts":"timestamptz","channel":{"type":"text","default":"web"},"qty":{"type":"int","default":1},"x":"int"}') $$);
 
