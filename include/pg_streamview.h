@@ -94,13 +94,16 @@ typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
  * whenever any of it does (intervals as numbers, whatever IntervalStyle
  * says): a worker that finds its source's settings changed (alter_source)
  * stops before it applies anything with the old ones, and the launcher
- * starts it again at once (docs/architecture.md, "Catalog changes").  An
- * SQL expression over streamview.sources s.
+ * starts it again at once (docs/architecture.md, "Catalog changes").  The
+ * source's last change (last_change_id) is part of it: a change of its
+ * columns (alter_source) or a replay of its dead letters, which rewrites
+ * the ledger the workers hold in memory, restarts them too.  An SQL
+ * expression over streamview.sources s.
  */
 #define SV_SOURCE_SETTINGS \
 	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
 	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
-	"extract(epoch FROM s.max_future), s.partitions, s.workers)::text)"
+	"extract(epoch FROM s.max_future), s.partitions, s.workers, s.last_change_id)::text)"
 #define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
 
 /* A source, as the worker sees it (catalog.c loads it). */
@@ -408,6 +411,7 @@ extern int	streamview_window_spans(const SvWindow *w, TimestampTz ts,
 
 /* ------------------------------------------------------------ in catalog.c */
 extern SvSource *streamview_load_source(int32 source_id);
+extern void streamview_source_use_columns(SvSource *src, Datum columns);
 extern List *streamview_load_versions(const SvSource *src, int32 replay_version_id);
 extern char *streamview_versions_signature(int32 source_id, int32 replay_version_id,
 											char **settings);
@@ -448,6 +452,8 @@ extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
 extern int64 streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms);
+extern bool streamview_kafka_log_bounds(SvKafka *k, int32 partition, int timeout_ms,
+										int64 *first, int64 *end);
 extern void streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_offsets);
 extern char *streamview_kafka_report(SvKafka *k);
 extern void streamview_kafka_close(SvKafka *k);
@@ -492,6 +498,8 @@ extern void streamview_store_stats(const SvSource *src, List *versions, Timestam
 /* -------------------------------------------------------------- in apply.c */
 extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents, bool record_unreadable);
+extern void streamview_apply_version_events(const SvSource *src, SvVersion *v, SvEvent *events,
+											SvVersionBatch *vb);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
 

@@ -338,6 +338,15 @@ SELECT pg_catalog.pg_extension_config_dump('streamview.snapshot_seen_ids', '');
 SELECT pg_catalog.pg_extension_config_dump('streamview.snapshots_snapshot_id_seq', '');
 ALTER TABLE streamview.versions ADD COLUMN restored_from bigint;
 
+------------------------------------------------------------------------------
+-- Sources that evolve: the last change of a source (its workers restart
+-- when it moves), and the source definition each version was made with.
+-- Versions made by 0.1 have none recorded.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources ADD COLUMN last_change_id bigint;
+ALTER TABLE streamview.versions ADD COLUMN source_definition jsonb;
+ALTER TABLE streamview.offsets ADD COLUMN definition_mark bigint;
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
 CREATE OR REPLACE FUNCTION streamview.tumble(ts timestamptz, size interval, time_zone text,
@@ -1035,14 +1044,15 @@ CREATE OR REPLACE FUNCTION streamview.alter_source(
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
     partitions           text  DEFAULT NULL,
-    workers              int   DEFAULT NULL)
+    workers              int   DEFAULT NULL,
+    add_columns          jsonb DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int) IS
-'changes a source''s brokers, options (merged: null removes one), max_future, partitions or workers; its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb) IS
+'changes a source''s brokers, options (merged: null removes one), max_future, partitions, workers or columns (add_columns with defaults for old messages; columns no view reads may be dropped or changed); its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
-CREATE OR REPLACE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text, columns jsonb,
+CREATE OR REPLACE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text,
                                                   event_time text, event_id text,
                                                   max_out_of_orderness text)
 RETURNS void
@@ -1063,19 +1073,6 @@ BEGIN
         WHEN event_id IS DISTINCT FROM src.event_id AND event_id IS NOT NULL THEN 'event_id'
         WHEN streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true)
              <> src.max_out_of_orderness THEN 'max_out_of_orderness'
-        WHEN jsonb_typeof(columns) IS DISTINCT FROM 'object' AND columns IS NOT NULL THEN 'columns'
-        WHEN columns IS NOT NULL AND EXISTS (
-            (SELECT c.name, c.type, c.path, c.default_value, c.required
-               FROM streamview.source_columns c WHERE c.source_id = src.source_id
-             EXCEPT
-             SELECT d.name, d.type, d.path, d.default_value, d.required
-               FROM jsonb_each(columns) e, streamview_internal._column_spec(e.key, e.value) d)
-            UNION ALL
-            (SELECT d.name, d.type, d.path, d.default_value, d.required
-               FROM jsonb_each(columns) e, streamview_internal._column_spec(e.key, e.value) d
-             EXCEPT
-             SELECT c.name, c.type, c.path, c.default_value, c.required
-               FROM streamview.source_columns c WHERE c.source_id = src.source_id)) THEN 'columns'
     END;
     IF what IS NOT NULL THEN
         RAISE EXCEPTION 'cannot change the % of source "%"', what, src.name
@@ -1083,6 +1080,164 @@ BEGIN
                   DETAIL = format('Every stream view over the source was built from messages read with its %s; another one would change what they mean.', what),
                   HINT = 'Create a new source with the new definition with streamview.create_source(), and stream views over it.';
     END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._column_json(col streamview.source_columns)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('type', col.type::text, 'path', array_to_string(col.path, '.'),
+                              'default', col.default_value, 'required', col.required)
+$$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._source_definition(sid int)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET IntervalStyle = postgres
+AS $$
+    SELECT jsonb_build_object(
+               'columns', (SELECT jsonb_object_agg(c.name, streamview_internal._column_json(c))
+                             FROM streamview.source_columns c WHERE c.source_id = s.source_id),
+               'event_time', s.event_time, 'event_id', s.event_id,
+               'max_out_of_orderness', s.max_out_of_orderness::text,
+               'max_future', s.max_future::text, 'change_id', s.last_change_id)
+      FROM streamview.sources s WHERE s.source_id = sid
+$$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._column_reader(sid int, col text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN col IN (s.event_time, s.event_id)
+                THEN format('the source''s %s', CASE WHEN col = s.event_time THEN 'event_time' ELSE 'event_id' END)
+                ELSE (SELECT format('version %s of stream view "%s"', x.version, x.view_name)
+                        FROM streamview.versions x JOIN streamview.views w ON w.view_id = x.view_id
+                       WHERE w.source_id = sid AND x.state IN ('live', 'caught_up', 'replaying')
+                         AND x.query ~* ('(^|[^A-Za-z0-9_$])' || col || '($|[^A-Za-z0-9_$])')
+                       ORDER BY x.view_name, x.version LIMIT 1) END
+      FROM streamview.sources s WHERE s.source_id = sid
+$$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._alter_columns(src streamview.sources, columns jsonb, add_columns jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur      streamview.source_columns;
+    col      streamview.source_columns;
+    e        record;
+    reader   text;
+    added    jsonb := '{}';
+    dropped  jsonb := '[]';
+    altered  jsonb := '{}';
+    attnum   int := (SELECT coalesce(max(c.attnum), 0) FROM streamview.source_columns c
+                      WHERE c.source_id = src.source_id);
+BEGIN
+    IF columns IS NOT NULL AND (jsonb_typeof(columns) <> 'object' OR columns = '{}') THEN
+        RAISE EXCEPTION 'columns must be a non-empty JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the source''s whole set of columns, each name mapped to its spec; or add columns with add_columns.';
+    END IF;
+    IF add_columns IS NOT NULL AND (jsonb_typeof(add_columns) <> 'object' OR add_columns = '{}') THEN
+        RAISE EXCEPTION 'add_columns must be a non-empty JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map each new column to its spec, e.g. ''{"channel":{"type":"text","default":"web"}}''.';
+    END IF;
+    IF columns IS NOT NULL AND add_columns IS NOT NULL AND columns ?| ARRAY(SELECT jsonb_object_keys(add_columns)) THEN
+        RAISE EXCEPTION 'a column is both in columns and in add_columns'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give each column once: columns is the whole new set, add_columns only adds.';
+    END IF;
+
+    -- columns =>: drop and change first, then add what is new
+    FOR cur IN SELECT * FROM streamview.source_columns c WHERE c.source_id = src.source_id
+                ORDER BY c.attnum LOOP
+        EXIT WHEN columns IS NULL;
+        IF NOT columns ? cur.name THEN
+            reader := streamview_internal._column_reader(src.source_id, cur.name);
+            IF reader IS NOT NULL THEN
+                RAISE EXCEPTION 'cannot drop column "%" of source "%": % reads it', cur.name, src.name, reader
+                    USING ERRCODE = 'dependent_objects_still_exist',
+                          DETAIL = 'A column is dropped only when no live, caught-up or replaying version of a stream view reads it.',
+                          HINT = CASE WHEN reader LIKE 'the source%'
+                                      THEN 'The event time and the event id of a source are part of what its views mean; create a new source instead.'
+                                      ELSE 'Rebuild the view with a query without it, swap, and drop the older versions (streamview.drop_version) first; or keep the column in columns.' END;
+            END IF;
+            DELETE FROM streamview.source_columns c WHERE c.source_id = src.source_id AND c.attnum = cur.attnum;
+            dropped := dropped || to_jsonb(cur.name);
+            CONTINUE;
+        END IF;
+        col := streamview_internal._column_spec(cur.name, columns->cur.name);
+        IF (col.type, col.path, col.default_value, col.required)
+           IS NOT DISTINCT FROM (cur.type, cur.path, cur.default_value, cur.required) THEN
+            CONTINUE;
+        END IF;
+        reader := streamview_internal._column_reader(src.source_id, cur.name);
+        IF reader IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot change column "%" of source "%": % reads it', cur.name, src.name, reader
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      DETAIL = format('It is %s now; the versions that read it were built from values read that way.',
+                                      streamview_internal._column_json(cur)),
+                      HINT = 'Add a column with the new spec under another name (add_columns), rebuild the view over it and swap; the old column can go once no version reads it.';
+        END IF;
+        UPDATE streamview.source_columns c
+           SET type = col.type, path = col.path, default_value = col.default_value, required = col.required
+         WHERE c.source_id = src.source_id AND c.attnum = cur.attnum;
+        altered := altered || jsonb_build_object(cur.name, jsonb_build_object(
+                       'old', streamview_internal._column_json(cur), 'new', streamview_internal._column_json(col)));
+    END LOOP;
+
+    FOR e IN SELECT k.key, k.value, k.from_add FROM (
+                 SELECT c.key, c.value, false AS from_add FROM jsonb_each(columns) c
+                  WHERE NOT EXISTS (SELECT 1 FROM streamview.source_columns x
+                                     WHERE x.source_id = src.source_id AND x.name = c.key)
+                 UNION ALL
+                 SELECT a.key, a.value, true FROM jsonb_each(add_columns) a) k
+              ORDER BY k.key LOOP
+        IF e.from_add AND EXISTS (SELECT 1 FROM streamview.source_columns x
+                                   WHERE x.source_id = src.source_id AND x.name = e.key) THEN
+            RAISE EXCEPTION 'column "%" of source "%" already exists', e.key, src.name
+                USING ERRCODE = 'duplicate_column',
+                      HINT = 'add_columns adds new columns only; change one no view reads with columns =>.';
+        END IF;
+        col := streamview_internal._column_spec(e.key, e.value);
+        IF col.required THEN
+            RAISE EXCEPTION 'new column "%" of source "%" cannot be required', e.key, src.name
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Messages written before producers sent the field lack it: each would be a dead letter (missing_field), in every rebuild too.',
+                      HINT = 'Give it a default instead ("default": ...); messages without the field read with it.';
+        END IF;
+        attnum := attnum + 1;
+        col.source_id := src.source_id;
+        col.attnum := attnum;
+        INSERT INTO streamview.source_columns SELECT (col).*;
+        added := added || jsonb_build_object(e.key, streamview_internal._column_json(col));
+    END LOOP;
+
+    -- A column added or changed must not read a field another column reads,
+    -- nor one that holds another's (a path that is the start of another's):
+    -- the other would read an object, or the field twice, and every message
+    -- would become a dead letter.
+    SELECT a.name AS key, b.name AS value INTO e FROM streamview.source_columns a JOIN streamview.source_columns b
+        ON b.source_id = a.source_id AND b.attnum <> a.attnum
+     WHERE a.source_id = src.source_id
+       AND (added ? a.name OR altered ? a.name)
+       AND (a.path = b.path[1:cardinality(a.path)] OR b.path = a.path[1:cardinality(b.path)])
+     ORDER BY a.attnum, b.attnum LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'column "%" of source "%" reads the field of column "%", or one inside it', e.key, src.name, e.value
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Two columns would read the same field, or one a field that holds the other''s: every message would be read differently from now on.',
+                  HINT = 'Give the column a "path" of its own.';
+    END IF;
+
+    RETURN CASE WHEN added = '{}' THEN '{}' ELSE jsonb_build_object('add_columns', added) END
+        || CASE WHEN dropped = '[]' THEN '{}' ELSE jsonb_build_object('drop_columns', dropped) END
+        || CASE WHEN altered = '{}' THEN '{}' ELSE jsonb_build_object('alter_columns', altered) END;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._options_change(old_options jsonb, new_options jsonb)
@@ -1113,7 +1268,8 @@ CREATE OR REPLACE FUNCTION streamview_internal._alter_source_impl(
     event_id             text  DEFAULT NULL,
     max_out_of_orderness text  DEFAULT NULL,
     partitions           text  DEFAULT NULL,
-    workers              int   DEFAULT NULL)
+    workers              int   DEFAULT NULL,
+    add_columns          jsonb DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1129,7 +1285,8 @@ DECLARE
 BEGIN
     PERFORM streamview_internal._require(name, 'name');
     src := streamview_internal._lock_source(caller, name);
-    PERFORM streamview_internal._check_definition_kept(src, topic, columns, event_time, event_id, max_out_of_orderness);
+    PERFORM streamview_internal._check_definition_kept(src, topic, event_time, event_id, max_out_of_orderness);
+    changes := streamview_internal._alter_columns(src, columns, add_columns);
     IF brokers = '' THEN
         RAISE EXCEPTION 'brokers must not be empty'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1191,8 +1348,111 @@ BEGIN
     INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
     VALUES (src.source_id, src.name, changes, caller::name)
     RETURNING change_id INTO id;
+    -- the workers restart with it (SV_SOURCE_SETTINGS), columns too
+    UPDATE streamview.sources s SET last_change_id = id WHERE s.source_id = src.source_id;
+    -- where each version stands when the definition changes: what it read
+    -- before was read with the old one (replay_dead_letters)
+    IF changes ?| ARRAY['add_columns', 'drop_columns', 'alter_columns', 'max_future'] THEN
+        UPDATE streamview.offsets o SET definition_mark = o.next_offset
+          FROM streamview.versions x JOIN streamview.views w ON w.view_id = x.view_id
+         WHERE o.version_id = x.version_id AND w.source_id = src.source_id;
+    END IF;
     PERFORM streamview_internal._notify_launcher();
     RETURN id;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.check_source(name text, columns jsonb DEFAULT NULL)
+RETURNS TABLE (reason text, messages bigint, sample_partition int, sample_offset bigint, sample_error text)
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE ROWS 6;
+COMMENT ON FUNCTION streamview.check_source(text, jsonb) IS
+'reads the whole history still available of a source with its columns or candidate ones, changing nothing; returns per outcome (ok, each dead-letter reason, unavailable) how many messages, with the first as a sample';
+
+CREATE OR REPLACE FUNCTION streamview_internal._check_source_read(source_id int, columns jsonb)
+RETURNS TABLE (reason text, messages bigint, sample_partition int, sample_offset bigint, sample_error text)
+AS 'MODULE_PATHNAME', 'streamview_check_source_read'
+LANGUAGE C VOLATILE ROWS 6;
+
+CREATE OR REPLACE FUNCTION streamview_internal._check_source_impl(caller regrole, name text, columns jsonb DEFAULT NULL)
+RETURNS TABLE (reason text, messages bigint, sample_partition int, sample_offset bigint, sample_error text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    src  streamview.sources;
+    et   streamview.source_columns;
+BEGIN
+    PERFORM streamview_internal._require(name, 'name');
+    SELECT s.* INTO src FROM streamview.sources s WHERE s.name = _check_source_impl.name;
+    IF src.source_id IS NULL THEN
+        RAISE EXCEPTION 'source "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM streamview.source_list.';
+    END IF;
+    PERFORM streamview_internal._check_usage(caller, src);
+    IF columns IS NOT NULL THEN
+        IF jsonb_typeof(columns) <> 'object' OR columns = '{}' THEN
+            RAISE EXCEPTION 'columns must be a non-empty JSON object'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the whole candidate set of columns, as create_source takes it; NULL checks the source''s own.';
+        END IF;
+        SELECT d.* INTO et FROM jsonb_each(columns) e, streamview_internal._column_spec(e.key, e.value) d
+         WHERE d.name = src.event_time;
+        IF et.name IS NULL OR et.type <> 'timestamptz'::regtype THEN
+            RAISE EXCEPTION 'the columns must have the source''s event time column "%", of type timestamptz', src.event_time
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A source''s event_time cannot change; keep its column in the candidate set.';
+        END IF;
+        IF src.event_id IS NOT NULL AND NOT columns ? src.event_id THEN
+            RAISE EXCEPTION 'the columns must have the source''s event id column "%"', src.event_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A source''s event_id cannot change; keep its column in the candidate set.';
+        END IF;
+    END IF;
+    RETURN QUERY SELECT * FROM streamview_internal._check_source_read(src.source_id, columns) r;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview.replay_dead_letters(source_name text, since timestamptz DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.replay_dead_letters(text, timestamptz) IS
+'applies the source''s dead letters (not too_late ones; those recorded since a time, if given) that its current definition now reads, as a rebuild with it would; returns how many read now; recorded in streamview.source_changes';
+
+CREATE OR REPLACE FUNCTION streamview_internal._replay_dead_letters_apply(source_id int, since timestamptz)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'streamview_replay_dead_letters_apply'
+LANGUAGE C VOLATILE;
+
+CREATE OR REPLACE FUNCTION streamview_internal._replay_dead_letters_impl(caller regrole, source_name text,
+                                                      since timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src     streamview.sources := streamview_internal._lock_source(caller, source_name);
+    result  jsonb;
+    id      bigint;
+BEGIN
+    IF src.event_id IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot replay the dead letters of source "%": it has an event_id', src.name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Whether a replayed message is a duplicate depends on the order in which its partitions were read, which the log does not keep.',
+                  HINT = 'Rebuild its views with streamview.rebuild(), validate and swap: a rebuild reads every message with the current definition.';
+    END IF;
+    result := streamview_internal._replay_dead_letters_apply(src.source_id, since);
+    INSERT INTO streamview.source_changes (source_id, source_name, changes, changed_by)
+    VALUES (src.source_id, src.name,
+            jsonb_build_object('replay_dead_letters', result || jsonb_build_object('since', since)),
+            caller::name)
+    RETURNING change_id INTO id;
+    IF (result->>'replayed')::bigint > 0 THEN
+        UPDATE streamview.sources s SET last_change_id = id WHERE s.source_id = src.source_id;
+        PERFORM streamview_internal._notify_launcher();
+    END IF;
+    RETURN (result->>'replayed')::bigint;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview.drop_source(name text, cascade bool DEFAULT false)
@@ -1433,13 +1693,14 @@ BEGIN
     INSERT INTO streamview.versions (version_id, view_id, view_name, version, state, query, definition,
                                      definition_hash, table_name, window_kind, window_size,
                                      window_slide, window_time_zone, window_origin, batch_sql, view_sql,
-                                     extension_version, created_by)
+                                     extension_version, created_by, source_definition)
     VALUES (vrow_id, vid, v.name, ver, state, query, gen.definition,
             md5(jsonb_build_object('d', gen.definition, 'lateness', v.allowed_lateness)::text),
             tbl::regclass, gen.definition->>'window_kind', (gen.definition->>'window_size')::interval,
             (gen.definition->>'window_slide')::interval, gen.definition->>'window_time_zone',
             (gen.definition->>'window_origin')::timestamp, gen.batch_sql, gen.view_sql,
-            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name);
+            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name,
+            streamview_internal._source_definition(v.source_id));
     RETURN vrow_id;
 END $$;
 
@@ -2931,6 +3192,7 @@ COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of it
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
 COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
+COMMENT ON COLUMN streamview.sources.last_change_id IS 'the source_changes row of its last change (alter_source, replay_dead_letters); its workers restart when it moves';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -2995,6 +3257,7 @@ COMMENT ON COLUMN streamview.versions.retired_at IS 'when it was dropped';
 COMMENT ON COLUMN streamview.versions.retired_by IS 'who dropped it';
 COMMENT ON COLUMN streamview.versions.failed_at IS 'when it failed';
 COMMENT ON COLUMN streamview.versions.restored_from IS 'the snapshot restore() started the version from (NULL: replayed from the log)';
+COMMENT ON COLUMN streamview.versions.source_definition IS 'the source''s definition it was made with: columns, event_time, event_id, max_out_of_orderness, max_future, change_id (the source''s last change then); NULL if made before 0.2 recorded it';
 
 COMMENT ON TABLE streamview.offsets IS 'per version and partition: position in the log, event-time high mark and the ledger consumed = applied + duplicates + too_late + dead_lettered, written with the upserts';
 COMMENT ON COLUMN streamview.offsets.version_id IS 'the version';
@@ -3155,16 +3418,17 @@ COMMENT ON COLUMN streamview.worker_error_counts.source_name IS 'the source';
 COMMENT ON COLUMN streamview.worker_error_counts.worker_errors IS 'how many';
 COMMENT ON COLUMN streamview.worker_error_counts.last_occurred_at IS 'the newest';
 
-COMMENT ON TABLE streamview.source_changes IS 'every alter_source: who changed what on a source, and when (secrets as ********); row-level security: the source''s owner only';
+COMMENT ON TABLE streamview.source_changes IS 'every alter_source and replay_dead_letters: who changed what on a source, and when (secrets as ********); row-level security: the source''s owner only';
 COMMENT ON COLUMN streamview.source_changes.change_id IS 'internal id, returned by alter_source';
 COMMENT ON COLUMN streamview.source_changes.source_id IS 'the source';
 COMMENT ON COLUMN streamview.source_changes.source_name IS 'the source''s name';
-COMMENT ON COLUMN streamview.source_changes.changes IS 'per argument (and per option key): {"old": ..., "new": ...}';
+COMMENT ON COLUMN streamview.source_changes.changes IS 'per argument (and per option key): {"old": ..., "new": ...}; columns as add_columns, drop_columns, alter_columns; a replay as replay_dead_letters';
 COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
 COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
 COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
+COMMENT ON COLUMN streamview.offsets.definition_mark IS 'next_offset when the source''s definition (columns, max_future) last changed: messages below it were read with an older one (replay_dead_letters replays their dead letters to this version); NULL: all read with the current one';
 COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';

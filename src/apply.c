@@ -362,6 +362,32 @@ sv_apply_version(const SvSource *src, SvVersion *v, SvEvent *events, SvVersionBa
 }
 
 /*
+ * Apply events vb->applied[0..napplied) to version v outside a worker's
+ * batch, in the calling backend's transaction (replay_dead_letters): as a
+ * batch applies them, bad events found by halves and moved to vb->failed
+ * (query_error).  The view's statement is bounded by the caller's own
+ * statement_timeout here, not streamview.statement_timeout: the timer is a
+ * backend's, and setting it for each statement would cancel the caller's.
+ */
+void
+streamview_apply_version_events(const SvSource *src, SvVersion *v, SvEvent *events,
+								SvVersionBatch *vb)
+{
+	int			save = streamview_statement_timeout_ms;
+
+	streamview_statement_timeout_ms = 0;
+	PG_TRY();
+	{
+		sv_apply_version(src, v, events, vb);
+	}
+	PG_FINALLY();
+	{
+		streamview_statement_timeout_ms = save;
+	}
+	PG_END_TRY();
+}
+
+/*
  * Apply a batch of consumed messages to every version.  Inside the batch's
  * transaction, SPI connected, in a memory context reset after the batch.
  * record_unreadable: store the dead letters of unreadable messages.

@@ -117,25 +117,43 @@ streamview_batch_rows_from(const char *source, int32 version_id)
 }
 
 /*
- * The column list the statement gave must be the one the worker fills: the
- * source's columns' types, then the window's bounds.  (Only a statement
- * written by hand into versions.batch_sql could differ.)
+ * Which of the source's columns each column of the statement's list is:
+ * map[i] for list column i (the window's bounds come last).  Columns are
+ * matched by name, so that a version's statement, whose list is the
+ * source's columns when the version was made, goes on reading after
+ * alter_source added columns (add_columns) or dropped or changed ones it
+ * does not read: alter_source refuses to drop or retype a column a version
+ * reads, so a listed column that is gone, or has another type, can only be
+ * one the statement does not use, and reads as NULL.  (A statement written
+ * by hand into versions.batch_sql with the window's bounds elsewhere is
+ * refused.)
  */
-static void
-sv_check_columns(const SvSource *src, TupleDesc desc)
+static int *
+sv_map_columns(const SvSource *src, TupleDesc desc)
 {
-	bool		same = desc->natts == src->ncolumns + 2;
+	int			nlisted = desc->natts - 2;
+	int		   *map = palloc(Max(nlisted, 1) * sizeof(int));
 
-	for (int c = 0; same && c < desc->natts; c++)
-		same = TupleDescAttr(desc, c)->atttypid ==
-			(c < src->ncolumns ? src->columns[c].type : TIMESTAMPTZOID);
-	if (!same)
+	if (nlisted < 0 ||
+		TupleDescAttr(desc, nlisted)->atttypid != TIMESTAMPTZOID ||
+		TupleDescAttr(desc, nlisted + 1)->atttypid != TIMESTAMPTZOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("the column list of %s._batch_rows does not match source \"%s\"",
 						STREAMVIEW_INTERNAL_SCHEMA, src->name),
-				 errdetail("It must list the source's columns with their types, in order, then "
-						   "sv_window_start and sv_window_end (timestamptz).")));
+				 errdetail("It must list the source's columns with their types, "
+						   "then sv_window_start and sv_window_end (timestamptz).")));
+	for (int i = 0; i < nlisted; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		map[i] = -1;
+		for (int c = 0; c < src->ncolumns; c++)
+			if (strcmp(NameStr(att->attname), src->columns[c].name) == 0 &&
+				att->atttypid == src->columns[c].type)
+				map[i] = c;
+	}
+	return map;
 }
 
 PG_FUNCTION_INFO_V1(streamview_batch_rows);
@@ -161,6 +179,8 @@ streamview_batch_rows(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	TimestampTz starts[SV_MAX_WINDOWS_PER_EVENT];
 	TimestampTz ends[SV_MAX_WINDOWS_PER_EVENT];
+	int		   *map;
+	int			nlisted;
 
 	if (v == NULL || v->version_id != version_id)
 		ereport(ERROR,
@@ -175,7 +195,8 @@ streamview_batch_rows(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s._batch_rows must be called in FROM, with a column list",
 						STREAMVIEW_INTERNAL_SCHEMA)));
-	sv_check_columns(src, rsinfo->expectedDesc);
+	map = sv_map_columns(src, rsinfo->expectedDesc);
+	nlisted = rsinfo->expectedDesc->natts - 2;
 
 	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 	desc = CreateTupleDescCopy(rsinfo->expectedDesc);
@@ -183,29 +204,33 @@ streamview_batch_rows(PG_FUNCTION_ARGS)
 								  Max(work_mem, SV_BATCH_ROWS_MEMORY_KB));
 	MemoryContextSwitchTo(old);
 
-	values = palloc((src->ncolumns + 2) * sizeof(Datum));
-	nulls = palloc((src->ncolumns + 2) * sizeof(bool));
-	nulls[src->ncolumns] = false;
-	nulls[src->ncolumns + 1] = false;
+	values = palloc((nlisted + 2) * sizeof(Datum));
+	nulls = palloc((nlisted + 2) * sizeof(bool));
+	nulls[nlisted] = false;
+	nulls[nlisted + 1] = false;
 	for (int i = 0; i < sv_feed.n; i++)
 	{
 		const SvEvent *ev = &sv_feed.events[sv_feed.idx[i]];
 		int			nw = streamview_window_spans(&v->window, ev->event_time, starts, ends);
 
-		memcpy(values, ev->values, src->ncolumns * sizeof(Datum));
-		memcpy(nulls, ev->nulls, src->ncolumns * sizeof(bool));
+		for (int c = 0; c < nlisted; c++)
+		{
+			values[c] = map[c] >= 0 ? ev->values[map[c]] : (Datum) 0;
+			nulls[c] = map[c] >= 0 ? ev->nulls[map[c]] : true;
+		}
 		for (int w = 0; w < nw; w++)
 		{
 			if (v->has_cut && starts[w] < v->cut)
 				continue;		/* carried over from the live version */
-			values[src->ncolumns] = TimestampTzGetDatum(starts[w]);
-			values[src->ncolumns + 1] = TimestampTzGetDatum(ends[w]);
+			values[nlisted] = TimestampTzGetDatum(starts[w]);
+			values[nlisted + 1] = TimestampTzGetDatum(ends[w]);
 			tuplestore_putvalues(store, desc, values, nulls);
 		}
 		CHECK_FOR_INTERRUPTS();
 	}
 	pfree(values);
 	pfree(nulls);
+	pfree(map);
 
 	rsinfo->returnMode = SFRM_Materialize;
 	rsinfo->setResult = store;

@@ -44,18 +44,31 @@ sv_int8(HeapTuple tup, TupleDesc desc, int col, int64 if_null)
  * The source's typed columns, in declaration order, with each one's path,
  * input function and default (already converted), in the source's memory
  * context; marks which columns are the event time and the event id.
+ * columns: 0 for those of the catalog, else a candidate set (a jsonb), as
+ * create_source's columns => takes it (check_source), already checked.
  */
 static void
-sv_load_columns(SvSource *src, const char *event_time, const char *event_id)
+sv_load_columns(SvSource *src, const char *event_time, const char *event_id, Datum columns)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(src->source_id)};
 	MemoryContext cxt = GetMemoryChunkContext(src);
 
-	SPI_execute_with_args("SELECT name, type::oid, array_length(path, 1), array_to_string(path, '.'), "
-						  "required, default_value FROM streamview.source_columns "
-						  "WHERE source_id = $1 ORDER BY attnum",
-						  1, argtypes, args, NULL, true, 0);
+	if (columns == (Datum) 0)
+		SPI_execute_with_args("SELECT name, type::oid, array_length(path, 1), array_to_string(path, '.'), "
+							  "required, default_value FROM streamview.source_columns "
+							  "WHERE source_id = $1 ORDER BY attnum",
+							  1, argtypes, args, NULL, true, 0);
+	else
+	{
+		argtypes[0] = JSONBOID;
+		args[0] = columns;
+		SPI_execute_with_args("SELECT d.name, d.type::oid, array_length(d.path, 1), "
+							  "array_to_string(d.path, '.'), d.required, d.default_value "
+							  "FROM jsonb_each($1) e, " STREAMVIEW_INTERNAL_SCHEMA "._column_spec(e.key, e.value) d "
+							  "ORDER BY d.name",
+							  1, argtypes, args, NULL, true, 0);
+	}
 	src->ncolumns = SPI_processed;
 	src->columns = MemoryContextAllocZero(cxt, src->ncolumns * sizeof(SvColumn));
 	src->event_id_col = -1;
@@ -196,7 +209,7 @@ streamview_load_source(int32 source_id)
 	src->workers = Max(DatumGetInt32(SPI_getbinval(tup, desc, 13, &(bool){false})), 1);
 	src->worker_count = 1;		/* until a source worker says otherwise */
 
-	sv_load_columns(src, event_time, event_id);
+	sv_load_columns(src, event_time, event_id, (Datum) 0);
 
 	SPI_execute_with_args("SELECT key, value FROM streamview.sources, jsonb_each_text(options) "
 						  "WHERE source_id = $1 ORDER BY key",
@@ -223,6 +236,24 @@ lappend_cxt(MemoryContext cxt, List *list, void *datum)
 	list = lappend(list, datum);
 	MemoryContextSwitchTo(old);
 	return list;
+}
+
+/*
+ * Read the source with another set of columns than its own (check_source's
+ * candidate definition, checked by the caller: it has the event time column,
+ * and the event id's): the columns are replaced, the rest is kept.
+ */
+void
+streamview_source_use_columns(SvSource *src, Datum columns)
+{
+	char	   *event_time = pstrdup(src->columns[src->event_time_col].name);
+	char	   *event_id = src->event_id_col >= 0 ? pstrdup(src->columns[src->event_id_col].name) : NULL;
+
+	src->event_time_col = -1;
+	src->paths = NULL;			/* parse.c builds it again for these columns */
+	sv_load_columns(src, event_time, event_id, columns);
+	if (src->event_time_col < 0)
+		elog(ERROR, "the columns of source \"%s\" lack its event time \"%s\"", src->name, event_time);
 }
 
 /*

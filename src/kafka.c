@@ -663,11 +663,12 @@ streamview_kafka_close(SvKafka *k)
 }
 
 /*
- * The partition's first offset, or -1 when the broker does not say within
- * timeout_ms.  Asks in steps of SV_KAFKA_STEP_MS (sv_between_steps).
+ * The partition's first offset and its end (the offset the next message
+ * will have), as the broker says them now; false when it does not answer
+ * within timeout_ms.  Asks in steps of SV_KAFKA_STEP_MS (sv_between_steps).
  */
-int64
-streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms)
+bool
+streamview_kafka_log_bounds(SvKafka *k, int32 partition, int timeout_ms, int64 *first, int64 *end)
 {
 	int64_t		lo = -1,
 				hi = -1;
@@ -681,5 +682,22 @@ streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms)
 			break;
 		sv_between_steps();
 	}
-	return err == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : -1;
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return false;
+	*first = lo;
+	*end = hi;
+	return true;
+}
+
+/*
+ * The partition's first offset, or -1 when the broker does not say within
+ * timeout_ms.
+ */
+int64
+streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms)
+{
+	int64		first,
+				end;
+
+	return streamview_kafka_log_bounds(k, partition, timeout_ms, &first, &end) ? first : -1;
 }

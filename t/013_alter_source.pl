@@ -36,7 +36,7 @@ $node->safe_psql('postgres', q{
 	CREATE SCHEMA streamer AUTHORIZATION streamer;
 	GRANT EXECUTE ON FUNCTION
 	  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
-	  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int),
+	  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
 	  streamview.create_view(text, text, text),
 	  streamview.rebuild(text, text, text, bigint),
 	  streamview.wait_for(text, int, interval) TO streamer;

@@ -31,7 +31,13 @@ CREATE TABLE streamview.sources (
     -- source workers reading it: worker k reads, of the partitions above,
     -- those p with p % workers = k (create_source, alter_source;
     -- _workers_arg checks it)
-    workers              int NOT NULL DEFAULT 1
+    workers              int NOT NULL DEFAULT 1,
+    -- the streamview.source_changes row of the source's last change
+    -- (alter_source, replay_dead_letters), NULL before any: part of what its
+    -- workers compare with what they loaded (SV_SOURCE_SETTINGS), so that a
+    -- change of its columns, or a replay that rewrote its ledger, restarts
+    -- them with what the catalog now says
+    last_change_id       bigint
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as
@@ -119,6 +125,12 @@ CREATE TABLE streamview.versions (
     failed_at         timestamptz,
     -- restore(): the snapshot the version started from (NULL: from the log)
     restored_from     bigint,
+    -- the source's definition the version was made with (its columns,
+    -- event_time, event_id, max_out_of_orderness, max_future and the
+    -- source_changes id of its last change): a rebuild made after
+    -- alter_source shows which definition it reads with; NULL for versions
+    -- made before 0.2 recorded it
+    source_definition jsonb,
     PRIMARY KEY (view_id, version),
     CONSTRAINT versions_window_zone_check CHECK ((window_time_zone IS NULL) = (window_origin IS NULL))
 );
@@ -146,6 +158,12 @@ CREATE TABLE streamview.offsets (
     max_broker_time timestamptz,
     -- from max_broker_time to the end of the batch that read it (NULL: none had one)
     visible_delay   interval,
+    -- next_offset when the source's definition (columns, max_future) last
+    -- changed: the version read the messages below it with an older one
+    -- (replay_dead_letters applies their dead letters to it), those from it
+    -- on with the current one; NULL: it read every message it consumed
+    -- with the current definition
+    definition_mark bigint,
     PRIMARY KEY (version_id, partition)
 );
 
@@ -270,12 +288,15 @@ CREATE TABLE streamview.worker_errors (
     source_id       int REFERENCES streamview.sources ON DELETE CASCADE
 );
 
--- Every change made to a source after create_source (alter_source): who,
--- when, and what changed, as an object with one member per argument that
--- changed, {"old": ..., "new": ...}; options show one member per property
--- that changed, and the values of secret properties (passwords, keys) are
--- never written here, only that they changed.  Changes go with their
--- source, as its worker errors do.
+-- Every change made to a source after create_source (alter_source,
+-- replay_dead_letters): who, when, and what changed, as an object with one
+-- member per argument that changed, {"old": ..., "new": ...}; options show
+-- one member per property that changed, and the values of secret
+-- properties (passwords, keys) are never written here, only that they
+-- changed.  Columns: add_columns {name: spec}, drop_columns [name],
+-- alter_columns {name: {"old": spec, "new": spec}}; a replay of dead
+-- letters: replay_dead_letters {what it read and applied}.  Changes go
+-- with their source, as its worker errors do.
 CREATE TABLE streamview.source_changes (
     change_id   bigserial PRIMARY KEY,
     source_id   int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,

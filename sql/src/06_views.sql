@@ -45,13 +45,14 @@ BEGIN
     INSERT INTO streamview.versions (version_id, view_id, view_name, version, state, query, definition,
                                      definition_hash, table_name, window_kind, window_size,
                                      window_slide, window_time_zone, window_origin, batch_sql, view_sql,
-                                     extension_version, created_by)
+                                     extension_version, created_by, source_definition)
     VALUES (vrow_id, vid, v.name, ver, state, query, gen.definition,
             md5(jsonb_build_object('d', gen.definition, 'lateness', v.allowed_lateness)::text),
             tbl::regclass, gen.definition->>'window_kind', (gen.definition->>'window_size')::interval,
             (gen.definition->>'window_slide')::interval, gen.definition->>'window_time_zone',
             (gen.definition->>'window_origin')::timestamp, gen.batch_sql, gen.view_sql,
-            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name);
+            (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_streamview'), caller::name,
+            streamview_internal._source_definition(v.source_id));
     RETURN vrow_id;
 END $$;
 

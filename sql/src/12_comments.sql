@@ -22,6 +22,7 @@ COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of it
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
 COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
+COMMENT ON COLUMN streamview.sources.last_change_id IS 'the source_changes row of its last change (alter_source, replay_dead_letters); its workers restart when it moves';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -86,6 +87,7 @@ COMMENT ON COLUMN streamview.versions.retired_at IS 'when it was dropped';
 COMMENT ON COLUMN streamview.versions.retired_by IS 'who dropped it';
 COMMENT ON COLUMN streamview.versions.failed_at IS 'when it failed';
 COMMENT ON COLUMN streamview.versions.restored_from IS 'the snapshot restore() started the version from (NULL: replayed from the log)';
+COMMENT ON COLUMN streamview.versions.source_definition IS 'the source''s definition it was made with: columns, event_time, event_id, max_out_of_orderness, max_future, change_id (the source''s last change then); NULL if made before 0.2 recorded it';
 
 COMMENT ON TABLE streamview.offsets IS 'per version and partition: position in the log, event-time high mark and the ledger consumed = applied + duplicates + too_late + dead_lettered, written with the upserts';
 COMMENT ON COLUMN streamview.offsets.version_id IS 'the version';
@@ -246,16 +248,17 @@ COMMENT ON COLUMN streamview.worker_error_counts.source_name IS 'the source';
 COMMENT ON COLUMN streamview.worker_error_counts.worker_errors IS 'how many';
 COMMENT ON COLUMN streamview.worker_error_counts.last_occurred_at IS 'the newest';
 
-COMMENT ON TABLE streamview.source_changes IS 'every alter_source: who changed what on a source, and when (secrets as ********); row-level security: the source''s owner only';
+COMMENT ON TABLE streamview.source_changes IS 'every alter_source and replay_dead_letters: who changed what on a source, and when (secrets as ********); row-level security: the source''s owner only';
 COMMENT ON COLUMN streamview.source_changes.change_id IS 'internal id, returned by alter_source';
 COMMENT ON COLUMN streamview.source_changes.source_id IS 'the source';
 COMMENT ON COLUMN streamview.source_changes.source_name IS 'the source''s name';
-COMMENT ON COLUMN streamview.source_changes.changes IS 'per argument (and per option key): {"old": ..., "new": ...}';
+COMMENT ON COLUMN streamview.source_changes.changes IS 'per argument (and per option key): {"old": ..., "new": ...}; columns as add_columns, drop_columns, alter_columns; a replay as replay_dead_letters';
 COMMENT ON COLUMN streamview.source_changes.changed_at IS 'when';
 COMMENT ON COLUMN streamview.source_changes.changed_by IS 'who';
 
 COMMENT ON COLUMN streamview.offsets.max_broker_time IS 'broker timestamp of the newest message read (for lag_time); NULL when the broker gives none';
 COMMENT ON COLUMN streamview.offsets.visible_delay IS 'from max_broker_time to the end of the batch that read it, just before its commit; NULL when no message had a broker timestamp';
+COMMENT ON COLUMN streamview.offsets.definition_mark IS 'next_offset when the source''s definition (columns, max_future) last changed: messages below it were read with an older one (replay_dead_letters replays their dead letters to this version); NULL: all read with the current one';
 COMMENT ON TABLE streamview.version_stats IS 'per version and worker, how its batches go: written once per batch, read by streamview.status';
 COMMENT ON COLUMN streamview.version_stats.version_id IS 'the version';
 COMMENT ON COLUMN streamview.version_stats.worker IS 'the index of the source worker that wrote the row (0 for a replay worker)';

@@ -4,13 +4,13 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(50);
+SELECT plan(53);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
     'create_source', 'alter_source', 'drop_source', 'grant_usage', 'revoke_usage', 'pause', 'resume', 'create_view', 'drop_view', 'set_retention', 'rebuild', 'wait_for',
     'add_check', 'drop_check', 'validate', 'swap', 'rollback', 'drop_version', 'tumble', 'hop',
-    'snapshot', 'verify_snapshot', 'restore', 'drop_snapshot'],
+    'snapshot', 'verify_snapshot', 'restore', 'drop_snapshot', 'check_source', 'replay_dead_letters'],
     'the schema streamview holds the API, nothing else: \df streamview.* lists it');
 -- Internals, in a schema of their own, closed to PUBLIC.
 SELECT functions_are('streamview_internal', ARRAY[
@@ -23,7 +23,9 @@ SELECT functions_are('streamview_internal', ARRAY[
     '_start_from_time', '_supported_types', '_swap_impl', '_tdigests_differ', '_validate_impl', '_version_sql', '_view_relation',
     '_wait_for_impl', '_window_spans', '_workers_arg',
     '_drop_snapshot', '_drop_snapshot_impl', '_get_snapshot', '_restore_impl', '_snapshot_checksum',
-    '_snapshot_impl', '_snapshot_table', '_verify_snapshot_impl'], 'the internal functions, nothing else');
+    '_snapshot_impl', '_snapshot_table', '_verify_snapshot_impl',
+    '_alter_columns', '_column_json', '_column_reader', '_source_definition', '_check_source_impl', '_check_source_read',
+    '_replay_dead_letters_impl', '_replay_dead_letters_apply'], 'the internal functions, nothing else');
 
 -- Every dispatcher has _<name>_impl(regrole, <its argument types>) behind it,
 -- returning the same type, and every _<name>_impl has its dispatcher.
@@ -44,7 +46,7 @@ SELECT is_empty($$
                           AND p.prosrc = 'streamview_api_dispatch') $$,
     'every implementation has its public function');
 SELECT is((SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'streamview'::regnamespace
-            AND p.prosrc = 'streamview_api_dispatch'), 22, 'twenty-two mutators');
+            AND p.prosrc = 'streamview_api_dispatch'), 24, 'twenty-four mutators (check_source among them: it opens a connection)');
 
 -- Who may call what.
 SELECT is_empty($$
@@ -113,6 +115,12 @@ SELECT columns_are('streamview', 'rebuilds', ARRAY['view_name', 'version', 'stat
     'percent', 'rate', 'eta', 'max_rate', 'replay_started_at', 'caught_up_at', 'error'],
     'streamview.rebuilds');
 SELECT col_type_is('streamview', 'versions', 'table_name', 'regclass', 'versions.table_name is a regclass');
+SELECT col_type_is('streamview', 'versions', 'source_definition', 'jsonb',
+    'a version records the source definition it was made with');
+SELECT function_returns('streamview', 'check_source', ARRAY['text', 'jsonb'], 'setof record',
+    'check_source(name, columns) returns a row per reason');
+SELECT function_returns('streamview', 'replay_dead_letters', ARRAY['text', 'timestamp with time zone'], 'bigint',
+    'replay_dead_letters(source_name, since) returns how many read now');
 SELECT col_type_is('streamview', 'views', 'relid', 'regclass', 'views.relid is a regclass');
 SELECT col_type_is('streamview', 'seen_ids', 'event_id_hashes', 'bytea[]', 'seen ids are hashes, a batch''s in a row');
 SELECT col_is_pk('streamview', 'seen_ids', ARRAY['version_id', 'partition', 'last_offset'],

@@ -18,7 +18,7 @@ CREATE ROLE sv_alter_other LOGIN;
 CREATE ROLE sv_alter_nobody LOGIN;
 GRANT EXECUTE ON FUNCTION
   streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
-  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int),
+  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
   streamview.drop_source(text, bool),
   streamview.pause(text),
   streamview.grant_usage(text, regrole) TO sv_alter_owner, sv_alter_user, sv_alter_other;
@@ -109,11 +109,7 @@ SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', topic => 'elsewhe
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', event_time => 'n') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', event_id => 'region') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', max_out_of_orderness => '1 minute') $$);
-SELECT pg_temp.err($$ SELECT streamview.alter_source('moving',
-                      columns => '{"id":"text","n":"bigint","region":{"type":"text","path":"geo.region"},"ts":"timestamptz"}') $$);
-SELECT pg_temp.err($$ SELECT streamview.alter_source('moving',
-                      columns => '{"id":"text","n":{"type":"bigint","default":0},"region":{"type":"text","path":"geo.region"},
-                                   "ts":"timestamptz","extra":"text"}') $$);
+-- (Columns may change where no view reads them: test/sql/source_evolve.sql.)
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', columns => '{"ts":"timestamptz"}') $$);
 SELECT pg_temp.err($$ SELECT streamview.alter_source('moving', columns => '[1]') $$);
 -- with a change that is allowed: nothing of it is made
