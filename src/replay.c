@@ -108,8 +108,8 @@ streamview_replay_consume(SvVersion *v, SvKafka *kafka, SvEvent *events, int cap
 		/* nothing came in time, or the latch is set (a stop, a reload): the caller looks */
 		if (got == 0 || streamview_stop_requested())
 			break;
-		if (sv_replay_behind(v, kafka) - n <= limit - n)
-			break;				/* the rest fits in this batch: near the end */
+		if (sv_replay_behind(v, kafka) <= limit)
+			break;				/* the rest of the log fits in this batch: near the end */
 	}
 	return n;
 }
