@@ -28,6 +28,7 @@
 
 static TimestampTz sv_replay_started = 0;
 static int64 sv_replayed = 0;	/* events consumed by this replay run */
+static int64 sv_replay_batches = 0;	/* and the batches they came in */
 
 /* Record where the replay starts in each partition, for progress. */
 void
@@ -72,16 +73,16 @@ sv_replay_behind(SvVersion *v, SvKafka *kafka)
 /*
  * A replay's batch.  A source worker applies what its queue has ready as
  * soon as the queue is drained, for freshness; a replay is not read by
- * anyone until it catches up, so it fills its batches instead: while more
- * messages lie ahead of it in the log than the batch has room for, it waits
- * (at most timeout_ms, streamview.batch_timeout) for the next fetch rather
- * than applying a part-filled batch.  A fetch may bring only a few messages
- * per partition (small message sets, a broker that returns one set per
- * partition), and a batch's fixed cost (its transaction, the catalog look,
- * the offsets, the catch-up test) would then be paid every few dozen
- * events.  Within a batch of the log end it applies as soon as the queue is
- * drained, like the source worker, so that it meets the live version's
- * offsets and hands over.  The limits are those of
+ * anyone until it catches up, so it fills its batches instead: until the
+ * batch is full or holds every message up to the log end (as its fetches
+ * last saw it), it waits (at most timeout_ms, streamview.batch_timeout) for
+ * the next fetch rather than applying a part-filled batch.  A fetch may
+ * bring only a few messages per partition (small message sets, a broker
+ * that returns one set per partition), and a batch's fixed cost (its
+ * transaction, the catalog look, the offsets, the catch-up test) would
+ * then be paid every few dozen events.  At the log end a batch ends with
+ * what the last fetches brought, so that the replay meets the live
+ * version's offsets and hands over.  The limits are those of
  * streamview_kafka_consume, and max_rate's (streamview_replay_batch_limit).
  */
 int
@@ -108,24 +109,29 @@ streamview_replay_consume(SvVersion *v, SvKafka *kafka, SvEvent *events, int cap
 		/* nothing came in time, or the latch is set (a stop, a reload): the caller looks */
 		if (got == 0 || streamview_stop_requested())
 			break;
-		if (sv_replay_behind(v, kafka) <= limit)
-			break;				/* the rest of the log fits in this batch: near the end */
+		if (sv_replay_behind(v, kafka) <= n)
+			break;				/* the batch holds the log up to its end: at the end */
+	}
+	if (n > 0)
+	{
+		sv_replayed += n;
+		sv_replay_batches++;
 	}
 	return n;
 }
 
 /*
- * Count n more events, and keep to max_rate events per second by sleeping
- * on the latch (so SIGTERM still ends the wait at once).
+ * Keep to max_rate events per second (counted as they are taken, by
+ * streamview_replay_consume) by sleeping on the latch (so SIGTERM still
+ * ends the wait at once).
  */
 void
-streamview_replay_throttle(SvVersion *v, int n)
+streamview_replay_throttle(SvVersion *v)
 {
 	int64		due_us;
 	long		secs;
 	int			usecs;
 
-	sv_replayed += n;
 	if (v->max_rate <= 0)
 		return;
 	due_us = sv_replayed * USECS_PER_SEC / v->max_rate;
@@ -138,9 +144,9 @@ streamview_replay_throttle(SvVersion *v, int n)
 }
 
 /*
- * Has the version reached the live version's offsets?  If so it becomes
- * caught_up in the current transaction (the one that applied its last
- * batch).  Inside a transaction, SPI connected.
+ * Is the version within a batch of the live version (streamview_caught_up)?
+ * If so it becomes caught_up in the current transaction (the one that
+ * applied its last batch).  Inside a transaction, SPI connected.
  */
 bool
 streamview_replay_check_caught_up(SvVersion *v)
@@ -156,7 +162,7 @@ void
 streamview_replay_done(SvVersion *v)
 {
 	ereport(LOG,
-			(errmsg("pg_streamview replay of view \"%s\" version %d caught up after %lld events",
-					v->view_name, v->version, (long long) sv_replayed)));
+			(errmsg("pg_streamview replay of view \"%s\" version %d caught up after %lld events in %lld batches",
+					v->view_name, v->version, (long long) sv_replayed, (long long) sv_replay_batches)));
 	proc_exit(0);
 }

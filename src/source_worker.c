@@ -617,7 +617,7 @@ sv_main_loop(void)
 			if (!sv_apply(events, n))
 				sv_reload_and_assign();
 			if (worker.kind == SV_WORKER_REPLAY)
-				streamview_replay_throttle(sv_replayed_version(), n);
+				streamview_replay_throttle(sv_replayed_version());
 			if (TimestampDifferenceExceeds(worker.last_housekeeping, GetCurrentTimestamp(),
 										   SV_IDLE_WAIT_MS))
 				sv_housekeeping();

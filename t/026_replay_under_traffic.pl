@@ -9,7 +9,11 @@
 #    an oracle computed here from the messages sent;
 #  - streamview.rebuilds says what the replay did: it replayed at least the
 #    backlog and at most what had been sent when it caught up, and its rate
-#    is what it replayed over the time it took.
+#    is what it replayed over the time it took;
+#  - a replay fills its batches: over a log of one-message message sets,
+#    which librdkafka's mock broker serves one set per partition per fetch,
+#    it applies streamview.batch_size messages a batch (as its LOG line
+#    counts them), not a few per fetch.
 use strict;
 use warnings;
 
@@ -18,6 +22,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 use POSIX ();
+use IPC::Run;
 use StreamViewTest;
 
 my $P       = 8;
@@ -26,8 +31,10 @@ my $ROUNDS  = 2000;      # of the stream: $PER messages per partition each, ever
 my $PER     = 10;
 my $BASE_MS = 1_720_000_000_000;
 
-my $broker = broker_start('b026', { rt => $P });
-my $node   = new_node('n026', batch_size => 1000);
+my $broker = broker_start('b026', { rt => $P, tiny => 4 });
+# batch_timeout: how long a replay's batch may wait to fill (a source worker
+# applies as soon as its queue is drained, whatever it is)
+my $node   = new_node('n026', batch_size => 1000, conf => "streamview.batch_timeout = '2s'\n");
 my $B      = $broker->{addr};
 
 sub sql { my ($query) = @_; return $node->safe_psql('postgres', $query) }
@@ -156,6 +163,55 @@ ok($replayed >= $sent_at_rebuild - 1000 && $replayed <= $consumed_at_catch_up + 
 ok($secs > 0 && abs($rate - $replayed / $secs) <= 1,
 	"rebuilds: rate $rate is what was replayed over the replay's $secs s");
 note sprintf('replayed %d events in %.2f s (%d/s); the stream ran at %d/s', $replayed, $secs, $rate, $P * $PER * 200);
+
+# A log of one-message message sets: 4000 messages in 4 partitions.
+my $TINY = 4000;
+for my $p (0 .. 3)
+{
+	my $in = join('', map { sprintf("t%d\t{\"ts\":%d,\"k\":\"k%d\",\"seq\":%d,\"amount\":1}\n",
+		$_, $BASE_MS + $_ * 10, $_ % 7, $_) } grep { $_ % 4 == $p } 0 .. $TINY - 1);
+	my ($out, $err);
+	IPC::Run::run([ 'kcat', '-P', '-b', $B, '-t', 'tiny', '-p', $p, '-K', "\t",
+			'-X', 'batch.num.messages=1', '-X', 'linger.ms=0' ], '<', \$in, '>', \$out, '2>', \$err)
+	  or die "kcat failed: $err";
+}
+sql(qq{
+	SELECT streamview.create_source('tiny', '$B', 'tiny', '{"ts":"timestamptz","k":"text","seq":"bigint","amount":"bigint"}',
+	                                'ts', max_out_of_orderness => '1 hour');
+	SELECT streamview.create_view('public.tiny_n',
+	    \$\$ SELECT streamview.tumble(ts, '1 minute') AS window_start, count(*) AS n FROM tiny GROUP BY 1 \$\$);
+});
+ok(wait_consumed($node, 'tiny_n', $TINY), "the live version read the $TINY one-message sets");
+my $log_offset = -s $node->logfile;
+sql("SELECT streamview.rebuild('tiny_n')");
+ok(wait_for($node, "SELECT state = 'caught_up' FROM streamview.versions WHERE view_name = 'tiny_n' AND version = 2"),
+	'the replay of the one-message sets caught up');
+my ($events, $batches);
+ok(wait_until_log(qr/replay of view "tiny_n" version 2 caught up after (\d+) events in (\d+) batches/,
+		\$events, \$batches), 'the replay worker logged how many events and batches it took');
+is($events, $TINY, "it replayed the $TINY messages");
+ok($batches <= $TINY / 1000 + 2,
+	"in $batches batches: full ones of streamview.batch_size (1000), not a few messages per fetch");
+is(sql("SELECT string_agg(\"check\" || '=' || passed, ' ' ORDER BY \"check\") "
+	  . "FROM streamview.validate('tiny_n', 2, expect_identical => true)"),
+	'caught_up=true differences=true ledger=true', 'and validates as identical');
+
+# Poll the server log (from $log_offset) for $re; its two captures go to $first, $second.
+sub wait_until_log
+{
+	my ($re, $first, $second) = @_;
+	for (1 .. 300)
+	{
+		my $log = substr(slurp_file($node->logfile), $log_offset);
+		if ($log =~ $re)
+		{
+			($$first, $$second) = ($1, $2);
+			return 1;
+		}
+		usleep(100_000);
+	}
+	return 0;
+}
 
 $node->stop;
 broker_stop($broker);
