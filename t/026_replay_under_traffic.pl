@@ -189,9 +189,13 @@ ok(wait_for($node, "SELECT state = 'caught_up' FROM streamview.versions WHERE vi
 my ($events, $batches);
 ok(wait_until_log(qr/replay of view "tiny_n" version 2 caught up after (\d+) events in (\d+) batches/,
 		\$events, \$batches), 'the replay worker logged how many events and batches it took');
-is($events, $TINY, "it replayed the $TINY messages");
-ok($batches <= $TINY / 1000 + 2,
+ok($events >= $TINY - 1000 && $events <= $TINY,
+	"it replayed $events of the $TINY messages: all, or all but at most a batch, "
+	  . "which the source worker reads for it");
+ok($batches <= int($events / 1000) + 2,
 	"in $batches batches: full ones of streamview.batch_size (1000), not a few messages per fetch");
+is(sql("SELECT streamview.wait_for('tiny_n', 2, '2 minutes')"), 'caught_up',
+	'wait_for: taken over by the source worker, level with the live version');
 is(sql("SELECT string_agg(\"check\" || '=' || passed, ' ' ORDER BY \"check\") "
 	  . "FROM streamview.validate('tiny_n', 2, expect_identical => true)"),
 	'caught_up=true differences=true ledger=true', 'and validates as identical');
