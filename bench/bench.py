@@ -45,6 +45,7 @@ SV_OPTIONS = json.loads(ENV.get('BENCH_SV_OPTIONS') or '{}')  # librdkafka optio
 SV_SETTINGS = ENV.get('BENCH_SV_SETTINGS', 'streamview.batch_size=50000').split()
 RESULTS = ENV.get('BENCH_RESULTS', 'bench/results')
 WARMUP = 2      # seconds of the freshness stream not sampled (clients connecting)
+PROBES = 50     # probe events a second in the freshness stream
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONNINFO = 'host=127.0.0.1 port=%s user=postgres dbname=postgres' % PORT
 PSQL = ['psql', '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', PORT,
@@ -530,16 +531,17 @@ def freshness(conn):
           % SV_SOURCE_ARGS, (ADDR, topic, json.dumps(USERS_COLUMNS),
                              json.dumps(dict({'session.timeout.ms': '6000'}, **SV_OPTIONS))))
     wait_until('the source worker', lambda: sv_workers(conn), timeout=60)
-    t0 = time.monotonic()
-    q(conn, "SELECT streamview.create_view('bench_fresh', $$ SELECT streamview.tumble(ts, '1 second') "
-            "AS window_start, user_id, count(*) AS n, sum(amount_cents) AS s FROM bench_src GROUP BY 1, 2 $$)")
-    wait_until('the backlog', lambda: q1(conn, "SELECT consumed >= %s FROM streamview.status "
-                                               "WHERE view_name = 'bench_fresh'", (backlog,)), step=0.02)
-    ingest = backlog / (time.monotonic() - t0)
+    first = fill_view(conn, 'bench_fresh', backlog)
+    ingest = backlog / first['secs']
     sent = {}                     # probe key -> produce time (epoch s)
     seen = {}                     # probe key -> first time visible
     stop = threading.Event()
     prod_done = threading.Event()
+
+    # BENCH_FRESHNESS_PARTITIONER=roundrobin: event i to partition i % parts
+    # (tiny message sets); default: keyless, librdkafka's sticky partitioner
+    rr = ENV.get('BENCH_FRESHNESS_PARTITIONER', 'sticky') == 'roundrobin'
+    stream_part = (lambda i: {'partition': i % parts}) if rr else (lambda i: {})
 
     def producer():
         p = Producer({'bootstrap.servers': ADDR, 'linger.ms': 2, 'compression.type': 'lz4'})
@@ -551,13 +553,13 @@ def freshness(conn):
             due = min(total, int((time.time() - t0) * FRESH_RATE))
             while i < due:
                 now = time.time()
-                if i % (FRESH_RATE // 10) == 0:
+                if i % (FRESH_RATE // PROBES) == 0:
                     key = 'probe%d' % probe
                     probe += 1
                     sent[key] = now
                 else:
                     key = 'u%d' % (i % 100)
-                p.produce(topic, partition=i % parts, value='{"event_id":"f%d","user_id":"%s","amount_cents":%d,'
+                p.produce(topic, **stream_part(i), value='{"event_id":"f%d","user_id":"%s","amount_cents":%d,'
                           '"ts":%d}' % (i, key, i % 1000, int(now * 1000)))
                 i += 1
             p.poll(0)
@@ -575,7 +577,37 @@ def freshness(conn):
             time.sleep(0.005)
         c.close()
 
-    threads = [threading.Thread(target=producer), threading.Thread(target=sampler)]
+    trace = []                    # (seconds, role, pid, cpu ticks, wait event, activity, done)
+
+    try:
+        broker_pid = int(open(os.path.join(DIR, 'broker', 'broker.pid')).read())
+    except (OSError, ValueError):
+        broker_pid = 0
+
+    def tracer():
+        # what the workers do during the run: every 100 ms, each worker's
+        # CPU ticks (/proc), wait event and activity, and the rebuild's done
+        c = db()
+        while not stop.is_set():
+            now = time.time() - t_start
+            done = q1(c, "SELECT done FROM streamview.rebuilds WHERE view_name = 'bench_fresh' AND version = 2")
+            for pid, bt, wt, we, act in q(c, "SELECT pid, backend_type, wait_event_type, wait_event, "
+                                             "coalesce(state, '') || ': ' || coalesce(query, '') FROM pg_stat_activity WHERE backend_type IN "
+                                             "('pg_streamview source', 'pg_streamview replay')"):
+                u = proc_usage(pid)
+                trace.append((now, bt.split()[-1], pid, u[0] if u else -1,
+                              '%s:%s' % (wt, we) if wt else 'cpu', act[:40], done or 0))
+            for role, pid in (('bench.py', os.getpid()), ('broker', broker_pid)):
+                u = proc_usage(pid) if pid else None
+                trace.append((now, role, pid, u[0] if u else -1, '', '', done or 0))
+            with open('/proc/stat') as f:
+                cpu = f.readline().split()[1:]
+            trace.append((now, 'machine_idle', 0, int(cpu[3]), '', '', sum(int(x) for x in cpu[:8])))
+            time.sleep(0.1)
+        c.close()
+
+    threads = [threading.Thread(target=producer), threading.Thread(target=sampler),
+               threading.Thread(target=tracer)]
     t_start = time.time()
     for t in threads:
         t.start()
@@ -584,13 +616,22 @@ def freshness(conn):
     q(conn, "SELECT streamview.rebuild('bench_fresh')")
     replay = None
     while time.time() - t_rebuild < 600:
-        r = q(conn, "SELECT state, done, replay_started_at, caught_up_at FROM streamview.rebuilds "
-                    "WHERE view_name = 'bench_fresh' AND version = 2")
-        if r and r[0][3] is not None:
-            state, done, started, caught = r[0]
-            replay = dict(done=done, secs=(caught - started).total_seconds(), t_caught=time.time())
+        r = q(conn, "SELECT done, replay_started_at, caught_up_at, clock_timestamp() - replay_started_at "
+                    "FROM streamview.rebuilds WHERE view_name = 'bench_fresh' AND version = 2")
+        if r and r[0][2] is not None:
+            done, started, caught, ago = r[0]
+            secs = (caught - started).total_seconds()
+            # t_caught on this clock: the database's caught_up_at, not when the poll saw it
+            replay = dict(done=done, secs=secs, t_caught=time.time() - ago.total_seconds() + secs)
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
+    # three quarters in (or once the rebuild caught up): a new view on the running source
+    time.sleep(max(0, t_start + FRESH_SECONDS * 3 / 4 - time.time()))
+    new_view = None
+    if not prod_done.is_set():
+        # the same query as bench_fresh: the source worker's rate on the same log, under the same load
+        new_view = fill_view(conn, 'bench_fresh_new', lambda: q1(
+            conn, "SELECT consumed FROM streamview.status WHERE view_name = 'bench_fresh'"))
     prod_done.wait(FRESH_SECONDS * 3)
     time.sleep(2)
     stop.set()
@@ -598,19 +639,102 @@ def freshness(conn):
         t.join()
     rows = []
     for k, ts in sent.items():
-        if ts - t_start < WARMUP:
+        if ts - t_start < WARMUP or k not in seen:
             continue
-        if k in seen:
-            rows.append((ts - t_start, (seen[k] - ts) * 1000,
-                         1 if replay and t_rebuild <= ts <= replay['t_caught'] else 0))
+        phase = 0
+        if replay and t_rebuild <= ts <= replay['t_caught']:
+            phase = 1
+        elif new_view and new_view['t_create'] <= ts <= new_view['t_done']:
+            phase = 2
+        rows.append((ts - t_start, (seen[k] - ts) * 1000, phase))
     c = Consumer({'bootstrap.servers': ADDR, 'group.id': 'bench_check'})
     dropped = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0] for p in range(parts))
     c.close()
     missing = sum(1 for k, ts in sent.items() if ts - t_start >= WARMUP and k not in seen)
     drop_sv(conn)
     rows.sort()
-    return dict(samples=rows, missing=missing, replay=replay, t_rebuild=t_rebuild - t_start,
-                ingest=ingest, backlog=backlog, dropped=dropped)
+    return dict(samples=rows, missing=missing, replay=replay, t_rebuild=t_rebuild - t_start, trace=trace,
+                t_start=t_start,
+                ingest=ingest, backlog=backlog, dropped=dropped, first=first, new_view=new_view,
+                partitioner='round robin' if rr else 'sticky')
+
+
+def fill_view(conn, view, events):
+    """Creates view, then times it: until its first events are applied
+    (streamview.status.consumed > 0) and until it has consumed events (a
+    number, or a function called right after create_view: the events it
+    must read).  Times on time.time()'s clock, polled every 10 ms."""
+    t_create = time.time()
+    q(conn, "SELECT streamview.create_view(%s, $$ SELECT streamview.tumble(ts, '1 second') AS window_start, "
+            "user_id, count(*) AS n, sum(amount_cents) AS s FROM bench_src GROUP BY 1, 2 $$)", (view,))
+    if callable(events):
+        events = events()
+    consumed = lambda: q1(conn, "SELECT coalesce(consumed, 0) FROM streamview.status WHERE view_name = %s",
+                          (view,)) or 0
+    t_first = wait_until('the first events of ' + view, lambda: consumed() > 0 and time.time(), step=0.01)
+    t_done = wait_until('view ' + view + ' to catch up', lambda: consumed() >= events and time.time(), step=0.01)
+    return dict(t_create=t_create, first_ms=(t_first - t_create) * 1000, t_done=t_done,
+                secs=t_done - t_create, events=events)
+
+
+def trace_cpu(trace, t0, t1):
+    """From the tracer's samples: each process's CPU between t0 and t1
+    (seconds since the stream started), in % of one core, and the machine's
+    idle share (%)."""
+    first, last = {}, {}
+    for t, role, pid, ticks, _, _, extra in trace:
+        if t0 <= t <= t1 and ticks >= 0:
+            first.setdefault((role, pid), (t, ticks, extra))
+            last[(role, pid)] = (t, ticks, extra)
+    out = {}
+    for k, (ta, a, ea) in first.items():
+        tb, b, eb = last[k]
+        if k[0] == 'machine_idle':
+            out['idle'] = 100.0 * (b - a) / max(eb - ea, 1)
+        elif tb > ta:
+            out[k[0]] = out.get(k[0], 0) + 100.0 * (b - a) / TICK / (tb - ta)
+    return out
+
+
+def freshness_report(fr):
+    """The freshness and replay part of the results, as markdown lines."""
+    md = []
+    phases = [('steady, no rebuild', 0), ('while a rebuild replays', 1), ('while a new view fills', 2)]
+    md += ['', '| freshness at %d events/s (%d partitions, %s partitioner, 1 s tumble, default settings) '
+           '| p50 ms | p99 ms | probes |' % (FRESH_RATE, FRESH_PARTS, fr['partitioner']), '|---|---|---|---|']
+    for title, ph in phases:
+        v = [s[1] for s in fr['samples'] if s[2] == ph]
+        md.append('| %s | %.0f | %.0f | %d |' % (title, pct(v, 50), pct(v, 99), len(v)))
+    if fr['dropped']:
+        md.append('\nTHE BROKER DROPPED %d MESSAGES of the freshness topic (its ~5 MiB per partition '
+                  'retention): the replay read a moving log start; raise BENCH_FRESHNESS_PARTITIONS or '
+                  'lower BENCH_FRESHNESS_SECONDS.' % fr['dropped'])
+    if fr['missing']:
+        md.append('\n%d probes were never seen by the sampler.' % fr['missing'])
+    first = fr['first']
+    md.append('\nIngest: the view created on the backlog of %d events read its first events %.0f ms after '
+              'create_view and the whole backlog in %.2f s: %s.' % (fr['backlog'], first['first_ms'],
+                                                                  first['secs'], fmt_rate(fr['ingest'])))
+    rp = fr['replay']
+    if rp:
+        cpu = trace_cpu(fr['trace'], fr['t_rebuild'], rp['t_caught'] - fr['t_start'])
+        md.append('\nReplay: a rebuild replayed %d events in %.2f s = %s, **%.2f× the ingest rate**, while the '
+                  'stream went on. CPU meanwhile, %% of one core: %s; machine idle %.0f%%.'
+                  % (rp['done'], rp['secs'], fmt_rate(rp['done'] / rp['secs']),
+                     rp['done'] / rp['secs'] / fr['ingest'],
+                     ', '.join('%s %.0f' % kv for kv in sorted(cpu.items()) if kv[0] != 'idle'),
+                     cpu.get('idle', float('nan'))))
+    else:
+        md.append('\nReplay: the rebuild did not catch up.')
+    nv = fr['new_view']
+    if nv:
+        md.append('\nNew view: the same query created on the running source read its first events %.0f ms '
+                  'after create_view and the %d events of the log in %.2f s (%s), the source worker reading '
+                  'the same log under the same load%s.'
+                  % (nv['first_ms'], nv['events'], nv['secs'], fmt_rate(nv['events'] / nv['secs']),
+                     ': the replay ran at %.2f× that' % (rp['done'] / rp['secs'] / (nv['events'] / nv['secs']))
+                     if rp else ''))
+    return md
 
 
 def pct(v, p):
@@ -743,28 +867,13 @@ def report(table, fr, failures, counts):
             md.append('| %s | %.1f K/s | %s |' % (m['workload'], 1e3 / m['cpu_us'],
                                                  {'q5': '22.14 K/s', 'q7': '12.33 K/s'}[m['workload']]))
     if fr:
-        live = [s[1] for s in fr['samples'] if not s[2]]
-        during = [s[1] for s in fr['samples'] if s[2]]
-        md += ['', '| freshness at %d events/s (%d partitions, 1 s tumble, default settings) | p50 ms | '
-               'p99 ms | probes |' % (FRESH_RATE, FRESH_PARTS), '|---|---|---|---|',
-               '| steady, no rebuild | %.0f | %.0f | %d |' % (pct(live, 50), pct(live, 99), len(live)),
-               '| during a rebuild | %.0f | %.0f | %d |' % (pct(during, 50), pct(during, 99), len(during))]
-        if fr['dropped']:
-            md.append('\nTHE BROKER DROPPED %d MESSAGES of the freshness topic (its ~5 MiB per partition '
-                      'retention): the replay read a moving log start; raise BENCH_FRESHNESS_PARTITIONS or '
-                      'lower BENCH_FRESHNESS_SECONDS.' % fr['dropped'])
-        if fr['missing']:
-            md.append('\n%d probes were never seen by the sampler.' % fr['missing'])
-        rp = fr['replay']
-        if rp:
-            md.append('\nReplay: a rebuild replayed %d events in %.1f s = %s, %.2f× the ingest rate '
-                      '(%s: the live version reading a backlog of %d events at the start).'
-                      % (rp['done'], rp['secs'], fmt_rate(rp['done'] / rp['secs']),
-                         rp['done'] / rp['secs'] / fr['ingest'], fmt_rate(fr['ingest']), fr['backlog']))
-        else:
-            md.append('\nReplay: the rebuild did not catch up.')
+        md += freshness_report(fr)
+        with open(base + '-trace.tsv', 'w') as f:
+            f.write('seconds\trole\tpid\tcpu_ticks\twait\tactivity\tdone\n')
+            for s in fr['trace']:
+                f.write('%.2f\t%s\t%d\t%d\t%s\t%s\t%d\n' % s)
         with open(base + '-freshness.tsv', 'w') as f:
-            f.write('seconds\tlatency_ms\tduring_rebuild\n')
+            f.write('seconds\tlatency_ms\tphase\n')
             for s in fr['samples']:
                 f.write('%.3f\t%.1f\t%d\n' % s)
     with open(base + '.md', 'w') as f:

@@ -23,7 +23,8 @@ perl -F'\t' -lane '
     for my $w (@w) { print join("\t", $w, map { $r{$w}{$_} // "NaN" } @c) }
   }' "$TSV" > "$TMP/rates.tsv"
 ncols=$(head -n 1 "$TMP/rates.tsv" | awk -F'\t' '{print NF}')
-gnuplot <<GP
+# a run of freshness and replay only (BENCH_ONLY=none) has no throughput to draw
+[ "$(wc -l < "$TMP/rates.tsv")" -gt 1 ] && [ "$ncols" -gt 1 ] && gnuplot <<GP
 set terminal png size 1100,520 noenhanced
 set output 'docs/bench-throughput.png'
 set title "Throughput per contender and workload (M events/s, medians; $(basename "$TSV" .tsv))"
@@ -48,7 +49,8 @@ set ylabel "ms"
 set grid
 set key top left
 plot '$FRESH' using 1:(\$3 == 0 ? \$2 : 1/0) with points pt 7 ps 0.6 title "steady", \
-     '$FRESH' using 1:(\$3 == 1 ? \$2 : 1/0) with points pt 7 ps 0.6 title "while a rebuild replays"
+     '$FRESH' using 1:(\$3 == 1 ? \$2 : 1/0) with points pt 7 ps 0.6 title "while a rebuild replays", \
+     '$FRESH' using 1:(\$3 == 2 ? \$2 : 1/0) with points pt 7 ps 0.6 title "while a new view fills"
 GP
 fi
 echo "plots: docs/bench-throughput.png${FRESH:+ docs/bench-freshness.png}"

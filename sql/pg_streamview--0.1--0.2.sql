@@ -779,6 +779,24 @@ AS $$
                  WHERE x.version_id = _partitions_behind.version_id), partition)
 $$;
 
+CREATE OR REPLACE FUNCTION streamview_internal._messages_behind(version_id int, reference_id int)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(sum(ref.next_offset - greatest(mine.next_offset, 0)), 0)::bigint
+      FROM streamview.offsets ref
+      LEFT JOIN streamview.offsets mine
+             ON mine.version_id = _messages_behind.version_id AND mine.partition = ref.partition
+     WHERE ref.version_id = _messages_behind.reference_id
+       AND coalesce(mine.next_offset, -1) < ref.next_offset
+       AND streamview_internal._reads_partition(
+               (SELECT s.partitions FROM streamview.versions x
+                  JOIN streamview.views v ON v.view_id = x.view_id
+                  JOIN streamview.sources s ON s.source_id = v.source_id
+                 WHERE x.version_id = _messages_behind.version_id), ref.partition)
+$$;
+
 CREATE OR REPLACE FUNCTION streamview_internal._set_state(version_id int, allowed_from streamview.version_state[],
                                       target streamview.version_state, by name DEFAULT NULL,
                                       error text DEFAULT NULL, strict bool DEFAULT true)

@@ -602,12 +602,14 @@ sv_main_loop(void)
 
 		MemoryContextReset(worker.batch_cxt);
 		old = MemoryContextSwitchTo(worker.batch_cxt);
-		n = streamview_kafka_consume(worker.kafka, events,
-									 worker.kind == SV_WORKER_REPLAY ?
-									 streamview_replay_batch_limit(sv_replayed_version(), capacity) :
-									 capacity,
-									 (int64) streamview_batch_max_bytes_kb * 1024,
-									 streamview_batch_timeout_ms);
+		if (worker.kind == SV_WORKER_REPLAY)
+			n = streamview_replay_consume(sv_replayed_version(), worker.kafka, events, capacity,
+										  (int64) streamview_batch_max_bytes_kb * 1024,
+										  streamview_batch_timeout_ms);
+		else
+			n = streamview_kafka_consume(worker.kafka, events, capacity,
+										 (int64) streamview_batch_max_bytes_kb * 1024,
+										 streamview_batch_timeout_ms);
 		MemoryContextSwitchTo(old);
 
 		if (n > 0)
@@ -615,7 +617,7 @@ sv_main_loop(void)
 			if (!sv_apply(events, n))
 				sv_reload_and_assign();
 			if (worker.kind == SV_WORKER_REPLAY)
-				streamview_replay_throttle(sv_replayed_version(), n);
+				streamview_replay_throttle(sv_replayed_version());
 			if (TimestampDifferenceExceeds(worker.last_housekeeping, GetCurrentTimestamp(),
 										   SV_IDLE_WAIT_MS))
 				sv_housekeeping();

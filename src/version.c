@@ -54,20 +54,29 @@ streamview_version_state(const char *name)
 }
 
 /*
- * A replaying version has caught up when, in every partition, it has
- * consumed at least as far as the view's live version (as committed now: a
- * swap may have changed which one that is).
+ * A replaying version has caught up when it is within one batch of the
+ * view's live version (as committed now: a swap may have changed which one
+ * that is): at most streamview.batch_size messages behind it, over the
+ * partitions the source reads.  Requiring it to be level in every partition
+ * would make a replay chase a busy live version without end: the two
+ * consumers fetch independently, and whenever the replay looks, the live
+ * worker has often applied a few messages it has not fetched yet.  Within
+ * a batch is exact all the same: the source worker that takes the version
+ * over assigns each partition at the lowest offset of its versions
+ * (source_worker.c), reads the messages the version lacks again, and each
+ * version skips what it has already read.  streamview.wait_for() then waits
+ * for the two to be level.
  */
 bool
 streamview_caught_up(SvVersion *v)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(v->version_id)};
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		args[2] = {Int32GetDatum(v->version_id), Int64GetDatum((int64) streamview_batch_size)};
 
-	SPI_execute_with_args("SELECT streamview_internal._partitions_behind(me.version_id, "
-						  "(streamview_internal._live_version(me.view_id)).version_id, exact => false) = 0 "
+	SPI_execute_with_args("SELECT streamview_internal._messages_behind(me.version_id, "
+						  "(streamview_internal._live_version(me.view_id)).version_id) <= $2 "
 						  "FROM streamview.versions me WHERE me.version_id = $1",
-						  1, argtypes, args, NULL, true, 1);
+						  2, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return false;
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,

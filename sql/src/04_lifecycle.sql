@@ -14,8 +14,7 @@ AS $$ SELECT x.* FROM streamview.versions x
 
 -- How many partitions version_id is behind reference_id (by the offsets
 -- committed).  exact => false: partitions where the reference has read
--- further, which is when a replay may hand over to the source worker.
--- exact => true: partitions where the two are at other offsets, or that only
+-- further.  exact => true: partitions where the two are at other offsets, or that only
 -- one of them has read, which is what wait_for and validate want: taken over,
 -- at the same offsets as the live version.  Only the partitions the source
 -- reads count: a partition taken out of its partitions (alter_source) keeps
@@ -37,6 +36,29 @@ AS $$
                   JOIN streamview.views v ON v.view_id = x.view_id
                   JOIN streamview.sources s ON s.source_id = v.source_id
                  WHERE x.version_id = _partitions_behind.version_id), partition)
+$$;
+
+-- How many messages version_id is behind reference_id (by the offsets
+-- committed), over the partitions the source reads: in each partition where
+-- the reference has read further, the messages between the two (from the
+-- log's start where version_id has read nothing yet).  A replay hands over
+-- to the source worker when this is at most one batch (src/version.c).
+CREATE FUNCTION streamview_internal._messages_behind(version_id int, reference_id int)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(sum(ref.next_offset - greatest(mine.next_offset, 0)), 0)::bigint
+      FROM streamview.offsets ref
+      LEFT JOIN streamview.offsets mine
+             ON mine.version_id = _messages_behind.version_id AND mine.partition = ref.partition
+     WHERE ref.version_id = _messages_behind.reference_id
+       AND coalesce(mine.next_offset, -1) < ref.next_offset
+       AND streamview_internal._reads_partition(
+               (SELECT s.partitions FROM streamview.versions x
+                  JOIN streamview.views v ON v.view_id = x.view_id
+                  JOIN streamview.sources s ON s.source_id = v.source_id
+                 WHERE x.version_id = _messages_behind.version_id), ref.partition)
 $$;
 
 -- The only statement that changes a version's state.  The version must be

@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(23);
+SELECT plan(26);
 
 SELECT has_enum('streamview', 'version_state', 'the states are an enum');
 SELECT enum_has_labels('streamview', 'version_state',
@@ -35,6 +35,9 @@ SELECT version_id, 0, 50 FROM ids WHERE version = 2;
 SELECT is(streamview_internal._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
                                         (SELECT version_id FROM ids WHERE version = 1), false), 2,
           'one partition behind and one not read yet: 2 behind');
+SELECT is(streamview_internal._messages_behind((SELECT version_id FROM ids WHERE version = 2),
+                                               (SELECT version_id FROM ids WHERE version = 1)), 150::bigint,
+          'messages behind: 100 - 50 in partition 0, 100 in partition 1 not read yet');
 UPDATE streamview.offsets SET next_offset = 120
  WHERE version_id = (SELECT version_id FROM ids WHERE version = 2);
 INSERT INTO streamview.offsets (version_id, partition, next_offset)
@@ -42,6 +45,16 @@ SELECT version_id, 1, 100 FROM ids WHERE version = 2;
 SELECT is(streamview_internal._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
                                         (SELECT version_id FROM ids WHERE version = 1), false), 0,
           'ahead in one partition, level in the other: caught up for the hand-over');
+SELECT is(streamview_internal._messages_behind((SELECT version_id FROM ids WHERE version = 2),
+                                               (SELECT version_id FROM ids WHERE version = 1)), 0::bigint,
+          'ahead in one partition, level in the other: no message behind (ahead counts for nothing)');
+UPDATE streamview.offsets SET next_offset = 93
+ WHERE version_id = (SELECT version_id FROM ids WHERE version = 2) AND partition = 1;
+SELECT is(streamview_internal._messages_behind((SELECT version_id FROM ids WHERE version = 2),
+                                               (SELECT version_id FROM ids WHERE version = 1)), 7::bigint,
+          'ahead by 20 in partition 0 and behind by 7 in partition 1: 7 behind');
+UPDATE streamview.offsets SET next_offset = 100
+ WHERE version_id = (SELECT version_id FROM ids WHERE version = 2) AND partition = 1;
 SELECT is(streamview_internal._partitions_behind((SELECT version_id FROM ids WHERE version = 2),
                                         (SELECT version_id FROM ids WHERE version = 1), true), 1,
           'but not at the same offsets: one partition differs');
