@@ -26,7 +26,7 @@ PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-i
 ifdef WERROR
 PG_CPPFLAGS += -Werror
 endif
-SHLIB_LINK  = -lrdkafka -lcrypto
+SHLIB_LINK  = -lrdkafka -lcrypto -lavro -lcurl
 
 # `make installcheck` runs the SQL suite (pg_regress, then the isolation
 # specs) against the installed, running server that PGHOST, PGPORT and

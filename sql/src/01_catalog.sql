@@ -31,7 +31,11 @@ CREATE TABLE streamview.sources (
     -- source workers reading it: worker k reads, of the partitions above,
     -- those p with p % workers = k (create_source, alter_source;
     -- _workers_arg checks it)
-    workers              int NOT NULL DEFAULT 1
+    workers              int NOT NULL DEFAULT 1,
+    -- how messages are written (docs/formats.md); avro and protobuf come
+    -- in the Confluent wire format, their schemas from schema_registry
+    format               text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'avro', 'protobuf')),
+    schema_registry      text
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as
@@ -211,7 +215,8 @@ CREATE TABLE streamview.dead_letters (
     "offset"       bigint NOT NULL,
     reason         text NOT NULL
                    CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
-                                     'too_late', 'query_error', 'future_time')),
+                                     'too_late', 'query_error', 'future_time',
+                                     'schema_error', 'invalid_message')),
     key            bytea,
     payload        bytea,
     error          text,
