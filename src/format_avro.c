@@ -968,6 +968,8 @@ streamview_avro_decode(const SvSource *src, void *schema, const char *body, int 
 		return;
 	}
 	avro_reader_memory_set_source(s->reader, body, len);
+	/* libavro adds to its last error message: start each message afresh */
+	avro_set_error("%s", "");
 	rc = avro_value_read(s->reader, &s->value);
 	sv_avro_limit = -1;
 
