@@ -467,6 +467,8 @@ extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
 extern SvFields *streamview_fields_new(int ncolumns);
 extern void streamview_reject(SvEvent *ev, SvReason reason, const char *fmt,...) pg_attribute_printf(3, 4);
 extern void streamview_finish_event(const SvSource *src, SvFields *fields, SvEvent *ev);
+extern char *streamview_field_text(const SvColumn *col, const char *str, size_t len, SvEvent *ev);
+extern char *streamview_field_hex(const char *bytes, size_t len);
 
 /* ----------------------------------------------------------- in registry.c */
 

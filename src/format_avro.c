@@ -637,40 +637,6 @@ streamview_avro_free(void *schema)
 
 /* ---------- decoding ---------- */
 
-/* A string field's text, in the database's encoding; NULL (with ev rejected) if it has none. */
-static char *
-sv_avro_text(const SvColumn *col, const char *str, size_t len, SvEvent *ev)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	char	   *volatile text = NULL;
-
-	if (!pg_verify_mbstr(PG_UTF8, str, len, true) || memchr(str, '\0', len) != NULL)
-	{
-		streamview_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": the string is not valid UTF-8 text",
-						  col->name);
-		return NULL;
-	}
-	PG_TRY();
-	{
-		text = pg_any_to_server(str, len, PG_UTF8);
-		if (text == str)
-			text = pnstrdup(str, len);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *err;
-
-		MemoryContextSwitchTo(cxt);
-		err = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		streamview_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": %s", col->name, err->message);
-	}
-	PG_END_TRY();
-	return text;
-}
-
 /* An Avro decimal (big-endian two's complement, unscaled) as numeric text. */
 static char *
 sv_avro_decimal(const SvColumn *col, const uint8 *bytes, size_t len, int scale, SvEvent *ev)
@@ -707,18 +673,6 @@ sv_avro_decimal(const SvColumn *col, const uint8 *bytes, size_t len, int scale, 
 			appendStringInfoChar(&buf, '.');
 	}
 	return buf.data;
-}
-
-static char *
-sv_avro_hex(const char *bytes, size_t len)
-{
-	char	   *out = palloc(2 * len + 3);
-
-	out[0] = '\\';
-	out[1] = 'x';
-	hex_encode(bytes, len, out + 2);
-	out[2 * len + 2] = '\0';
-	return out;
 }
 
 /* Epoch time in unit microseconds (1000 for millis) as PostgreSQL's, or false. */
@@ -825,7 +779,7 @@ sv_avro_leaf(const SvSource *src, int c, SvAvroNode *node, avro_value_t *v, SvFi
 			}
 		case SV_AVRO_STRING:
 			rc = avro_value_get_string(v, (const char **) &bytes, &len);
-			if (rc == 0 && (f->tokens[c] = sv_avro_text(col, bytes, len > 0 ? len - 1 : 0, ev)) == NULL)
+			if (rc == 0 && (f->tokens[c] = streamview_field_text(col, bytes, len > 0 ? len - 1 : 0, ev)) == NULL)
 				return false;
 			f->types[c] = JSON_TOKEN_STRING;
 			break;
@@ -843,7 +797,7 @@ sv_avro_leaf(const SvSource *src, int c, SvAvroNode *node, avro_value_t *v, SvFi
 			}
 			else
 			{
-				f->tokens[c] = sv_avro_hex(bytes, len);
+				f->tokens[c] = streamview_field_hex(bytes, len);
 				f->types[c] = JSON_TOKEN_STRING;
 			}
 			break;

@@ -512,6 +512,57 @@ sv_parse_json(SvParseState *ps, JsonSemAction *sem, SvEvent *ev)
 	return ok;
 }
 
+/*
+ * A string field of a binary format (Avro, Protobuf) as column col's text,
+ * in the database's encoding: UTF-8 without NUL bytes, as a JSON payload
+ * must be.  NULL, with ev rejected (invalid_value), if it is not.
+ */
+char *
+streamview_field_text(const SvColumn *col, const char *str, size_t len, SvEvent *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile text = NULL;
+
+	if (!pg_verify_mbstr(PG_UTF8, str, len, true) || memchr(str, '\0', len) != NULL)
+	{
+		streamview_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": the string is not valid UTF-8 text",
+						  col->name);
+		return NULL;
+	}
+	PG_TRY();
+	{
+		text = pg_any_to_server(str, len, PG_UTF8);
+		if (text == str)
+			text = pnstrdup(str, len);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *err;
+
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		streamview_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": %s", col->name, err->message);
+	}
+	PG_END_TRY();
+	return text;
+}
+
+/* Bytes of a binary format, without a type of their own, as bytea's hex text. */
+char *
+streamview_field_hex(const char *bytes, size_t len)
+{
+	char	   *out = palloc(2 * len + 3);
+
+	out[0] = '\\';
+	out[1] = 'x';
+	hex_encode(bytes, len, out + 2);
+	out[2 * len + 2] = '\0';
+	return out;
+}
+
 /* Room for what a decoder finds of each of ncolumns columns. */
 SvFields *
 streamview_fields_new(int ncolumns)

@@ -6,7 +6,7 @@
  *
  * A message is magic byte 0, then the id of its writer's schema in 4
  * bytes, big-endian, then the body (Protobuf's starts with the list of
- * message indexes).  The schema of an id is asked of the registry's REST API
+ * message indexes, which format_protobuf.c reads).  The schema of an id is asked of the registry's REST API
  * (GET {schema_registry}/schemas/ids/{id}) with libcurl the first time a
  * worker meets the id, compiled by the format's file (format_avro.c,
  * format_protobuf.c), and cached in the worker for its lifetime: a schema id
@@ -83,6 +83,8 @@ sv_free_decoder(SvSchema *schema)
 		return;
 	if (schema->format == SV_FORMAT_AVRO)
 		streamview_avro_free(schema->decoder);
+	else if (schema->format == SV_FORMAT_PROTOBUF)
+		streamview_protobuf_free(schema->decoder);
 	schema->decoder = NULL;
 }
 
@@ -144,10 +146,15 @@ streamview_registry_put(const SvSource *src, int32 id, SvFormat format, const ch
 	MemoryContext old;
 
 	if (hash_get_num_entries(reg->schemas) >= SV_REGISTRY_MAX_SCHEMAS)
-		reg = (sv_registry_reset(reg), sv_registry(src));
+	{
+		sv_registry_reset(reg);
+		reg = sv_registry(src);
+	}
 	old = MemoryContextSwitchTo(reg->cxt);
 	if (format == SV_FORMAT_AVRO)
 		decoder = streamview_avro_compile(text, len, &error);
+	else if (format == SV_FORMAT_PROTOBUF)
+		decoder = streamview_protobuf_compile(text, len, &error);
 	else
 		error = psprintf("%s schemas are not read", streamview_format_name(format));
 	schema = hash_search(reg->schemas, &id, HASH_ENTER, &found);
@@ -169,7 +176,10 @@ sv_registry_refuse(const SvSource *src, int32 id, SvFormat format, const char *w
 	SvSchema   *schema;
 
 	if (hash_get_num_entries(reg->schemas) >= SV_REGISTRY_MAX_SCHEMAS)
-		reg = (sv_registry_reset(reg), sv_registry(src));
+	{
+		sv_registry_reset(reg);
+		reg = sv_registry(src);
+	}
 	schema = hash_search(reg->schemas, &id, HASH_ENTER, NULL);
 	schema->id = id;
 	schema->format = format;
@@ -466,8 +476,12 @@ streamview_decode_registry_event(const SvSource *src, SvEvent *ev)
 		return;
 	}
 	fields = streamview_fields_new(src->ncolumns);
-	streamview_avro_decode(src, schema->decoder, ev->payload + SV_WIRE_HEADER_LEN,
-						   ev->paylen - SV_WIRE_HEADER_LEN, fields, ev);
+	if (src->format == SV_FORMAT_AVRO)
+		streamview_avro_decode(src, schema->decoder, ev->payload + SV_WIRE_HEADER_LEN,
+							   ev->paylen - SV_WIRE_HEADER_LEN, fields, ev);
+	else
+		streamview_protobuf_decode(src, schema->decoder, ev->payload + SV_WIRE_HEADER_LEN,
+								   ev->paylen - SV_WIRE_HEADER_LEN, fields, ev);
 	if (ev->reason == SV_REASON_NONE)
 		streamview_finish_event(src, fields, ev);
 }

@@ -612,12 +612,6 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'format is ''json'', ''avro'' or ''protobuf''.';
     END IF;
-    IF format = 'protobuf' THEN
-        RAISE EXCEPTION 'Protobuf sources are not built yet'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'format => ''protobuf'' is the name of the format to come; its decoder is not in this build.',
-                  HINT = 'Read the topic as Avro or JSON, or wait for the release that reads Protobuf.';
-    END IF;
     IF format = 'json' AND schema_registry IS NOT NULL THEN
         RAISE EXCEPTION 'a JSON source takes no schema_registry'
             USING ERRCODE = 'invalid_parameter_value',
