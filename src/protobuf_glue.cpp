@@ -164,13 +164,14 @@ leaf(const pb::Message &m, const pb::FieldDescriptor *f, SvPbValue *v)
 			break;
 		case pb::FieldDescriptor::CPPTYPE_ENUM:
 			{
-				const pb::EnumValueDescriptor *e = r->GetEnum(m, f);
+				int			number = r->GetEnumValue(m, f);
+				const pb::EnumValueDescriptor *e = f->enum_type()->FindValueByNumber(number);
 
 				/* an open enum's number the schema does not name: the number */
-				if (e->name().empty() || e->index() < 0)
+				if (e == nullptr)
 				{
 					v->kind = SV_PB_INT;
-					v->number = e->number();
+					v->number = number;
 				}
 				else
 					put_text(v, SV_PB_STRING, e->name());
@@ -209,6 +210,18 @@ leaf(const pb::Message &m, const pb::FieldDescriptor *f, SvPbValue *v)
 extern "C" SvPbSchema *
 sv_pb_compile(const char *text, int len, char *errbuf, int errlen)
 {
+	/*
+	 * libprotobuf logs what it finds wrong with a message (invalid UTF-8 in
+	 * a string, say) to stderr, the server's log: a hostile topic would
+	 * fill it.  The dead letter says it instead.
+	 */
+	static bool quiet = false;
+
+	if (!quiet)
+	{
+		pb::SetLogHandler(nullptr);
+		quiet = true;
+	}
 	try
 	{
 		std::unique_ptr<SvPbSchema> s(new SvPbSchema());
