@@ -7,7 +7,8 @@
 
 EXTENSION   = pg_streamview
 MODULE_big  = pg_streamview
-OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
+# protobuf_glue.cpp: libprotobuf (C++) behind a C interface (format_protobuf.c)
+OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c)) src/protobuf_glue.o
 EXTVERSION  = 0.2
 # The install script is built from parts, one per feature (sql/src/), in
 # this order; released scripts and update scripts are committed as they are.
@@ -27,7 +28,7 @@ PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-i
 ifdef WERROR
 PG_CPPFLAGS += -Werror
 endif
-SHLIB_LINK  = -lrdkafka -lcrypto
+SHLIB_LINK  = -lrdkafka -lcrypto -lavro -lcurl -lprotobuf -lstdc++
 
 # `make installcheck` runs the SQL suite (pg_regress, then the isolation
 # specs) against the installed, running server that PGHOST, PGPORT and
@@ -71,6 +72,7 @@ $(DATA_built): $(SQL_PARTS)
 
 # Every module includes the one private header (PGXS tracks no header changes).
 $(OBJS): include/pg_streamview.h
+src/protobuf_glue.o src/format_protobuf.o: include/protobuf_glue.h
 
 MOCKBROKER = test/mockbroker/sv_mockbroker
 

@@ -11,7 +11,9 @@
 #                                 the tour of README.md (it prints how to connect)
 #   bash demo/demo.sh stop DIR    stop what KEEP=1 left running in DIR
 #
-# The broker also has an empty topic "orders" (1 partition): the tour's.
+# The broker also has an empty topic "orders" (1 partition): the tour's; and
+# "payments", Avro messages whose schemas a small local schema registry
+# serves (test/bin/sv_registry.py, stopped with the rest).
 # demo/produce.sh sends messages to the running demo's broker.
 #
 # Environment: KEEP=1 (see above), DEMO_PORT (first port to try, 55499);
@@ -27,6 +29,7 @@ MARKER=.pg_streamview-demo
 TOPIC=purchases
 PARTITIONS=4
 TOUR_TOPIC=orders           # README.md's tour: created empty, one partition
+AVRO_TOPIC=payments         # Avro messages, one partition
 CONSUME_TIMEOUT=60          # seconds the worker gets to consume the history
 
 # --- output --------------------------------------------------------------------
@@ -45,6 +48,7 @@ stop_all() {
             echo "demo: pg_ctl stop failed; see $dir/postgres.log" >&2
     fi
     [ -d "$dir/broker" ] && bash "$ROOT/test/bin/broker.sh" stop "$dir/broker"
+    if [ -s "$dir/registry/pid" ]; then kill "$(cat "$dir/registry/pid")" 2>/dev/null || true; fi
     rm -rf "$dir"
 }
 
@@ -114,9 +118,10 @@ trap 'exit 143' TERM
 # --- broker ------------------------------------------------------------------------
 heading "Starting a local Kafka broker"
 BOOTSTRAP=$(bash test/bin/broker.sh start "$DIR/broker" --topic "$TOPIC:$PARTITIONS" \
-                --topic "$TOUR_TOPIC:1") || die "the broker did not start"
+                --topic "$TOUR_TOPIC:1" --topic "$AVRO_TOPIC:1") || die "the broker did not start"
 say "librdkafka's mock cluster (test/mockbroker/sv_mockbroker), in memory, on $BOOTSTRAP;" \
-    "topic \"$TOPIC\" with $PARTITIONS partitions, and \"$TOUR_TOPIC\", empty, for README.md's tour"
+    "topic \"$TOPIC\" with $PARTITIONS partitions, \"$TOUR_TOPIC\", empty, for README.md's tour," \
+    "and \"$AVRO_TOPIC\", for an Avro source"
 
 # --- PostgreSQL ------------------------------------------------------------------------
 heading "Starting a throwaway PostgreSQL 15"
@@ -367,6 +372,96 @@ sql "SELECT view_name, version, state, consumed, lag
   FROM streamview.status WHERE view_name = 'revenue_per_minute' ORDER BY version;"
 say "docs/runbook.md has the whole procedure: checks (add_check), abandoning a rebuild" \
     "(drop_version), a rebuild from a point in time."
+
+# --- Avro ----------------------------------------------------------------------------
+heading "An Avro source next to the JSON one"
+say "Topic \"$AVRO_TOPIC\" holds payments in Avro, in Confluent's wire format (a schema id," \
+    "then the body), written with python3-avro; a schema registry serves the schemas by id" \
+    "(test/bin/sv_registry.py, a stand-in for Confluent's, on 127.0.0.1). Two versions of" \
+    "the schema wrote them: the second reorders the fields, adds one, makes the buyer nullable."
+mkdir -p "$DIR/registry/schemas" "$DIR/avro"
+perl -MJSON::PP -e '
+    my ($dir, $start_ms) = @ARGV;
+    my $json = JSON::PP->new->canonical;
+    my $dec = { type => "bytes", logicalType => "decimal", precision => 10, scale => 2 };
+    my $v1 = { type => "record", name => "Payment", namespace => "demo", fields => [
+        { name => "payment_id", type => "string" },
+        { name => "ts", type => { type => "long", logicalType => "timestamp-millis" } },
+        { name => "amount", type => $dec },
+        { name => "method", type => { type => "enum", name => "Method",
+                                      symbols => [ "card", "paypal", "transfer" ] } },
+        { name => "buyer", type => { type => "record", name => "Buyer",
+                                     fields => [ { name => "country", type => "string" } ] } } ] };
+    my $v2 = { type => "record", name => "Payment", namespace => "demo", fields => [
+        { name => "ts", type => { type => "long", logicalType => "timestamp-micros" } },
+        { name => "buyer", type => [ "null", { type => "record", name => "Buyer", fields => [
+            { name => "city", type => "string" }, { name => "country", type => "string" } ] } ] },
+        { name => "payment_id", type => "string" },
+        { name => "amount", type => $dec },
+        { name => "method", type => "string" },
+        { name => "channel", type => "string" } ] };
+    for ([ 1, $v1 ], [ 2, $v2 ]) {
+        open my $f, ">", "$dir/registry/schemas/$_->[0].json" or die;
+        print $f $json->encode({ schema => $json->encode($_->[1]) });
+    }
+    my @spec;
+    for my $i (0 .. 59) {
+        my $ms = $start_ms + $i * 30_000;
+        my $cents = 500 + $i * 7_919 % 20_000;
+        my $amount = sprintf("%d.%02d", $cents / 100, $cents % 100);
+        my $method = ("card", "paypal", "transfer")[$i % 3];
+        my $country = ("DE", "FR", "US")[$i * 7 % 3];
+        push @spec, $i < 30
+          ? { id => 1, schema => $v1, record => { payment_id => "p$i", ts => $ms, amount => $amount,
+                method => $method, buyer => { country => $country } } }
+          : { id => 2, schema => $v2, record => { payment_id => "p$i", ts => $ms * 1000,
+                amount => $amount, method => $method, channel => "web",
+                buyer => $i % 10 == 0 ? undef : { city => "x", country => $country } } };
+    }
+    open my $f, ">", "$dir/avro.json" or die;
+    print $f $json->encode(\@spec);' "$DIR" "$START_MS"
+/usr/bin/python3 test/bin/sv_registry.py encode "$DIR/avro.json" "$DIR/avro" ||
+    die "python3-avro could not write the Avro messages"
+/usr/bin/python3 test/bin/sv_registry.py serve "$DIR/registry/schemas" 0 "$DIR/registry/port" \
+    > "$DIR/registry/log" 2>&1 &
+echo $! > "$DIR/registry/pid"
+for _ in $(seq 100); do [ -s "$DIR/registry/port" ] && break; sleep 0.1; done
+[ -s "$DIR/registry/port" ] || die "the schema registry did not start; see $DIR/registry/log"
+REGISTRY=http://127.0.0.1:$(cat "$DIR/registry/port")
+AVRO_SENT=$(find "$DIR/avro" -type f | wc -l)
+kcat -P -b "$BOOTSTRAP" -t "$AVRO_TOPIC" -p 0 $(find "$DIR/avro" -type f | sort) ||
+    die "kcat could not send the Avro messages"
+say "the registry listens on $REGISTRY;" \
+    "produced $AVRO_SENT Avro messages, one file each, with kcat."
+say "The source names the format and the registry; columns are found by field name and path," \
+    "whichever version wrote the message (the registry is asked once per schema id):"
+sql "SELECT streamview.create_source(
+  name            => 'payments',
+  brokers         => '$BOOTSTRAP',
+  topic           => '$AVRO_TOPIC',
+  columns         => '{\"payment_id\": \"text\", \"method\": \"text\", \"amount\": \"numeric\",
+                       \"country\": {\"type\": \"text\", \"path\": \"buyer.country\"},
+                       \"ts\": \"timestamptz\"}',
+  event_time      => 'ts',
+  format          => 'avro',
+  schema_registry => '$REGISTRY');"
+sql "SELECT streamview.create_view(
+  name  => 'payments_per_10min',
+  query => \$\$ SELECT streamview.tumble(ts, '10 minutes') AS window_start, method,
+                   count(*) AS payments, sum(amount) AS amount,
+                   count(country) AS with_country
+              FROM payments GROUP BY 1, 2 \$\$);"
+deadline=$(($(date +%s) + CONSUME_TIMEOUT))
+until [ "$(value "SELECT coalesce(max(consumed), 0) >= $AVRO_SENT FROM streamview.status
+                  WHERE view_name = 'payments_per_10min'")" = t ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "the Avro source did not consume its $AVRO_SENT messages"
+    sleep 0.1
+done
+sql "SELECT window_start, method, payments, amount, with_country, is_final
+  FROM payments_per_10min ORDER BY window_start, method;"
+say "Decimals are exact, timestamps are the schema's (ms in version 1, µs in version 2); a null" \
+    "buyer gives a null country. A message whose schema id the registry does not know is a dead" \
+    "letter (schema_error); while the registry is down, the source waits and says so in status."
 
 # --- end -----------------------------------------------------------------------------
 heading "Done"

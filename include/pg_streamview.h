@@ -25,6 +25,7 @@
 #include "pgtime.h"
 #include "postmaster/bgworker.h"
 #include "utils/hsearch.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #define STREAMVIEW_SCHEMA		"streamview"
@@ -87,6 +88,15 @@ typedef struct SvColumn
 } SvColumn;
 
 typedef struct SvPathNode SvPathNode;	/* parse.c: trie of column paths */
+typedef struct SvRegistry SvRegistry;	/* registry.c: a schema registry and its cache */
+
+/* How a source's messages are written (sources.format; docs/formats.md). */
+typedef enum SvFormat
+{
+	SV_FORMAT_JSON,
+	SV_FORMAT_AVRO,
+	SV_FORMAT_PROTOBUF
+} SvFormat;
 typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 
 /*
@@ -138,6 +148,11 @@ typedef struct SvSource
 	 */
 	int			worker_index;
 	int			worker_count;	/* 1 for a replay worker, which reads them all */
+	SvFormat	format;
+	char	   *schema_registry;	/* its URL; NULL for JSON */
+	char	   *registry_username;	/* options' schema.registry.username, or NULL */
+	char	   *registry_password;	/* options' schema.registry.password, or NULL */
+	SvRegistry *registry;		/* registry.c: schemas by id, made on first use */
 } SvSource;
 
 /*
@@ -218,7 +233,9 @@ typedef enum SvReason
 	SV_REASON_INVALID_VALUE,
 	SV_REASON_TOO_LATE,
 	SV_REASON_QUERY_ERROR,
-	SV_REASON_FUTURE_TIME
+	SV_REASON_FUTURE_TIME,
+	SV_REASON_SCHEMA_ERROR,		/* Avro/Protobuf: the message's schema cannot be had or read */
+	SV_REASON_INVALID_MESSAGE	/* Avro/Protobuf: not in the wire format, or not as its schema says */
 } SvReason;
 
 #define SV_ID_HASH_LEN PG_SHA256_DIGEST_LENGTH
@@ -434,8 +451,66 @@ extern void streamview_fail_version(SvVersion *v, ErrorData *err);
 extern void streamview_prepare_version(const SvSource *src, SvVersion *v);
 
 /* -------------------------------------------------------------- in parse.c */
+
+/*
+ * What a decoder found of each column of a source in one message, before
+ * the column's type is applied (parse.c does that, the same way for every
+ * format): the field's text as JSON would have written it (tokens, with
+ * its JSON token type), or a value already of a PostgreSQL type
+ * (direct_type, for Avro's and Protobuf's timestamps and dates), or an
+ * object or array where a scalar was wanted (not_scalar); found says
+ * whether the field was there at all (a null one is: token NULL, type
+ * JSON_TOKEN_NULL).
+ */
+typedef struct SvFields
+{
+	char	  **tokens;
+	int		   *types;			/* JsonTokenType */
+	bool	   *not_scalar;
+	bool	   *found;
+	Oid		   *direct_type;	/* InvalidOid unless a typed value is in direct */
+	Datum	   *direct;
+} SvFields;
+
 extern const char *streamview_reason_name(SvReason reason);
 extern void streamview_parse_event(const SvSource *src, SvEvent *ev);
+extern SvFields *streamview_fields_new(int ncolumns);
+extern void streamview_reject(SvEvent *ev, SvReason reason, const char *fmt,...) pg_attribute_printf(3, 4);
+extern void streamview_finish_event(const SvSource *src, SvFields *fields, SvEvent *ev);
+extern char *streamview_field_text(const SvColumn *col, const char *str, size_t len, SvEvent *ev);
+extern char *streamview_field_hex(const char *bytes, size_t len);
+
+/* ----------------------------------------------------------- in registry.c */
+
+/* What a schema registry's id stands for, as the worker cached it. */
+typedef struct SvSchema
+{
+	int32		id;
+	SvFormat	format;			/* of the schema as the registry typed it */
+	char	   *error;			/* why it cannot be used (schema_error), or NULL */
+	void	   *decoder;		/* format_avro.c's / format_protobuf.c's compiled schema */
+} SvSchema;
+
+#define SV_WIRE_HEADER_LEN 5	/* magic byte 0, then the schema id in 4 bytes, big-endian */
+
+extern void streamview_decode_registry_event(const SvSource *src, SvEvent *ev);
+extern SvSchema *streamview_registry_put(const SvSource *src, int32 id, SvFormat format,
+										  const char *text, int len);
+extern const char *streamview_format_name(SvFormat format);
+extern Jsonb *streamview_parse_jsonb(const char *text, int len, char **error);
+extern SvFormat streamview_format(const char *name);
+
+/* -------------------------------------------------------- in format_avro.c */
+extern void *streamview_avro_compile(const char *json, int len, char **error);
+extern void streamview_avro_free(void *schema);
+extern void streamview_avro_decode(const SvSource *src, void *schema, const char *body, int len,
+								   SvFields *fields, SvEvent *ev);
+
+/* ---------------------------------------------------- in format_protobuf.c */
+extern void *streamview_protobuf_compile(const char *proto, int len, char **error);
+extern void streamview_protobuf_free(void *schema);
+extern void streamview_protobuf_decode(const SvSource *src, void *schema, const char *body,
+									   int len, SvFields *fields, SvEvent *ev);
 
 /* ----------------------------- in kafka.c: the only file that knows librdkafka */
 

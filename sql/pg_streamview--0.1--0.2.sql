@@ -107,7 +107,8 @@ ALTER TABLE streamview.views ADD COLUMN retention interval;
 ALTER TABLE streamview.dead_letters DROP CONSTRAINT dead_letters_reason_check;
 ALTER TABLE streamview.dead_letters ADD CONSTRAINT dead_letters_reason_check
     CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
-                      'too_late', 'query_error', 'future_time'));
+                      'too_late', 'query_error', 'future_time',
+                      'schema_error', 'invalid_message'));
 
 ------------------------------------------------------------------------------
 -- USAGE on a source (grant_usage, revoke_usage): roles other than its owner
@@ -346,6 +347,15 @@ ALTER TABLE streamview.versions ADD COLUMN restored_from bigint;
 ALTER TABLE streamview.sources ADD COLUMN last_change_id bigint;
 ALTER TABLE streamview.versions ADD COLUMN source_definition jsonb;
 ALTER TABLE streamview.offsets ADD COLUMN definition_mark bigint;
+
+------------------------------------------------------------------------------
+-- Formats: Avro and Protobuf in the Confluent wire format, with their
+-- schemas from a schema registry (docs/formats.md).  Sources made by 0.1
+-- read JSON.
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources
+    ADD COLUMN format text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'avro', 'protobuf'));
+ALTER TABLE streamview.sources ADD COLUMN schema_registry text;
 
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
@@ -919,12 +929,14 @@ CREATE OR REPLACE FUNCTION streamview.create_source(
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
     partitions           text DEFAULT NULL,
-    workers              int DEFAULT 1)
+    workers              int DEFAULT 1,
+    format               text DEFAULT 'json',
+    schema_registry      text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) IS
-'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text) IS
+'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
     caller               regrole,
@@ -939,7 +951,9 @@ CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
     partitions           text DEFAULT NULL,
-    workers              int DEFAULT 1)
+    workers              int DEFAULT 1,
+    format               text DEFAULT 'json',
+    schema_registry      text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -975,6 +989,7 @@ BEGIN
                   HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
     END IF;
     PERFORM streamview_internal._check_options(caller, options);
+    PERFORM streamview_internal._format_args(format, schema_registry, options);
     PERFORM streamview_internal._workers_arg(workers, name, event_id);
     PERFORM streamview_internal._check_worker_quota(caller, 'a new source', workers);
     ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
@@ -987,9 +1002,9 @@ BEGIN
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
                                     max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    partitions, workers)
+                                    partitions, workers, format, schema_registry)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, parts, workers)
+            caller, future, parts, workers, format, schema_registry)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -1619,6 +1634,41 @@ BEGIN
     RETURN src.paused_at;
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview_internal._format_args(format text, schema_registry text, options jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF format IS NULL OR format NOT IN ('json', 'avro', 'protobuf') THEN
+        RAISE EXCEPTION 'unknown format "%"', coalesce(format, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'format is ''json'', ''avro'' or ''protobuf''.';
+    END IF;
+    IF format = 'json' AND schema_registry IS NOT NULL THEN
+        RAISE EXCEPTION 'a JSON source takes no schema_registry'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass format => ''avro'' or ''protobuf'' for messages written with a schema registry.';
+    END IF;
+    IF format <> 'json' AND schema_registry IS NULL THEN
+        RAISE EXCEPTION 'a source of format % needs a schema_registry', format
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Its messages carry the id of their schema, which the worker asks of the registry.',
+                  HINT = 'Pass schema_registry => ''http://host:port''.';
+    END IF;
+    IF schema_registry IS NOT NULL AND schema_registry !~ '^https?://[^/?#@[:space:]]+(/[^?#[:space:]]*)?$' THEN
+        RAISE EXCEPTION 'invalid schema_registry "%"', schema_registry
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'It is the URL of the registry''s REST API, http or https, without credentials.',
+                  HINT = 'Pass schema_registry => ''http://host:port''; put credentials in options as schema.registry.username and schema.registry.password.';
+    END IF;
+    IF format = 'json' AND (options ? 'schema.registry.username' OR options ? 'schema.registry.password') THEN
+        RAISE EXCEPTION 'a JSON source takes no schema registry credentials'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave schema.registry.username and schema.registry.password out of options.';
+    END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION streamview_internal._check_options(caller regrole, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -1649,6 +1699,7 @@ BEGIN
         IF NOT super
            AND NOT (k IN ('security.protocol', 'sasl.mechanism', 'sasl.mechanisms', 'sasl.username',
                           'sasl.password', 'ssl.ca.pem', 'ssl.certificate.pem', 'ssl.key.pem',
+                          'schema.registry.username', 'schema.registry.password',
                           'ssl.key.password', 'ssl.endpoint.identification.algorithm',
                           'api.version.request', 'broker.version.fallback', 'client.rack',
                           'check.crcs', 'allow.auto.create.topics')
@@ -2938,7 +2989,7 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM (VALUES
         ('streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)',
-         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int)'),
+         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text)'),
         ('streamview._drop_source_0_1(text, bool)', 'streamview.drop_source(text, bool)'),
         ('streamview._create_view_0_1(text, text, text)', 'streamview.create_view(text, text, text)'),
         ('streamview._drop_view_0_1(text)', 'streamview.drop_view(text)'),
@@ -3170,7 +3221,8 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
        ARRAY(SELECT u.grantee FROM streamview.source_usage u
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
        s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
-       streamview_internal._partitions_text(s.partitions) AS partitions, s.workers
+       streamview_internal._partitions_text(s.partitions) AS partitions, s.workers,
+       s.format, s.schema_registry
   FROM streamview.sources s;
 GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
@@ -3211,6 +3263,8 @@ COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the sourc
 COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
 COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
 COMMENT ON COLUMN streamview.sources.last_change_id IS 'the source_changes row of its last change (alter_source, replay_dead_letters); its workers restart when it moves';
+COMMENT ON COLUMN streamview.sources.format IS 'how its messages are written: json, avro or protobuf (Confluent wire format)';
+COMMENT ON COLUMN streamview.sources.schema_registry IS 'URL of the schema registry its Avro or Protobuf schemas come from; NULL for JSON';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -3312,7 +3366,7 @@ COMMENT ON COLUMN streamview.dead_letters.view_name IS 'the view, for too_late a
 COMMENT ON COLUMN streamview.dead_letters.version IS 'the version, for too_late and query_error';
 COMMENT ON COLUMN streamview.dead_letters.partition IS 'Kafka partition';
 COMMENT ON COLUMN streamview.dead_letters."offset" IS 'Kafka offset';
-COMMENT ON COLUMN streamview.dead_letters.reason IS 'invalid_json, missing_field, invalid_value, future_time, too_late or query_error';
+COMMENT ON COLUMN streamview.dead_letters.reason IS 'invalid_json, missing_field, invalid_value, future_time, schema_error, invalid_message, too_late or query_error';
 COMMENT ON COLUMN streamview.dead_letters.key IS 'the message key';
 COMMENT ON COLUMN streamview.dead_letters.payload IS 'the message payload, as consumed';
 COMMENT ON COLUMN streamview.dead_letters.error IS 'what was wrong, in words';
@@ -3373,6 +3427,8 @@ COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the s
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
 COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
 COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
+COMMENT ON COLUMN streamview.source_list.format IS 'json, avro or protobuf (create_source)';
+COMMENT ON COLUMN streamview.source_list.schema_registry IS 'the schema registry of an Avro or Protobuf source (create_source); its credentials are options';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';

@@ -185,7 +185,7 @@ streamview_load_source(int32 source_id)
 						  "CASE WHEN s.partitions IS NOT NULL THEN ARRAY(SELECT lower(r) FROM unnest(s.partitions) r "
 						  "ORDER BY 1) END, "
 						  "ARRAY(SELECT coalesce(upper(r) - 1, 2147483647) FROM unnest(s.partitions) r ORDER BY lower(r)), "
-						  "workers FROM streamview.sources s WHERE source_id = $1",
+						  "workers, format, schema_registry FROM streamview.sources s WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
@@ -208,6 +208,9 @@ streamview_load_source(int32 source_id)
 	sv_load_partitions(src, tup, desc, 11);	/* and 12 */
 	src->workers = Max(DatumGetInt32(SPI_getbinval(tup, desc, 13, &(bool){false})), 1);
 	src->worker_count = 1;		/* until a source worker says otherwise */
+	src->format = streamview_format(sv_text(tup, desc, 14));
+	if (sv_text(tup, desc, 15))
+		src->schema_registry = MemoryContextStrdup(cxt, sv_text(tup, desc, 15));
 
 	sv_load_columns(src, event_time, event_id, (Datum) 0);
 
@@ -218,11 +221,19 @@ streamview_load_source(int32 source_id)
 	for (uint64 i = 0; i < nopts; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
+		char	   *name = pstrdup(sv_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		char	   *value = pstrdup(sv_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
 
-		src->option_names = lappend(src->option_names,
-									pstrdup(sv_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
-		src->option_values = lappend(src->option_values,
-									 pstrdup(sv_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+		/* the schema registry's credentials are registry.c's, not librdkafka's */
+		if (strcmp(name, "schema.registry.username") == 0)
+			src->registry_username = value;
+		else if (strcmp(name, "schema.registry.password") == 0)
+			src->registry_password = value;
+		else
+		{
+			src->option_names = lappend(src->option_names, name);
+			src->option_values = lappend(src->option_values, value);
+		}
 		MemoryContextSwitchTo(old);
 	}
 	return src;

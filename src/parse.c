@@ -32,6 +32,7 @@
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 #include "utils/elog.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 
@@ -52,16 +53,13 @@ typedef struct SvParseState
 	SvPathNode *stack[SV_MAX_DEPTH];	/* trie node of each open object */
 	int			depth;
 	SvPathNode *field;			/* node of the field whose value comes next */
-	char	  **tokens;			/* per column: the scalar's text */
-	JsonTokenType *types;
-	bool	   *not_scalar;		/* per column: an object or array was found */
-	bool	   *found;			/* per column: its field was met */
+	SvFields   *f;				/* per column: what was found of it */
 	int			duplicate;		/* a column whose field was met twice, or -1 */
 } SvParseState;
 
 static const char *const sv_reason_names[] = {
 	NULL, "invalid_json", "missing_field", "invalid_value", "too_late", "query_error",
-	"future_time"
+	"future_time", "schema_error", "invalid_message"
 };
 
 const char *
@@ -114,9 +112,9 @@ sv_build_paths(const SvSource *src)
 static void
 sv_met(SvParseState *ps, int c)
 {
-	if (ps->found[c] && ps->duplicate < 0)
+	if (ps->f->found[c] && ps->duplicate < 0)
 		ps->duplicate = c;
-	ps->found[c] = true;
+	ps->f->found[c] = true;
 }
 
 static void
@@ -127,7 +125,7 @@ sv_object_start(void *state)
 
 	if (node && node->column >= 0)
 	{
-		ps->not_scalar[node->column] = true;
+		ps->f->not_scalar[node->column] = true;
 		if (ps->depth > 0)
 			sv_met(ps, node->column);
 	}
@@ -150,7 +148,7 @@ sv_array_start(void *state)
 
 	if (ps->field && ps->field->column >= 0)
 	{
-		ps->not_scalar[ps->field->column] = true;
+		ps->f->not_scalar[ps->field->column] = true;
 		sv_met(ps, ps->field->column);
 	}
 	if (ps->depth < SV_MAX_DEPTH)
@@ -176,18 +174,16 @@ sv_scalar(void *state, char *token, JsonTokenType type)
 	if (ps->depth > 0 && ps->field && ps->field->column >= 0)
 	{
 		sv_met(ps, ps->field->column);
-		ps->tokens[ps->field->column] = token;
-		ps->types[ps->field->column] = type;
-		ps->not_scalar[ps->field->column] = false;
+		ps->f->tokens[ps->field->column] = token;
+		ps->f->types[ps->field->column] = type;
+		ps->f->not_scalar[ps->field->column] = false;
 	}
 	ps->field = NULL;
 }
 
-static void
-sv_reject(SvEvent *ev, SvReason reason, const char *fmt,...) pg_attribute_printf(3, 4);
-
-static void
-sv_reject(SvEvent *ev, SvReason reason, const char *fmt,...)
+/* Mark the message unreadable, with a reason and an explanation. */
+void
+streamview_reject(SvEvent *ev, SvReason reason, const char *fmt,...)
 {
 	StringInfoData buf;
 
@@ -312,7 +308,7 @@ sv_convert(const SvColumn *col, const char *token, JsonTokenType type, Datum *va
 		type == JSON_TOKEN_STRING &&
 		(!isdigit((unsigned char) token[0]) || token[strspn(token, "0123456789-:.+ TtZz")] != '\0'))
 	{
-		sv_reject(ev, SV_REASON_INVALID_VALUE,
+		streamview_reject(ev, SV_REASON_INVALID_VALUE,
 				  "column \"%s\": \"%s\" is not an ISO-8601 date or time", col->name, token);
 		return false;
 	}
@@ -322,7 +318,7 @@ sv_convert(const SvColumn *col, const char *token, JsonTokenType type, Datum *va
 
 		if (!sv_epoch_ms(token, &ts))
 		{
-			sv_reject(ev, SV_REASON_INVALID_VALUE,
+			streamview_reject(ev, SV_REASON_INVALID_VALUE,
 					  "column \"%s\": %s is not a valid epoch time in milliseconds", col->name, token);
 			return false;
 		}
@@ -342,47 +338,72 @@ sv_convert(const SvColumn *col, const char *token, JsonTokenType type, Datum *va
 		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
 			PG_RE_THROW();
 		FlushErrorState();
-		sv_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": %s", col->name, err->message);
+		streamview_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": %s", col->name, err->message);
 		ok = false;
 	}
 	PG_END_TRY();
 	if (ok && !sv_finite(col->type, *value))
 	{
-		sv_reject(ev, SV_REASON_INVALID_VALUE,
+		streamview_reject(ev, SV_REASON_INVALID_VALUE,
 				  "column \"%s\": \"%s\" is not a finite number", col->name, token);
 		ok = false;
 	}
 	return ok;
 }
 
+/*
+ * A decoder's typed value (a timestamp of Avro or Protobuf) for a column of
+ * another type: its text, as the column's input function then reads it.
+ */
+static char *
+sv_direct_text(SvFields *f, int c)
+{
+	Oid			output;
+	bool		varlena;
+
+	getTypeOutputInfo(f->direct_type[c], &output, &varlena);
+	return OidOutputFunctionCall(output, f->direct[c]);
+}
+
 static bool
-sv_fill_column(const SvSource *src, int c, SvParseState *ps, SvEvent *ev)
+sv_fill_column(const SvSource *src, int c, SvFields *f, SvEvent *ev)
 {
 	const SvColumn *col = &src->columns[c];
-	const char *token = ps->tokens[c];
+	const char *token = f->tokens[c];
 	bool		is_event_time = (c == src->event_time_col);
 
-	if (ps->not_scalar[c])
+	if (f->not_scalar[c])
 	{
-		sv_reject(ev, SV_REASON_INVALID_VALUE,
-				  "column \"%s\": expected a scalar, found an object or array", col->name);
+		streamview_reject(ev, SV_REASON_INVALID_VALUE,
+						  "column \"%s\": expected a scalar, found an object or array", col->name);
 		return false;
 	}
-	if (token == NULL || ps->types[c] == JSON_TOKEN_NULL)
+	if (f->direct_type[c] != InvalidOid)
+	{
+		if (f->direct_type[c] == col->type)
+		{
+			ev->nulls[c] = false;
+			ev->values[c] = f->direct[c];
+			return true;
+		}
+		token = f->tokens[c] = sv_direct_text(f, c);
+		f->types[c] = JSON_TOKEN_STRING;
+	}
+	if (token == NULL || f->types[c] == JSON_TOKEN_NULL)
 	{
 		if (col->required || is_event_time)
 		{
-			sv_reject(ev, SV_REASON_MISSING_FIELD, "%s \"%s\" is %s",
-					  is_event_time ? "event time field" : "required field",
-					  col->name, token == NULL ? "missing" : "null");
+			streamview_reject(ev, SV_REASON_MISSING_FIELD, "%s \"%s\" is %s",
+							  is_event_time ? "event time field" : "required field",
+							  col->name, f->found[c] ? "null" : "missing");
 			return false;
 		}
-		ev->nulls[c] = !col->has_default || token != NULL;
+		ev->nulls[c] = !col->has_default || f->found[c];
 		ev->values[c] = ev->nulls[c] ? (Datum) 0 : col->default_value;
 		return true;
 	}
 	ev->nulls[c] = false;
-	return sv_convert(col, token, ps->types[c], &ev->values[c], ev);
+	return sv_convert(col, token, f->types[c], &ev->values[c], ev);
 }
 
 /*
@@ -404,12 +425,12 @@ sv_check_event_time(const SvSource *src, SvEvent *ev)
 
 	if (TIMESTAMP_NOT_FINITE(ev->event_time))
 	{
-		sv_reject(ev, SV_REASON_INVALID_VALUE, "event time \"%s\" is not finite", name);
+		streamview_reject(ev, SV_REASON_INVALID_VALUE, "event time \"%s\" is not finite", name);
 		return false;
 	}
 	if (ev->event_time < first || ev->event_time >= end)
 	{
-		sv_reject(ev, SV_REASON_INVALID_VALUE,
+		streamview_reject(ev, SV_REASON_INVALID_VALUE,
 				  "event time \"%s\" (%s) is outside the years 1 to 9999", name,
 				  timestamptz_to_str(ev->event_time));
 		return false;
@@ -425,7 +446,7 @@ sv_check_event_time(const SvSource *src, SvEvent *ev)
 	if (src->max_future_us >= 0 && ev->has_broker_time && ev->event_time > ev->broker_time &&
 		(uint64) ev->event_time - (uint64) ev->broker_time > (uint64) src->max_future_us)
 	{
-		sv_reject(ev, SV_REASON_FUTURE_TIME,
+		streamview_reject(ev, SV_REASON_FUTURE_TIME,
 				  "event time \"%s\" (%s) is more than the source's max_future (%s) "
 				  "ahead of the message's broker timestamp (%s)", name,
 				  timestamptz_to_str(ev->event_time),
@@ -469,7 +490,7 @@ sv_parse_json(SvParseState *ps, JsonSemAction *sem, SvEvent *ev)
 		rc = pg_parse_json(ps->lex, sem);
 		if (rc != JSON_SUCCESS)
 		{
-			sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s", json_errdetail(rc, ps->lex));
+			streamview_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s", json_errdetail(rc, ps->lex));
 			ok = false;
 		}
 	}
@@ -484,7 +505,7 @@ sv_parse_json(SvParseState *ps, JsonSemAction *sem, SvEvent *ev)
 			err->sqlerrcode != ERRCODE_FEATURE_NOT_SUPPORTED)
 			PG_RE_THROW();
 		FlushErrorState();
-		sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s", err->message);
+		streamview_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: %s", err->message);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -492,8 +513,97 @@ sv_parse_json(SvParseState *ps, JsonSemAction *sem, SvEvent *ev)
 }
 
 /*
+ * A string field of a binary format (Avro, Protobuf) as column col's text,
+ * in the database's encoding: UTF-8 without NUL bytes, as a JSON payload
+ * must be.  NULL, with ev rejected (invalid_value), if it is not.
+ */
+char *
+streamview_field_text(const SvColumn *col, const char *str, size_t len, SvEvent *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile text = NULL;
+
+	if (!pg_verify_mbstr(PG_UTF8, str, len, true) || memchr(str, '\0', len) != NULL)
+	{
+		streamview_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": the string is not valid UTF-8 text",
+						  col->name);
+		return NULL;
+	}
+	PG_TRY();
+	{
+		text = pg_any_to_server(str, len, PG_UTF8);
+		if (text == str)
+			text = pnstrdup(str, len);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *err;
+
+		MemoryContextSwitchTo(cxt);
+		err = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(err->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		streamview_reject(ev, SV_REASON_INVALID_VALUE, "column \"%s\": %s", col->name, err->message);
+	}
+	PG_END_TRY();
+	return text;
+}
+
+/* Bytes of a binary format, without a type of their own, as bytea's hex text. */
+char *
+streamview_field_hex(const char *bytes, size_t len)
+{
+	char	   *out = palloc(2 * len + 3);
+
+	out[0] = '\\';
+	out[1] = 'x';
+	hex_encode(bytes, len, out + 2);
+	out[2 * len + 2] = '\0';
+	return out;
+}
+
+/* Room for what a decoder finds of each of ncolumns columns. */
+SvFields *
+streamview_fields_new(int ncolumns)
+{
+	SvFields   *f = palloc(sizeof(SvFields));
+
+	f->tokens = palloc0(ncolumns * sizeof(char *));
+	f->types = palloc0(ncolumns * sizeof(int));
+	f->not_scalar = palloc0(ncolumns * sizeof(bool));
+	f->found = palloc0(ncolumns * sizeof(bool));
+	f->direct_type = palloc0(ncolumns * sizeof(Oid));
+	f->direct = palloc0(ncolumns * sizeof(Datum));
+	return f;
+}
+
+/*
+ * What every format shares once its decoder has found the fields: each
+ * column's value of its type (or its default, or a dead letter), then the
+ * event time, checked, and the event id.
+ */
+void
+streamview_finish_event(const SvSource *src, SvFields *f, SvEvent *ev)
+{
+	int			id = src->event_id_col;
+
+	for (int c = 0; c < src->ncolumns; c++)
+		if (!sv_fill_column(src, c, f, ev))
+			return;
+
+	ev->event_time = DatumGetTimestampTz(ev->values[src->event_time_col]);
+	if (!sv_check_event_time(src, ev))
+		return;
+	/* The id as written in the message: "42" and 42 are the same id. */
+	if (id >= 0 && !ev->nulls[id])
+		ev->event_id = f->tokens[id] ? f->tokens[id] : sv_direct_text(f, id);
+}
+
+/*
  * Parse ev->payload into ev->values/nulls/event_time/event_id, or set
  * ev->reason and ev->error.  Allocates in CurrentMemoryContext (the batch's).
+ * JSON is read here; Avro and Protobuf through their schemas (registry.c).
  */
 void
 streamview_parse_event(const SvSource *src, SvEvent *ev)
@@ -504,30 +614,32 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 	ev->reason = SV_REASON_NONE;
 	ev->values = palloc0(src->ncolumns * sizeof(Datum));
 	ev->nulls = palloc0(src->ncolumns * sizeof(bool));
+	if (src->format != SV_FORMAT_JSON)
+	{
+		streamview_decode_registry_event(src, ev);
+		return;
+	}
 	if (ev->payload == NULL)
 	{
-		sv_reject(ev, SV_REASON_INVALID_JSON, "message has no payload (null value)");
+		streamview_reject(ev, SV_REASON_INVALID_JSON, "message has no payload (null value)");
 		return;
 	}
 	if (!pg_verify_mbstr(PG_UTF8, ev->payload, ev->paylen, true) ||
 		memchr(ev->payload, '\0', ev->paylen) != NULL)
 	{
-		sv_reject(ev, SV_REASON_INVALID_JSON, "payload is not valid UTF-8 text");
+		streamview_reject(ev, SV_REASON_INVALID_JSON, "payload is not valid UTF-8 text");
 		return;
 	}
 	if (sv_too_deep(ev->payload, ev->paylen))
 	{
-		sv_reject(ev, SV_REASON_INVALID_JSON, "JSON nested deeper than %d levels", SV_MAX_DEPTH);
+		streamview_reject(ev, SV_REASON_INVALID_JSON, "JSON nested deeper than %d levels", SV_MAX_DEPTH);
 		return;
 	}
 	if (src->paths == NULL)
 		((SvSource *) src)->paths = sv_build_paths(src);
 
 	ps.src = src;
-	ps.tokens = palloc0(src->ncolumns * sizeof(char *));
-	ps.types = palloc0(src->ncolumns * sizeof(JsonTokenType));
-	ps.not_scalar = palloc0(src->ncolumns * sizeof(bool));
-	ps.found = palloc0(src->ncolumns * sizeof(bool));
+	ps.f = streamview_fields_new(src->ncolumns);
 	ps.duplicate = -1;
 	sem.semstate = &ps;
 	sem.object_start = sv_object_start;
@@ -539,32 +651,22 @@ streamview_parse_event(const SvSource *src, SvEvent *ev)
 
 	if (ev->paylen == 0)
 	{
-		sv_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: the payload is empty");
+		streamview_reject(ev, SV_REASON_INVALID_JSON, "invalid JSON: the payload is empty");
 		return;
 	}
 	if (!sv_parse_json(&ps, &sem, ev))
 		return;
 	if (ps.lex->input[strspn(ps.lex->input, " \t\r\n")] != '{')
 	{
-		sv_reject(ev, SV_REASON_INVALID_JSON, "the payload is not a JSON object");
+		streamview_reject(ev, SV_REASON_INVALID_JSON, "the payload is not a JSON object");
 		return;
 	}
 	if (ps.duplicate >= 0)
 	{
-		sv_reject(ev, SV_REASON_INVALID_JSON, "field \"%s\" (column \"%s\") appears more than once",
-				  src->columns[ps.duplicate].path[src->columns[ps.duplicate].npath - 1],
-				  src->columns[ps.duplicate].name);
+		streamview_reject(ev, SV_REASON_INVALID_JSON, "field \"%s\" (column \"%s\") appears more than once",
+						  src->columns[ps.duplicate].path[src->columns[ps.duplicate].npath - 1],
+						  src->columns[ps.duplicate].name);
 		return;
 	}
-
-	for (int c = 0; c < src->ncolumns; c++)
-		if (!sv_fill_column(src, c, &ps, ev))
-			return;
-
-	ev->event_time = DatumGetTimestampTz(ev->values[src->event_time_col]);
-	if (!sv_check_event_time(src, ev))
-		return;
-	/* The id as written in the message: "42" and 42 are the same id. */
-	if (src->event_id_col >= 0 && !ev->nulls[src->event_id_col])
-		ev->event_id = ps.tokens[src->event_id_col];
+	streamview_finish_event(src, ps.f, ev);
 }

@@ -249,8 +249,8 @@ is_deeply([ sort keys %produced ], ['orders'], 'the tour produced to its own top
 is($node->safe_psql('postgres', q{
 	SELECT (SELECT string_agg(name, ',' ORDER BY name) FROM streamview.sources) || ' / ' ||
 	       (SELECT string_agg(name, ',' ORDER BY name) FROM streamview.views)}),
-	'purchases / big_spenders_5min,revenue_per_minute,sales_by_os_10min',
-	'after the clean-up only the demo\'s source and views remain');
+	'payments,purchases / big_spenders_5min,payments_per_10min,revenue_per_minute,sales_by_os_10min',
+	'after the clean-up only the demo\'s sources (JSON and Avro) and views remain');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM pg_class WHERE relname ~ '^(spend_per_minute|orders_last_5m)(_v\d+)?$'}),
 	'0', 'and the tour\'s views and tables are gone');

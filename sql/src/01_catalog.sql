@@ -37,7 +37,11 @@ CREATE TABLE streamview.sources (
     -- workers compare with what they loaded (SV_SOURCE_SETTINGS), so that a
     -- change of its columns, or a replay that rewrote its ledger, restarts
     -- them with what the catalog now says
-    last_change_id       bigint
+    last_change_id       bigint,
+    -- how messages are written (docs/formats.md); avro and protobuf come
+    -- in the Confluent wire format, their schemas from schema_registry
+    format               text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'avro', 'protobuf')),
+    schema_registry      text
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as
@@ -231,7 +235,8 @@ CREATE TABLE streamview.dead_letters (
     "offset"       bigint NOT NULL,
     reason         text NOT NULL
                    CHECK (reason IN ('invalid_json', 'missing_field', 'invalid_value',
-                                     'too_late', 'query_error', 'future_time')),
+                                     'too_late', 'query_error', 'future_time',
+                                     'schema_error', 'invalid_message')),
     key            bytea,
     payload        bytea,
     error          text,

@@ -98,13 +98,15 @@ CREATE FUNCTION streamview.create_source(
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
     partitions           text DEFAULT NULL,
-    workers              int DEFAULT 1)
+    workers              int DEFAULT 1,
+    format               text DEFAULT 'json',
+    schema_registry      text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int) IS
-'declares a Kafka topic of JSON messages as a stream source; returns the Kafka consumer group its worker uses';
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text) IS
+'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source; returns the Kafka consumer group its worker uses';
 
 CREATE FUNCTION streamview_internal._create_source_impl(
     caller               regrole,
@@ -119,7 +121,9 @@ CREATE FUNCTION streamview_internal._create_source_impl(
     idle_timeout         text DEFAULT NULL,
     max_future           text DEFAULT '1 day',
     partitions           text DEFAULT NULL,
-    workers              int DEFAULT 1)
+    workers              int DEFAULT 1,
+    format               text DEFAULT 'json',
+    schema_registry      text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -155,6 +159,7 @@ BEGIN
                   HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
     END IF;
     PERFORM streamview_internal._check_options(caller, options);
+    PERFORM streamview_internal._format_args(format, schema_registry, options);
     PERFORM streamview_internal._workers_arg(workers, name, event_id);
     PERFORM streamview_internal._check_worker_quota(caller, 'a new source', workers);
     ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
@@ -167,9 +172,9 @@ BEGIN
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
                                     max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    partitions, workers)
+                                    partitions, workers, format, schema_registry)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, parts, workers)
+            caller, future, parts, workers, format, schema_registry)
     RETURNING source_id INTO sid;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
@@ -895,6 +900,45 @@ BEGIN
     RETURN src.paused_at;
 END $$;
 
+-- format and schema_registry as create_source takes them: JSON needs no
+-- registry and takes none; Avro and Protobuf need one, an http or https
+-- URL (docs/formats.md).  The registry's credentials are options, among
+-- the secrets (schema.registry.username, schema.registry.password).
+CREATE FUNCTION streamview_internal._format_args(format text, schema_registry text, options jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF format IS NULL OR format NOT IN ('json', 'avro', 'protobuf') THEN
+        RAISE EXCEPTION 'unknown format "%"', coalesce(format, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'format is ''json'', ''avro'' or ''protobuf''.';
+    END IF;
+    IF format = 'json' AND schema_registry IS NOT NULL THEN
+        RAISE EXCEPTION 'a JSON source takes no schema_registry'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass format => ''avro'' or ''protobuf'' for messages written with a schema registry.';
+    END IF;
+    IF format <> 'json' AND schema_registry IS NULL THEN
+        RAISE EXCEPTION 'a source of format % needs a schema_registry', format
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Its messages carry the id of their schema, which the worker asks of the registry.',
+                  HINT = 'Pass schema_registry => ''http://host:port''.';
+    END IF;
+    IF schema_registry IS NOT NULL AND schema_registry !~ '^https?://[^/?#@[:space:]]+(/[^?#[:space:]]*)?$' THEN
+        RAISE EXCEPTION 'invalid schema_registry "%"', schema_registry
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'It is the URL of the registry''s REST API, http or https, without credentials.',
+                  HINT = 'Pass schema_registry => ''http://host:port''; put credentials in options as schema.registry.username and schema.registry.password.';
+    END IF;
+    IF format = 'json' AND (options ? 'schema.registry.username' OR options ? 'schema.registry.password') THEN
+        RAISE EXCEPTION 'a JSON source takes no schema registry credentials'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave schema.registry.username and schema.registry.password out of options.';
+    END IF;
+END $$;
+
 -- librdkafka properties a source may set: create_source's, and those
 -- alter_source sets.  Some would break the guarantees (offsets are
 -- PostgreSQL's) and are refused to everyone; some run programs, load
@@ -932,6 +976,7 @@ BEGIN
         IF NOT super
            AND NOT (k IN ('security.protocol', 'sasl.mechanism', 'sasl.mechanisms', 'sasl.username',
                           'sasl.password', 'ssl.ca.pem', 'ssl.certificate.pem', 'ssl.key.pem',
+                          'schema.registry.username', 'schema.registry.password',
                           'ssl.key.password', 'ssl.endpoint.identification.algorithm',
                           'api.version.request', 'broker.version.fallback', 'client.rack',
                           'check.crcs', 'allow.auto.create.topics')

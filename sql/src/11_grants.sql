@@ -33,7 +33,7 @@ GRANT USAGE ON SCHEMA streamview_internal TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network
 -- connection from inside the server, and a view starts a worker.
-REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
                        streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
                        streamview.drop_source(text, bool),
                        streamview.check_source(text, jsonb),

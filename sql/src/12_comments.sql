@@ -23,6 +23,8 @@ COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the sourc
 COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
 COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
 COMMENT ON COLUMN streamview.sources.last_change_id IS 'the source_changes row of its last change (alter_source, replay_dead_letters); its workers restart when it moves';
+COMMENT ON COLUMN streamview.sources.format IS 'how its messages are written: json, avro or protobuf (Confluent wire format)';
+COMMENT ON COLUMN streamview.sources.schema_registry IS 'URL of the schema registry its Avro or Protobuf schemas come from; NULL for JSON';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -124,7 +126,7 @@ COMMENT ON COLUMN streamview.dead_letters.view_name IS 'the view, for too_late a
 COMMENT ON COLUMN streamview.dead_letters.version IS 'the version, for too_late and query_error';
 COMMENT ON COLUMN streamview.dead_letters.partition IS 'Kafka partition';
 COMMENT ON COLUMN streamview.dead_letters."offset" IS 'Kafka offset';
-COMMENT ON COLUMN streamview.dead_letters.reason IS 'invalid_json, missing_field, invalid_value, future_time, too_late or query_error';
+COMMENT ON COLUMN streamview.dead_letters.reason IS 'invalid_json, missing_field, invalid_value, future_time, schema_error, invalid_message, too_late or query_error';
 COMMENT ON COLUMN streamview.dead_letters.key IS 'the message key';
 COMMENT ON COLUMN streamview.dead_letters.payload IS 'the message payload, as consumed';
 COMMENT ON COLUMN streamview.dead_letters.error IS 'what was wrong, in words';
@@ -185,6 +187,8 @@ COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the s
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
 COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
 COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
+COMMENT ON COLUMN streamview.source_list.format IS 'json, avro or protobuf (create_source)';
+COMMENT ON COLUMN streamview.source_list.schema_registry IS 'the schema registry of an Avro or Protobuf source (create_source); its credentials are options';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';

@@ -5,6 +5,8 @@ SV_PG_BIN=/usr/lib/postgresql/15/bin
 SV_PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
 SV_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
              librdkafka-dev libssl-dev kcat postgresql-15-cron
+             libavro-dev libcurl4-openssl-dev python3-avro
+             libprotobuf-dev libprotoc-dev protobuf-compiler python3-protobuf g++
              libipc-run-perl perl procps make gcc curl prometheus-postgres-exporter
              postgresql-15-hll postgresql-15-tdigest)
 

@@ -15,15 +15,16 @@
 # runs, their speed, the coverage and the crashes.  A crash's input is
 # copied here as <target>-crash-<sha1>, and the run exits non-zero.
 #
-# SV_FUZZ_TARGETS (default json) names the targets; SV_FUZZ_KEEP=1 keeps the
+# SV_FUZZ_TARGETS (default "json avro protobuf") names the targets; SV_FUZZ_KEEP=1 keeps the
 # scratch directory (<target>.<encoding>.log is libFuzzer's whole output).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../bin/common.sh"
 
-SV_PACKAGES=(postgresql-15 postgresql-server-dev-15 clang-14 libclang-rt-14-dev make)
-targets=(${SV_FUZZ_TARGETS:-json})
+SV_PACKAGES=(postgresql-15 postgresql-server-dev-15 clang-14 libclang-rt-14-dev make
+             libavro-dev libcurl4-openssl-dev python3-avro libprotobuf-dev libprotoc-dev)
+targets=(${SV_FUZZ_TARGETS:-json avro protobuf})
 encodings=(${SV_FUZZ_ENCODINGS:-UTF8 EUC_JP})
 max_len=4096
 

@@ -111,6 +111,8 @@ sv_check_unreadable(const SvSource *src, const SvEvent *ev)
 		case SV_REASON_INVALID_JSON:
 		case SV_REASON_MISSING_FIELD:
 		case SV_REASON_INVALID_VALUE:
+		case SV_REASON_SCHEMA_ERROR:
+		case SV_REASON_INVALID_MESSAGE:
 			break;
 		case SV_REASON_FUTURE_TIME:
 			sv_check_event_time(ev);

@@ -17,7 +17,7 @@ SELECT functions_are('streamview_internal', ARRAY[
     '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_batch_rows', '_batch_sql_0_2', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_column_spec', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
-    '_drop_version_impl', '_drop_view_impl', '_exclusive', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
+    '_drop_version_impl', '_drop_view_impl', '_exclusive', '_format_args', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
     '_lock_source', '_lock_view', '_max_future_arg', '_messages_behind', '_options_change', '_pause_impl', '_resume_impl', '_revoke_usage_impl',
     '_notify_launcher', '_consumer_group', '_partitions_arg', '_partitions_behind', '_partitions_text', '_reads_partition', '_query_source', '_rebuild_impl', '_require', '_rollback_impl', '_run_as', '_set_state',
     '_start_from_time', '_supported_types', '_swap_impl', '_tdigests_differ', '_validate_impl', '_version_sql', '_view_relation',

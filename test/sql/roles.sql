@@ -14,7 +14,7 @@ CREATE ROLE streamview_admin NOLOGIN;
 CREATE ROLE streamview_author NOLOGIN;
 CREATE ROLE analyst NOLOGIN;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
   streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
   streamview.drop_source(text, bool),
   streamview.grant_usage(text, regrole),
