@@ -20,7 +20,10 @@
  *
  * apply.c names the events (streamview_batch_feed) just for the time its
  * statement runs, and takes them back after (streamview_batch_unfeed), also
- * when the statement fails.  The function returns them only to a call for
+ * when the statement fails.  (A batch of several rounds feeds each round
+ * the same way to the version's partial statement, and its partial rows to
+ * the merge statement through _batch_partials: see the end of this file.)
+ * The function returns them only to a call for
  * that version, in that worker, at that time: anywhere else (a session, a
  * worker between statements, another version's id) it raises an error, so
  * it never shows one role the events of another's view.  The statement runs

@@ -21,8 +21,9 @@
  *  - A connection problem is kept until there is evidence of health, and
  *	  a retry that fails the same way does not make it a new problem
  *	  (sv_error_cb).
- *  - A batch is what the queue has ready, never held back to fill up
- *	  (streamview_kafka_consume).
+ *  - A batch (or a round of one) is what the queue has ready, never held
+ *	  back to fill up (streamview_kafka_consume); whether the queue was
+ *	  drained tells the worker to end its batch (streamview_kafka_drained).
  *  - A worker asked to stop stops within a second, whatever the broker
  *	  does: the wait for messages is on the worker's latch too, every other
  *	  wait for the broker is cut in steps of SV_KAFKA_STEP_MS with the stop

@@ -4,13 +4,15 @@
  *	  The source worker, sources.workers per source, and the loop it shares
  *	  with the replay worker; both are started by the launcher.
  *
- * Loop: take the messages the consumer queue has ready (at most
+ * Loop: take the messages the consumer queue has ready (a round: at most
  * streamview.batch_size messages and streamview.batch_max_bytes; idle, wait
- * at most streamview.batch_timeout for a first one), then apply them at once
- * in ONE transaction that holds the upserts of every version, their
- * offsets, watermarks, counters, seen ids and dead letters.  Offsets are
- * only ever read from PostgreSQL, so a crash at any point resumes exactly
- * after the last committed batch.
+ * at most streamview.batch_timeout for a first one), then apply them in ONE
+ * transaction that holds the upserts of every version, their offsets,
+ * watermarks, counters, seen ids and dead letters.  Under load the batch
+ * takes further rounds in that transaction, pre-aggregated, until the queue
+ * is drained or streamview.batch_max_groups or batch_max_time is reached
+ * (sv_apply, batch.c).  Offsets are only ever read from PostgreSQL, so a
+ * crash at any point resumes exactly after the last committed batch.
  *
  * When nothing arrives the worker sleeps on a WaitEventSet holding its latch
  * and the Kafka queue's wake-up pipe, and every second refreshes watermarks
