@@ -166,6 +166,10 @@ def q1(conn, sql, args=None):
     return r[0][0] if r else None
 
 
+# pg_streamview's first-round runs, for the worker's memory over each run.
+MEMORY = []
+
+
 def proc_usage(pid):
     """(utime+stime ticks, VmHWM kB, RssAnon kB) of a process, or None."""
     try:
@@ -469,9 +473,17 @@ def run_pg_streamview(conn, w, n):
     t0 = time.monotonic()
     for i, v in enumerate(views):
         q(conn, "SELECT streamview.create_view(%s, %s)", (v, view_sql(w, i)))
-    wait_until('pg_streamview to consume the topic',
-               lambda: q1(conn, "SELECT min(consumed) >= %s FROM streamview.status WHERE view_name LIKE 'bench_v%%'",
-                          (n,)), step=0.02)
+    # the workers' private memory (RssAnon) over the run, every half second:
+    # (seconds, messages consumed, kB)
+    mem = []
+
+    def consumed_all():
+        c = q1(conn, "SELECT min(consumed) FROM streamview.status WHERE view_name LIKE 'bench_v%%'") or 0
+        now = time.monotonic() - t0
+        if not mem or now - mem[-1][0] >= 0.5 or c >= n:
+            mem.append((now, c, sum((proc_usage(p) or (0, 0, 0))[2] for p in sv_workers(conn))))
+        return c >= n
+    wait_until('pg_streamview to consume the topic', consumed_all, step=0.02)
     secs = time.monotonic() - t0
     after = {p: proc_usage(p) for p in sv_workers(conn)}
     ticks = sum(after[p][0] - (before.get(p) or (0,))[0] for p in after if after[p])
@@ -488,7 +500,7 @@ def run_pg_streamview(conn, w, n):
     sel = ' UNION ALL '.join("SELECT %d AS view_no, window_start, %s AS k, n, %s AS s FROM %s"
                              % (i, "k::text" if w['key'] else "''", 's::numeric' if w['agg'] != 'none'
                                 else 'NULL::numeric', v) for i, v in enumerate(views))
-    return dict(secs=secs, ticks=ticks, rss_kb=rss, rss_anon_kb=anon, rows=int(rows or 0), rows_sql=sel)
+    return dict(secs=secs, ticks=ticks, rss_kb=rss, rss_anon_kb=anon, rows=int(rows or 0), rows_sql=sel, mem=mem)
 
 
 RUNNERS = {
@@ -785,6 +797,8 @@ def main():
                 r = RUNNERS[c](conn, w, n)
                 r.update(round=rnd, workload=w['name'], contender=c, events=n)
                 raw.append(r)
+                if c == 'pg_streamview' and rnd == 1:
+                    MEMORY.append((w['name'], r))
                 r['digest'] = digest(conn, r['rows_sql']) if r['rows_sql'] else None
                 if r['digest'] is not None:
                     if ref is None:
@@ -859,6 +873,22 @@ def report(table, fr, failures, counts):
             '%.3f' % m['rows_per_event'] if m['rows_per_event'] is not None else '-',
             '%.2f×' % m['vs_bare'] if m['vs_bare'] else '-',
             '%.2f× (%s)' % (m['vs_best_other'], LABELS[m['best_other']]) if m['vs_best_other'] else '-'))
+    if MEMORY:
+        # RssAnon when the worker had read the first million events (or the
+        # first tenth of a smaller topic), and at the end: flat, or growing?
+        md += ['', '| workload | pg_streamview worker RssAnon MB after 1M events (a tenth of a smaller topic) '
+               '| at the end (events) | largest | growth |', '|---|---|---|---|---|']
+        with open(base + '-memory.tsv', 'w') as f:
+            f.write('workload\tseconds\tconsumed\trss_anon_kb\n')
+            for wname, r in MEMORY:
+                for t, c, kb in r['mem']:
+                    f.write('%s\t%.1f\t%d\t%d\n' % (wname, t, c, kb))
+                mark = 1000000 if r['mem'][-1][1] >= 2000000 else r['mem'][-1][1] // 10
+                at = next((kb for t, c, kb in r['mem'] if c >= mark and kb), 0)
+                end = r['mem'][-1][2]
+                md.append('| %s | %.0f | %.0f (%d) | %.0f | %+.0f%% |' % (
+                    titles[wname], at / 1024, end / 1024, r['mem'][-1][1], max(kb for _, _, kb in r['mem']) / 1024,
+                    100.0 * (end - at) / at if at else 0))
     nex = [m for m in table if m['workload'] in ('q5', 'q7') and m['contender'] == 'pg_streamview']
     if nex:
         md += ['', '| Nexmark-like query | pg_streamview events per CPU-second | Flink 1.13, full query, '

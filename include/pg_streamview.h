@@ -222,6 +222,20 @@ typedef struct SvVersion
 	bool		batch_read;		/* the current batch read messages for it */
 	bool		holders_saved;	/* held_back_by as stored matches holds_watermark */
 	SvSeenSet  *seen;			/* the ids it remembers (seen.c); NULL without event ids */
+	/*
+	 * Pre-aggregating across rounds (batch.c): the kinds of its outputs
+	 * ("key,count,sum,..." from its definition), the statements that
+	 * aggregate one round into partial rows and merge them at the batch's
+	 * end (NULL: the version upserts every round with plan), and the
+	 * partial rows the batch holds so far.
+	 */
+	char	   *output_kinds;
+	SPIPlanPtr	partial_plan;
+	SPIPlanPtr	merge_plan;
+	TupleDesc	partial_desc;
+	MemoryContext partial_cxt;
+	struct Tuplestorestate *partials;
+	int64		npartials;
 } SvVersion;
 
 /* Why a message was not applied (streamview.dead_letters.reason). */
@@ -357,6 +371,8 @@ extern char *streamview_database;
 extern int	streamview_batch_size;
 extern int	streamview_batch_timeout_ms;
 extern int	streamview_batch_max_bytes_kb;
+extern int	streamview_batch_max_groups;
+extern int	streamview_batch_max_time_ms;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
@@ -525,6 +541,7 @@ extern int	streamview_kafka_partition_count(SvKafka *k, int timeout_ms);
 extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets);
 extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes,
 									 int timeout_ms);
+extern bool streamview_kafka_drained(SvKafka *k);
 extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
@@ -577,6 +594,9 @@ extern void streamview_apply_batch(const SvSource *src, List *versions,
 								   SvEvent *events, int nevents, bool record_unreadable);
 extern void streamview_apply_version_events(const SvSource *src, SvVersion *v, SvEvent *events,
 											SvVersionBatch *vb);
+extern void streamview_apply_round(const SvSource *src, List *versions, SvEvent *events,
+								   int nevents, bool record_unreadable, bool pre_aggregate);
+extern bool streamview_end_batch(const SvSource *src, List *versions);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);
 
@@ -585,6 +605,17 @@ extern void streamview_batch_feed(const SvSource *src, const SvVersion *v, const
 								  const int *idx, int n);
 extern void streamview_batch_unfeed(void);
 extern char *streamview_batch_rows_from(const char *source, int32 version_id);
+extern void streamview_prepare_rounds(const SvSource *src, SvVersion *v);
+extern void streamview_keep_partials(SvVersion *v, SPITupleTable *tt, uint64 n);
+extern int64 streamview_partial_rows(List *versions);
+extern void streamview_merge_feed(SvVersion *v);
+extern void streamview_merge_unfeed(void);
+extern void streamview_drop_partials(SvVersion *v);
+
+/* ------------------------------------------------------------ in codegen.c */
+extern char *streamview_partial_sql(const char *batch_sql);
+extern char *streamview_merge_sql(const char *batch_sql, int32 version_id, const char *kinds,
+								  TupleDesc partial_desc, bool ordered);
 
 /* ---------------------------------------------------------------- in api.c */
 extern void streamview_as_owner(void (*fn) (void *), void *arg);

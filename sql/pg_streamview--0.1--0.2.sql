@@ -398,6 +398,11 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'streamview_batch_rows'
 LANGUAGE C VOLATILE STRICT;
 
+CREATE OR REPLACE FUNCTION streamview_internal._batch_partials(version_id int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'streamview_batch_partials'
+LANGUAGE C VOLATILE STRICT;
+
 CREATE OR REPLACE FUNCTION streamview_internal._batch_sql_0_2(version_id int)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_batch_sql_0_2'
@@ -3236,6 +3241,7 @@ UPDATE streamview.versions SET batch_sql = streamview_internal._batch_sql_0_2(ve
 GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
 -- validate compares t-digest columns with _tdigests_differ, as the view's owner.
 GRANT EXECUTE ON FUNCTION streamview_internal._tdigests_differ(name, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION streamview_internal._batch_partials(int) TO PUBLIC;
 
 -- Comments on the catalog (test/bin/regen_upgrade.sh copies sql/src/12_comments.sql here)
 -- What every catalog table, monitoring view and column is, for \d+ and for

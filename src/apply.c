@@ -98,19 +98,28 @@ sv_hash_event_ids(SvEvent *events, int n)
 static bool sv_timed_out = false;
 
 /*
+ * The round being applied is one of a batch that pre-aggregates across
+ * rounds (streamview_apply_round): versions that can run their partial
+ * statement instead of their upsert, and keep its rows for the merge.
+ */
+static bool sv_partial_round = false;
+
+/*
  * Run the version's compiled statement over events idx[0..n), which it reads
  * from the worker's memory (batch.c), as the view's owner, for at most
  * streamview.statement_timeout: a view whose function sleeps or loops must
  * not hold the batch's transaction (and the xmin horizon, and its owner's
  * drop_view) without bound.  Background workers get no statement timeout
  * from PostgreSQL: the timer is set here.  The events are handed back
- * however the statement ends.
+ * however the statement ends.  In a pre-aggregated round, the statement is
+ * the version's partial statement, whose rows are kept (batch.c).
  */
 static void
 sv_run_statement(const SvSource *src, SvVersion *v, SvEvent *events, const int *idx, int n)
 {
 	int			rc;
 	SvRunAs		ra;
+	bool		partial = sv_partial_round && v->partial_plan != NULL;
 	int			timeout_ms = streamview_statement_timeout_ms;
 	TimestampTz start = GetCurrentTimestamp();
 
@@ -120,7 +129,7 @@ sv_run_statement(const SvSource *src, SvVersion *v, SvEvent *events, const int *
 	{
 		streamview_batch_feed(src, v, events, idx, n);
 		streamview_run_as_begin(v->owner, &ra);
-		rc = SPI_execute_plan(v->plan, NULL, NULL, false, 0);
+		rc = SPI_execute_plan(partial ? v->partial_plan : v->plan, NULL, NULL, false, 0);
 		streamview_run_as_end(&ra);
 		streamview_batch_unfeed();
 	}
@@ -143,6 +152,12 @@ sv_run_statement(const SvSource *src, SvVersion *v, SvEvent *events, const int *
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for view \"%s\": %s", v->view_name,
 			 SPI_result_code_string(rc));
+	if (partial)
+	{
+		/* once it went through: a half that fails keeps nothing */
+		streamview_keep_partials(v, SPI_tuptable, SPI_processed);
+		SPI_freetuptable(SPI_tuptable);
+	}
 }
 
 /*
@@ -388,14 +403,21 @@ streamview_apply_version_events(const SvSource *src, SvVersion *v, SvEvent *even
 }
 
 /*
- * Apply a batch of consumed messages to every version.  Inside the batch's
- * transaction, SPI connected, in a memory context reset after the batch.
+ * Apply one round of consumed messages to every version: all but what ends
+ * the batch (streamview_end_batch).  Inside the batch's transaction, SPI
+ * connected; what the round allocates is freed when it ends, so that a
+ * batch of many rounds holds one round's events at a time.
  * record_unreadable: store the dead letters of unreadable messages.
+ * pre_aggregate: the batch may take further rounds; the versions that can
+ * aggregate the round into partial rows do, and merge them at its end.
  */
 void
-streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int nevents,
-					   bool record_unreadable)
+streamview_apply_round(const SvSource *src, List *versions, SvEvent *events, int nevents,
+					   bool record_unreadable, bool pre_aggregate)
 {
+	MemoryContext round_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_streamview round",
+													ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(round_cxt);
 	int		   *unreadable = palloc(nevents * sizeof(int));
 	int			nunreadable = 0;
 	SvVersionBatch *vbs = palloc0(list_length(versions) * sizeof(SvVersionBatch));
@@ -426,7 +448,9 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 							first && record_unreadable ? &gaps : NULL);
 		streamview_stats_count(v, vb->consumed, now);
 		first = false;
+		sv_partial_round = pre_aggregate;
 		sv_apply_version(src, v, events, vb);
+		sv_partial_round = false;
 	}
 
 	/*
@@ -453,8 +477,101 @@ streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int
 		streamview_store_dead_letters(src, v, events, vb->failed, vb->nfailed, SV_REASON_QUERY_ERROR);
 		if (v->seen)
 			streamview_store_seen(src, v, events, vb->applied, vb->napplied);
-		streamview_store_offsets(v);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(round_cxt);
+}
+
+typedef struct SvMergeArgs
+{
+	SvVersion  *v;
+} SvMergeArgs;
+
+/* Merge the version's partial rows into its table, as its owner. */
+static void
+sv_merge(void *arg)
+{
+	SvVersion  *v = ((SvMergeArgs *) arg)->v;
+	SvRunAs		ra;
+	int			rc;
+	int			timeout_ms = streamview_statement_timeout_ms;
+
+	if (timeout_ms > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+	PG_TRY();
+	{
+		streamview_merge_feed(v);
+		streamview_run_as_begin(v->owner, &ra);
+		rc = SPI_execute_plan(v->merge_plan, NULL, NULL, false, 0);
+		streamview_run_as_end(&ra);
+		if (rc < 0)
+			elog(ERROR, "SPI_execute_plan failed for view \"%s\": %s", v->view_name,
+				 SPI_result_code_string(rc));
+	}
+	PG_FINALLY();
+	{
+		streamview_merge_unfeed();
+		if (timeout_ms > 0)
+			disable_timeout(STATEMENT_TIMEOUT, false);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * End the batch: merge the partial rows its rounds kept into every
+ * version's table (each (window, keys) upserted once), then store the
+ * offsets, watermarks and stats.  Returns false, having stored nothing
+ * more, when a merge failed: the events behind its partial rows are gone,
+ * so the error cannot be pinned on one of them; the caller rolls the batch
+ * back and reads its messages again one round a batch, where the event
+ * that fails is found and dead-lettered (source_worker.c).  A transient
+ * error is re-thrown, as everywhere.
+ */
+bool
+streamview_end_batch(const SvSource *src, List *versions)
+{
+	ListCell   *lc;
+	bool		merged = true;
+
+	foreach(lc, versions)
+	{
+		SvVersion  *v = lfirst(lc);
+		SvMergeArgs a = {v};
+		ErrorData  *err;
+
+		if (v->npartials > 0 && !v->failed && merged)
+		{
+			err = streamview_in_subtransaction(sv_merge, &a);
+			if (err != NULL)
+			{
+				ereport(LOG,
+						(errmsg("stream view \"%s\": merging a batch's partial rows failed: %s",
+								v->view_name, err->message),
+						 errdetail("The batch is rolled back and read again one round a batch.")));
+				merged = false;
+			}
+		}
+		streamview_drop_partials(v);
+	}
+	if (!merged)
+		return false;
+	foreach(lc, versions)
+	{
+		SvVersion  *v = lfirst(lc);
+
+		if (!v->failed)
+			streamview_store_offsets(v);
 	}
 	streamview_refresh_watermarks(src, versions);
-	streamview_store_stats(src, versions, now);
+	streamview_store_stats(src, versions, GetCurrentTimestamp());
+	return true;
+}
+
+/* Apply a batch of one round (see above): a replay worker's, each time. */
+void
+streamview_apply_batch(const SvSource *src, List *versions, SvEvent *events, int nevents,
+					   bool record_unreadable)
+{
+	streamview_apply_round(src, versions, events, nevents, record_unreadable, false);
+	(void) streamview_end_batch(src, versions);
 }

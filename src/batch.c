@@ -20,7 +20,10 @@
  *
  * apply.c names the events (streamview_batch_feed) just for the time its
  * statement runs, and takes them back after (streamview_batch_unfeed), also
- * when the statement fails.  The function returns them only to a call for
+ * when the statement fails.  (A batch of several rounds feeds each round
+ * the same way to the version's partial statement, and its partial rows to
+ * the merge statement through _batch_partials: see the end of this file.)
+ * The function returns them only to a call for
  * that version, in that worker, at that time: anywhere else (a session, a
  * worker between statements, another version's id) it raises an error, so
  * it never shows one role the events of another's view.  The statement runs
@@ -35,6 +38,8 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/plancache.h"
 #include "utils/tuplestore.h"
 
 /*
@@ -235,5 +240,172 @@ streamview_batch_rows(PG_FUNCTION_ARGS)
 	rsinfo->returnMode = SFRM_Materialize;
 	rsinfo->setResult = store;
 	rsinfo->setDesc = desc;
+	return (Datum) 0;
+}
+
+/* ---------- pre-aggregating across rounds ----------
+ *
+ * Under load a source worker's batch spans several rounds: it takes what the
+ * queue has ready (streamview.batch_size messages at most), applies it, and
+ * takes more, in the batch's one transaction, until the queue is drained or
+ * the batch reaches streamview.batch_max_time or streamview.batch_max_groups
+ * (source_worker.c).  A round's events are aggregated by the version's
+ * partial statement (codegen.c: its batch_sql's SELECT) into partial rows,
+ * one per (window, keys) of the round, which the version keeps here; only
+ * the round's events are in memory at a time.  At the batch's end the merge
+ * statement reads them through _batch_partials(version_id), groups them
+ * again with the aggregates that merge partial values, and upserts each
+ * (window, keys) once.  The executor does every step, as for one round.
+ */
+
+/* The partial rows a merge statement is reading now; NULL when none. */
+static SvVersion *sv_merging;
+
+/*
+ * Prepare the partial and merge statements of a version, as its owner (in
+ * the caller's run-as), when its batch_sql has the form codegen.c writes;
+ * otherwise the version upserts every round.
+ */
+void
+streamview_prepare_rounds(const SvSource *src, SvVersion *v)
+{
+	MemoryContext vcxt = GetMemoryChunkContext(v);
+	char	   *partial_sql;
+	char	   *merge_sql;
+	SPIPlanPtr	partial;
+	CachedPlanSource *ps;
+
+	if (v->output_kinds == NULL || (partial_sql = streamview_partial_sql(v->batch_sql)) == NULL)
+		return;
+	partial = SPI_prepare(partial_sql, 0, NULL);
+	if (partial == NULL || list_length(SPI_plan_get_plan_sources(partial)) != 1 ||
+		(ps = linitial(SPI_plan_get_plan_sources(partial)))->resultDesc == NULL)
+		return;
+	merge_sql = streamview_merge_sql(v->batch_sql, v->version_id, v->output_kinds, ps->resultDesc,
+									 src->worker_count > 1);
+	if (merge_sql == NULL)
+		return;
+	v->merge_plan = SPI_prepare(merge_sql, 0, NULL);
+	if (v->merge_plan == NULL)
+		elog(ERROR, "could not prepare the merge statement of view \"%s\": %s",
+			 v->view_name, SPI_result_code_string(SPI_result));
+	SPI_keepplan(v->merge_plan);
+	SPI_keepplan(partial);
+	v->partial_plan = partial;
+	v->partial_desc = MemoryContextAllocZero(vcxt, TupleDescSize(ps->resultDesc));
+	TupleDescCopy(v->partial_desc, ps->resultDesc);
+	v->partial_cxt = AllocSetContextCreate(vcxt, "pg_streamview partial rows", ALLOCSET_DEFAULT_SIZES);
+}
+
+/*
+ * Keep the n rows a partial statement returned (tt) for the batch's merge.
+ * Called once the statement succeeded, so that a round applied by halves
+ * (apply.c) keeps the rows of the halves that went through, and only those.
+ */
+void
+streamview_keep_partials(SvVersion *v, SPITupleTable *tt, uint64 n)
+{
+	if (v->partials == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(v->partial_cxt);
+
+		/* beyond work_mem (or 32 MB), the rows go to a temporary file */
+		v->partials = tuplestore_begin_heap(false, false, Max(work_mem, SV_BATCH_ROWS_MEMORY_KB));
+		MemoryContextSwitchTo(old);
+	}
+	for (uint64 i = 0; i < n; i++)
+		tuplestore_puttuple(v->partials, tt->vals[i]);
+	v->npartials += n;
+}
+
+/* Partial rows the versions hold: at most streamview.batch_max_groups. */
+int64
+streamview_partial_rows(List *versions)
+{
+	ListCell   *lc;
+	int64		n = 0;
+
+	foreach(lc, versions)
+		n += ((SvVersion *) lfirst(lc))->npartials;
+	return n;
+}
+
+/* The batch ended (merged, failed or rolled back): forget its partial rows. */
+void
+streamview_drop_partials(SvVersion *v)
+{
+	v->partials = NULL;
+	v->npartials = 0;
+	if (v->partial_cxt)
+		MemoryContextReset(v->partial_cxt);
+}
+
+/* From now until streamview_merge_unfeed, _batch_partials(v) returns v's partial rows. */
+void
+streamview_merge_feed(SvVersion *v)
+{
+	sv_merging = v;
+}
+
+void
+streamview_merge_unfeed(void)
+{
+	sv_merging = NULL;
+}
+
+PG_FUNCTION_INFO_V1(streamview_batch_partials);
+PGDLLEXPORT Datum streamview_batch_partials(PG_FUNCTION_ARGS);
+
+/*
+ * streamview_internal._batch_partials(version_id int) RETURNS SETOF record:
+ * the partial rows of the batch a worker is merging into that version now,
+ * to that version's merge statement only (as _batch_rows).  The rows are
+ * handed over once: the function scan owns them from then on.
+ */
+Datum
+streamview_batch_partials(PG_FUNCTION_ARGS)
+{
+	int32		version_id = PG_GETARG_INT32(0);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SvVersion  *v = sv_merging;
+	TupleDesc	expected;
+	bool		same;
+
+	if (v == NULL || v->version_id != version_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no batch of version %d is being merged here", version_id),
+				 errdetail("%s._batch_partials returns the partial rows a stream view's worker is merging, "
+						   "to that version's own statement only.", STREAMVIEW_INTERNAL_SCHEMA),
+				 errhint("Query the stream view, or the table of its version, instead.")));
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0 || rsinfo->expectedDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s._batch_partials must be called in FROM, with a column list",
+						STREAMVIEW_INTERNAL_SCHEMA)));
+	expected = rsinfo->expectedDesc;
+	same = expected->natts == v->partial_desc->natts;
+	for (int c = 0; same && c < expected->natts; c++)
+		same = TupleDescAttr(expected, c)->atttypid == TupleDescAttr(v->partial_desc, c)->atttypid;
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("the column list of %s._batch_partials does not match view \"%s\"",
+						STREAMVIEW_INTERNAL_SCHEMA, v->view_name)));
+
+	if (v->partials == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+
+		rsinfo->setResult = tuplestore_begin_heap(false, false, work_mem);
+		MemoryContextSwitchTo(old);
+	}
+	else
+		rsinfo->setResult = v->partials;
+	/* the function scan ends the tuplestore: the version no longer has it */
+	v->partials = NULL;
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setDesc = CreateTupleDescCopy(v->partial_desc);
 	return (Datum) 0;
 }

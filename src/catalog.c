@@ -312,7 +312,9 @@ streamview_load_versions(const SvSource *src, int32 replay_version_id)
 						  "(extract(epoch FROM v.allowed_lateness) * 1000000)::int8, ver.window_kind, "
 						  "ver.window_size, ver.window_slide, ver.batch_sql, "
 						  "ver.definition_hash, ver.watermark, ver.max_rate, ver.start_from, "
-						  "ver.window_time_zone, ver.window_origin "
+						  "ver.window_time_zone, ver.window_origin, "
+						  "(SELECT string_agg(o->>'kind', ',' ORDER BY n) "
+						  " FROM jsonb_array_elements(ver.definition->'outputs') WITH ORDINALITY AS a(o, n)) "
 						  "FROM streamview.versions ver JOIN streamview.views v USING (view_id) "
 						  "WHERE v.source_id = $1 AND " SV_WORKER_VERSIONS
 						  " ORDER BY ver.version_id",
@@ -345,6 +347,8 @@ streamview_load_versions(const SvSource *src, int32 replay_version_id)
 		wm = SPI_getbinval(tup, desc, 14, &isnull);
 		v->has_cut = !isnull;
 		v->cut = isnull ? 0 : DatumGetTimestampTz(wm);
+		(void) SPI_getbinval(tup, desc, 17, &isnull);
+		v->output_kinds = isnull ? NULL : MemoryContextStrdup(cxt, sv_text(tup, desc, 17));
 		streamview_load_offsets(v);
 		if (src->event_id_col >= 0)
 			streamview_load_seen(src, v);

@@ -55,6 +55,17 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/ruleutils.h"
+
+/*
+ * A version's table keeps this much of each page for its rows, the rest for
+ * their next versions: every batch updates the rows it touches, and with
+ * room on the page the update is HOT, which adds no index entry.  On many
+ * groups, index insertions were a sixth of a worker's time
+ * (docs/architecture.md).
+ */
+#define SV_TABLE_FILLFACTOR 70
 
 static void
 sv_json_kv(StringInfo buf, const char *key, const char *value, bool comma)
@@ -342,7 +353,7 @@ streamview_version_sql(PG_FUNCTION_ARGS)
 		elog(ERROR, "streamview_internal._version_sql must return a record");
 	c = streamview_compile_view(caller, caller_path, source, query);
 	values[0] = sv_definition(c);
-	values[1] = CStringGetTextDatum(psprintf("CREATE TABLE %s (%s)", table, sv_table_columns(c)));
+	values[1] = CStringGetTextDatum(psprintf("CREATE TABLE %s (%s) WITH (fillfactor = " CppAsString2(SV_TABLE_FILLFACTOR) ")", table, sv_table_columns(c)));
 	values[2] = CStringGetTextDatum(psprintf("CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT",
 											 table, sv_key_columns(c)));
 	values[3] = CStringGetTextDatum(sv_batch_sql(c, table, streamview_batch_rows_from(source, version_id)));
@@ -406,4 +417,144 @@ streamview_batch_sql_0_2(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%.*s%s%s", rv->location, sql,
 											  streamview_batch_rows_from(source, version_id),
 											  sql + rv->location + strlen(old_from))));
+}
+
+/*
+ * Pre-aggregating across rounds (batch.c).  A batch that spans several
+ * rounds of messages aggregates each round with the SELECT part of the
+ * version's batch_sql (the partial statement) and keeps the partial rows;
+ * at the batch's end the merge statement groups them again, combining each
+ * aggregate with the SQL aggregate that merges its partial values (count
+ * and sum by sum, min by min, max by max, bool_and and bool_or by
+ * themselves: the same merges the upsert's DO UPDATE makes), and upserts
+ * them with batch_sql's own INSERT, ORDER BY and ON CONFLICT clauses.  So
+ * each (window, keys) is upserted once per batch, however many rounds it
+ * took.
+ *
+ * Both are cut from batch_sql where the parser says its parts are (never by
+ * searching the user's expressions): the select list starts at its first
+ * target, ON CONFLICT at its clause; ORDER BY, which sv_batch_sql writes
+ * last before ON CONFLICT with column numbers only, is the last " ORDER BY "
+ * before it.  A statement of another form (a version made by 0.1, which
+ * has no ORDER BY) returns NULL: that version upserts every round.
+ *
+ * The merge keeps the ORDER BY only when it is needed (ordered): it is
+ * there so that two workers of a source lock rows in one order; a source
+ * with one worker has no one to wait for, and sorting a batch's rows was a
+ * tenth of a worker's time on many groups (docs/architecture.md).
+ */
+static bool
+sv_batch_sql_parts(const char *sql, int *select_at, int *order_at, int *conflict_at)
+{
+	List	   *stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	RawStmt    *raw;
+	InsertStmt *ins;
+	SelectStmt *select;
+	const char *p;
+
+	if (list_length(stmts) != 1 ||
+		!IsA((raw = linitial_node(RawStmt, stmts))->stmt, InsertStmt))
+		return false;
+	ins = (InsertStmt *) raw->stmt;
+	select = (SelectStmt *) ins->selectStmt;
+	if (select == NULL || !IsA(select, SelectStmt) || select->targetList == NIL ||
+		select->groupClause == NIL || select->sortClause == NIL ||
+		ins->onConflictClause == NULL || ins->onConflictClause->location < 0 ||
+		linitial_node(ResTarget, select->targetList)->location < 0)
+		return false;
+	*select_at = linitial_node(ResTarget, select->targetList)->location;
+	*conflict_at = ins->onConflictClause->location;
+	*order_at = -1;
+	for (p = sql + *select_at; (p = strstr(p, " ORDER BY ")) != NULL && p < sql + *conflict_at; p++)
+		*order_at = p - sql;
+	return *order_at > *select_at &&
+		strncmp(sql + *select_at - strlen("SELECT "), "SELECT ", strlen("SELECT ")) == 0;
+}
+
+/* The partial statement of a batch_sql, or NULL (see above). */
+char *
+streamview_partial_sql(const char *batch_sql)
+{
+	int			select_at,
+				order_at,
+				conflict_at;
+
+	if (!sv_batch_sql_parts(batch_sql, &select_at, &order_at, &conflict_at))
+		return NULL;
+	return psprintf("SELECT %.*s", order_at - select_at, batch_sql + select_at);
+}
+
+/*
+ * The merge statement of a batch_sql whose partial statement returns rows
+ * of partial_desc, for outputs of those kinds (definition's outputs, in
+ * order, comma-separated), or NULL if they do not match.
+ */
+char *
+streamview_merge_sql(const char *batch_sql, int32 version_id, const char *kinds,
+					 TupleDesc partial_desc, bool ordered)
+{
+	int			select_at,
+				order_at,
+				conflict_at;
+	StringInfoData sel,
+				cols,
+				grp;
+	int			c = 2;			/* after window_start and window_end */
+	char	   *list = pstrdup(kinds);
+	char	   *kind;
+	char	   *save;
+
+	if (!sv_batch_sql_parts(batch_sql, &select_at, &order_at, &conflict_at))
+		return NULL;
+	initStringInfo(&sel);
+	initStringInfo(&cols);
+	initStringInfo(&grp);
+	appendStringInfoString(&sel, "p.c1, p.c2");
+	appendStringInfoString(&grp, "1, 2");
+	for (kind = strtok_r(list, ",", &save); kind != NULL; kind = strtok_r(NULL, ",", &save))
+	{
+		if (c >= partial_desc->natts)
+			return NULL;
+		c++;
+		if (strcmp(kind, "key") == 0)
+		{
+			appendStringInfo(&sel, ", p.c%d", c);
+			appendStringInfo(&grp, ", %d", c);
+		}
+		else if (strcmp(kind, "count") == 0)
+			appendStringInfo(&sel, ", sum(p.c%d)::bigint", c);
+		else if (strcmp(kind, "sum") == 0 || strcmp(kind, "avg") == 0)
+		{
+			Form_pg_attribute a = TupleDescAttr(partial_desc, c - 1);
+
+			appendStringInfo(&sel, ", sum(p.c%d)::%s", c,
+							 format_type_with_typemod(a->atttypid, a->atttypmod));
+			if (strcmp(kind, "avg") == 0)
+			{
+				if (c >= partial_desc->natts)
+					return NULL;
+				c++;
+				appendStringInfo(&sel, ", sum(p.c%d)::bigint", c);
+			}
+		}
+		else if (strcmp(kind, "min") == 0 || strcmp(kind, "max") == 0 ||
+				 strcmp(kind, "bool_and") == 0 || strcmp(kind, "bool_or") == 0)
+			appendStringInfo(&sel, ", %s(p.c%d)", kind, c);
+		else
+			return NULL;
+	}
+	if (c != partial_desc->natts)
+		return NULL;
+	for (int i = 0; i < partial_desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(partial_desc, i);
+
+		appendStringInfo(&cols, "%sc%d %s", i ? ", " : "", i + 1,
+						 format_type_with_typemod(a->atttypid, a->atttypmod));
+		if (OidIsValid(a->attcollation) && a->attcollation != get_typcollation(a->atttypid))
+			appendStringInfo(&cols, " COLLATE %s", generate_collation_name(a->attcollation));
+	}
+	return psprintf("%.*s%s FROM " STREAMVIEW_INTERNAL_SCHEMA "._batch_partials(%d) AS p(%s) GROUP BY %s %s",
+					select_at, batch_sql, sel.data, version_id, cols.data, grp.data,
+					batch_sql + (ordered ? order_at + 1 : conflict_at));
 }

@@ -21,8 +21,9 @@
  *  - A connection problem is kept until there is evidence of health, and
  *	  a retry that fails the same way does not make it a new problem
  *	  (sv_error_cb).
- *  - A batch is what the queue has ready, never held back to fill up
- *	  (streamview_kafka_consume).
+ *  - A batch (or a round of one) is what the queue has ready, never held
+ *	  back to fill up (streamview_kafka_consume); whether the queue was
+ *	  drained tells the worker to end its batch (streamview_kafka_drained).
  *  - A worker asked to stop stops within a second, whatever the broker
  *	  does: the wait for messages is on the worker's latch too, every other
  *	  wait for the broker is cut in steps of SV_KAFKA_STEP_MS with the stop
@@ -83,6 +84,7 @@ struct SvKafka
 	int			nsockets;
 	int			sockets[SV_KAFKA_MAX_SOCKETS];
 	bool		closing;
+	bool		drained;		/* the last consume ended with nothing more ready */
 };
 
 /* Defaults that differ from librdkafka's, before the user's options. */
@@ -539,6 +541,7 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes, int
 	int64		bytes = 0;
 	int			n = 0;
 
+	k->drained = false;
 	for (;;)
 	{
 		int			want = Min(max - n, SV_KAFKA_TAKE);
@@ -552,6 +555,7 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes, int
 			break;
 		if (got == want)
 			continue;			/* there may be more ready */
+		k->drained = true;
 		if (n > 0)
 			break;				/* drained: apply what came */
 		left_ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
@@ -566,6 +570,17 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes, int
 	if (n > 0)
 		k->problem[0] = '\0';	/* messages arrive: the brokers are there */
 	return n;
+}
+
+/*
+ * Whether the last streamview_kafka_consume ended because the queue had
+ * nothing more ready (rather than at its bounds): a source worker ends its
+ * batch then (source_worker.c), so that a modest stream is applied at once.
+ */
+bool
+streamview_kafka_drained(SvKafka *k)
+{
+	return k->drained;
 }
 
 int

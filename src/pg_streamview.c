@@ -23,6 +23,8 @@ char	   *streamview_database = NULL;
 int			streamview_batch_size = 10000;
 int			streamview_batch_timeout_ms = 100;
 int			streamview_batch_max_bytes_kb = 16384;
+int			streamview_batch_max_groups = 100000;
+int			streamview_batch_max_time_ms = 1000;
 int			streamview_launcher_naptime_ms = 1000;
 int			streamview_max_restart_delay_s = 60;
 int			streamview_restart_delay_s = 1;
@@ -55,13 +57,27 @@ _PG_init(void)
 
 	/* Alphabetical. */
 	DefineCustomIntVariable("streamview.batch_max_bytes",
-							"Most bytes of message keys and payloads a source worker applies in one transaction.",
-							"A batch ends at batch_size messages or at this many bytes, whichever comes first.",
+							"Most bytes of message keys and payloads a source worker holds in memory at once.",
+							"A round of a batch ends at batch_size messages or at this many bytes, whichever comes first.",
 							&streamview_batch_max_bytes_kb, 16384, 64, 1048576,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.batch_max_groups",
+							"Most partial rows a source worker's batch holds before it ends.",
+							"Under load a batch takes several rounds of messages, each aggregated into "
+							"partial rows (one per window and keys of the round), and upserts each window "
+							"and keys once at its end; it ends when the queue is drained, or at this many "
+							"partial rows, or at batch_max_time.",
+							&streamview_batch_max_groups, 100000, 1, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.batch_max_time",
+							"Longest a source worker's batch of several rounds takes in rounds before it ends.",
+							"Under load, what is read is visible at most this long (plus the time to apply "
+							"it) after the batch began; a batch also ends when the queue is drained.",
+							&streamview_batch_max_time_ms, 1000, 0, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_size",
-							"Most messages a source worker applies in one transaction.",
-							"A batch holds what the worker's queue has ready, up to this many messages.",
+							"Most messages a source worker holds in memory at once: one round of a batch.",
+							"A round takes what the worker's queue has ready, up to this many messages.",
 							&streamview_batch_size, 10000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_timeout",

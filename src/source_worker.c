@@ -4,13 +4,15 @@
  *	  The source worker, sources.workers per source, and the loop it shares
  *	  with the replay worker; both are started by the launcher.
  *
- * Loop: take the messages the consumer queue has ready (at most
+ * Loop: take the messages the consumer queue has ready (a round: at most
  * streamview.batch_size messages and streamview.batch_max_bytes; idle, wait
- * at most streamview.batch_timeout for a first one), then apply them at once
- * in ONE transaction that holds the upserts of every version, their
- * offsets, watermarks, counters, seen ids and dead letters.  Offsets are
- * only ever read from PostgreSQL, so a crash at any point resumes exactly
- * after the last committed batch.
+ * at most streamview.batch_timeout for a first one), then apply them in ONE
+ * transaction that holds the upserts of every version, their offsets,
+ * watermarks, counters, seen ids and dead letters.  Under load the batch
+ * takes further rounds in that transaction, pre-aggregated, until the queue
+ * is drained or streamview.batch_max_groups or batch_max_time is reached
+ * (sv_apply, batch.c).  Offsets are only ever read from PostgreSQL, so a
+ * crash at any point resumes exactly after the last committed batch.
  *
  * When nothing arrives the worker sleeps on a WaitEventSet holding its latch
  * and the Kafka queue's wake-up pipe, and every second refreshes watermarks
@@ -48,6 +50,7 @@
  *-------------------------------------------------------------------------
  */
 #include "pg_streamview.h"
+
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -91,9 +94,13 @@ typedef struct SvWorker
 	char	   *last_error;
 	TimestampTz last_partition_check;
 	TimestampTz last_housekeeping;
+	int			capacity;		/* of the events array: streamview.batch_size */
+	int64		one_round_left; /* messages to read one round a batch (a merge failed) */
 } SvWorker;
 
 static SvWorker worker;
+
+static void sv_reload_and_assign(void);
 
 /*
  * Does this worker read partition p?  Of the partitions the source reads
@@ -129,6 +136,10 @@ sv_free_versions(void)
 
 		if (v->plan)
 			SPI_freeplan(v->plan);
+		if (v->partial_plan)
+			SPI_freeplan(v->partial_plan);
+		if (v->merge_plan)
+			SPI_freeplan(v->merge_plan);
 		MemoryContextDelete(GetMemoryChunkContext(v));
 	}
 	list_free(worker.versions);
@@ -418,14 +429,63 @@ sv_check_log_end(SvVersion *v, int32 p, int64 end)
 }
 
 /*
- * Apply one batch.  Returns false when the catalog changed under us; the
- * batch was then not applied, and the caller must reload and re-assign.
+ * The next round of a batch of several: what the queue has ready now,
+ * without waiting, in the batch's memory (the previous round's is freed).
+ */
+static int
+sv_next_round(SvEvent *events)
+{
+	MemoryContext old;
+	int			n;
+
+	MemoryContextReset(worker.batch_cxt);
+	old = MemoryContextSwitchTo(worker.batch_cxt);
+	n = streamview_kafka_consume(worker.kafka, events, worker.capacity,
+								 (int64) streamview_batch_max_bytes_kb * 1024, 0);
+	MemoryContextSwitchTo(old);
+	return n;
+}
+
+/*
+ * Roll back a batch whose merge failed, and read its messages again one
+ * round a batch: a round that is a batch of its own upserts its events
+ * directly, and an event that fails is found and dead-lettered there
+ * (apply.c).  The versions are loaded again (their offsets and remembered
+ * ids as committed) and the partitions re-assigned at the stored offsets.
+ */
+static void
+sv_roll_back_batch(int64 consumed)
+{
+	AbortCurrentTransaction();
+	streamview_batch_aborted();
+	MemoryContextSwitchTo(worker.loop_cxt);
+	worker.one_round_left = consumed;
+	sv_reload_and_assign();
+}
+
+/*
+ * Apply one batch, starting with the round in events[0..n).  Returns false
+ * when the catalog changed under us; the batch was then not applied, and
+ * the caller must reload and re-assign.
+ *
+ * A source worker's batch takes further rounds while the queue still has
+ * messages ready (each round at most streamview.batch_size messages in
+ * memory), pre-aggregating them (batch.c), until the queue is drained, the
+ * batch has taken streamview.batch_max_time, or its versions hold
+ * streamview.batch_max_groups partial rows; then it merges them, upserting
+ * each (window, keys) once, and commits the offsets with them.  A round
+ * that drained the queue at once is a batch by itself, upserted directly:
+ * a modest stream is applied as soon as it arrives.  A replay worker's
+ * batch is one round (replay.c paces it).
  */
 static bool
 sv_apply(SvEvent *events, int n)
 {
 	char	   *sig;
 	bool		caught_up;
+	TimestampTz start = GetCurrentTimestamp();
+	bool		rounds;
+	int64		consumed = 0;
 
 	streamview_begin_batch("applying batch");
 	sig = sv_signature();
@@ -449,8 +509,29 @@ sv_apply(SvEvent *events, int n)
 			streamview_note_log_end(lfirst(lc), p, end);
 		}
 	}
-	streamview_apply_batch(worker.src, worker.versions, events, n,
-						   worker.kind == SV_WORKER_SOURCE);
+	rounds = worker.kind == SV_WORKER_SOURCE && streamview_batch_max_time_ms > 0 &&
+		worker.one_round_left <= 0 && !streamview_kafka_drained(worker.kafka);
+	for (;;)
+	{
+		streamview_apply_round(worker.src, worker.versions, events, n,
+							   worker.kind == SV_WORKER_SOURCE, rounds);
+		consumed += n;
+		if (!rounds || streamview_stop_requested() ||
+			streamview_partial_rows(worker.versions) >= streamview_batch_max_groups ||
+			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), streamview_batch_max_time_ms))
+			break;
+		n = sv_next_round(events);
+		if (n == 0)
+			break;
+		pgstat_report_activity(STATE_RUNNING, "applying batch");
+	}
+	if (worker.one_round_left > 0)
+		worker.one_round_left -= consumed;
+	if (!streamview_end_batch(worker.src, worker.versions))
+	{
+		sv_roll_back_batch(consumed);
+		return true;
+	}
 	if (worker.kind == SV_WORKER_SOURCE)
 		sv_record_marks();
 	caught_up = worker.kind == SV_WORKER_REPLAY && streamview_replay_check_caught_up(sv_replayed_version());
@@ -598,6 +679,7 @@ sv_main_loop(void)
 			capacity = streamview_batch_size;
 			events = events ? repalloc(events, capacity * sizeof(SvEvent))
 				: MemoryContextAlloc(TopMemoryContext, capacity * sizeof(SvEvent));
+			worker.capacity = capacity;
 		}
 
 		MemoryContextReset(worker.batch_cxt);

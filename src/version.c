@@ -135,7 +135,8 @@ streamview_fail_version(SvVersion *v, ErrorData *err)
 /*
  * Prepare the version's statement, as its owner: the names in it resolve,
  * and its privileges are checked, as that role's.  It reads the batch from
- * the worker's memory (batch.c), so there is nothing else to make.
+ * the worker's memory (batch.c), so there is nothing else to make but
+ * the partial and merge statements a batch of several rounds runs instead.
  */
 void
 streamview_prepare_version(const SvSource *src, SvVersion *v)
@@ -149,4 +150,8 @@ streamview_prepare_version(const SvSource *src, SvVersion *v)
 		elog(ERROR, "could not prepare the statement of view \"%s\": %s",
 			 v->view_name, SPI_result_code_string(SPI_result));
 	SPI_keepplan(v->plan);
+	/* and the two that pre-aggregate a batch across rounds (batch.c) */
+	streamview_run_as_begin(v->owner, &ra);
+	streamview_prepare_rounds(src, v);
+	streamview_run_as_end(&ra);
 }

@@ -22,6 +22,14 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'streamview_batch_rows'
 LANGUAGE C VOLATILE STRICT;
 
+-- The partial rows a worker is merging into a version at the end of a batch
+-- of several rounds (batch.c): what the version's merge statement reads.
+-- Anywhere else, or for another version, it raises an error, as _batch_rows.
+CREATE FUNCTION streamview_internal._batch_partials(version_id int)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'streamview_batch_partials'
+LANGUAGE C VOLATILE STRICT;
+
 -- A version's batch_sql as 0.2 runs it: a statement made by 0.1, which read
 -- the temporary table pg_temp.sv_batch_<version_id>, reads _batch_rows
 -- instead (codegen.c).  For the update from 0.1.

@@ -23,6 +23,8 @@ GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
 -- view's owner.  It returns rows only to that statement, inside the worker
 -- applying the batch (batch.c), and raises an error anywhere else.
 GRANT EXECUTE ON FUNCTION streamview_internal._batch_rows(int) TO PUBLIC;
+-- and merges a batch of several rounds with _batch_partials, likewise.
+GRANT EXECUTE ON FUNCTION streamview_internal._batch_partials(int) TO PUBLIC;
 
 -- validate compares t-digest columns with _tdigests_differ, as the view's
 -- owner; it computes from its arguments only.

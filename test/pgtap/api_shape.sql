@@ -14,7 +14,7 @@ SELECT functions_are('streamview', ARRAY[
     'the schema streamview holds the API, nothing else: \df streamview.* lists it');
 -- Internals, in a schema of their own, closed to PUBLIC.
 SELECT functions_are('streamview_internal', ARRAY[
-    '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_batch_rows', '_batch_sql_0_2', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
+    '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_batch_partials', '_batch_rows', '_batch_sql_0_2', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_column_spec', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_format_args', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
@@ -53,9 +53,9 @@ SELECT is_empty($$
     SELECT p.oid::regprocedure FROM pg_proc p
      WHERE p.pronamespace IN ('streamview'::regnamespace, 'streamview_internal'::regnamespace)
        AND p.proname NOT IN ('tumble', 'hop', '_consumer_group', '_partitions_text', '_reads_partition', '_batch_rows',
-                             '_tdigests_differ')
+                             '_batch_partials', '_tdigests_differ')
        AND has_function_privilege('public', p.oid, 'EXECUTE') $$,
-    'PUBLIC may execute nothing but tumble, hop, _consumer_group, _partitions_text and _reads_partition (for the monitoring views), _batch_rows (for the views'' owners) and _tdigests_differ (for validate, as the views'' owners)');
+    'PUBLIC may execute nothing but tumble, hop, _consumer_group, _partitions_text and _reads_partition (for the monitoring views), _batch_rows and _batch_partials (for the views'' owners) and _tdigests_differ (for validate, as the views'' owners)');
 SELECT function_privs_are('streamview', 'tumble', ARRAY['timestamptz', 'interval'], 'public',
                           ARRAY['EXECUTE'], 'PUBLIC may call tumble');
 SELECT function_privs_are('streamview', 'hop', ARRAY['timestamptz', 'interval', 'interval'], 'public',
