@@ -2,7 +2,7 @@
 -- takes them, what it refuses and why, and where the registry's credentials
 -- show (as other secrets: to the source's owner only, ******** in the
 -- history).  Decoding Avro is tested with a broker and a registry, in
--- t/026_avro.pl.
+-- t/031_avro.pl.
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
 \set SHOW_CONTEXT never
 \pset null '(null)'

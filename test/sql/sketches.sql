@@ -4,7 +4,7 @@
 -- compiled with the extensions' own functions, found in whatever schema the
 -- extensions were created; a version's table depends on the extensions.
 -- Their streaming behaviour (merges, restarts, rebuilds) is tested with a
--- broker in t/026_sketches.pl.
+-- broker in t/033_sketches.pl.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
 RESET client_min_messages;

@@ -4,7 +4,7 @@
 -- the wrong view, permissions).  No worker runs here: the rows, ledger and
 -- ids a worker would have written are written by hand.  Restoring while
 -- the log streams, and the restored version against a full rebuild, are
--- tested with a broker in t/026_snapshots.pl.
+-- tested with a broker in t/029_snapshots.pl.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
 RESET client_min_messages;

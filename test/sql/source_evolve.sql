@@ -2,7 +2,7 @@
 -- columns (what a column a version reads refuses, what one no version reads
 -- allows), what source_changes and versions.source_definition record, and
 -- the errors of check_source and replay_dead_letters before they read
--- anything.  Reading history with a broker: t/026_evolve.pl.
+-- anything.  Reading history with a broker: t/030_evolve.pl.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
 RESET client_min_messages;
