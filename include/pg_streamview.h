@@ -100,7 +100,8 @@ typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 #define SV_SOURCE_SETTINGS \
 	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
 	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
-	"extract(epoch FROM s.max_future), s.partitions, s.workers)::text)"
+	"extract(epoch FROM s.max_future), s.partitions, s.workers, " \
+	"extract(epoch FROM s.archive))::text)"
 #define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
 
 /* A source, as the worker sees it (catalog.c loads it). */
@@ -135,6 +136,7 @@ typedef struct SvSource
 	 */
 	int			worker_index;
 	int			worker_count;	/* 1 for a replay worker, which reads them all */
+	int64		archive_us;		/* sources.archive; -1: no archive (archive.c) */
 } SvSource;
 
 /*
@@ -231,6 +233,7 @@ typedef struct SvEvent
 	int			paylen;
 	bool		has_broker_time;	/* the broker gave the message a timestamp */
 	TimestampTz broker_time;	/* its CreateTime or LogAppendTime */
+	char	   *headers;		/* JSON [[name, base64 value or null], ...]; NULL: none */
 	SvReason	reason;			/* SV_REASON_NONE when readable */
 	char	   *error;
 	Datum	   *values;
@@ -333,6 +336,7 @@ extern char *streamview_database;
 extern int	streamview_batch_size;
 extern int	streamview_batch_timeout_ms;
 extern int	streamview_batch_max_bytes_kb;
+extern char *streamview_archive_tablespace;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
@@ -386,11 +390,25 @@ extern void streamview_worker_context(const char *description);
 extern void streamview_worker_context_event(int32 partition, int64 offset);
 
 /* ------------------------------------------------------------- in replay.c */
-extern void streamview_replay_start(SvVersion *v, SvKafka *kafka, int nparts);
+extern void streamview_replay_start(const SvSource *src, SvVersion *v, SvKafka *kafka, int nparts);
 extern int	streamview_replay_batch_limit(SvVersion *v, int capacity);
 extern void streamview_replay_throttle(SvVersion *v, int n);
 extern bool streamview_replay_check_caught_up(SvVersion *v);
 extern void streamview_replay_done(SvVersion *v) pg_attribute_noreturn();
+
+extern bool streamview_replay_archive_plan(SvVersion *v, const SvSource *src, int64 *log_start,
+										  int nparts);
+extern bool streamview_replay_archive_recheck(SvVersion *v, const SvSource *src, SvKafka *kafka,
+											  int nparts);
+extern int	streamview_replay_archive_batch(SvVersion *v, const SvSource *src, SvEvent *out,
+											int max, MemoryContext cxt);
+
+/* ------------------------------------------------------------ in archive.c */
+extern void streamview_archive_store(const SvSource *src, const SvEvent *events, int n);
+extern int	streamview_archive_read(int32 source_id, int32 partition, int64 from, int64 before,
+									int max, SvEvent *out, MemoryContext cxt);
+extern int64 streamview_archive_first(int32 source_id, int32 partition, int64 from);
+extern void streamview_archive_housekeeping(const SvSource *src, SvKafka *k, int nparts);
 
 /* ------------------------------------------------------------- in window.c */
 extern int64 streamview_interval_usecs(const Interval *iv, const char *what);
@@ -444,6 +462,7 @@ extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
 extern int64 streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms);
+extern int64 streamview_kafka_log_start_known(SvKafka *k, int32 partition);
 extern void streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_offsets);
 extern char *streamview_kafka_report(SvKafka *k);
 extern void streamview_kafka_close(SvKafka *k);

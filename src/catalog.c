@@ -172,7 +172,8 @@ streamview_load_source(int32 source_id)
 						  "CASE WHEN s.partitions IS NOT NULL THEN ARRAY(SELECT lower(r) FROM unnest(s.partitions) r "
 						  "ORDER BY 1) END, "
 						  "ARRAY(SELECT coalesce(upper(r) - 1, 2147483647) FROM unnest(s.partitions) r ORDER BY lower(r)), "
-						  "workers FROM streamview.sources s WHERE source_id = $1",
+						  "workers, (extract(epoch FROM archive) * 1000000)::int8 "
+						  "FROM streamview.sources s WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
@@ -195,6 +196,7 @@ streamview_load_source(int32 source_id)
 	sv_load_partitions(src, tup, desc, 11);	/* and 12 */
 	src->workers = Max(DatumGetInt32(SPI_getbinval(tup, desc, 13, &(bool){false})), 1);
 	src->worker_count = 1;		/* until a source worker says otherwise */
+	src->archive_us = sv_int8(tup, desc, 14, -1);
 
 	sv_load_columns(src, event_time, event_id);
 

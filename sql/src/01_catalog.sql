@@ -31,7 +31,10 @@ CREATE TABLE streamview.sources (
     -- source workers reading it: worker k reads, of the partitions above,
     -- those p with p % workers = k (create_source, alter_source;
     -- _workers_arg checks it)
-    workers              int NOT NULL DEFAULT 1
+    workers              int NOT NULL DEFAULT 1,
+    -- how long every consumed message is kept in streamview.archive
+    -- (docs/archive.md); NULL: no archive
+    archive              interval
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as
@@ -117,6 +120,9 @@ CREATE TABLE streamview.versions (
     retired_at        timestamptz,
     retired_by        name,
     failed_at         timestamptz,
+    -- rebuild(accept_data_loss => true): the replay may start although
+    -- neither Kafka nor the archive still has every message it would read
+    accept_data_loss  bool NOT NULL DEFAULT false,
     PRIMARY KEY (view_id, version),
     CONSTRAINT versions_window_zone_check CHECK ((window_time_zone IS NULL) = (window_origin IS NULL))
 );

@@ -22,6 +22,7 @@ COMMENT ON COLUMN streamview.sources.max_future IS 'an event further ahead of it
 COMMENT ON COLUMN streamview.sources.paused_at IS 'when pause() paused the source; NULL while it is read';
 COMMENT ON COLUMN streamview.sources.partitions IS 'the topic''s partitions the source reads (partitions =>), normalized; NULL: every partition, including those added later';
 COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it: worker k reads, of the partitions it reads, those p with p % workers = k';
+COMMENT ON COLUMN streamview.sources.archive IS 'how long every consumed message is kept in streamview.archive; NULL: no archive';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -85,6 +86,7 @@ COMMENT ON COLUMN streamview.versions.swapped_by IS 'who swapped it in';
 COMMENT ON COLUMN streamview.versions.retired_at IS 'when it was dropped';
 COMMENT ON COLUMN streamview.versions.retired_by IS 'who dropped it';
 COMMENT ON COLUMN streamview.versions.failed_at IS 'when it failed';
+COMMENT ON COLUMN streamview.versions.accept_data_loss IS 'rebuild(accept_data_loss => true): its replay may start although neither Kafka nor the archive has every message it would read';
 
 COMMENT ON TABLE streamview.offsets IS 'per version and partition: position in the log, event-time high mark and the ledger consumed = applied + duplicates + too_late + dead_lettered, written with the upserts';
 COMMENT ON COLUMN streamview.offsets.version_id IS 'the version';
@@ -277,3 +279,29 @@ COMMENT ON COLUMN streamview.status.last_batch_duration IS 'how long the last ba
 COMMENT ON COLUMN streamview.status.held_back_by IS 'the partitions holding the watermark back, including ones that never had a message';
 COMMENT ON COLUMN streamview.status.applied_broker_time IS 'freshness: broker timestamp of the newest message applied, over all partitions; NULL when none had one';
 COMMENT ON COLUMN streamview.status.visible_delay IS 'freshness: from applied_broker_time to the commit of the batch that made that message visible';
+
+COMMENT ON TABLE streamview.archive IS 'every message a source with archive => consumed, written with the batch that consumed it; partitioned by source, then by archived_at (docs/archive.md)';
+COMMENT ON COLUMN streamview.archive.source_id IS 'the source (streamview.sources.source_id)';
+COMMENT ON COLUMN streamview.archive.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.archive."offset" IS 'the message''s offset in its partition';
+COMMENT ON COLUMN streamview.archive.broker_time IS 'the message''s broker timestamp (CreateTime or LogAppendTime); NULL when it had none';
+COMMENT ON COLUMN streamview.archive.key IS 'the message''s key; NULL for a null key';
+COMMENT ON COLUMN streamview.archive.payload IS 'the message''s payload; NULL for a null payload';
+COMMENT ON COLUMN streamview.archive.headers IS 'the message''s headers as [[name, base64 value or null], ...]; NULL when it had none';
+COMMENT ON COLUMN streamview.archive.archived_at IS 'when it was archived: retention drops it once this is older than the source''s archive interval';
+
+COMMENT ON TABLE streamview.log_starts IS 'the first offset each partition''s log still has, as the source''s workers last heard; rebuild checks it against the archive';
+COMMENT ON COLUMN streamview.log_starts.source_id IS 'the source';
+COMMENT ON COLUMN streamview.log_starts.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.log_starts.log_start IS 'the first offset the brokers still keep';
+COMMENT ON COLUMN streamview.log_starts.updated_at IS 'when a worker last stored a change of it';
+
+COMMENT ON VIEW streamview.archives IS 'per source and partition, what the archive keeps (reads the whole archive)';
+COMMENT ON COLUMN streamview.archives.source_name IS 'the source';
+COMMENT ON COLUMN streamview.archives.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.archives.first_offset IS 'the lowest offset archived';
+COMMENT ON COLUMN streamview.archives.last_offset IS 'the highest offset archived';
+COMMENT ON COLUMN streamview.archives.messages IS 'messages archived (last_offset - first_offset + 1 when there is no gap)';
+COMMENT ON COLUMN streamview.archives.bytes IS 'bytes of keys, payloads and headers as stored (after compression)';
+COMMENT ON COLUMN streamview.archives.oldest IS 'the oldest broker timestamp archived';
+COMMENT ON COLUMN streamview.archives.newest IS 'the newest broker timestamp archived';
