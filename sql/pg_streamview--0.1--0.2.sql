@@ -2466,13 +2466,6 @@ SELECT string_agg(format('partition %s: offsets %s to %s', m.partition, m.first_
   FROM streamview_internal._archive_missing(sid, parts, wants, starts) m
 $$;
 
-CREATE OR REPLACE FUNCTION streamview_internal._archive_rows(OUT partition int, OUT "offset" bigint,
-                                                  OUT broker_time timestamptz, OUT key bytea,
-                                                  OUT payload bytea, OUT headers jsonb)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'streamview_archive_rows'
-LANGUAGE C VOLATILE;
-
 -- gone: streamview._may_read_source(text, name)
 -- gone: streamview._compile(text, text)
 -- gone: streamview._notify_launcher()

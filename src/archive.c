@@ -6,9 +6,10 @@
  *	  batch that consumed it; read back by a replay for the offsets Kafka no
  *	  longer keeps (replay.c).
  *
- * Writing: one INSERT ... SELECT per batch, whose rows come from the
- * worker's memory (streamview_internal._archive_rows, fed like batch.c's
- * _batch_rows): no statement per message.  Each message is archived once:
+ * Writing: straight from the worker's memory into the table that covers
+ * now, in groups (heap_multi_insert, as COPY does), with their index
+ * entries: no statement, no executor, per message or per batch.  Each
+ * message is archived once:
  * a worker that re-reads a partition from a lower offset (a new view
  * starts from the log's beginning) skips the offsets already archived,
  * which it knows per partition (the archive's highest offset, looked up
@@ -32,41 +33,37 @@
  */
 #include "pg_streamview.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "funcapi.h"
+#include "executor/executor.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
-#include "utils/tuplestore.h"
+#include "utils/rel.h"
 
 /* The least time between two runs of the archive's housekeeping. */
 #define SV_ARCHIVE_MIN_PERIOD_US USECS_PER_SEC
 #define SV_ARCHIVE_MAX_PERIOD_US (60 * USECS_PER_SEC)
+/* Columns of streamview.archive, and rows inserted at once. */
+#define SV_ARCHIVE_NATTS 8
+#define SV_ARCHIVE_GROUP 1000
 /* How often the log starts are looked at. */
 #define SV_LOG_START_PERIOD_US (5 * USECS_PER_SEC)
-
-/* The messages the worker is archiving now; n < 0 when none. */
-static const SvEvent *sv_arch_events;
-static const int *sv_arch_idx;
-static int	sv_arch_n = -1;
 
 /* Per partition: the next offset not archived yet; -2: not looked up yet. */
 static int64 *sv_archived_next = NULL;
 static int	sv_narchived = 0;
 static int32 sv_archived_source = 0;
 
-/* The prepared INSERT of the source's archive. */
-static SPIPlanPtr sv_insert_plan = NULL;
-
 /* What housekeeping last stored, and when it ran. */
 static int64 *sv_log_starts = NULL;
 static int	sv_nlog_starts = 0;
 static TimestampTz sv_last_retention = 0;
 static TimestampTz sv_last_log_starts = 0;
-
-PG_FUNCTION_INFO_V1(streamview_archive_rows);
-PGDLLEXPORT Datum streamview_archive_rows(PG_FUNCTION_ARGS);
 
 /*
  * The highest archived offset of partition p, plus one (-1: nothing
@@ -108,61 +105,48 @@ sv_archived_next_of(const SvSource *src, int32 p)
 }
 
 /*
- * Archive the messages of a batch the source worker consumed, in the
- * batch's transaction (SPI connected): every message, whatever became of
- * it (applied, duplicate, too late, dead letter), but those already
- * archived.
+ * The table of the source's archive that takes the rows archived now
+ * (archived_at = the transaction's start): the range table that covers it,
+ * or the source's default partition while none does (until housekeeping
+ * makes one: then looked up again within a second).  Kept from batch to
+ * batch while now stays in its range; forgotten by housekeeping, which
+ * makes and drops tables.
  */
-void
-streamview_archive_store(const SvSource *src, const SvEvent *events, int n)
+static Oid	sv_leaf = InvalidOid;
+static int64 sv_leaf_lo;		/* Unix seconds, [lo, hi) */
+static int64 sv_leaf_hi;
+
+static Oid
+sv_archive_leaf(const SvSource *src, int64 now_s)
 {
-	int		   *idx;
-	int			k = 0;
+	Oid			argtypes[2] = {TEXTOID, INT8OID};
+	Datum		args[2];
+	char	   *parent = psprintf("streamview_internal.archive_%d", src->source_id);
+	bool		isnull;
 
-	if (src->archive_us < 0 || n == 0)
-		return;
-	idx = palloc(n * sizeof(int));
-	for (int i = 0; i < n; i++)
-		if (events[i].offset >= sv_archived_next_of(src, events[i].partition))
-			idx[k++] = i;
-	if (k == 0)
-		return;
-
-	if (sv_insert_plan == NULL)
+	if (OidIsValid(sv_leaf) && now_s >= sv_leaf_lo && now_s < sv_leaf_hi)
+		return sv_leaf;
+	args[0] = CStringGetTextDatum(parent);
+	args[1] = Int64GetDatum(now_s);
+	SPI_execute_with_args("(SELECT c.oid, split_part(c.relname, '_', 3)::int8, split_part(c.relname, '_', 4)::int8 "
+						  "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+						  "WHERE i.inhparent = to_regclass($1) AND c.relname ~ '^archive_[0-9]+_[0-9]+_[0-9]+$' "
+						  "AND split_part(c.relname, '_', 3)::int8 <= $2 AND split_part(c.relname, '_', 4)::int8 > $2) "
+						  "UNION ALL SELECT to_regclass($1 || '_default')::oid, $2, $2 + 1 LIMIT 1",
+						  2, argtypes, args, NULL, true, 1);
+	sv_leaf = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull || !OidIsValid(sv_leaf))
 	{
-		char	   *sql = psprintf("INSERT INTO streamview_internal.archive_%d "
-								   "(source_id, partition, \"offset\", broker_time, key, payload, headers) "
-								   "SELECT %d, r.* FROM streamview_internal._archive_rows() r",
-								   src->source_id, src->source_id);
-
-		sv_insert_plan = SPI_prepare(sql, 0, NULL);
-		if (sv_insert_plan == NULL)
-			elog(ERROR, "could not prepare the archive's INSERT: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(sv_insert_plan);
+		sv_leaf = InvalidOid;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the archive of source \"%s\" is missing", src->name),
+				 errdetail("Table %s or its default partition does not exist.", parent),
+				 errhint("Turn the archive off and on again with streamview.alter_source(archive => ...).")));
 	}
-	sv_arch_events = events;
-	sv_arch_idx = idx;
-	sv_arch_n = k;
-	PG_TRY();
-	{
-		int			rc = SPI_execute_plan(sv_insert_plan, NULL, NULL, false, 0);
-
-		if (rc != SPI_OK_INSERT)
-			elog(ERROR, "archiving a batch failed: %s", SPI_result_code_string(rc));
-	}
-	PG_FINALLY();
-	{
-		sv_arch_n = -1;
-	}
-	PG_END_TRY();
-	for (int i = 0; i < k; i++)
-	{
-		const SvEvent *ev = &events[idx[i]];
-
-		sv_archived_next[ev->partition] = Max(sv_archived_next[ev->partition], ev->offset + 1);
-	}
-	pfree(idx);
+	sv_leaf_lo = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	sv_leaf_hi = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	return sv_leaf;
 }
 
 static Datum
@@ -175,43 +159,100 @@ sv_bytea(const char *data, int len)
 	return PointerGetDatum(b);
 }
 
-/*
- * streamview_internal._archive_rows(): the messages being archived, to the
- * archive's INSERT in the worker that archives them; an error anywhere else.
- */
-Datum
-streamview_archive_rows(PG_FUNCTION_ARGS)
+/* Fill a slot of the archive's table with a message (source_id ... archived_at). */
+static void
+sv_fill_slot(TupleTableSlot *slot, int32 source_id, const SvEvent *ev, TimestampTz now)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum	   *values = slot->tts_values;
+	bool	   *nulls = slot->tts_isnull;
 
-	if (sv_arch_n < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("streamview_internal._archive_rows() returns rows only to a source worker archiving a batch"),
-				 errhint("Read the archive from streamview.archive.")));
-	InitMaterializedSRF(fcinfo, 0);
-	for (int i = 0; i < sv_arch_n; i++)
+	ExecClearTuple(slot);
+	memset(nulls, 0, SV_ARCHIVE_NATTS * sizeof(bool));
+	values[0] = Int32GetDatum(source_id);
+	values[1] = Int32GetDatum(ev->partition);
+	values[2] = Int64GetDatum(ev->offset);
+	values[3] = TimestampTzGetDatum(ev->broker_time);
+	nulls[3] = !ev->has_broker_time;
+	nulls[4] = ev->key == NULL;
+	if (ev->key)
+		values[4] = sv_bytea(ev->key, ev->keylen);
+	nulls[5] = ev->payload == NULL;
+	if (ev->payload)
+		values[5] = sv_bytea(ev->payload, ev->paylen);
+	nulls[6] = ev->headers == NULL;
+	if (ev->headers)
+		values[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(ev->headers));
+	values[7] = TimestampTzGetDatum(now);
+	ExecStoreVirtualTuple(slot);
+}
+
+/*
+ * Archive the messages of a batch the source worker consumed, in the
+ * batch's transaction (SPI connected): every message, whatever became of
+ * it (applied, duplicate, too late, dead letter), but those already
+ * archived.  As COPY does: straight into the table that covers now, in
+ * groups of SV_ARCHIVE_GROUP rows (heap_multi_insert: one WAL record per
+ * page, not per row), then their index entries; no statement, no executor.
+ * The rows go where partition routing would put them (the range table
+ * that covers archived_at, else the default partition), so the partition
+ * constraint holds without a check.
+ */
+void
+streamview_archive_store(const SvSource *src, const SvEvent *events, int n)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int64		now_s;
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	CommandId	cid;
+	TupleTableSlot *slots[SV_ARCHIVE_GROUP];
+	int			nslots = 0;
+	int			nmade = 0;
+
+	if (src->archive_us < 0 || n == 0)
+		return;
+	/* Unix seconds, rounded down */
+	now_s = (now - (now < 0 && now % USECS_PER_SEC != 0 ? USECS_PER_SEC : 0)) / USECS_PER_SEC +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+	rel = table_open(sv_archive_leaf(src, now_s), RowExclusiveLock);
+	if (RelationGetDescr(rel)->natts != SV_ARCHIVE_NATTS)
+		elog(ERROR, "archive table \"%s\" has %d columns, not %d",
+			 RelationGetRelationName(rel), RelationGetDescr(rel)->natts, SV_ARCHIVE_NATTS);
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	bistate = GetBulkInsertState();
+	cid = GetCurrentCommandId(true);
+
+	for (int i = 0; i < n; i++)
 	{
-		const SvEvent *ev = &sv_arch_events[sv_arch_idx[i]];
-		Datum		values[6];
-		bool		nulls[6] = {false};
+		const SvEvent *ev = &events[i];
 
-		values[0] = Int32GetDatum(ev->partition);
-		values[1] = Int64GetDatum(ev->offset);
-		values[2] = TimestampTzGetDatum(ev->broker_time);
-		nulls[2] = !ev->has_broker_time;
-		nulls[3] = ev->key == NULL;
-		if (ev->key)
-			values[3] = sv_bytea(ev->key, ev->keylen);
-		nulls[4] = ev->payload == NULL;
-		if (ev->payload)
-			values[4] = sv_bytea(ev->payload, ev->paylen);
-		nulls[5] = ev->headers == NULL;
-		if (ev->headers)
-			values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(ev->headers));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		if (ev->offset >= sv_archived_next_of(src, ev->partition))
+		{
+			if (nslots == nmade)
+				slots[nmade++] = table_slot_create(rel, NULL);
+			sv_fill_slot(slots[nslots++], src->source_id, ev, now);
+			sv_archived_next[ev->partition] = ev->offset + 1;
+		}
+		if (nslots > 0 && (nslots == SV_ARCHIVE_GROUP || i == n - 1))
+		{
+			table_multi_insert(rel, slots, nslots, cid, 0, bistate);
+			for (int j = 0; j < nslots; j++)
+				(void) ExecInsertIndexTuples(rri, slots[j], estate, false, false, NULL, NIL);
+			ResetPerTupleExprContext(estate);
+			nslots = 0;
+		}
 	}
-	return (Datum) 0;
+	for (int j = 0; j < nmade; j++)
+		ExecDropSingleTupleTableSlot(slots[j]);
+	FreeBulkInsertState(bistate);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
 }
 
 static char *
@@ -368,5 +409,6 @@ streamview_archive_housekeeping(const SvSource *src, SvKafka *k, int nparts)
 
 		SPI_execute_with_args("SELECT streamview_internal._archive_housekeeping($1)",
 							  1, argtypes, args, NULL, false, 0);
+		sv_leaf = InvalidOid;	/* tables made or dropped: look again */
 	}
 }

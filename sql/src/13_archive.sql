@@ -250,12 +250,3 @@ SELECT s.name AS source_name, a.partition, min(a."offset") AS first_offset, max(
  GROUP BY s.name, a.partition;
 
 GRANT SELECT ON streamview.archives TO PUBLIC;
-
--- The messages a source worker is archiving, to its INSERT (archive.c);
--- an error anywhere else.
-CREATE FUNCTION streamview_internal._archive_rows(OUT partition int, OUT "offset" bigint,
-                                                  OUT broker_time timestamptz, OUT key bytea,
-                                                  OUT payload bytea, OUT headers jsonb)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'streamview_archive_rows'
-LANGUAGE C VOLATILE;

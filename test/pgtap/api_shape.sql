@@ -14,7 +14,7 @@ SELECT functions_are('streamview', ARRAY[
 -- Internals, in a schema of their own, closed to PUBLIC.
 SELECT functions_are('streamview_internal', ARRAY[
     '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_archive_arg', '_archive_create',
-    '_archive_drop', '_archive_housekeeping', '_archive_missing', '_archive_missing_text', '_archive_rows', '_archive_table',
+    '_archive_drop', '_archive_housekeeping', '_archive_missing', '_archive_missing_text', '_archive_table',
     '_archive_tablespace', '_archive_width', '_check_replay_complete', '_batch_rows', '_batch_sql_0_2', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_column_spec', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',

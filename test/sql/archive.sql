@@ -46,9 +46,6 @@ SELECT archive, to_regclass('streamview_internal.archive_' || source_id) AS arch
 SELECT streamview.alter_source('kept', archive => '1 day') IS NOT NULL AS turned_on;
 SELECT to_regclass('streamview_internal.archive_' || :kept) IS NOT NULL AS archive_table_again;
 
--- Only a source worker archiving a batch gets rows from _archive_rows.
-SELECT pg_temp.err($$SELECT * FROM streamview_internal._archive_rows()$$) AS archive_rows;
-
 -- A rebuild that would miss messages is refused before it starts.
 SELECT streamview.create_view('kept_n', $$
   SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM kept GROUP BY 1, 2 $$) AS view_created;
