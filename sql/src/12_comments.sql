@@ -184,6 +184,7 @@ COMMENT ON COLUMN streamview.source_list.paused_at IS 'when pause() paused the s
 COMMENT ON COLUMN streamview.source_list.consumer_group IS 'the Kafka consumer group of the advisory offset commits';
 COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions the source reads, such as 0-7,12,14-15 or 16- (16 and later); NULL: every partition';
 COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
+COMMENT ON COLUMN streamview.source_list.archive IS 'how long every consumed message is kept in the archive (docs/archive.md); NULL: no archive';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';
