@@ -16,7 +16,7 @@ SQL_PARTS   = sql/src/header.sql sql/src/00_install.sql sql/src/01_catalog.sql \
               sql/src/02_windows.sql sql/src/03_internal.sql sql/src/04_lifecycle.sql \
               sql/src/05_sources.sql sql/src/06_views.sql sql/src/07_rebuild.sql \
               sql/src/08_validate.sql sql/src/09_swap.sql sql/src/09b_snapshots.sql \
-              sql/src/10_monitoring.sql \
+              sql/src/10_monitoring.sql sql/src/13_archive.sql \
               sql/src/11_grants.sql sql/src/12_comments.sql
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA       := $(filter-out $(DATA_built),$(wildcard sql/pg_streamview--*.sql))

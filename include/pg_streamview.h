@@ -113,7 +113,8 @@ typedef struct SvKafka SvKafka; /* kafka.c: a consumer */
 #define SV_SOURCE_SETTINGS \
 	"md5(row(s.brokers, s.topic, s.event_time, s.event_id, s.options, " \
 	"extract(epoch FROM s.max_out_of_orderness), extract(epoch FROM s.idle_timeout), " \
-	"extract(epoch FROM s.max_future), s.partitions, s.workers, s.last_change_id)::text)"
+	"extract(epoch FROM s.max_future), s.partitions, s.workers, s.last_change_id, " \
+	"extract(epoch FROM s.archive))::text)"
 #define SV_SOURCE_SETTINGS_LEN 33	/* an md5 in hex, and its NUL */
 
 /* A source, as the worker sees it (catalog.c loads it). */
@@ -153,6 +154,7 @@ typedef struct SvSource
 	char	   *registry_username;	/* options' schema.registry.username, or NULL */
 	char	   *registry_password;	/* options' schema.registry.password, or NULL */
 	SvRegistry *registry;		/* registry.c: schemas by id, made on first use */
+	int64		archive_us;		/* sources.archive; -1: no archive (archive.c) */
 } SvSource;
 
 /*
@@ -265,6 +267,7 @@ typedef struct SvEvent
 	int			paylen;
 	bool		has_broker_time;	/* the broker gave the message a timestamp */
 	TimestampTz broker_time;	/* its CreateTime or LogAppendTime */
+	char	   *headers;		/* JSON [[name, base64 value or null], ...]; NULL: none */
 	SvReason	reason;			/* SV_REASON_NONE when readable */
 	char	   *error;
 	Datum	   *values;
@@ -373,6 +376,7 @@ extern int	streamview_batch_timeout_ms;
 extern int	streamview_batch_max_bytes_kb;
 extern int	streamview_batch_max_groups;
 extern int	streamview_batch_max_time_ms;
+extern char *streamview_archive_tablespace;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
 extern int	streamview_max_restart_delay_s;
@@ -426,13 +430,27 @@ extern void streamview_worker_context(const char *description);
 extern void streamview_worker_context_event(int32 partition, int64 offset);
 
 /* ------------------------------------------------------------- in replay.c */
-extern void streamview_replay_start(SvVersion *v, SvKafka *kafka, int nparts);
+extern void streamview_replay_start(const SvSource *src, SvVersion *v, SvKafka *kafka, int nparts);
 extern int	streamview_replay_batch_limit(SvVersion *v, int capacity);
 extern int	streamview_replay_consume(SvVersion *v, SvKafka *kafka, SvEvent *events, int capacity,
 									  int64 max_bytes, int timeout_ms);
 extern void streamview_replay_throttle(SvVersion *v);
 extern bool streamview_replay_check_caught_up(SvVersion *v);
 extern void streamview_replay_done(SvVersion *v) pg_attribute_noreturn();
+
+extern bool streamview_replay_archive_plan(SvVersion *v, const SvSource *src, int64 *log_start,
+										  int nparts);
+extern bool streamview_replay_archive_recheck(SvVersion *v, const SvSource *src, SvKafka *kafka,
+											  int nparts);
+extern int	streamview_replay_archive_batch(SvVersion *v, const SvSource *src, SvEvent *out,
+											int max, MemoryContext cxt);
+
+/* ------------------------------------------------------------ in archive.c */
+extern void streamview_archive_store(const SvSource *src, const SvEvent *events, int n);
+extern int	streamview_archive_read(int32 source_id, int32 partition, int64 from, int64 before,
+									int max, SvEvent *out, MemoryContext cxt);
+extern int64 streamview_archive_first(int32 source_id, int32 partition, int64 from);
+extern void streamview_archive_housekeeping(const SvSource *src, SvKafka *k, int nparts);
 
 /* ------------------------------------------------------------- in window.c */
 extern int64 streamview_interval_usecs(const Interval *iv, const char *what);
@@ -548,6 +566,7 @@ extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
 extern int64 streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms);
 extern bool streamview_kafka_log_bounds(SvKafka *k, int32 partition, int timeout_ms,
 										int64 *first, int64 *end);
+extern int64 streamview_kafka_log_start_known(SvKafka *k, int32 partition);
 extern void streamview_kafka_commit(SvKafka *k, int nparts, const int64 *next_offsets);
 extern char *streamview_kafka_report(SvKafka *k);
 extern void streamview_kafka_close(SvKafka *k);

@@ -357,6 +357,66 @@ ALTER TABLE streamview.sources
     ADD COLUMN format text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'avro', 'protobuf'));
 ALTER TABLE streamview.sources ADD COLUMN schema_registry text;
 
+------------------------------------------------------------------------------
+-- The archive (two-tier log, docs/archive.md): archive => on sources, the
+-- archive itself, the log starts a rebuild checks, and rebuild's
+-- accept_data_loss.  rebuild gains an argument: the 0.1 one is set aside
+-- and its grants carried over (below).
+------------------------------------------------------------------------------
+ALTER TABLE streamview.sources ADD COLUMN archive interval;
+ALTER TABLE streamview.versions ADD COLUMN accept_data_loss bool NOT NULL DEFAULT false;
+ALTER FUNCTION streamview.rebuild(text, text, text, bigint) RENAME TO _rebuild_0_1;
+
+CREATE TABLE streamview.archive (
+    source_id   int NOT NULL,
+    partition   int NOT NULL,
+    "offset"    bigint NOT NULL,
+    broker_time timestamptz,
+    key         bytea,
+    payload     bytea,
+    -- [[name, value in base64 or null], ...]; NULL when the message has none
+    headers     jsonb,
+    archived_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+) PARTITION BY LIST (source_id);
+
+-- a rebuild reads a partition's messages in offset order from an offset
+CREATE INDEX archive_offset ON streamview.archive (partition, "offset");
+
+-- payloads of a few kilobytes (those TOAST compresses at all) compress
+-- faster with lz4, where the server has it
+DO $$
+BEGIN
+    ALTER TABLE streamview.archive ALTER COLUMN payload SET COMPRESSION lz4;
+    ALTER TABLE streamview.archive ALTER COLUMN headers SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    NULL;
+END $$;
+
+-- The first offset each partition's log still has, as the source's workers
+-- last heard from the brokers: what a rebuild checks, before it starts,
+-- against the archive (_archive_missing).
+CREATE TABLE streamview.log_starts (
+    source_id  int NOT NULL REFERENCES streamview.sources ON DELETE CASCADE,
+    partition  int NOT NULL,
+    log_start  bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (source_id, partition)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('streamview.log_starts', '');
+
+CREATE VIEW streamview.archives AS
+SELECT s.name AS source_name, a.partition, min(a."offset") AS first_offset, max(a."offset") AS last_offset,
+       count(*) AS messages,
+       sum(coalesce(pg_catalog.pg_column_size(a.key), 0) + coalesce(pg_catalog.pg_column_size(a.payload), 0)
+           + coalesce(pg_catalog.pg_column_size(a.headers), 0))::bigint AS bytes,
+       min(a.broker_time) AS oldest, max(a.broker_time) AS newest
+  FROM streamview.archive a JOIN streamview.sources s ON s.source_id = a.source_id
+ WHERE pg_catalog.pg_has_role(s.owner, 'USAGE')
+ GROUP BY s.name, a.partition;
+
+GRANT SELECT ON streamview.archives TO PUBLIC;
+
 -- Functions new or changed in 0.2 (test/bin/regen_upgrade.sh writes what follows)
 
 CREATE OR REPLACE FUNCTION streamview.tumble(ts timestamptz, size interval, time_zone text,
@@ -936,108 +996,11 @@ CREATE OR REPLACE FUNCTION streamview.create_source(
     partitions           text DEFAULT NULL,
     workers              int DEFAULT 1,
     format               text DEFAULT 'json',
-    schema_registry      text DEFAULT NULL)
+    schema_registry      text DEFAULT NULL,
+    archive              text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text) IS
-'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source; returns the Kafka consumer group its worker uses';
-
-CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
-    caller               regrole,
-    name                 text,
-    brokers              text,
-    topic                text,
-    columns              jsonb,
-    event_time           text,
-    event_id             text DEFAULT NULL,
-    max_out_of_orderness text DEFAULT '0 seconds',
-    options              jsonb DEFAULT '{}',
-    idle_timeout         text DEFAULT NULL,
-    max_future           text DEFAULT '1 day',
-    partitions           text DEFAULT NULL,
-    workers              int DEFAULT 1,
-    format               text DEFAULT 'json',
-    schema_registry      text DEFAULT NULL)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sid      int;
-    col      record;
-    n        int := 0;
-    ooo      interval;
-    idle     interval;
-    future   interval;
-    parts    int4multirange := streamview_internal._partitions_arg(partitions);
-BEGIN
-    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
-        RAISE EXCEPTION 'invalid source name "%"', name
-            USING ERRCODE = 'invalid_name',
-                  HINT = 'A source name starts with a letter or underscore and has only letters, digits and underscores.';
-    END IF;
-    IF EXISTS (SELECT 1 FROM streamview.sources s WHERE s.name = _create_source_impl.name) THEN
-        RAISE EXCEPTION 'source "%" already exists', name
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
-    END IF;
-    PERFORM streamview_internal._require(event_time, 'event_time');
-    IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
-        RAISE EXCEPTION 'brokers and topic must be given'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass brokers => ''host:port'' and topic => ''name''.';
-    END IF;
-    IF columns IS NULL OR jsonb_typeof(columns) <> 'object' OR columns = '{}' THEN
-        RAISE EXCEPTION 'columns must be a non-empty JSON object'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
-    END IF;
-    PERFORM streamview_internal._check_options(caller, options);
-    PERFORM streamview_internal._format_args(format, schema_registry, options);
-    PERFORM streamview_internal._workers_arg(workers, name, event_id);
-    PERFORM streamview_internal._check_worker_quota(caller, 'a new source', workers);
-    ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
-    IF idle_timeout IS NOT NULL THEN
-        idle := streamview_internal._interval_arg(idle_timeout, 'idle_timeout');
-    END IF;
-    IF max_future IS NOT NULL THEN
-        future := streamview_internal._max_future_arg(max_future);
-    END IF;
-
-    INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
-                                    max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    partitions, workers, format, schema_registry)
-    VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, parts, workers, format, schema_registry)
-    RETURNING source_id INTO sid;
-
-    FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
-        n := n + 1;
-        PERFORM streamview_internal._add_column(sid, n, col.key, col.value);
-    END LOOP;
-
-    IF NOT EXISTS (SELECT 1 FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time) THEN
-        RAISE EXCEPTION 'event time column "%" is not among the columns', event_time
-            USING ERRCODE = 'undefined_column',
-                  HINT = 'Declare it in columns with type timestamptz.';
-    END IF;
-    IF (SELECT c.type FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time)
-       <> 'timestamptz'::regtype THEN
-        RAISE EXCEPTION 'event time column "%" must have type timestamptz', event_time
-            USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Messages may carry ISO-8601 text or epoch milliseconds; both are read as timestamptz.';
-    END IF;
-    IF event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM streamview.source_columns c
-                                            WHERE c.source_id = sid AND c.name = event_id) THEN
-        RAISE EXCEPTION 'event id column "%" is not among the columns', event_id
-            USING ERRCODE = 'undefined_column',
-                  HINT = 'Declare it in columns, usually with type text.';
-    END IF;
-    PERFORM streamview_internal._notify_launcher();
-    -- the consumer group the broker's ACLs must let the worker use
-    RETURN streamview_internal._consumer_group(name);
-END $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._workers_arg(workers int, source_name text, event_id text)
 RETURNS int
@@ -1083,12 +1046,13 @@ CREATE OR REPLACE FUNCTION streamview.alter_source(
     max_out_of_orderness text  DEFAULT NULL,
     partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL,
-    add_columns          jsonb DEFAULT NULL)
+    add_columns          jsonb DEFAULT NULL,
+    archive              text  DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb) IS
-'changes a source''s brokers, options (merged: null removes one), max_future, partitions, workers or columns (add_columns with defaults for old messages; columns no view reads may be dropped or changed); its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb, text) IS
+'changes a source''s brokers, options (merged: null removes one), max_future, partitions, workers, archive or columns (add_columns with defaults for old messages; columns no view reads may be dropped or changed); its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 CREATE OR REPLACE FUNCTION streamview_internal._check_definition_kept(src streamview.sources, topic text,
                                                   event_time text, event_id text,
@@ -1307,7 +1271,8 @@ CREATE OR REPLACE FUNCTION streamview_internal._alter_source_impl(
     max_out_of_orderness text  DEFAULT NULL,
     partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL,
-    add_columns          jsonb DEFAULT NULL)
+    add_columns          jsonb DEFAULT NULL,
+    archive              text  DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1317,6 +1282,7 @@ DECLARE
     src     streamview.sources;
     opts    jsonb;
     future  interval;
+    keep    interval;
     parts   int4multirange := streamview_internal._partitions_arg(partitions);
     changes jsonb := '{}';
     id      bigint;
@@ -1366,6 +1332,12 @@ BEGIN
         END IF;
         changes := changes || jsonb_build_object('workers', jsonb_build_object('old', src.workers, 'new', workers));
     END IF;
+    IF archive IS NOT NULL THEN
+        keep := streamview_internal._archive_arg(archive);
+        IF keep IS DISTINCT FROM src.archive THEN
+            changes := changes || jsonb_build_object('archive', jsonb_build_object('old', src.archive, 'new', keep));
+        END IF;
+    END IF;
     IF changes = '{}' THEN
         RETURN NULL;
     END IF;
@@ -1375,8 +1347,16 @@ BEGIN
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
            max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
            partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END,
-           workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END
+           workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END,
+           archive = CASE WHEN changes ? 'archive' THEN keep ELSE s.archive END
      WHERE s.source_id = src.source_id;
+    -- archive => 'off' drops what is archived; a new interval applies at the
+    -- workers' next housekeeping
+    IF changes ? 'archive' AND keep IS NULL THEN
+        PERFORM streamview_internal._archive_drop(src.source_id);
+    ELSIF changes ? 'archive' THEN
+        PERFORM streamview_internal._archive_create(src.source_id);
+    END IF;
     -- the stats of workers the source no longer has (they stop before
     -- anything else they would write commits)
     DELETE FROM streamview.version_stats st
@@ -1528,6 +1508,7 @@ BEGIN
         n := n + 1;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
+    PERFORM streamview_internal._archive_drop(sid);
     DELETE FROM streamview.sources s WHERE s.source_id = sid;
     PERFORM streamview_internal._notify_launcher();
     RETURN n;   -- the stream views dropped with it
@@ -1943,8 +1924,18 @@ RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'streamview_guard_alter'
 LANGUAGE C;
 
+CREATE OR REPLACE FUNCTION streamview.rebuild(view_name text, query text DEFAULT NULL,
+                                   start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL,
+                                   accept_data_loss bool DEFAULT false)
+RETURNS int
+AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.rebuild(text, text, text, bigint, bool) IS
+'starts a new version of a stream view that replays the log, from the archive where Kafka no longer has it (optionally with a new query); returns its number';
+
 CREATE OR REPLACE FUNCTION streamview_internal._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
-                                         start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
+                                         start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL,
+                                         accept_data_loss bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1991,12 +1982,43 @@ BEGIN
     live := streamview_internal._live_version(v.view_id);
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
     vrow := streamview_internal._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
-    UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
+    UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate,
+                                     accept_data_loss = coalesce(_rebuild_impl.accept_data_loss, false)
+     WHERE x.version_id = vrow;
     IF since IS NOT NULL THEN
         PERFORM streamview_internal._start_from_time(v, live, vrow, since);
     END IF;
+    IF NOT coalesce(accept_data_loss, false) THEN
+        PERFORM streamview_internal._check_replay_complete(v, vrow);
+    END IF;
     PERFORM streamview_internal._notify_launcher();
     RETURN ver;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._check_replay_complete(v streamview.views, vrow int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+BEGIN
+    SELECT streamview_internal._archive_missing_text(v.source_id, array_agg(l.partition ORDER BY l.partition),
+                                                     array_agg(o.next_offset ORDER BY l.partition),
+                                                     array_agg(l.log_start ORDER BY l.partition))
+      INTO missing
+      FROM streamview.log_starts l
+      JOIN streamview.sources s ON s.source_id = l.source_id
+      LEFT JOIN streamview.offsets o ON o.version_id = vrow AND o.partition = l.partition
+     WHERE l.source_id = v.source_id
+       AND streamview_internal._reads_partition(s.partitions, l.partition);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot rebuild stream view "%": its replay would miss messages that Kafka no longer keeps', v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Neither the topic''s log nor the source''s archive has %s.', missing),
+                  HINT = 'Keep an archive of the source (alter_source(archive => ...)) or load the missing messages '
+                         'into streamview.archive (docs/archive.md); or pass accept_data_loss => true to rebuild from what is left.';
+    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._start_from_time(v streamview.views, live streamview.versions,
@@ -2946,6 +2968,172 @@ BEGIN
     RETURN streamview_internal._drop_snapshot(s.snapshot_id);
 END $$;
 
+CREATE OR REPLACE FUNCTION streamview_internal._archive_arg(value text)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF lower(btrim(value)) = 'off' THEN
+        RETURN NULL;
+    END IF;
+    RETURN streamview_internal._interval_arg(value, 'archive');
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_table(source_id int)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 'streamview_internal.archive_' || source_id $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_width(archive interval)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT greatest(1, least(86400, floor(extract(epoch FROM archive) / 8)))::bigint $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_tablespace()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT CASE WHEN coalesce(current_setting('streamview.archive_tablespace', true), '') = '' THEN ''
+            ELSE format(' TABLESPACE %I', current_setting('streamview.archive_tablespace')) END
+$$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_create(sid int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text := streamview_internal._archive_table(sid);
+BEGIN
+    IF to_regclass(t) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('CREATE TABLE %s PARTITION OF streamview.archive FOR VALUES IN (%s) '
+                   'PARTITION BY RANGE (archived_at)%s', t, sid, streamview_internal._archive_tablespace());
+    EXECUTE format('CREATE TABLE %s_default PARTITION OF %s DEFAULT%s',
+                   t, t, streamview_internal._archive_tablespace());
+    PERFORM streamview_internal._archive_housekeeping(sid);
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_drop(sid int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass(streamview_internal._archive_table(sid)) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', streamview_internal._archive_table(sid));
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_housekeeping(sid int)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keep    interval;
+    t       text := streamview_internal._archive_table(sid);
+    w       bigint;
+    now_s   bigint := floor(extract(epoch FROM now()))::bigint;
+    cutoff  bigint;
+    lo      bigint;
+    hi      bigint;
+    last_hi bigint;
+    r       record;
+    dropped int := 0;
+    taken   bool;
+BEGIN
+    SELECT s.archive INTO keep FROM streamview.sources s WHERE s.source_id = sid;
+    IF keep IS NULL OR to_regclass(t) IS NULL THEN
+        RETURN 0;
+    END IF;
+    w := streamview_internal._archive_width(keep);
+    cutoff := floor(extract(epoch FROM now() - keep))::bigint;
+    FOR r IN SELECT c.oid::regclass AS rel, split_part(c.relname, '_', 3)::bigint AS lo,
+                    split_part(c.relname, '_', 4)::bigint AS hi
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = t::regclass AND c.relname ~ '^archive_[0-9]+_[0-9]+_[0-9]+$'
+              ORDER BY 2 LOOP
+        IF r.hi <= cutoff THEN
+            EXECUTE format('DROP TABLE %s', r.rel);
+            dropped := dropped + 1;
+        ELSE
+            last_hi := greatest(last_hi, r.hi);
+        END IF;
+    END LOOP;
+    EXECUTE format('DELETE FROM %s_default WHERE archived_at < to_timestamp(%s)', t, cutoff);
+    lo := greatest(coalesce(last_hi, 0), now_s / w * w);
+    WHILE lo < now_s + 2 * w LOOP
+        hi := (lo / w + 1) * w;
+        -- rows already in the default partition for that range stay there
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s_default WHERE archived_at >= to_timestamp(%s) '
+                       'AND archived_at < to_timestamp(%s))', t, lo, hi) INTO taken;
+        IF NOT taken THEN
+            BEGIN
+                EXECUTE format('CREATE TABLE %s_%s_%s PARTITION OF %s FOR VALUES FROM (%L) TO (%L)%s',
+                               t, lo, hi, t, to_timestamp(lo), to_timestamp(hi),
+                               streamview_internal._archive_tablespace());
+            EXCEPTION WHEN check_violation THEN
+                -- another of the source's workers committed rows for that
+                -- range to the default partition meanwhile: they stay there
+                NULL;
+            END;
+        END IF;
+        lo := hi;
+    END LOOP;
+    RETURN dropped;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_missing(sid int, parts int[], wants bigint[], starts bigint[])
+RETURNS TABLE (partition int, first_offset bigint, last_offset bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i      int;
+    want   bigint;
+    nxt    bigint;
+    r      record;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(parts, 1), 0) LOOP
+        want := coalesce(wants[i], 0);
+        CONTINUE WHEN starts[i] IS NULL OR want >= starts[i];
+        nxt := want;
+        -- islands of consecutive archived offsets in [want, start)
+        FOR r IN SELECT min(x.o) AS lo, max(x.o) AS hi
+                   FROM (SELECT a."offset" AS o, a."offset" - row_number() OVER (ORDER BY a."offset") AS g
+                           FROM (SELECT DISTINCT a."offset" FROM streamview.archive a
+                                  WHERE a.source_id = sid AND a.partition = parts[i]
+                                    AND a."offset" >= want AND a."offset" < starts[i]) a) x
+                  GROUP BY x.g ORDER BY 1 LOOP
+            IF r.lo > nxt THEN
+                partition := parts[i]; first_offset := nxt; last_offset := r.lo - 1;
+                RETURN NEXT;
+            END IF;
+            nxt := r.hi + 1;
+        END LOOP;
+        IF nxt < starts[i] THEN
+            partition := parts[i]; first_offset := nxt; last_offset := starts[i] - 1;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION streamview_internal._archive_missing_text(sid int, parts int[], wants bigint[], starts bigint[])
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT string_agg(format('partition %s: offsets %s to %s', m.partition, m.first_offset, m.last_offset),
+                  '; ' ORDER BY m.partition, m.first_offset)
+  FROM streamview_internal._archive_missing(sid, parts, wants, starts) m
+$$;
+
 -- gone: streamview._may_read_source(text, name)
 -- gone: streamview._compile(text, text)
 -- gone: streamview._notify_launcher()
@@ -2976,6 +3164,7 @@ END $$;
 -- gone: streamview._rollback_impl(regrole, text)
 -- gone: streamview._drop_version_impl(regrole, text, int)
 -- gone: streamview.create_source(name text, text, text, jsonb, text, text, text, jsonb, text)
+-- gone: streamview.rebuild(text, text, text, bigint)
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA streamview_internal FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview.tumble(timestamptz, interval),
@@ -2994,7 +3183,7 @@ DECLARE
 BEGIN
     FOR f IN SELECT * FROM (VALUES
         ('streamview._create_source_0_1(text, text, text, jsonb, text, text, text, jsonb, text)',
-         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text)'),
+         'streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text)'),
         ('streamview._drop_source_0_1(text, bool)', 'streamview.drop_source(text, bool)'),
         ('streamview._create_view_0_1(text, text, text)', 'streamview.create_view(text, text, text)'),
         ('streamview._drop_view_0_1(text)', 'streamview.drop_view(text)'),
@@ -3227,7 +3416,7 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
        s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
        streamview_internal._partitions_text(s.partitions) AS partitions, s.workers,
-       s.format, s.schema_registry
+       s.format, s.schema_registry, s.archive
   FROM streamview.sources s;
 GRANT EXECUTE ON FUNCTION streamview_internal._consumer_group(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION streamview_internal._partitions_text(int4multirange),
@@ -3271,6 +3460,7 @@ COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it
 COMMENT ON COLUMN streamview.sources.last_change_id IS 'the source_changes row of its last change (alter_source, replay_dead_letters); its workers restart when it moves';
 COMMENT ON COLUMN streamview.sources.format IS 'how its messages are written: json, avro or protobuf (Confluent wire format)';
 COMMENT ON COLUMN streamview.sources.schema_registry IS 'URL of the schema registry its Avro or Protobuf schemas come from; NULL for JSON';
+COMMENT ON COLUMN streamview.sources.archive IS 'how long every consumed message is kept in streamview.archive; NULL: no archive';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -3336,6 +3526,7 @@ COMMENT ON COLUMN streamview.versions.retired_by IS 'who dropped it';
 COMMENT ON COLUMN streamview.versions.failed_at IS 'when it failed';
 COMMENT ON COLUMN streamview.versions.restored_from IS 'the snapshot restore() started the version from (NULL: replayed from the log)';
 COMMENT ON COLUMN streamview.versions.source_definition IS 'the source''s definition it was made with: columns, event_time, event_id, max_out_of_orderness, max_future, change_id (the source''s last change then); NULL if made before 0.2 recorded it';
+COMMENT ON COLUMN streamview.versions.accept_data_loss IS 'rebuild(accept_data_loss => true): its replay may start although neither Kafka nor the archive has every message it would read';
 
 COMMENT ON TABLE streamview.offsets IS 'per version and partition: position in the log, event-time high mark and the ledger consumed = applied + duplicates + too_late + dead_lettered, written with the upserts';
 COMMENT ON COLUMN streamview.offsets.version_id IS 'the version';
@@ -3435,6 +3626,7 @@ COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions 
 COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
 COMMENT ON COLUMN streamview.source_list.format IS 'json, avro or protobuf (create_source)';
 COMMENT ON COLUMN streamview.source_list.schema_registry IS 'the schema registry of an Avro or Protobuf source (create_source); its credentials are options';
+COMMENT ON COLUMN streamview.source_list.archive IS 'how long every consumed message is kept in the archive (docs/archive.md); NULL: no archive';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';
@@ -3556,3 +3748,29 @@ COMMENT ON COLUMN streamview.snapshot_seen_ids.last_offset IS 'offset of the las
 COMMENT ON COLUMN streamview.snapshot_seen_ids.max_event_time IS 'the latest event time of the row''s ids';
 COMMENT ON COLUMN streamview.snapshot_seen_ids.event_id_hashes IS 'SHA-256 of each event id';
 COMMENT ON COLUMN streamview.snapshot_seen_ids.event_times IS 'the event time of each id, in the same order';
+
+COMMENT ON TABLE streamview.archive IS 'every message a source with archive => consumed, written with the batch that consumed it; partitioned by source, then by archived_at (docs/archive.md)';
+COMMENT ON COLUMN streamview.archive.source_id IS 'the source (streamview.sources.source_id)';
+COMMENT ON COLUMN streamview.archive.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.archive."offset" IS 'the message''s offset in its partition';
+COMMENT ON COLUMN streamview.archive.broker_time IS 'the message''s broker timestamp (CreateTime or LogAppendTime); NULL when it had none';
+COMMENT ON COLUMN streamview.archive.key IS 'the message''s key; NULL for a null key';
+COMMENT ON COLUMN streamview.archive.payload IS 'the message''s payload; NULL for a null payload';
+COMMENT ON COLUMN streamview.archive.headers IS 'the message''s headers as [[name, base64 value or null], ...]; NULL when it had none';
+COMMENT ON COLUMN streamview.archive.archived_at IS 'when it was archived: retention drops it once this is older than the source''s archive interval';
+
+COMMENT ON TABLE streamview.log_starts IS 'the first offset each partition''s log still has, as the source''s workers last heard; rebuild checks it against the archive';
+COMMENT ON COLUMN streamview.log_starts.source_id IS 'the source';
+COMMENT ON COLUMN streamview.log_starts.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.log_starts.log_start IS 'the first offset the brokers still keep';
+COMMENT ON COLUMN streamview.log_starts.updated_at IS 'when a worker last stored a change of it';
+
+COMMENT ON VIEW streamview.archives IS 'per source and partition, what the archive keeps (reads the whole archive)';
+COMMENT ON COLUMN streamview.archives.source_name IS 'the source';
+COMMENT ON COLUMN streamview.archives.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.archives.first_offset IS 'the lowest offset archived';
+COMMENT ON COLUMN streamview.archives.last_offset IS 'the highest offset archived';
+COMMENT ON COLUMN streamview.archives.messages IS 'messages archived (last_offset - first_offset + 1 when there is no gap)';
+COMMENT ON COLUMN streamview.archives.bytes IS 'bytes of keys, payloads and headers as stored (after compression)';
+COMMENT ON COLUMN streamview.archives.oldest IS 'the oldest broker timestamp archived';
+COMMENT ON COLUMN streamview.archives.newest IS 'the newest broker timestamp archived';

@@ -185,7 +185,8 @@ streamview_load_source(int32 source_id)
 						  "CASE WHEN s.partitions IS NOT NULL THEN ARRAY(SELECT lower(r) FROM unnest(s.partitions) r "
 						  "ORDER BY 1) END, "
 						  "ARRAY(SELECT coalesce(upper(r) - 1, 2147483647) FROM unnest(s.partitions) r ORDER BY lower(r)), "
-						  "workers, format, schema_registry FROM streamview.sources s WHERE source_id = $1",
+						  "workers, format, schema_registry, (extract(epoch FROM archive) * 1000000)::int8 "
+						  "FROM streamview.sources s WHERE source_id = $1",
 						  1, argtypes, args, NULL, true, 1);
 	if (SPI_processed == 0)
 		return NULL;
@@ -211,6 +212,7 @@ streamview_load_source(int32 source_id)
 	src->format = streamview_format(sv_text(tup, desc, 14));
 	if (sv_text(tup, desc, 15))
 		src->schema_registry = MemoryContextStrdup(cxt, sv_text(tup, desc, 15));
+	src->archive_us = sv_int8(tup, desc, 16, -1);
 
 	sv_load_columns(src, event_time, event_id, (Datum) 0);
 

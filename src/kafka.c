@@ -42,9 +42,11 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "common/base64.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "utils/json.h"
 
 #define SV_KAFKA_MAX_NOTES 16
 #define SV_KAFKA_NOTE_LEN 512
@@ -461,6 +463,47 @@ sv_broker_time(const rd_kafka_message_t *m, SvEvent *ev)
 }
 
 /*
+ * The message's headers, for the archive: a JSON array of [name, value]
+ * pairs, the value in base64 (headers are bytes) or null; NULL when the
+ * message has none (brokers before 0.11 never send any).
+ */
+static char *
+sv_headers(rd_kafka_message_t *m)
+{
+	rd_kafka_headers_t *hdrs;
+	StringInfoData buf;
+	const char *name;
+	const void *value;
+	size_t		size;
+
+	if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+		rd_kafka_header_cnt(hdrs) == 0)
+		return NULL;
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) ==
+		 RD_KAFKA_RESP_ERR_NO_ERROR; i++)
+	{
+		appendStringInfoString(&buf, i ? ", [" : "[");
+		escape_json(&buf, name);
+		if (value == NULL)
+			appendStringInfoString(&buf, ", null]");
+		else
+		{
+			int			len = pg_b64_enc_len(size);
+			char	   *enc = palloc(len + 1);
+
+			len = pg_b64_encode(value, size, enc, len);
+			enc[Max(len, 0)] = '\0';
+			appendStringInfo(&buf, ", \"%s\"]", enc);
+			pfree(enc);
+		}
+	}
+	appendStringInfoChar(&buf, ']');
+	return buf.data;
+}
+
+/*
  * Copy the messages librdkafka handed over into out[] (from out[*n] on) and
  * destroy them; note consumer errors (broker down, ...) for
  * streamview_kafka_report(): they do not stop the stream, librdkafka keeps
@@ -493,6 +536,7 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
 				ev->payload = sv_copy_bytes(m->payload, m->len);
 				ev->paylen = m->len;
 			}
+			ev->headers = sv_headers(m);
 			bytes += m->key_len + m->len;
 		}
 		else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -715,4 +759,21 @@ streamview_kafka_log_start(SvKafka *k, int32 partition, int timeout_ms)
 				end;
 
 	return streamview_kafka_log_bounds(k, partition, timeout_ms, &first, &end) ? first : -1;
+}
+
+/*
+ * The partition's first offset as the fetcher last heard it (fetch
+ * responses carry the log start), or -1 when it has not yet: no round trip
+ * to the broker, so housekeeping may ask every partition often.
+ */
+int64
+streamview_kafka_log_start_known(SvKafka *k, int32 partition)
+{
+	int64_t		lo = -1,
+				hi = -1;
+
+	if (rd_kafka_get_watermark_offsets(k->rk, k->topic_name, partition, &lo, &hi) !=
+		RD_KAFKA_RESP_ERR_NO_ERROR)
+		return -1;
+	return lo;
 }

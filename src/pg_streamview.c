@@ -25,6 +25,7 @@ int			streamview_batch_timeout_ms = 100;
 int			streamview_batch_max_bytes_kb = 16384;
 int			streamview_batch_max_groups = 100000;
 int			streamview_batch_max_time_ms = 1000;
+char	   *streamview_archive_tablespace = NULL;
 int			streamview_launcher_naptime_ms = 1000;
 int			streamview_max_restart_delay_s = 60;
 int			streamview_restart_delay_s = 1;
@@ -56,6 +57,12 @@ _PG_init(void)
 				 errhint("Add pg_streamview to shared_preload_libraries in postgresql.conf and restart the server.")));
 
 	/* Alphabetical. */
+	DefineCustomStringVariable("streamview.archive_tablespace",
+							   "Tablespace of the archive's new tables (empty: the database's default).",
+							   "Sources with archive => keep every message they consume there "
+							   "(docs/archive.md); tables made before a change stay where they are.",
+							   &streamview_archive_tablespace, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_max_bytes",
 							"Most bytes of message keys and payloads a source worker holds in memory at once.",
 							"A round of a batch ends at batch_size messages or at this many bytes, whichever comes first.",

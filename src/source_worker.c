@@ -533,7 +533,10 @@ sv_apply(SvEvent *events, int n)
 		return true;
 	}
 	if (worker.kind == SV_WORKER_SOURCE)
+	{
 		sv_record_marks();
+		streamview_archive_store(worker.src, events, n);	/* archive.c */
+	}
 	caught_up = worker.kind == SV_WORKER_REPLAY && streamview_replay_check_caught_up(sv_replayed_version());
 	streamview_commit_batch();
 	sv_note_error(NULL);		/* a batch went through: the source is fine */
@@ -599,6 +602,8 @@ sv_housekeeping(void)
 				if (streamview_owns_partition(worker.src, p))
 					streamview_store_log_end(v, p, streamview_kafka_log_end(worker.kafka, p));
 		}
+		if (worker.kind == SV_WORKER_SOURCE)
+			streamview_archive_housekeeping(worker.src, worker.kafka, worker.nparts);
 	}
 	caught_up = !changed && worker.kind == SV_WORKER_REPLAY &&
 		streamview_replay_check_caught_up(sv_replayed_version());
@@ -630,6 +635,46 @@ sv_wait_for_messages(WaitEventSet *wes)
 	ResetLatch(MyLatch);
 	streamview_kafka_drain_fd(worker.kafka);
 	return woken;
+}
+
+/*
+ * A replay worker, before it reads Kafka: the offsets the brokers no longer
+ * keep come from the source's archive (replay.c says which), batch by
+ * batch, applied like messages from Kafka; then, once the log's start has
+ * not moved past what was read, Kafka is assigned at the version's next
+ * offsets, exactly after the last message the archive gave.
+ */
+static void
+sv_replay_archive(void)
+{
+	int			capacity = streamview_batch_size;
+	SvEvent    *events = MemoryContextAlloc(TopMemoryContext, capacity * sizeof(SvEvent));
+
+	do
+	{
+		for (;;)
+		{
+			int			n;
+
+			CHECK_FOR_INTERRUPTS();
+			if (streamview_stop_requested())
+				streamview_stop();
+			MemoryContextReset(worker.batch_cxt);
+			streamview_begin_batch("reading the archive");
+			n = streamview_replay_archive_batch(sv_replayed_version(), worker.src, events,
+												streamview_replay_batch_limit(sv_replayed_version(), capacity),
+												worker.batch_cxt);
+			streamview_commit_batch();
+			if (n == 0)
+				break;
+			if (!sv_apply(events, n))
+				sv_reload_and_assign();
+			streamview_replay_throttle(sv_replayed_version());
+		}
+	} while (streamview_replay_archive_recheck(sv_replayed_version(), worker.src, worker.kafka,
+											   worker.nparts));
+	pfree(events);
+	sv_assign();
 }
 
 /*
@@ -885,7 +930,10 @@ streamview_worker_main(Datum arg)
 	sv_check_partitions(true);
 	sv_note_error(NULL);
 	if (worker.kind == SV_WORKER_REPLAY)
-		streamview_replay_start(sv_replayed_version(), worker.kafka, worker.nparts);
+	{
+		streamview_replay_start(worker.src, sv_replayed_version(), worker.kafka, worker.nparts);
+		sv_replay_archive();
+	}
 	ereport(LOG, (errmsg("pg_streamview consuming topic \"%s\" for source \"%s\" (%d partitions, %d versions, worker %d of %d)",
 						 worker.src->topic, worker.src->name, worker.nparts,
 						 list_length(worker.versions), worker.worker_index + 1,

@@ -35,10 +35,10 @@ $node->safe_psql('postgres', q{
 	ALTER ROLE streamer SET log_statement = 'none';
 	CREATE SCHEMA streamer AUTHORIZATION streamer;
 	GRANT EXECUTE ON FUNCTION
-	  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
-	  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
+	  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
+	  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb, text),
 	  streamview.create_view(text, text, text),
-	  streamview.rebuild(text, text, text, bigint),
+	  streamview.rebuild(text, text, text, bigint, bool),
 	  streamview.wait_for(text, int, interval) TO streamer;
 	CREATE ROLE onlooker LOGIN;
 });

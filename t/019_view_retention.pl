@@ -102,7 +102,7 @@ $node->safe_psql('postgres', qq{
 	CREATE ROLE mallory LOGIN;
 	GRANT CREATE ON SCHEMA public TO mallory;
 	GRANT EXECUTE ON FUNCTION
-	  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
+	  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
 	  streamview.create_view(text, text, text), streamview.set_retention(text, interval) TO mallory;
 });
 $node->safe_psql('postgres', qq{

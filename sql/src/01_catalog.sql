@@ -41,7 +41,10 @@ CREATE TABLE streamview.sources (
     -- how messages are written (docs/formats.md); avro and protobuf come
     -- in the Confluent wire format, their schemas from schema_registry
     format               text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'avro', 'protobuf')),
-    schema_registry      text
+    schema_registry      text,
+    -- how long every consumed message is kept in streamview.archive
+    -- (docs/archive.md); NULL: no archive
+    archive              interval
 );
 
 -- Who, besides its owner, may build stream views over a source: USAGE, as
@@ -135,6 +138,9 @@ CREATE TABLE streamview.versions (
     -- alter_source shows which definition it reads with; NULL for versions
     -- made before 0.2 recorded it
     source_definition jsonb,
+    -- rebuild(accept_data_loss => true): the replay may start although
+    -- neither Kafka nor the archive still has every message it would read
+    accept_data_loss  bool NOT NULL DEFAULT false,
     PRIMARY KEY (view_id, version),
     CONSTRAINT versions_window_zone_check CHECK ((window_time_zone IS NULL) = (window_origin IS NULL))
 );

@@ -100,13 +100,15 @@ CREATE FUNCTION streamview.create_source(
     partitions           text DEFAULT NULL,
     workers              int DEFAULT 1,
     format               text DEFAULT 'json',
-    schema_registry      text DEFAULT NULL)
+    schema_registry      text DEFAULT NULL,
+    archive              text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text) IS
-'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source; returns the Kafka consumer group its worker uses';
+    format               text DEFAULT 'json',
+    schema_registry      text DEFAULT NULL,
+    archive              text DEFAULT NULL)
 
 CREATE FUNCTION streamview_internal._create_source_impl(
     caller               regrole,
@@ -122,8 +124,8 @@ CREATE FUNCTION streamview_internal._create_source_impl(
     max_future           text DEFAULT '1 day',
     partitions           text DEFAULT NULL,
     workers              int DEFAULT 1,
-    format               text DEFAULT 'json',
-    schema_registry      text DEFAULT NULL)
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text) IS
+'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source (optionally archiving what it reads); returns the Kafka consumer group its worker uses';
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -135,6 +137,7 @@ DECLARE
     ooo      interval;
     idle     interval;
     future   interval;
+    keep     interval;
     parts    int4multirange := streamview_internal._partitions_arg(partitions);
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
@@ -169,13 +172,19 @@ BEGIN
     IF max_future IS NOT NULL THEN
         future := streamview_internal._max_future_arg(max_future);
     END IF;
+    IF archive IS NOT NULL THEN
+        keep := streamview_internal._archive_arg(archive);
+    END IF;
 
     INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
                                     max_out_of_orderness, idle_timeout, options, owner, max_future,
-                                    partitions, workers, format, schema_registry)
+                                    partitions, workers, format, schema_registry, archive)
     VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
-            caller, future, parts, workers, format, schema_registry)
+            caller, future, parts, workers, format, schema_registry, keep)
     RETURNING source_id INTO sid;
+    IF keep IS NOT NULL THEN
+        PERFORM streamview_internal._archive_create(sid);
+    END IF;
 
     FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
         n := n + 1;
@@ -256,13 +265,14 @@ CREATE FUNCTION streamview.alter_source(
     max_out_of_orderness text  DEFAULT NULL,
     partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL,
-    add_columns          jsonb DEFAULT NULL)
+    add_columns          jsonb DEFAULT NULL,
+    archive              text  DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb) IS
-'changes a source''s brokers, options (merged: null removes one), max_future, partitions, workers or columns (add_columns with defaults for old messages; columns no view reads may be dropped or changed); its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
+COMMENT ON FUNCTION streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb, text) IS
+'changes a source''s brokers, options (merged: null removes one), max_future, partitions, workers, archive or columns (add_columns with defaults for old messages; columns no view reads may be dropped or changed); its workers read on with them from the stored offsets; returns the change''s id in streamview.source_changes (NULL if nothing changed)';
 
 -- alter_source changes how a source connects and which columns it reads,
 -- never what its messages mean: the stream views over it were built from
@@ -536,7 +546,8 @@ CREATE FUNCTION streamview_internal._alter_source_impl(
     max_out_of_orderness text  DEFAULT NULL,
     partitions           text  DEFAULT NULL,
     workers              int   DEFAULT NULL,
-    add_columns          jsonb DEFAULT NULL)
+    add_columns          jsonb DEFAULT NULL,
+    archive              text  DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -546,6 +557,7 @@ DECLARE
     src     streamview.sources;
     opts    jsonb;
     future  interval;
+    keep    interval;
     parts   int4multirange := streamview_internal._partitions_arg(partitions);
     changes jsonb := '{}';
     id      bigint;
@@ -595,6 +607,12 @@ BEGIN
         END IF;
         changes := changes || jsonb_build_object('workers', jsonb_build_object('old', src.workers, 'new', workers));
     END IF;
+    IF archive IS NOT NULL THEN
+        keep := streamview_internal._archive_arg(archive);
+        IF keep IS DISTINCT FROM src.archive THEN
+            changes := changes || jsonb_build_object('archive', jsonb_build_object('old', src.archive, 'new', keep));
+        END IF;
+    END IF;
     IF changes = '{}' THEN
         RETURN NULL;
     END IF;
@@ -604,8 +622,16 @@ BEGIN
            options = CASE WHEN changes ? 'options' THEN opts ELSE s.options END,
            max_future = CASE WHEN changes ? 'max_future' THEN future ELSE s.max_future END,
            partitions = CASE WHEN changes ? 'partitions' THEN parts ELSE s.partitions END,
-           workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END
+           workers = CASE WHEN changes ? 'workers' THEN _alter_source_impl.workers ELSE s.workers END,
+           archive = CASE WHEN changes ? 'archive' THEN keep ELSE s.archive END
      WHERE s.source_id = src.source_id;
+    -- archive => 'off' drops what is archived; a new interval applies at the
+    -- workers' next housekeeping
+    IF changes ? 'archive' AND keep IS NULL THEN
+        PERFORM streamview_internal._archive_drop(src.source_id);
+    ELSIF changes ? 'archive' THEN
+        PERFORM streamview_internal._archive_create(src.source_id);
+    END IF;
     -- the stats of workers the source no longer has (they stop before
     -- anything else they would write commits)
     DELETE FROM streamview.version_stats st
@@ -781,6 +807,7 @@ BEGIN
         n := n + 1;
     END LOOP;
     DELETE FROM streamview.dead_letters d WHERE d.source_name = _drop_source_impl.name;
+    PERFORM streamview_internal._archive_drop(sid);
     DELETE FROM streamview.sources s WHERE s.source_id = sid;
     PERFORM streamview_internal._notify_launcher();
     RETURN n;   -- the stream views dropped with it

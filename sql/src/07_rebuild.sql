@@ -1,16 +1,18 @@
 -- Rebuilds: rebuild (from the start of the log or a point in time), wait_for.
 
 CREATE FUNCTION streamview.rebuild(view_name text, query text DEFAULT NULL,
-                                   start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
+                                   start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL,
+                                   accept_data_loss bool DEFAULT false)
 RETURNS int
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.rebuild(text, text, text, bigint) IS
-'starts a new version of a stream view that replays the log (optionally with a new query); returns its number';
+COMMENT ON FUNCTION streamview.rebuild(text, text, text, bigint, bool) IS
+'starts a new version of a stream view that replays the log, from the archive where Kafka no longer has it (optionally with a new query); returns its number';
 
 CREATE FUNCTION streamview_internal._rebuild_impl(caller regrole, view_name text, query text DEFAULT NULL,
-                                         start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL)
+                                         start_from text DEFAULT 'earliest', max_rate bigint DEFAULT NULL,
+                                         accept_data_loss bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -57,12 +59,49 @@ BEGIN
     live := streamview_internal._live_version(v.view_id);
     SELECT max(x.version) + 1 INTO ver FROM streamview.versions x WHERE x.view_id = v.view_id;
     vrow := streamview_internal._create_version(caller, v.view_id, ver, coalesce(query, live.query), 'replaying');
-    UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate WHERE x.version_id = vrow;
+    UPDATE streamview.versions x SET max_rate = _rebuild_impl.max_rate,
+                                     accept_data_loss = coalesce(_rebuild_impl.accept_data_loss, false)
+     WHERE x.version_id = vrow;
     IF since IS NOT NULL THEN
         PERFORM streamview_internal._start_from_time(v, live, vrow, since);
     END IF;
+    IF NOT coalesce(accept_data_loss, false) THEN
+        PERFORM streamview_internal._check_replay_complete(v, vrow);
+    END IF;
     PERFORM streamview_internal._notify_launcher();
     RETURN ver;
+END $$;
+
+-- Before a rebuild starts: would its replay miss messages, because Kafka no
+-- longer has them (streamview.log_starts, as the source's workers last
+-- heard) and the archive does not hold them either?  Then it is refused,
+-- naming the partitions and offsets, unless the caller accepts it
+-- (accept_data_loss => true).  The replay worker checks again with what the
+-- brokers answer when it starts (replay.c).
+CREATE FUNCTION streamview_internal._check_replay_complete(v streamview.views, vrow int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+BEGIN
+    SELECT streamview_internal._archive_missing_text(v.source_id, array_agg(l.partition ORDER BY l.partition),
+                                                     array_agg(o.next_offset ORDER BY l.partition),
+                                                     array_agg(l.log_start ORDER BY l.partition))
+      INTO missing
+      FROM streamview.log_starts l
+      JOIN streamview.sources s ON s.source_id = l.source_id
+      LEFT JOIN streamview.offsets o ON o.version_id = vrow AND o.partition = l.partition
+     WHERE l.source_id = v.source_id
+       AND streamview_internal._reads_partition(s.partitions, l.partition);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot rebuild stream view "%": its replay would miss messages that Kafka no longer keeps', v.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Neither the topic''s log nor the source''s archive has %s.', missing),
+                  HINT = 'Keep an archive of the source (alter_source(archive => ...)) or load the missing messages '
+                         'into streamview.archive (docs/archive.md); or pass accept_data_loss => true to rebuild from what is left.';
+    END IF;
 END $$;
 
 -- rebuild(start_from => time): windows starting before the cut (the time,

@@ -9,7 +9,7 @@ SELECT s.name, s.brokers, s.topic, s.event_time, s.event_id, s.max_out_of_ordern
               WHERE u.source_id = s.source_id ORDER BY u.granted_at, u.grantee::oid) AS usage,
        s.paused_at, streamview_internal._consumer_group(s.name) AS consumer_group,
        streamview_internal._partitions_text(s.partitions) AS partitions, s.workers,
-       s.format, s.schema_registry
+       s.format, s.schema_registry, s.archive
   FROM streamview.sources s;
 
 -- One row per version and partition: every partition the version's workers

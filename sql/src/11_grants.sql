@@ -35,8 +35,8 @@ GRANT USAGE ON SCHEMA streamview_internal TO PUBLIC;
 
 -- Mutators are for roles the DBA chooses: a stream source opens a network
 -- connection from inside the server, and a view starts a worker.
-REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
-                       streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
+                       streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb, text),
                        streamview.drop_source(text, bool),
                        streamview.check_source(text, jsonb),
                        streamview.replay_dead_letters(text, timestamptz),
@@ -47,7 +47,7 @@ REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, t
                        streamview.create_view(text, text, text),
                        streamview.drop_view(text),
                        streamview.set_retention(text, interval),
-                       streamview.rebuild(text, text, text, bigint),
+                       streamview.rebuild(text, text, text, bigint, bool),
                        streamview.wait_for(text, int, interval),
                        streamview.add_check(text, text, text),
                        streamview.drop_check(text, text),

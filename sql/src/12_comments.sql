@@ -25,6 +25,7 @@ COMMENT ON COLUMN streamview.sources.workers IS 'how many source workers read it
 COMMENT ON COLUMN streamview.sources.last_change_id IS 'the source_changes row of its last change (alter_source, replay_dead_letters); its workers restart when it moves';
 COMMENT ON COLUMN streamview.sources.format IS 'how its messages are written: json, avro or protobuf (Confluent wire format)';
 COMMENT ON COLUMN streamview.sources.schema_registry IS 'URL of the schema registry its Avro or Protobuf schemas come from; NULL for JSON';
+COMMENT ON COLUMN streamview.sources.archive IS 'how long every consumed message is kept in streamview.archive; NULL: no archive';
 
 COMMENT ON TABLE streamview.source_usage IS 'roles granted USAGE on a source (grant_usage): they may build stream views over it';
 COMMENT ON COLUMN streamview.source_usage.source_id IS 'the source';
@@ -90,6 +91,7 @@ COMMENT ON COLUMN streamview.versions.retired_by IS 'who dropped it';
 COMMENT ON COLUMN streamview.versions.failed_at IS 'when it failed';
 COMMENT ON COLUMN streamview.versions.restored_from IS 'the snapshot restore() started the version from (NULL: replayed from the log)';
 COMMENT ON COLUMN streamview.versions.source_definition IS 'the source''s definition it was made with: columns, event_time, event_id, max_out_of_orderness, max_future, change_id (the source''s last change then); NULL if made before 0.2 recorded it';
+COMMENT ON COLUMN streamview.versions.accept_data_loss IS 'rebuild(accept_data_loss => true): its replay may start although neither Kafka nor the archive has every message it would read';
 
 COMMENT ON TABLE streamview.offsets IS 'per version and partition: position in the log, event-time high mark and the ledger consumed = applied + duplicates + too_late + dead_lettered, written with the upserts';
 COMMENT ON COLUMN streamview.offsets.version_id IS 'the version';
@@ -189,6 +191,7 @@ COMMENT ON COLUMN streamview.source_list.partitions IS 'the topic''s partitions 
 COMMENT ON COLUMN streamview.source_list.workers IS 'how many source workers read it (create_source, alter_source)';
 COMMENT ON COLUMN streamview.source_list.format IS 'json, avro or protobuf (create_source)';
 COMMENT ON COLUMN streamview.source_list.schema_registry IS 'the schema registry of an Avro or Protobuf source (create_source); its credentials are options';
+COMMENT ON COLUMN streamview.source_list.archive IS 'how long every consumed message is kept in the archive (docs/archive.md); NULL: no archive';
 
 COMMENT ON VIEW streamview.partitions IS 'per version and partition: position, lag, watermark and ledger';
 COMMENT ON COLUMN streamview.partitions.view_name IS 'stream view name';
@@ -310,3 +313,29 @@ COMMENT ON COLUMN streamview.snapshot_seen_ids.last_offset IS 'offset of the las
 COMMENT ON COLUMN streamview.snapshot_seen_ids.max_event_time IS 'the latest event time of the row''s ids';
 COMMENT ON COLUMN streamview.snapshot_seen_ids.event_id_hashes IS 'SHA-256 of each event id';
 COMMENT ON COLUMN streamview.snapshot_seen_ids.event_times IS 'the event time of each id, in the same order';
+
+COMMENT ON TABLE streamview.archive IS 'every message a source with archive => consumed, written with the batch that consumed it; partitioned by source, then by archived_at (docs/archive.md)';
+COMMENT ON COLUMN streamview.archive.source_id IS 'the source (streamview.sources.source_id)';
+COMMENT ON COLUMN streamview.archive.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.archive."offset" IS 'the message''s offset in its partition';
+COMMENT ON COLUMN streamview.archive.broker_time IS 'the message''s broker timestamp (CreateTime or LogAppendTime); NULL when it had none';
+COMMENT ON COLUMN streamview.archive.key IS 'the message''s key; NULL for a null key';
+COMMENT ON COLUMN streamview.archive.payload IS 'the message''s payload; NULL for a null payload';
+COMMENT ON COLUMN streamview.archive.headers IS 'the message''s headers as [[name, base64 value or null], ...]; NULL when it had none';
+COMMENT ON COLUMN streamview.archive.archived_at IS 'when it was archived: retention drops it once this is older than the source''s archive interval';
+
+COMMENT ON TABLE streamview.log_starts IS 'the first offset each partition''s log still has, as the source''s workers last heard; rebuild checks it against the archive';
+COMMENT ON COLUMN streamview.log_starts.source_id IS 'the source';
+COMMENT ON COLUMN streamview.log_starts.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.log_starts.log_start IS 'the first offset the brokers still keep';
+COMMENT ON COLUMN streamview.log_starts.updated_at IS 'when a worker last stored a change of it';
+
+COMMENT ON VIEW streamview.archives IS 'per source and partition, what the archive keeps (reads the whole archive)';
+COMMENT ON COLUMN streamview.archives.source_name IS 'the source';
+COMMENT ON COLUMN streamview.archives.partition IS 'Kafka partition';
+COMMENT ON COLUMN streamview.archives.first_offset IS 'the lowest offset archived';
+COMMENT ON COLUMN streamview.archives.last_offset IS 'the highest offset archived';
+COMMENT ON COLUMN streamview.archives.messages IS 'messages archived (last_offset - first_offset + 1 when there is no gap)';
+COMMENT ON COLUMN streamview.archives.bytes IS 'bytes of keys, payloads and headers as stored (after compression)';
+COMMENT ON COLUMN streamview.archives.oldest IS 'the oldest broker timestamp archived';
+COMMENT ON COLUMN streamview.archives.newest IS 'the newest broker timestamp archived';

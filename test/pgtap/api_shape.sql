@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(53);
+SELECT plan(60);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
@@ -14,7 +14,9 @@ SELECT functions_are('streamview', ARRAY[
     'the schema streamview holds the API, nothing else: \df streamview.* lists it');
 -- Internals, in a schema of their own, closed to PUBLIC.
 SELECT functions_are('streamview_internal', ARRAY[
-    '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_batch_partials', '_batch_rows', '_batch_sql_0_2', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
+    '_add_check_impl', '_add_column', '_alter_source_impl', '_apply_retention', '_archive_arg', '_archive_create',
+    '_archive_drop', '_archive_housekeeping', '_archive_missing', '_archive_missing_text', '_archive_table',
+    '_archive_tablespace', '_archive_width', '_check_replay_complete', '_batch_partials', '_batch_rows', '_batch_sql_0_2', '_caller_schema', '_check_definition_kept', '_check_may_create', '_check_options', '_check_owner', '_check_usage',
     '_check_worker_quota', '_caller_search_path', '_column_spec', '_compare', '_count_as', '_create_source_impl',
     '_create_version', '_create_view_impl', '_depend_on_extension', '_do_swap', '_drop_check_impl', '_drop_source_impl',
     '_drop_version_impl', '_drop_view_impl', '_exclusive', '_format_args', '_get_version', '_grant_usage_impl', '_guard_drop', '_guard_alter', '_set_retention_impl', '_interval_arg', '_live_version',
@@ -97,9 +99,9 @@ SELECT is_empty($$
 -- The catalog.
 SELECT tables_are('streamview', ARRAY['sources', 'source_columns', 'views', 'versions', 'offsets',
     'offset_marks', 'seen_ids', 'dead_letters', 'checks', 'validations', 'swaps', 'worker_errors',
-    'source_usage', 'source_changes', 'version_stats', 'snapshots', 'snapshot_seen_ids'], 'the catalog tables');
+    'source_usage', 'source_changes', 'version_stats', 'snapshots', 'snapshot_seen_ids', 'log_starts', 'archive'], 'the catalog tables');
 SELECT views_are('streamview', ARRAY['status', 'partitions', 'rebuilds', 'source_list',
-                                    'dead_letter_counts', 'worker_error_counts'],
+                                    'dead_letter_counts', 'worker_error_counts', 'archives'],
     'the monitoring views');
 SELECT is_empty($$
     SELECT c.oid::regclass FROM pg_class c
@@ -114,6 +116,19 @@ SELECT columns_are('streamview', 'status', ARRAY['view_name', 'version', 'state'
 SELECT columns_are('streamview', 'rebuilds', ARRAY['view_name', 'version', 'state', 'done', 'total',
     'percent', 'rate', 'eta', 'max_rate', 'replay_started_at', 'caught_up_at', 'error'],
     'streamview.rebuilds');
+SELECT columns_are('streamview', 'archives', ARRAY['source_name', 'partition', 'first_offset', 'last_offset',
+    'messages', 'bytes', 'oldest', 'newest'], 'streamview.archives has the columns DESIGN.md names');
+SELECT columns_are('streamview', 'archive', ARRAY['source_id', 'partition', 'offset', 'broker_time', 'key',
+    'payload', 'headers', 'archived_at'], 'streamview.archive: the format COPY loads (docs/archive.md)');
+SELECT is((SELECT c.relkind::text FROM pg_class c WHERE c.oid = 'streamview.archive'::regclass), 'p',
+    'the archive is partitioned (retention drops whole tables)');
+SELECT table_privs_are('streamview', 'archive', 'public', ARRAY[]::text[], 'the archive is closed (payloads)');
+SELECT has_function('streamview', 'rebuild', ARRAY['text', 'text', 'text', 'bigint', 'bool'],
+    'rebuild takes accept_data_loss');
+SELECT has_function('streamview', 'create_source', ARRAY['text', 'text', 'text', 'jsonb', 'text', 'text', 'text', 'jsonb', 'text', 'text', 'text', 'int', 'text', 'text', 'text'],
+    'create_source takes archive');
+SELECT has_function('streamview', 'alter_source', ARRAY['text', 'text', 'jsonb', 'text', 'text', 'jsonb', 'text', 'text', 'text', 'text', 'int', 'jsonb', 'text'],
+    'alter_source takes archive');
 SELECT col_type_is('streamview', 'versions', 'table_name', 'regclass', 'versions.table_name is a regclass');
 SELECT col_type_is('streamview', 'versions', 'source_definition', 'jsonb',
     'a version records the source definition it was made with');

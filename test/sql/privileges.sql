@@ -13,7 +13,7 @@ SELECT streamview.create_source('clicks', '127.0.0.1:9', 'clicks', '{"ts":"times
 RESET ROLE;
 
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
   streamview.drop_source(text, bool),
   streamview.create_view(text, text, text),
   streamview.drop_view(text) TO sv_alice, sv_bob;
@@ -62,7 +62,7 @@ DROP ROLE sv_bob;
 CREATE ROLE "App User" LOGIN;
 GRANT CREATE ON SCHEMA public TO "App User";
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
   streamview.drop_source(text, bool),
   streamview.create_view(text, text, text),
   streamview.add_check(text, text, text),

@@ -14,8 +14,8 @@ CREATE ROLE streamview_admin NOLOGIN;
 CREATE ROLE streamview_author NOLOGIN;
 CREATE ROLE analyst NOLOGIN;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
-  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
+  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb, text),
   streamview.drop_source(text, bool),
   streamview.grant_usage(text, regrole),
   streamview.revoke_usage(text, regrole),
@@ -24,7 +24,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
   streamview.create_view(text, text, text),
   streamview.drop_view(text),
-  streamview.rebuild(text, text, text, bigint),
+  streamview.rebuild(text, text, text, bigint, bool),
   streamview.wait_for(text, int, interval),
   streamview.add_check(text, text, text),
   streamview.drop_check(text, text),

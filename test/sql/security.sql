@@ -12,13 +12,13 @@ CREATE ROLE sv_analyst LOGIN;
 CREATE SCHEMA sv_eve AUTHORIZATION sv_eve;
 GRANT USAGE ON SCHEMA sv_eve TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
   streamview.drop_source(text, bool),
   streamview.create_view(text, text, text),
   streamview.drop_view(text),
   streamview.add_check(text, text, text),
   streamview.validate(text, int, bool),
-  streamview.rebuild(text, text, text, bigint),
+  streamview.rebuild(text, text, text, bigint, bool),
   streamview.swap(text, int, bool),
   streamview.rollback(text) TO sv_eve;
 
@@ -183,7 +183,7 @@ SELECT count(*) AS eve_errors FROM streamview.worker_errors
 SELECT streamview.drop_source('payroll', cascade => true);
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text) TO sv_analyst;
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text) TO sv_analyst;
 SET ROLE sv_analyst;
 SELECT streamview.create_source('payroll', '127.0.0.1:9', 'payroll', '{"ts":"timestamptz"}', 'ts') LIKE 'pg_streamview.%' AS created;
 SELECT count(*) AS inherited_errors FROM streamview.worker_errors
@@ -192,7 +192,7 @@ RESET ROLE;
 SELECT count(*) AS errors_left FROM streamview.worker_errors WHERE detail LIKE '%SSN%';
 SELECT count(*) AS may_read_source FROM pg_proc WHERE proname = '_may_read_source';
 SELECT streamview.drop_source('payroll');
-REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text) FROM sv_analyst;
+REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text) FROM sv_analyst;
 
 ------------------------------------------------------------------------------
 -- F11: librdkafka's memory bounds are not for grantees to raise; and

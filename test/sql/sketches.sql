@@ -91,7 +91,7 @@ SELECT e.extname
 -- functions as that role
 CREATE ROLE sv_sketcher LOGIN;
 GRANT CREATE ON SCHEMA public TO sv_sketcher;
-GRANT EXECUTE ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
+GRANT EXECUTE ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
   streamview.drop_source(text, bool), streamview.create_view(text, text, text) TO sv_sketcher;
 SET ROLE sv_sketcher;
 SELECT streamview.create_source('visits_too', '127.0.0.1:9', 'visits',

@@ -167,7 +167,7 @@ RESET ROLE;
 SELECT count(*) AS still_there FROM streamview.snapshots WHERE snapshot_id = :owned;
 -- a role that is no superuser, on its own view: the restore writes the
 -- new version as that role, which may read the snapshot for that only
-GRANT EXECUTE ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
+GRANT EXECUTE ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
   streamview.drop_source(text, bool), streamview.create_view(text, text, text), streamview.drop_view(text),
   streamview.drop_version(text, int) TO sv_snap_carol;
 GRANT CREATE ON SCHEMA public TO sv_snap_carol;

@@ -17,8 +17,8 @@ CREATE ROLE sv_alter_user LOGIN;
 CREATE ROLE sv_alter_other LOGIN;
 CREATE ROLE sv_alter_nobody LOGIN;
 GRANT EXECUTE ON FUNCTION
-  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text),
-  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb),
+  streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text),
+  streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb, text),
   streamview.drop_source(text, bool),
   streamview.pause(text),
   streamview.grant_usage(text, regrole) TO sv_alter_owner, sv_alter_user, sv_alter_other;

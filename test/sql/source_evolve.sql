@@ -105,7 +105,7 @@ SELECT (changes->'replay_dead_letters') - 'since' AS replay FROM streamview.sour
 CREATE ROLE sv_evolve_user LOGIN;
 GRANT EXECUTE ON FUNCTION streamview.check_source(text, jsonb),
                           streamview.replay_dead_letters(text, timestamptz),
-                          streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb)
+                          streamview.alter_source(text, text, jsonb, text, text, jsonb, text, text, text, text, int, jsonb, text)
       TO sv_evolve_user;
 SET ROLE sv_evolve_user;
 SELECT pg_temp.err($$ SELECT streamview.replay_dead_letters('shop') $$);
