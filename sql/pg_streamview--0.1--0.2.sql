@@ -1001,6 +1001,112 @@ CREATE OR REPLACE FUNCTION streamview.create_source(
 RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text) IS
+'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source (optionally archiving what it reads); returns the Kafka consumer group its worker uses';
+
+CREATE OR REPLACE FUNCTION streamview_internal._create_source_impl(
+    caller               regrole,
+    name                 text,
+    brokers              text,
+    topic                text,
+    columns              jsonb,
+    event_time           text,
+    event_id             text DEFAULT NULL,
+    max_out_of_orderness text DEFAULT '0 seconds',
+    options              jsonb DEFAULT '{}',
+    idle_timeout         text DEFAULT NULL,
+    max_future           text DEFAULT '1 day',
+    partitions           text DEFAULT NULL,
+    workers              int DEFAULT 1,
+    format               text DEFAULT 'json',
+    schema_registry      text DEFAULT NULL,
+    archive              text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid      int;
+    col      record;
+    n        int := 0;
+    ooo      interval;
+    idle     interval;
+    future   interval;
+    keep     interval;
+    parts    int4multirange := streamview_internal._partitions_arg(partitions);
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid source name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'A source name starts with a letter or underscore and has only letters, digits and underscores.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM streamview.sources s WHERE s.name = _create_source_impl.name) THEN
+        RAISE EXCEPTION 'source "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Drop it first with streamview.drop_source(), or choose another name.';
+    END IF;
+    PERFORM streamview_internal._require(event_time, 'event_time');
+    IF coalesce(brokers, '') = '' OR coalesce(topic, '') = '' THEN
+        RAISE EXCEPTION 'brokers and topic must be given'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass brokers => ''host:port'' and topic => ''name''.';
+    END IF;
+    IF columns IS NULL OR jsonb_typeof(columns) <> 'object' OR columns = '{}' THEN
+        RAISE EXCEPTION 'columns must be a non-empty JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map each column name to a type, e.g. ''{"user_id":"text","ts":"timestamptz"}''.';
+    END IF;
+    PERFORM streamview_internal._check_options(caller, options);
+    PERFORM streamview_internal._format_args(format, schema_registry, options);
+    PERFORM streamview_internal._workers_arg(workers, name, event_id);
+    PERFORM streamview_internal._check_worker_quota(caller, 'a new source', workers);
+    ooo := streamview_internal._interval_arg(max_out_of_orderness, 'max_out_of_orderness', true);
+    IF idle_timeout IS NOT NULL THEN
+        idle := streamview_internal._interval_arg(idle_timeout, 'idle_timeout');
+    END IF;
+    IF max_future IS NOT NULL THEN
+        future := streamview_internal._max_future_arg(max_future);
+    END IF;
+    IF archive IS NOT NULL THEN
+        keep := streamview_internal._archive_arg(archive);
+    END IF;
+
+    INSERT INTO streamview.sources (name, brokers, topic, event_time, event_id,
+                                    max_out_of_orderness, idle_timeout, options, owner, max_future,
+                                    partitions, workers, format, schema_registry, archive)
+    VALUES (name, brokers, topic, event_time, event_id, ooo, idle, options,
+            caller, future, parts, workers, format, schema_registry, keep)
+    RETURNING source_id INTO sid;
+    IF keep IS NOT NULL THEN
+        PERFORM streamview_internal._archive_create(sid);
+    END IF;
+
+    FOR col IN SELECT e.key, e.value FROM jsonb_each(columns) e ORDER BY e.key LOOP
+        n := n + 1;
+        PERFORM streamview_internal._add_column(sid, n, col.key, col.value);
+    END LOOP;
+
+    IF NOT EXISTS (SELECT 1 FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time) THEN
+        RAISE EXCEPTION 'event time column "%" is not among the columns', event_time
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Declare it in columns with type timestamptz.';
+    END IF;
+    IF (SELECT c.type FROM streamview.source_columns c WHERE c.source_id = sid AND c.name = event_time)
+       <> 'timestamptz'::regtype THEN
+        RAISE EXCEPTION 'event time column "%" must have type timestamptz', event_time
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Messages may carry ISO-8601 text or epoch milliseconds; both are read as timestamptz.';
+    END IF;
+    IF event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM streamview.source_columns c
+                                            WHERE c.source_id = sid AND c.name = event_id) THEN
+        RAISE EXCEPTION 'event id column "%" is not among the columns', event_id
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Declare it in columns, usually with type text.';
+    END IF;
+    PERFORM streamview_internal._notify_launcher();
+    -- the consumer group the broker's ACLs must let the worker use
+    RETURN streamview_internal._consumer_group(name);
+END $$;
 
 CREATE OR REPLACE FUNCTION streamview_internal._workers_arg(workers int, source_name text, event_id text)
 RETURNS int

@@ -106,9 +106,8 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-    format               text DEFAULT 'json',
-    schema_registry      text DEFAULT NULL,
-    archive              text DEFAULT NULL)
+COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text) IS
+'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source (optionally archiving what it reads); returns the Kafka consumer group its worker uses';
 
 CREATE FUNCTION streamview_internal._create_source_impl(
     caller               regrole,
@@ -124,8 +123,9 @@ CREATE FUNCTION streamview_internal._create_source_impl(
     max_future           text DEFAULT '1 day',
     partitions           text DEFAULT NULL,
     workers              int DEFAULT 1,
-COMMENT ON FUNCTION streamview.create_source(text, text, text, jsonb, text, text, text, jsonb, text, text, text, int, text, text, text) IS
-'declares a Kafka topic of JSON, Avro or Protobuf messages as a stream source (optionally archiving what it reads); returns the Kafka consumer group its worker uses';
+    format               text DEFAULT 'json',
+    schema_registry      text DEFAULT NULL,
+    archive              text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
