@@ -446,6 +446,7 @@ extern int	streamview_replay_archive_batch(SvVersion *v, const SvSource *src, Sv
 											int max, MemoryContext cxt);
 
 /* ------------------------------------------------------------ in archive.c */
+extern void streamview_archive_forget(void);
 extern void streamview_archive_store(const SvSource *src, const SvEvent *events, int n);
 extern int	streamview_archive_read(int32 source_id, int32 partition, int64 from, int64 before,
 									int max, SvEvent *out, MemoryContext cxt);

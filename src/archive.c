@@ -197,6 +197,17 @@ sv_fill_slot(TupleTableSlot *slot, int32 source_id, const SvEvent *ev, Timestamp
  * that covers archived_at, else the default partition), so the partition
  * constraint holds without a check.
  */
+/*
+ * Forget what this process knows of the archive's ends: after a batch's
+ * transaction was rolled back, the rows it archived are gone, and the next
+ * store must look at the table again rather than skip their offsets.
+ */
+void
+streamview_archive_forget(void)
+{
+	sv_narchived = 0;
+}
+
 void
 streamview_archive_store(const SvSource *src, const SvEvent *events, int n)
 {

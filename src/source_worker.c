@@ -458,6 +458,7 @@ sv_roll_back_batch(int64 consumed)
 {
 	AbortCurrentTransaction();
 	streamview_batch_aborted();
+	streamview_archive_forget();	/* its rows went with the transaction */
 	MemoryContextSwitchTo(worker.loop_cxt);
 	worker.one_round_left = consumed;
 	sv_reload_and_assign();
@@ -515,6 +516,9 @@ sv_apply(SvEvent *events, int n)
 	{
 		streamview_apply_round(worker.src, worker.versions, events, n,
 							   worker.kind == SV_WORKER_SOURCE, rounds);
+		/* each round's messages, before the next round's replace them */
+		if (worker.kind == SV_WORKER_SOURCE)
+			streamview_archive_store(worker.src, events, n);	/* archive.c */
 		consumed += n;
 		if (!rounds || streamview_stop_requested() ||
 			streamview_partial_rows(worker.versions) >= streamview_batch_max_groups ||
@@ -533,10 +537,7 @@ sv_apply(SvEvent *events, int n)
 		return true;
 	}
 	if (worker.kind == SV_WORKER_SOURCE)
-	{
 		sv_record_marks();
-		streamview_archive_store(worker.src, events, n);	/* archive.c */
-	}
 	caught_up = worker.kind == SV_WORKER_REPLAY && streamview_replay_check_caught_up(sv_replayed_version());
 	streamview_commit_batch();
 	sv_note_error(NULL);		/* a batch went through: the source is fine */
