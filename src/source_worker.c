@@ -459,6 +459,12 @@ sv_roll_back_batch(int64 consumed)
 	AbortCurrentTransaction();
 	streamview_batch_aborted();
 	streamview_archive_forget();	/* its rows went with the transaction */
+	if (worker.mark_minutes)	/* and so did its offset marks: reload */
+	{
+		pfree(worker.mark_minutes);
+		worker.mark_minutes = NULL;
+		worker.nmark_minutes = 0;
+	}
 	MemoryContextSwitchTo(worker.loop_cxt);
 	worker.one_round_left = consumed;
 	sv_reload_and_assign();
@@ -516,9 +522,16 @@ sv_apply(SvEvent *events, int n)
 	{
 		streamview_apply_round(worker.src, worker.versions, events, n,
 							   worker.kind == SV_WORKER_SOURCE, rounds);
-		/* each round's messages, before the next round's replace them */
+		/*
+		 * Each round's messages archived before the next round's replace
+		 * them, and the offset marks of each round, so that a batch of
+		 * several rounds leaves marks as fine as one-round batches do.
+		 */
 		if (worker.kind == SV_WORKER_SOURCE)
+		{
 			streamview_archive_store(worker.src, events, n);	/* archive.c */
+			sv_record_marks();
+		}
 		consumed += n;
 		if (!rounds || streamview_stop_requested() ||
 			streamview_partial_rows(worker.versions) >= streamview_batch_max_groups ||
@@ -536,8 +549,6 @@ sv_apply(SvEvent *events, int n)
 		sv_roll_back_batch(consumed);
 		return true;
 	}
-	if (worker.kind == SV_WORKER_SOURCE)
-		sv_record_marks();
 	caught_up = worker.kind == SV_WORKER_REPLAY && streamview_replay_check_caught_up(sv_replayed_version());
 	streamview_commit_batch();
 	sv_note_error(NULL);		/* a batch went through: the source is fine */

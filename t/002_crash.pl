@@ -19,7 +19,10 @@ my $P       = 3;
 my $MOOO    = 5000;
 
 my $broker = broker_start('b002', { clicks => $P });
-my $node   = new_node('n002', batch_size => 200);
+# Batches of one round (batch_max_time = 0) of at most batch_size
+# messages: many commits per chunk, so that the crashes land between them;
+# t/026_batch_rounds.pl crashes batches of several rounds.
+my $node   = new_node('n002', batch_size => 200, conf => "streamview.batch_max_time = 0\n");
 
 my %columns = gen_columns();
 my @views = (

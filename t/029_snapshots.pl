@@ -26,8 +26,11 @@ my $BASE_MS = 1_722_000_000_000;
 my $broker = broker_start('b026', { orders => $P });
 # pg_cron runs its jobs in background workers (no connection to make), in
 # database postgres, where the extension is.
+# Batches of one round (batch_max_time = 0) of at most batch_size messages,
+# so that snapshots land between the many commits of a chunk.
 my $node = new_node('n026', batch_size => 100,
-	conf => "shared_preload_libraries = 'pg_streamview,pg_cron'\n"
+	conf => "streamview.batch_max_time = 0\n"
+	  . "shared_preload_libraries = 'pg_streamview,pg_cron'\n"
 	  . "cron.database_name = 'postgres'\n"
 	  . "cron.use_background_workers = on\n"
 	  . "max_worker_processes = 24\n");
