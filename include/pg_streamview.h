@@ -372,6 +372,7 @@ typedef struct SvRunAs
 /* ------------------------------------------- in pg_streamview.c: settings */
 extern char *streamview_database;
 extern int	streamview_batch_size;
+extern int	streamview_progress_messages;
 extern int	streamview_batch_timeout_ms;
 extern int	streamview_batch_max_bytes_kb;
 extern int	streamview_batch_max_groups;

@@ -2101,7 +2101,7 @@ BEGIN
     RETURN ver;
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview_internal._check_replay_complete(v streamview.views, vrow int)
+CREATE OR REPLACE FUNCTION streamview_internal._check_replay_complete(v streamview.views, vrow int, what text DEFAULT 'rebuild')
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2119,11 +2119,11 @@ BEGIN
      WHERE l.source_id = v.source_id
        AND streamview_internal._reads_partition(s.partitions, l.partition);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot rebuild stream view "%": its replay would miss messages that Kafka no longer keeps', v.name
+        RAISE EXCEPTION 'cannot % stream view "%": its replay would miss messages that Kafka no longer keeps', what, v.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Neither the topic''s log nor the source''s archive has %s.', missing),
                   HINT = 'Keep an archive of the source (alter_source(archive => ...)) or load the missing messages '
-                         'into streamview.archive (docs/archive.md); or pass accept_data_loss => true to rebuild from what is left.';
+                         'into streamview.archive (docs/archive.md); or pass accept_data_loss => true to replay what is left.';
     END IF;
 END $$;
 
@@ -2945,14 +2945,15 @@ BEGIN
     RETURN coalesce(streamview_internal._snapshot_checksum(s.snapshot_id) = s.checksum, false);
 END $$;
 
-CREATE OR REPLACE FUNCTION streamview.restore(view_name text, snapshot_id bigint)
+CREATE OR REPLACE FUNCTION streamview.restore(view_name text, snapshot_id bigint, accept_data_loss bool DEFAULT false)
 RETURNS int
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION streamview.restore(text, bigint) IS
+COMMENT ON FUNCTION streamview.restore(text, bigint, bool) IS
 'starts a new version of a stream view from a snapshot: its rows and ledger, replaying from its offsets; returns the version';
 
-CREATE OR REPLACE FUNCTION streamview_internal._restore_impl(caller regrole, view_name text, snapshot_id bigint)
+CREATE OR REPLACE FUNCTION streamview_internal._restore_impl(caller regrole, view_name text, snapshot_id bigint,
+                                                  accept_data_loss bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -3000,7 +3001,8 @@ BEGIN
                   HINT = 'Restore a snapshot taken since the definition changed, or rebuild from the log with streamview.rebuild().';
     END IF;
 
-    ver := streamview_internal._rebuild_impl(caller, view_name);
+    -- the replay's completeness is checked below, from the snapshot's offsets
+    ver := streamview_internal._rebuild_impl(caller, view_name, accept_data_loss => true);
     cand := streamview_internal._get_version(v, ver);
     IF cand.definition_hash <> s.definition_hash THEN
         -- the live query compiles to another definition now (a changed source)
@@ -3049,8 +3051,13 @@ BEGIN
     SELECT cand.version_id, i.partition, i.last_offset, i.max_event_time, i.event_id_hashes, i.event_times
       FROM streamview.snapshot_seen_ids i WHERE i.snapshot_id = s.snapshot_id;
     UPDATE streamview.versions x
-       SET watermark = s.watermark, start_from = s.start_from, restored_from = s.snapshot_id
+       SET watermark = s.watermark, start_from = s.start_from, restored_from = s.snapshot_id,
+           accept_data_loss = coalesce(_restore_impl.accept_data_loss, false)
      WHERE x.version_id = cand.version_id;
+    IF NOT coalesce(_restore_impl.accept_data_loss, false) THEN
+        PERFORM streamview_internal._check_replay_complete(v, cand.version_id,
+                                                           format('restore snapshot %s of', s.snapshot_id));
+    END IF;
     RETURN ver;
 END $$;
 

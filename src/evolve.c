@@ -18,8 +18,8 @@
  * batch_max_bytes, as a worker's), in a context reset after each; the
  * Kafka consumer is closed however the reading ends (an error, a cancel,
  * statement_timeout: the loop looks for interrupts after each batch and
- * each wait).  Progress is a NOTICE every SV_PROGRESS_MESSAGES messages
- * or SV_PROGRESS_SECONDS seconds.
+ * each wait).  Progress is a NOTICE every streamview.progress_messages
+ * messages or SV_PROGRESS_SECONDS seconds.
  *
  *-------------------------------------------------------------------------
  */
@@ -37,7 +37,6 @@
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
-#define SV_PROGRESS_MESSAGES 100000
 #define SV_PROGRESS_SECONDS 10
 /* How long the brokers may take to say where a partition begins and ends. */
 #define SV_HISTORY_BROKER_TIMEOUT_MS 10000
@@ -96,7 +95,7 @@ sv_history_progress(SvHistory *h, int32 p, int64 offset, int64 end)
 {
 	TimestampTz now;
 
-	if (h->read - h->reported < SV_PROGRESS_MESSAGES)
+	if (h->read - h->reported < streamview_progress_messages)
 	{
 		now = GetCurrentTimestamp();
 		if (!TimestampDifferenceExceeds(h->reported_at, now, SV_PROGRESS_SECONDS * 1000))
@@ -113,19 +112,74 @@ sv_history_progress(SvHistory *h, int32 p, int64 offset, int64 end)
 }
 
 /*
- * The archived messages of partition p from offset `from` on (below `to`,
- * -1: all), in offset order, handed to h->on_message; returns the offset
- * Kafka goes on from, or -1 when on_message asked to stop.
+ * The archived messages of partition p from offset `from` on, below `to`
+ * (-1: no bound) and below the first offset Kafka still has, in offset
+ * order, handed to h->on_message; returns the offset Kafka goes on from
+ * (the one after the last archived message, or `from` when the archive has
+ * nothing Kafka lacks), or -1 when on_message asked to stop.
  *
- * This is the one place history reads the archive of consumed messages
- * (issue 11, "The archive"), which is built apart from this file: once it
- * is merged, this reads it here.  Until then no source keeps an archive,
- * nothing is archived, and Kafka goes on from `from` itself.
+ * Only the offsets Kafka no longer has are read from the archive, as a
+ * rebuild reads them (replay.c): what Kafka keeps is read from Kafka, so
+ * a source whose archive was switched on late, or whose retention dropped
+ * its oldest partitions, is still read whole.  Offsets below the log's
+ * start that the archive lacks are reported to h->on_gap, as
+ * _archive_missing reports them before a rebuild; those after the last
+ * archived one are left to sv_history_kafka, which reports them.  One
+ * batch (streamview.batch_size messages) is in memory at a time; the
+ * archive is read with its own SPI connection, on_message is called
+ * outside it.
  */
 static int64
 sv_history_archived(SvHistory *h, int32 p, int64 from, int64 to)
 {
-	return from;
+	int64		first;
+	int64		end;
+	int64		until;
+	int64		next = from;
+	SvEvent    *events;
+
+	if (!streamview_kafka_log_bounds(h->kafka, p, SV_HISTORY_BROKER_TIMEOUT_MS, &first, &end))
+		return from;			/* sv_history_kafka asks again and says why */
+	until = (to >= 0 && to < first) ? to : first;
+	if (next >= until)
+		return from;
+
+	events = palloc(streamview_batch_size * sizeof(SvEvent));
+	for (;;)
+	{
+		MemoryContext old;
+		int			n;
+		bool		more = true;
+
+		SPI_connect();
+		n = streamview_archive_read(h->src->source_id, p, next, until, streamview_batch_size,
+									events, h->batch_cxt);
+		SPI_finish();
+		old = MemoryContextSwitchTo(h->batch_cxt);
+		for (int i = 0; i < n && more; i++)
+		{
+			SvEvent    *ev = &events[i];
+
+			if (ev->offset > next && h->on_gap)
+				h->on_gap(h->arg, p, next, ev->offset);
+			next = ev->offset + 1;
+			h->read++;
+			more = h->on_message(h->arg, ev);
+			sv_history_progress(h, p, ev->offset, to >= 0 ? to : end);
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(h->batch_cxt);
+		CHECK_FOR_INTERRUPTS();
+		if (!more)
+		{
+			pfree(events);
+			return -1;
+		}
+		if (n < streamview_batch_size || next >= until)
+			break;
+	}
+	pfree(events);
+	return next;
 }
 
 /*

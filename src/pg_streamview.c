@@ -38,6 +38,7 @@ int			streamview_validation_retention_s = 0;
 int			streamview_offset_mark_retention_s = 0;
 int			streamview_max_workers_per_role = 4;
 int			streamview_lock_timeout_ms = 10000;
+int			streamview_progress_messages = 100000;
 int			streamview_lag_threshold_s = 60;
 int			streamview_stall_threshold_s = 60;
 
@@ -87,6 +88,12 @@ _PG_init(void)
 							"A round takes what the worker's queue has ready, up to this many messages.",
 							&streamview_batch_size, 10000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.progress_messages",
+							"Messages check_source and replay_dead_letters read between two progress NOTICEs.",
+							"A NOTICE also comes every 10 seconds, whichever is first.  A session may lower "
+							"it to watch a short history closely.",
+							&streamview_progress_messages, 100000, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_timeout",
 							"Longest an idle source worker waits for a first message before its housekeeping.",
 							"A batch is applied as soon as the worker's queue has nothing more ready; "

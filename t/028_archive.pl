@@ -115,6 +115,11 @@ sub chunk
 
 my $total = chunk(1000);
 ok(wait_consumed($node, 'arch_sum', $total), "chunk 1 consumed ($total)");
+# a snapshot at offset 1000 of each partition, which Kafka drops later
+my $snap = sql(q{SELECT streamview.snapshot('arch_sum')});
+is(sql(qq{SELECT string_agg(l.key || ':' || (l.value->>'next_offset'), ' ' ORDER BY l.key)
+	FROM streamview.snapshots s, jsonb_each(s.ledger) l WHERE s.snapshot_id = $snap}),
+	join(' ', map { "$_:1000" } 0 .. $P - 1), 'a snapshot at offset 1000 of each partition');
 
 $total = chunk(1500);
 ok(wait_for($node, "SELECT consumed > " . ($total - 2500) . " FROM streamview.status WHERE view_name = 'arch_sum'"),
@@ -163,6 +168,7 @@ is(sql(q{SELECT attcompression FROM pg_attribute WHERE attrelid = 'streamview.ar
 # 2. a rebuild after Kafka dropped the early data reads the archive
 ######################################################################
 my @starts = map { log_start('arch', $_) } 0 .. $P - 1;
+my ($ret, $out, $err);
 ok((grep { $_ > 0 } @starts) == $P, "the broker dropped the oldest messages (log starts @starts)");
 ok(wait_for($node, "SELECT count(*) = $P FROM streamview.log_starts WHERE log_start > 0"),
 	'the source worker recorded the log starts');
@@ -193,6 +199,52 @@ is(sql(q{SELECT string_agg("check" || '=' || passed, ' ' ORDER BY "check")
 	'caught_up=true differences=true ledger=true', 'validate(expect_identical => true) passes');
 is(table_rows('arch_sum_v3'), table_rows('arch_sum_v1'), 'the table rebuilt from a point in time equals the live one');
 
+# check_source reads the archive below the log's start, then Kafka: every
+# message produced counts (none is unavailable), each once
+my $check = q{SELECT string_agg(reason || ':' || messages, ' ' ORDER BY reason) FROM streamview.check_source('%s') WHERE messages > 0};
+is(sql(sprintf($check, 'arch')), 'ok:' . ($per * $P),
+	"check_source counts every message of the archive and of Kafka (${\($per * $P)}), none unavailable");
+
+# its progress: a NOTICE every streamview.progress_messages messages
+my ($pret, $pout, $perr) = $node->psql('postgres',
+	"SET streamview.progress_messages = 1000; " . sprintf($check, 'arch'));
+is($pret, 0, 'check_source with streamview.progress_messages = 1000');
+my @progress = $perr =~ /NOTICE:  check_source: source "arch": (\d+) messages read; partition \d of $P at offset \d+ of \d+/g;
+# (one every 10 seconds too, which restarts the count, on a slow machine)
+my @gaps = map { $progress[$_] - ($_ ? $progress[$_ - 1] : 0) } 0 .. $#progress;
+cmp_ok(scalar(@progress), '>=', int($per * $P / 1000), 'reports its progress at least every 1000 messages read');
+is(scalar(grep { $_ < 1 || $_ > 1000 } @gaps), 0, 'with the count read so far, 1000 more each time at most')
+  or diag("@progress");
+
+# restore from that snapshot: its offsets are below the log's start, the
+# archive has what Kafka lost
+ok($starts[0] > 1000, "partition 0's log starts after the snapshot's offset ($starts[0])");
+ok(wait_for($node, "SELECT log_start = $starts[0] FROM streamview.log_starts WHERE partition = 0"),
+	'the source worker recorded it');
+is(sql(qq{SELECT streamview.restore('arch_sum', $snap)}), '4', 'restore from a snapshot below the log\'s start is accepted');
+is(sql(q{SELECT streamview.wait_for('arch_sum', 4, '3 minutes')}), 'caught_up', 'the restored version caught up');
+is(table_rows('arch_sum_v4'), table_rows('arch_sum_v1'), 'it equals the live version: the archive filled the gap');
+sql(q{SELECT streamview.drop_version('arch_sum', 4)});
+
+# the archive loses offsets 1000 .. log start - 1 of partition 0: the same
+# restore is refused before it starts, naming them
+sql(qq{DELETE FROM streamview.archive WHERE partition = 0 AND "offset" >= 1000 AND "offset" < $starts[0]
+	AND source_id = (SELECT source_id FROM streamview.sources WHERE name = 'arch')});
+my $versions = sql(q{SELECT count(*) FROM streamview.versions WHERE view_name = 'arch_sum'});
+($ret, $out, $err) = $node->psql('postgres', qq{SELECT streamview.restore('arch_sum', $snap)});
+isnt($ret, 0, 'restore is refused when neither Kafka nor the archive has its offsets');
+like($err, qr/ERROR:  cannot restore snapshot $snap of stream view "arch_sum": its replay would miss messages/,
+	'with an error that says so');
+like($err, qr/DETAIL:  Neither the topic's log nor the source's archive has partition 0: offsets 1000 to ${\($starts[0] - 1)}\./,
+	'naming the partition and the offsets');
+like($err, qr/HINT:  .*accept_data_loss => true/, 'and a hint');
+is(sql(q{SELECT count(*) FROM streamview.versions WHERE view_name = 'arch_sum'}), $versions, 'no version was made');
+my $lossy = sql(qq{SELECT streamview.restore('arch_sum', $snap, accept_data_loss => true)});
+ok($lossy > 0, 'restore(accept_data_loss => true) is accepted');
+is(sql(qq{SELECT accept_data_loss FROM streamview.versions WHERE view_name = 'arch_sum' AND version = $lossy}), 't',
+	'and the version says so');
+sql(qq{SELECT streamview.drop_version('arch_sum', $lossy)});
+
 ######################################################################
 # 3. refusal without the data; COPY-loaded history then replays
 ######################################################################
@@ -209,13 +261,27 @@ ok(wait_consumed($node, 'hist_sum', 7000 - $hist_start), 'the live version read 
 ok(wait_for($node, "SELECT log_start = $hist_start FROM streamview.log_starts l JOIN streamview.sources s USING (source_id) WHERE s.name = 'hist'"),
 	'its log start is recorded');
 
-my ($ret, $out, $err) = $node->psql('postgres', q{SELECT streamview.rebuild('hist_sum')});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT streamview.rebuild('hist_sum')});
 isnt($ret, 0, 'rebuild from earliest is refused: the early messages are nowhere');
 like($err, qr/ERROR:  cannot rebuild stream view "hist_sum": its replay would miss messages/, 'with an error that says so');
 like($err, qr/DETAIL:  Neither the topic's log nor the source's archive has partition 0: offsets 0 to ${\($hist_start - 1)}\./,
 	'naming the partition and the offsets');
 like($err, qr/HINT:  .*accept_data_loss => true/, 'and a hint');
 is(sql(q{SELECT count(*) FROM streamview.versions WHERE view_name = 'hist_sum'}), '1', 'no version was made');
+is(sql(sprintf($check, 'hist')), 'ok:' . (7000 - $hist_start) . " unavailable:$hist_start",
+	'check_source without an archive of the early data counts its offsets unavailable');
+is(sql(q{SELECT sample_partition || ':' || sample_offset FROM streamview.check_source('hist') WHERE reason = 'unavailable'}),
+	'0:0', 'the first unavailable offset is the sample');
+
+# a restore needs only what follows its snapshot: one taken at the log's end
+# is accepted though the early messages are nowhere (the check is against
+# the snapshot's offsets, not the start of the log)
+my $hsnap = sql(q{SELECT streamview.snapshot('hist_sum')});
+is(sql(qq{SELECT streamview.restore('hist_sum', $hsnap)}), '2', 'restore from a snapshot above the log start is accepted');
+is(sql(q{SELECT next_offset FROM streamview.offsets o JOIN streamview.versions v USING (version_id)
+	WHERE v.view_name = 'hist_sum' AND v.version = 2 AND o.partition = 0}), '7000', 'its replay starts at the snapshot\'s offset');
+sql(q{SELECT streamview.drop_version('hist_sum', 2)});
+my $hv = 1 + sql(q{SELECT max(version) FROM streamview.versions WHERE view_name = 'hist_sum'});
 
 # load the history with COPY, in the documented format
 my $sid = sql(q{SELECT source_id FROM streamview.sources WHERE name = 'hist'});
@@ -230,12 +296,13 @@ $copy\\.
 });
 is(sql(q{SELECT first_offset || ':' || last_offset FROM streamview.archives WHERE source_name = 'hist'}),
 	'0:6999', 'the archive now holds the whole history');
+is(sql(sprintf($check, 'hist')), 'ok:7000', 'check_source reads the loaded history, then Kafka: all 7000 messages');
 
-is(sql(q{SELECT streamview.rebuild('hist_sum')}), '2', 'the same rebuild is accepted now');
-is(sql(q{SELECT streamview.wait_for('hist_sum', 2, '3 minutes')}), 'caught_up', 'and caught up');
-is(table_rows('hist_sum_v2'), oracle_rows(@{ $produced{'hist/0'} }),
+is(sql(q{SELECT streamview.rebuild('hist_sum')}), $hv, 'the same rebuild is accepted now');
+is(sql(qq{SELECT streamview.wait_for('hist_sum', $hv, '3 minutes')}), 'caught_up', 'and caught up');
+is(table_rows("hist_sum_v$hv"), oracle_rows(@{ $produced{'hist/0'} }),
 	'the rebuilt version equals the oracle over the whole history, loaded and live');
-isnt(table_rows('hist_sum_v1'), table_rows('hist_sum_v2'), 'which the live version never saw');
+isnt(table_rows('hist_sum_v1'), table_rows("hist_sum_v$hv"), 'which the live version never saw');
 
 # headers are archived too: [[name, base64 value], ...]
 my ($kout, $kerr);

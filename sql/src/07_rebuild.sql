@@ -77,8 +77,10 @@ END $$;
 -- heard) and the archive does not hold them either?  Then it is refused,
 -- naming the partitions and offsets, unless the caller accepts it
 -- (accept_data_loss => true).  The replay worker checks again with what the
--- brokers answer when it starts (replay.c).
-CREATE FUNCTION streamview_internal._check_replay_complete(v streamview.views, vrow int)
+-- brokers answer when it starts (replay.c).  vrow's offsets say where the
+-- replay starts (none: the start of the log); `what` names the call in the
+-- error (rebuild, restore).
+CREATE FUNCTION streamview_internal._check_replay_complete(v streamview.views, vrow int, what text DEFAULT 'rebuild')
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -96,11 +98,11 @@ BEGIN
      WHERE l.source_id = v.source_id
        AND streamview_internal._reads_partition(s.partitions, l.partition);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot rebuild stream view "%": its replay would miss messages that Kafka no longer keeps', v.name
+        RAISE EXCEPTION 'cannot % stream view "%": its replay would miss messages that Kafka no longer keeps', what, v.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Neither the topic''s log nor the source''s archive has %s.', missing),
                   HINT = 'Keep an archive of the source (alter_source(archive => ...)) or load the missing messages '
-                         'into streamview.archive (docs/archive.md); or pass accept_data_loss => true to rebuild from what is left.';
+                         'into streamview.archive (docs/archive.md); or pass accept_data_loss => true to replay what is left.';
     END IF;
 END $$;
 

@@ -214,12 +214,12 @@ BEGIN
     RETURN coalesce(streamview_internal._snapshot_checksum(s.snapshot_id) = s.checksum, false);
 END $$;
 
-CREATE FUNCTION streamview.restore(view_name text, snapshot_id bigint)
+CREATE FUNCTION streamview.restore(view_name text, snapshot_id bigint, accept_data_loss bool DEFAULT false)
 RETURNS int
 AS 'MODULE_PATHNAME', 'streamview_api_dispatch'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION streamview.restore(text, bigint) IS
+COMMENT ON FUNCTION streamview.restore(text, bigint, bool) IS
 'starts a new version of a stream view from a snapshot: its rows and ledger, replaying from its offsets; returns the version';
 
 -- A restore is a rebuild (_rebuild_impl: same checks, a new version that a
@@ -229,8 +229,11 @@ COMMENT ON FUNCTION streamview.restore(text, bigint) IS
 -- ids it remembered, its watermark and cut.  The replay then reads each
 -- partition from the snapshot's offset (a partition it has no offset for,
 -- from the start of the log), catches up, and is validated and swapped like
--- any rebuild.
-CREATE FUNCTION streamview_internal._restore_impl(caller regrole, view_name text, snapshot_id bigint)
+-- any rebuild.  Whether that replay would miss messages Kafka no longer
+-- keeps is checked against the snapshot's offsets, as a rebuild checks its
+-- own (_check_replay_complete), unless the caller accepts it.
+CREATE FUNCTION streamview_internal._restore_impl(caller regrole, view_name text, snapshot_id bigint,
+                                                  accept_data_loss bool DEFAULT false)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -278,7 +281,8 @@ BEGIN
                   HINT = 'Restore a snapshot taken since the definition changed, or rebuild from the log with streamview.rebuild().';
     END IF;
 
-    ver := streamview_internal._rebuild_impl(caller, view_name);
+    -- the replay's completeness is checked below, from the snapshot's offsets
+    ver := streamview_internal._rebuild_impl(caller, view_name, accept_data_loss => true);
     cand := streamview_internal._get_version(v, ver);
     IF cand.definition_hash <> s.definition_hash THEN
         -- the live query compiles to another definition now (a changed source)
@@ -327,8 +331,13 @@ BEGIN
     SELECT cand.version_id, i.partition, i.last_offset, i.max_event_time, i.event_id_hashes, i.event_times
       FROM streamview.snapshot_seen_ids i WHERE i.snapshot_id = s.snapshot_id;
     UPDATE streamview.versions x
-       SET watermark = s.watermark, start_from = s.start_from, restored_from = s.snapshot_id
+       SET watermark = s.watermark, start_from = s.start_from, restored_from = s.snapshot_id,
+           accept_data_loss = coalesce(_restore_impl.accept_data_loss, false)
      WHERE x.version_id = cand.version_id;
+    IF NOT coalesce(_restore_impl.accept_data_loss, false) THEN
+        PERFORM streamview_internal._check_replay_complete(v, cand.version_id,
+                                                           format('restore snapshot %s of', s.snapshot_id));
+    END IF;
     RETURN ver;
 END $$;
 

@@ -57,5 +57,5 @@ REVOKE ALL ON FUNCTION streamview.create_source(text, text, text, jsonb, text, t
                        streamview.drop_version(text, int),
                        streamview.snapshot(text, int, int),
                        streamview.verify_snapshot(bigint),
-                       streamview.restore(text, bigint),
+                       streamview.restore(text, bigint, bool),
                        streamview.drop_snapshot(bigint) FROM PUBLIC;

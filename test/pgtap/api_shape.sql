@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pg_streamview;
-SELECT plan(60);
+SELECT plan(61);
 
 -- The public API: the names DESIGN.md makes the contract.
 SELECT functions_are('streamview', ARRAY[
@@ -125,6 +125,8 @@ SELECT is((SELECT c.relkind::text FROM pg_class c WHERE c.oid = 'streamview.arch
 SELECT table_privs_are('streamview', 'archive', 'public', ARRAY[]::text[], 'the archive is closed (payloads)');
 SELECT has_function('streamview', 'rebuild', ARRAY['text', 'text', 'text', 'bigint', 'bool'],
     'rebuild takes accept_data_loss');
+SELECT has_function('streamview', 'restore', ARRAY['text', 'bigint', 'bool'],
+    'restore takes accept_data_loss');
 SELECT has_function('streamview', 'create_source', ARRAY['text', 'text', 'text', 'jsonb', 'text', 'text', 'text', 'jsonb', 'text', 'text', 'text', 'int', 'text', 'text', 'text'],
     'create_source takes archive');
 SELECT has_function('streamview', 'alter_source', ARRAY['text', 'text', 'jsonb', 'text', 'text', 'jsonb', 'text', 'text', 'text', 'text', 'int', 'jsonb', 'text'],
