@@ -34,7 +34,7 @@ GRANT EXECUTE ON FUNCTION
   streamview.drop_version(text, int),
   streamview.snapshot(text, int, int),
   streamview.verify_snapshot(bigint),
-  streamview.restore(text, bigint),
+  streamview.restore(text, bigint, bool),
   streamview.drop_snapshot(bigint) TO streamview_author;
 CREATE SCHEMA reports;
 GRANT USAGE, CREATE ON SCHEMA reports TO streamview_author;

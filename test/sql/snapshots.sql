@@ -157,7 +157,7 @@ SELECT regexp_replace(pg_temp.err(format($$ SELECT count(*) FROM streamview_inte
 SELECT pg_temp.err($$ SELECT count(*) FROM streamview.snapshot_seen_ids $$) AS carol_reads_ids;
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION streamview.snapshot(text, int, int), streamview.verify_snapshot(bigint),
-  streamview.restore(text, bigint), streamview.drop_snapshot(bigint) TO sv_snap_carol;
+  streamview.restore(text, bigint, bool), streamview.drop_snapshot(bigint) TO sv_snap_carol;
 SET ROLE sv_snap_carol;
 SELECT pg_temp.err($$ SELECT streamview.snapshot('shop_totals') $$) AS carol_snapshot_not_owner;
 SELECT pg_temp.err(format($$ SELECT streamview.verify_snapshot(%s) $$, :owned)) AS carol_verify_not_owner;
