@@ -45,7 +45,8 @@ sub view_is
 }
 
 $old->safe_psql('postgres', qq{
-	SELECT streamview.create_source('dumped', '$B', 'dumped', '{"ts":"timestamptz","k":"text"}', 'ts');
+	SELECT streamview.create_source('dumped', '$B', 'dumped', '{"ts":"timestamptz","k":"text"}', 'ts',
+	                                archive => '1 day');
 	SELECT streamview.create_view('public.dumped_n', \$\$
 	  SELECT streamview.tumble(ts, '1 minute') AS window_start, k, count(*) AS n FROM dumped GROUP BY 1, 2 \$\$);
 	COMMENT ON VIEW public.dumped_n IS 'events per minute and key';
@@ -65,6 +66,9 @@ command_ok([ 'pg_dump', '-Fc', '-d', $old->connstr('postgres'), '-f', $dump ], '
 my %before = map { split /\|/ } split /\n/, $old->safe_psql('postgres',
 	q{SELECT 'sources', last_value FROM streamview.sources_source_id_seq
 	  UNION ALL SELECT 'versions', last_value FROM streamview.versions_version_id_seq});
+my $archives_q = q{SELECT string_agg(concat_ws(':', partition, first_offset, last_offset, messages), ' '
+	                          ORDER BY partition) FROM streamview.archives WHERE source_name = 'dumped'};
+my $old_archives = $old->safe_psql('postgres', $archives_q);
 my $old_group = $old->safe_psql('postgres', q{SELECT consumer_group FROM streamview.source_list});
 is($old_group, 'pg_streamview.' . $old->safe_psql('postgres',
 		q{SELECT system_identifier FROM pg_control_system()}) . '.postgres.dumped',
@@ -96,6 +100,10 @@ is($new->safe_psql('postgres', qq{SELECT rows > 0 AND streamview.verify_snapshot
 	FROM streamview.snapshots WHERE snapshot_id = $snapshot}), 't',
 	'the snapshot is restored, rows and manifest, and verifies');
 view_is($new, 'right after the restore');
+is($new->safe_psql('postgres', $archives_q), $old_archives,
+	"the archive is restored, partition by partition ($old_archives)");
+is($new->safe_psql('postgres', q{SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+	WHERE i.inhparent = 'streamview.archive'::regclass}), '1', 'the archive\'s partition tree is restored');
 
 # The restored source is a consumer of its own: it never commits into the
 # original's consumer group, which may still be running elsewhere.
@@ -111,6 +119,13 @@ send_events(200);
 ok(wait_consumed($new, 'dumped_n', 500), 'the restored cluster goes on from the stored offsets');
 wait_settled();
 view_is($new, 'after 200 more events');
+# the oracle: each partition's messages, counted from what was sent
+my %per_part;
+$per_part{ $_ % 2 }++ for 0 .. $sent - 1;
+wait_for($new, qq{SELECT coalesce(sum(messages), 0) = $sent FROM streamview.archives WHERE source_name = 'dumped'});
+is($new->safe_psql('postgres', $archives_q),
+	join(' ', map { "$_:0:" . ($per_part{$_} - 1) . ":$per_part{$_}" } sort keys %per_part),
+	'the restored worker goes on archiving: every offset of each partition once, no gap, no duplicate');
 is($new->safe_psql('postgres', q{SELECT count(*) FROM streamview.partitions WHERE NOT balanced}),
 	'0', 'every partition ledger balances');
 
