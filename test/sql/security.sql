@@ -315,6 +315,16 @@ SELECT replace(pg_temp.err(format('SELECT * FROM streamview_internal._batch_rows
                                   :v1_id)), :'v1_id', 'N') AS own_version_outside_a_worker;
 RESET ROLE;
 SELECT pg_temp.err('SELECT streamview_internal._batch_rows(0)') AS not_in_from;
+-- The same for _batch_partials, which the merge statement of a batch of
+-- several rounds reads (also executable by PUBLIC): outside the worker
+-- merging that version's batch, an error, whoever calls it.
+SET ROLE sv_analyst;
+SELECT replace(pg_temp.err(format('SELECT * FROM streamview_internal._batch_partials(%s) AS p(k text, n bigint)',
+                                  :v1_id)), :'v1_id', 'N') AS partials_of_another_roles_version;
+SET ROLE sv_eve;
+SELECT replace(pg_temp.err(format('SELECT * FROM streamview_internal._batch_partials(%s) AS p(k text, n bigint)',
+                                  :v1_id)), :'v1_id', 'N') AS own_partials_outside_a_worker;
+RESET ROLE;
 
 ------------------------------------------------------------------------------
 -- Clean up
