@@ -562,6 +562,7 @@ extern void streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_o
 extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes,
 									 int timeout_ms);
 extern bool streamview_kafka_drained(SvKafka *k);
+extern bool streamview_kafka_behind(SvKafka *k);
 extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);

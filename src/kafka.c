@@ -47,6 +47,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 
 #define SV_KAFKA_MAX_NOTES 16
 #define SV_KAFKA_NOTE_LEN 512
@@ -87,6 +88,18 @@ struct SvKafka
 	int			sockets[SV_KAFKA_MAX_SOCKETS];
 	bool		closing;
 	bool		drained;		/* the last consume ended with nothing more ready */
+	/*
+	 * The prefetch queue's byte bound (queued.max.messages.kbytes, in
+	 * bytes), the bytes taken from the queue since the fetcher was last
+	 * woken, and the partition of the last message taken: see
+	 * sv_wake_fetcher.
+	 */
+	int64		queue_bound;
+	int64		taken_since_wake;
+	int32		last_partition;
+	int64		wake_us;		/* how long the last wake took, in µs */
+	int64	   *next_offset;	/* per assigned partition, or -1: see
+								 * streamview_kafka_behind */
 };
 
 /* Defaults that differ from librdkafka's, before the user's options. */
@@ -100,9 +113,13 @@ static const char *const sv_defaults[][2] = {
 	/*
 	 * but bound it in bytes: for the whole consumer queue, which every
 	 * assigned partition's fetch queue is forwarded to (librdkafka's
-	 * CONFIGURATION.md: "applies to the single consumer queue")
+	 * CONFIGURATION.md: "applies to the single consumer queue").  The bound
+	 * counts payloads only; librdkafka's own ~400 bytes per message come on
+	 * top, so 4 MB of ~100-byte events is ~20 MB of memory
+	 * (docs/architecture.md, "Memory").  sv_wake_fetcher keeps so small a
+	 * queue from running dry.
 	 */
-	{"queued.max.messages.kbytes", "16384"},
+	{"queued.max.messages.kbytes", "4096"},
 	{"fetch.wait.max.ms", "50"},
 	{"log.queue", "true"},
 	{"log_level", "5"},
@@ -294,6 +311,41 @@ sv_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 	}
 }
 
+/* A librdkafka property counted in kilobytes, in bytes; 0 if unknown. */
+static int64
+sv_conf_kbytes(rd_kafka_conf_t *conf, const char *name)
+{
+	char		value[64];
+	size_t		size = sizeof(value);
+
+	if (rd_kafka_conf_get(conf, name, value, &size) != RD_KAFKA_CONF_OK)
+		return 0;
+	return strtoll(value, NULL, 10) * 1024;
+}
+
+/*
+ * Bound a fetch response to 1 MB unless the source's options say otherwise.
+ * librdkafka lets one response bring up to fetch.max.bytes (its default is
+ * the prefetch queue's bound) whatever the queue holds already, and a
+ * megabyte of lz4-compressed ~100-byte events is some 40,000 messages.  It
+ * must be at least message.max.bytes, which librdkafka checks.
+ */
+static void
+sv_bound_fetch(rd_kafka_conf_t *conf, const SvSource *src)
+{
+	char		value[64];
+	size_t		size = sizeof(value);
+	int64		bytes = 1024 * 1024;
+	ListCell   *n;
+
+	foreach(n, src->option_names)
+		if (strcmp(lfirst(n), "fetch.max.bytes") == 0)
+			return;
+	if (rd_kafka_conf_get(conf, "message.max.bytes", value, &size) == RD_KAFKA_CONF_OK)
+		bytes = Max(bytes, strtoll(value, NULL, 10));
+	sv_conf_set(conf, "fetch.max.bytes", psprintf(INT64_FORMAT, bytes), src->name);
+}
+
 /*
  * A consumer for the source: pg_streamview's defaults, then the broker list,
  * group and client id, then the source's own options; logs and errors on
@@ -317,6 +369,7 @@ streamview_kafka_open(const SvSource *src, const char *group_id)
 	sv_conf_set(conf, "client.id", psprintf("pg_streamview/%s", src->name), src->name);
 	forboth(n, src->option_names, v, src->option_values)
 		sv_conf_set(conf, lfirst(n), lfirst(v), src->name);
+	sv_bound_fetch(conf, src);
 	for (int i = 0; i < lengthof(sv_overrides); i++)
 		sv_conf_set(conf, sv_overrides[i][0], sv_overrides[i][1], src->name);
 	rd_kafka_conf_set_log_cb(conf, sv_log_cb);
@@ -325,6 +378,8 @@ streamview_kafka_open(const SvSource *src, const char *group_id)
 	rd_kafka_conf_set_closesocket_cb(conf, sv_closesocket_cb);
 	rd_kafka_conf_set_opaque(conf, k);
 	pthread_mutex_init(&k->sockets_lock, NULL);
+	k->queue_bound = sv_conf_kbytes(conf, "queued.max.messages.kbytes");
+	k->last_partition = -1;
 
 	if (pipe(k->pipefd) != 0)
 	{
@@ -430,7 +485,14 @@ streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 				 errmsg("could not assign partitions of topic \"%s\"", k->topic_name),
 				 errdetail_internal("%s", rd_kafka_err2str(err))));
 	if (nparts > 0)
+	{
+		if (k->next_offset)
+			pfree(k->next_offset);
+		k->next_offset = MemoryContextAlloc(GetMemoryChunkContext(k), nparts * sizeof(int64));
 		k->nparts = nparts;
+	}
+	for (int p = 0; p < k->nparts; p++)
+		k->next_offset[p] = (nparts > 0 && start_offsets[p] >= 0) ? start_offsets[p] : -1;
 }
 
 static char *
@@ -538,6 +600,9 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
 			}
 			ev->headers = sv_headers(m);
 			bytes += m->key_len + m->len;
+			k->last_partition = m->partition;
+			if (m->partition < k->nparts)
+				k->next_offset[m->partition] = m->offset + 1;
 		}
 		else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 		{
@@ -549,6 +614,44 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
 		rd_kafka_message_destroy(m);
 	}
 	return bytes;
+}
+
+/*
+ * Wake the fetcher after half the prefetch queue's bound has been taken
+ * from it.  librdkafka 2.0.2 stops fetching a partition while the consumer
+ * queue holds more than queued.max.messages.kbytes, and looks again only
+ * when its broker thread next wakes: after up to a second when nothing else
+ * happens (rd_kafka_max_block_ms in rdkafka_broker.c; 2.1 added
+ * fetch.queue.backoff.ms for this).  Meanwhile the worker empties the queue
+ * and waits, which is why a small bound used to cost a third of the
+ * throughput.  Any request through the broker wakes its thread: ask for the
+ * watermarks of the partition last read, whose leader is the broker that
+ * filled the queue (it also refreshes the log end the worker reports).
+ *
+ * The request waits for its answer.  A near broker answers in well under a
+ * millisecond, and the fetcher is woken before the queue runs dry; a far
+ * one (an answer slower than SV_KAFKA_WAKE_FAR_US) is woken only once the
+ * queue is empty (idle), when the worker has nothing else to do.
+ */
+#define SV_KAFKA_WAKE_FAR_US 2000
+
+static void
+sv_wake_fetcher(SvKafka *k, bool idle)
+{
+	int64_t		lo,
+				hi;
+	TimestampTz start;
+
+	if (k->queue_bound <= 0 || k->last_partition < 0 ||
+		k->taken_since_wake < k->queue_bound / 2)
+		return;
+	if (!idle && k->wake_us > SV_KAFKA_WAKE_FAR_US)
+		return;
+	k->taken_since_wake = 0;
+	start = GetCurrentTimestamp();
+	(void) rd_kafka_query_watermark_offsets(k->rk, k->topic_name, k->last_partition,
+											&lo, &hi, SV_KAFKA_STEP_MS);
+	k->wake_us = GetCurrentTimestamp() - start;
 }
 
 /*
@@ -590,13 +693,17 @@ streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max_bytes, int
 	{
 		int			want = Min(max - n, SV_KAFKA_TAKE);
 		ssize_t		got;
+		int64		taken;
 		long		left_ms;
 
 		streamview_kafka_drain_fd(k);
 		got = rd_kafka_consume_batch_queue(k->queue, 0, msgs, want);
-		bytes += sv_take_messages(k, msgs, got, out, &n);
+		taken = sv_take_messages(k, msgs, got, out, &n);
+		bytes += taken;
+		k->taken_since_wake += taken;
 		if (n >= max || bytes >= max_bytes || streamview_stop_requested())
 			break;
+		sv_wake_fetcher(k, got < want);
 		if (got == want)
 			continue;			/* there may be more ready */
 		k->drained = true;
@@ -640,6 +747,31 @@ streamview_kafka_drain_fd(SvKafka *k)
 
 	while (read(k->pipefd[0], buf, sizeof(buf)) > 0)
 		;
+}
+
+/*
+ * Whether the fetcher has seen messages of an assigned partition that have
+ * not been taken from the queue: the log end it last saw lies beyond the
+ * partition's next offset.  A source worker whose queue runs dry while this
+ * holds waits a moment for the next fetch rather than end its batch
+ * (source_worker.c).  A partition not read from yet, at a logical offset,
+ * does not count.
+ */
+bool
+streamview_kafka_behind(SvKafka *k)
+{
+	for (int p = 0; p < k->nparts; p++)
+	{
+		int64_t		lo,
+					hi;
+
+		if (k->next_offset[p] < 0)
+			continue;
+		if (rd_kafka_get_watermark_offsets(k->rk, k->topic_name, p, &lo, &hi) ==
+			RD_KAFKA_RESP_ERR_NO_ERROR && hi > k->next_offset[p])
+			return true;
+	}
+	return false;
 }
 
 /* The partition's log end offset as last seen by the fetcher, or -1. */

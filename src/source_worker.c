@@ -429,9 +429,16 @@ sv_check_log_end(SvVersion *v, int32 p, int64 end)
 }
 
 /*
- * The next round of a batch of several: what the queue has ready now,
- * without waiting, in the batch's memory (the previous round's is freed).
+ * The next round of a batch of several: what the queue has ready now, in
+ * the batch's memory (the previous round's is freed).  It does not wait,
+ * unless the fetcher has seen messages not in the queue yet (the worker is
+ * behind, reading a backlog faster than one fetch brings it): then it waits
+ * up to SV_FETCH_WAIT_MS for the next fetch, so that a backlog is applied
+ * in full batches rather than in one batch per fetch, each upserting the
+ * same groups again.  At the log end the batch ends at once, as before.
  */
+#define SV_FETCH_WAIT_MS 50
+
 static int
 sv_next_round(SvEvent *events)
 {
@@ -441,7 +448,8 @@ sv_next_round(SvEvent *events)
 	MemoryContextReset(worker.batch_cxt);
 	old = MemoryContextSwitchTo(worker.batch_cxt);
 	n = streamview_kafka_consume(worker.kafka, events, worker.capacity,
-								 (int64) streamview_batch_max_bytes_kb * 1024, 0);
+								 (int64) streamview_batch_max_bytes_kb * 1024,
+								 streamview_kafka_behind(worker.kafka) ? SV_FETCH_WAIT_MS : 0);
 	MemoryContextSwitchTo(old);
 	return n;
 }
@@ -481,8 +489,9 @@ sv_roll_back_batch(int64 consumed)
  * batch has taken streamview.batch_max_time, or its versions hold
  * streamview.batch_max_groups partial rows; then it merges them, upserting
  * each (window, keys) once, and commits the offsets with them.  A round
- * that drained the queue at once is a batch by itself, upserted directly:
- * a modest stream is applied as soon as it arrives.  A replay worker's
+ * that drained the queue at once, with nothing more fetched, is a batch by
+ * itself, upserted directly: a modest stream is applied as soon as it
+ * arrives.  A replay worker's
  * batch is one round (replay.c paces it).
  */
 static bool
@@ -517,7 +526,8 @@ sv_apply(SvEvent *events, int n)
 		}
 	}
 	rounds = worker.kind == SV_WORKER_SOURCE && streamview_batch_max_time_ms > 0 &&
-		worker.one_round_left <= 0 && !streamview_kafka_drained(worker.kafka);
+		worker.one_round_left <= 0 &&
+		(!streamview_kafka_drained(worker.kafka) || streamview_kafka_behind(worker.kafka));
 	for (;;)
 	{
 		streamview_apply_round(worker.src, worker.versions, events, n,
