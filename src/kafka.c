@@ -631,9 +631,12 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
  * The request waits for its answer.  A near broker answers in well under a
  * millisecond, and the fetcher is woken before the queue runs dry; a far
  * one (an answer slower than SV_KAFKA_WAKE_FAR_US) is woken only once the
- * queue is empty (idle), when the worker has nothing else to do.
+ * queue is empty (idle), when the worker has nothing else to do; so is one
+ * behind a queue bound so small that half of it is a few messages.
  */
 #define SV_KAFKA_WAKE_FAR_US 2000
+/* and, before the queue is empty, at most once per this many bytes taken */
+#define SV_KAFKA_WAKE_BUSY_BYTES (256 * 1024)
 
 static void
 sv_wake_fetcher(SvKafka *k, bool idle)
@@ -645,7 +648,8 @@ sv_wake_fetcher(SvKafka *k, bool idle)
 	if (k->queue_bound <= 0 || k->last_partition < 0 ||
 		k->taken_since_wake < k->queue_bound / 2)
 		return;
-	if (!idle && k->wake_us > SV_KAFKA_WAKE_FAR_US)
+	if (!idle && (k->wake_us > SV_KAFKA_WAKE_FAR_US ||
+				  k->taken_since_wake < SV_KAFKA_WAKE_BUSY_BYTES))
 		return;
 	k->taken_since_wake = 0;
 	start = GetCurrentTimestamp();

@@ -13,6 +13,11 @@
 #     oracle with a tiny distinct-groups bound, across an immediate restart
 #     and a killed worker; then, rebuilt from the log with a time bound only,
 #     again.
+#  4. A backlog that arrives in many small fetches (a 1 kB prefetch queue,
+#     4 kB fetches, the log in record batches of 20 messages) is read at
+#     once and applied in a few batches, not in one batch per fetch: the
+#     fetcher is woken when the queue runs dry, and a round that finds the
+#     queue empty while the fetcher has seen more waits for the next fetch.
 use strict;
 use warnings;
 
@@ -20,9 +25,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
+use IPC::Run;
 use StreamViewTest;
 
-my $broker = broker_start('b026', { one => 1, poison => 1, rounds => 3 });
+my $broker = broker_start('b026', { one => 1, poison => 1, rounds => 3, backlog => 1 });
 my $node = new_node('n026', batch_size => 1,
 	conf => "streamview.batch_max_time = 60000\nstreamview.batch_max_groups = 1000000\n");
 my $B = $broker->{addr};
@@ -189,6 +195,33 @@ $node->safe_psql('postgres', "SELECT streamview.drop_view('$_->{name}')") for @v
 create_views($node, \@views);
 ok(wait_consumed($node, $_->{name}, $total), "time bound: $_->{name} consumed $total") for @views;
 check_view_against_oracle($node, $oracle, $_->{name}, label => "time bound 200 ms: $_->{name}") for @views;
+
+######################################################################
+# 4. a backlog in small fetches is applied in full batches
+######################################################################
+set_conf(batch_size => 10000, batch_max_groups => 1000000, batch_max_time => 60000);
+my $n4 = 20000;
+{
+	# record batches of 20 messages, so that a 4 kB fetch holds a few
+	my $in = join '', map { "\t" . JSON::PP->new->canonical->encode({ u => 'u1', a => $_, ts => $ts + $_ }) . "\n" } 1 .. $n4;
+	my ($out, $err);
+	IPC::Run::run([ 'kcat', '-P', '-b', $B, '-t', 'backlog', '-p', 0, '-K', "\t", '-Z',
+			'-X', 'batch.num.messages=20', '-X', 'linger.ms=0' ], '<', \$in, '>', \$out, '2>', \$err)
+	  or die "kcat failed: $err";
+}
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('backlog', '$B', 'backlog', '{"ts":"timestamptz","u":"text","a":"int8"}', 'ts',
+	       options => '{"queued.max.messages.kbytes":"1","fetch.message.max.bytes":"4096"}');
+	SELECT streamview.create_view('public.backlog_n', \$\$
+	  SELECT streamview.tumble(ts, '1 hour') AS window_start, u, count(*) AS n, sum(a) AS s
+	    FROM backlog GROUP BY 1, 2 \$\$);
+});
+ok(wait_consumed($node, 'backlog_n', $n4), "small fetches: the $n4 events are read");
+is($node->safe_psql('postgres', 'SELECT n, s FROM backlog_n'), "$n4|" . ($n4 * ($n4 + 1) / 2),
+	'small fetches: the row is the sum of the events');
+# one batch per fetch would upsert the row hundreds of times
+my $upserts = upserts('backlog', 'backlog_n_v1');
+cmp_ok($upserts, '<', 50, "small fetches: the row was upserted $upserts times, in a few batches");
 
 broker_stop($broker);
 $node->stop;
