@@ -1,5 +1,7 @@
 # A rebuild while events keep arriving, as in production:
-#  - the replay catches up and hands over while the stream still runs: the
+#  - the replay catches up and hands over while the stream still runs (the
+#    stream goes on until the test has seen that, however long a loaded
+#    machine makes the replay take, up to 40 s): the
 #    replaying version is within one batch of the live version, not level
 #    with it in every partition at the moment it looks (two consumers fetch
 #    independently; a replay that waited for that would chase a busy live
@@ -27,8 +29,19 @@ use StreamViewTest;
 
 my $P       = 8;
 my $BACKLOG = 20_000;
-my $ROUNDS  = 2000;      # of the stream: $PER messages per partition each, every 5 ms
-my $PER     = 10;
+# The stream: rounds of $PER messages per partition every $ROUND_S s (8000
+# messages a second), $ROUNDS rounds (10 s) at least and $MAX_ROUNDS (40 s)
+# at most, while the replay has not caught up.  The mock broker serves one
+# message set per partition per fetch, and kcat makes one of each round:
+# a consumer gains on the stream only while its fetches take less than a
+# round, so rounds are not shorter than a loaded machine's fetch (rounds
+# of 5 ms made the catch-up a race with the machine's load).  At most
+# 42500 messages a partition: the mock broker keeps about 70000 (then it
+# drops the oldest, which a replay behind them would never read).
+my $ROUND_S    = 0.05;
+my $PER        = 50;
+my $ROUNDS     = 200;
+my $MAX_ROUNDS = 800;
 my $BASE_MS = 1_720_000_000_000;
 
 my $broker = broker_start('b026', { rt => $P, tiny => 4 });
@@ -73,12 +86,21 @@ sql(qq{
 produce($broker, 'rt', [ map { [ (message($_))[0], "m$_", (message($_))[1] ] } 0 .. $BACKLOG - 1 ]);
 ok(wait_consumed($node, 'rt_sum', $BACKLOG), "the live version read the backlog of $BACKLOG");
 
-# The stream: a child writes $PER messages per partition every 5 ms to one
-# kcat producer per partition, for $ROUNDS rounds (10 s), then exits.
+# The stream: a child writes $PER messages per partition every $ROUND_S s
+# to one kcat producer per partition, for $ROUNDS rounds (10 s) and until
+# the test has seen the replay catch up (SIGUSR1), at most $MAX_ROUNDS;
+# then it tells the test how many rounds it sent, on a pipe, and exits.
+# How long the replay takes depends on the machine (it competes for the
+# CPU with the stream, the live version and the broker): a fixed 10 s of
+# stream made "caught up while streaming" a race with the machine's load.
+my $caught_up_seen = 0;
+local $SIG{USR1} = sub { $caught_up_seen = 1 };    # before the fork: the child has it from its start
+pipe(my $rounds_in, my $rounds_out) or die "pipe: $!";
 my $child = fork();
 die "fork: $!" unless defined $child;
 if ($child == 0)
 {
+	close($rounds_in);
 	my @out;
 	for my $p (0 .. $P - 1)
 	{
@@ -88,30 +110,35 @@ if ($child == 0)
 	}
 	my $seq = $BACKLOG;
 	my $t0  = time;
-	for my $round (1 .. $ROUNDS)
+	my $round = 0;
+	while ($round < $MAX_ROUNDS && ($round < $ROUNDS || !$caught_up_seen))
 	{
+		$round++;
 		for (1 .. $P * $PER)
 		{
 			my ($p, $v) = message($seq);
 			print { $out[$p] } "m$seq\t$v\n";
 			$seq++;
 		}
-		my $due = $t0 + $round * 0.005;
+		my $due = $t0 + $round * $ROUND_S;
 		usleep(int(($due - time) * 1e6)) if $due > time;
 	}
 	my $ok = 1;
 	close($_) or $ok = 0 for @out;
+	print {$rounds_out} "$round\n" or $ok = 0;
+	close($rounds_out) or $ok = 0;
 	POSIX::_exit($ok ? 0 : 1);
 }
-my $total = $BACKLOG + $ROUNDS * $P * $PER;
+close($rounds_out);
 
 ok(wait_consumed($node, 'rt_sum', $BACKLOG + 200 * $P), 'the stream is flowing into the live version');
 my $sent_at_rebuild = sql("SELECT consumed FROM streamview.status WHERE view_name = 'rt_sum'");
 sql("SELECT streamview.rebuild('rt_sum')");
 
-# Caught up while the child still sends (it sends for 10 s in all).
+# Caught up while the child still sends (it sends until told so).
 my $caught_while_streaming = 0;
-my $deadline = time + 60;
+my $child_status;
+my $deadline = time + 120;
 while (time < $deadline)
 {
 	my $state = sql("SELECT state FROM streamview.versions WHERE view_name = 'rt_sum' AND version = 2");
@@ -124,7 +151,7 @@ while (time < $deadline)
 	die "version 2 is $state" if $state eq 'failed';
 	if (!$streaming)
 	{
-		$child = 0;    # reaped
+		$child_status = $?;    # reaped: it sent $MAX_ROUNDS rounds
 		last;
 	}
 	usleep(50_000);
@@ -132,11 +159,18 @@ while (time < $deadline)
 ok($caught_while_streaming, 'the replay caught up and handed over while the stream went on');
 my $consumed_at_catch_up = sql("SELECT consumed FROM streamview.status WHERE view_name = 'rt_sum'");
 
-if ($child)
+if (!defined $child_status)
 {
+	kill('USR1', $child);    # it stops once it has sent $ROUNDS rounds
 	waitpid($child, 0);
-	is($?, 0, 'the stream was sent in full');
+	$child_status = $?;
 }
+is($child_status, 0, 'the stream was sent in full');
+my $rounds_sent = <$rounds_in> // die 'the stream did not say how many rounds it sent';
+close($rounds_in);
+chomp($rounds_sent);
+note "the stream sent $rounds_sent rounds";
+my $total = $BACKLOG + $rounds_sent * $P * $PER;
 
 ok(wait_consumed($node, 'rt_sum', $total), "the live version read all $total messages");
 is(sql("SELECT streamview.wait_for('rt_sum', 2, '2 minutes')"), 'caught_up',
@@ -162,7 +196,7 @@ ok($replayed >= $sent_at_rebuild - 1000 && $replayed <= $consumed_at_catch_up + 
 	  . "or beyond, and of the $consumed_at_catch_up the live version had read once caught up or below");
 ok($secs > 0 && abs($rate - $replayed / $secs) <= 1,
 	"rebuilds: rate $rate is what was replayed over the replay's $secs s");
-note sprintf('replayed %d events in %.2f s (%d/s); the stream ran at %d/s', $replayed, $secs, $rate, $P * $PER * 200);
+note sprintf('replayed %d events in %.2f s (%d/s); the stream ran at %d/s', $replayed, $secs, $rate, $P * $PER / $ROUND_S);
 
 # A log of one-message message sets: 4000 messages in 4 partitions.
 my $TINY = 4000;
