@@ -429,27 +429,44 @@ sv_check_log_end(SvVersion *v, int32 p, int64 end)
 }
 
 /*
- * The next round of a batch of several: what the queue has ready now, in
- * the batch's memory (the previous round's is freed).  It does not wait,
- * unless the fetcher has seen messages not in the queue yet (the worker is
- * behind, reading a backlog faster than one fetch brings it): then it waits
- * up to SV_FETCH_WAIT_MS for the next fetch, so that a backlog is applied
- * in full batches rather than in one batch per fetch, each upserting the
- * same groups again.  At the log end the batch ends at once, as before.
+ * The next round of a batch of several, in the batch's memory (the previous
+ * round's is freed): what the queue has ready now, without waiting, unless
+ * the fetcher has seen messages not in the queue yet (the worker is behind,
+ * reading a backlog faster than one fetch brings it).  Then the round waits
+ * for the next fetches, up to SV_FETCH_WAIT_MS, until it is full
+ * (streamview.batch_size messages or batch_max_bytes): a backlog is read in
+ * full rounds, each pre-aggregating many events, and in full batches,
+ * rather than in a batch per fetch, each upserting the same groups again.
+ * At the log end the batch ends at once, as before.
  */
 #define SV_FETCH_WAIT_MS 50
 
 static int
 sv_next_round(SvEvent *events)
 {
+	int64		max_bytes = (int64) streamview_batch_max_bytes_kb * 1024;
+	TimestampTz deadline = GetCurrentTimestamp() + SV_FETCH_WAIT_MS * 1000L;
 	MemoryContext old;
-	int			n;
+	int64		bytes = 0;
+	int			n = 0;
 
 	MemoryContextReset(worker.batch_cxt);
 	old = MemoryContextSwitchTo(worker.batch_cxt);
-	n = streamview_kafka_consume(worker.kafka, events, worker.capacity,
-								 (int64) streamview_batch_max_bytes_kb * 1024,
-								 streamview_kafka_behind(worker.kafka) ? SV_FETCH_WAIT_MS : 0);
+	for (;;)
+	{
+		long		left_ms = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		bool		behind = left_ms > 0 && streamview_kafka_behind(worker.kafka);
+		int			got;
+
+		got = streamview_kafka_consume(worker.kafka, events + n, worker.capacity - n,
+									   max_bytes - bytes, behind ? left_ms : 0);
+		for (int i = n; i < n + got; i++)
+			bytes += events[i].keylen + events[i].paylen;
+		n += got;
+		if (!behind || got == 0 || n >= worker.capacity || bytes >= max_bytes ||
+			streamview_stop_requested())
+			break;
+	}
 	MemoryContextSwitchTo(old);
 	return n;
 }
