@@ -42,7 +42,7 @@ SV_SOURCE_ARGS = ENV.get('BENCH_SV_SOURCE_ARGS', '')       # e.g. ", workers => 
 SV_OPTIONS = json.loads(ENV.get('BENCH_SV_OPTIONS') or '{}')  # librdkafka options of the sources
 # Server settings for the throughput runs (not for freshness, which runs with
 # the defaults); a setting the server does not know is skipped.
-SV_SETTINGS = ENV.get('BENCH_SV_SETTINGS', 'streamview.batch_size=50000').split()
+SV_SETTINGS = ENV.get('BENCH_SV_SETTINGS', '').split()
 RESULTS = ENV.get('BENCH_RESULTS', 'bench/results')
 WARMUP = 2      # seconds of the freshness stream not sampled (clients connecting)
 PROBES = 50     # probe events a second in the freshness stream
