@@ -780,6 +780,15 @@ sv_main_loop(void)
 
 		if (n > 0)
 		{
+			/*
+			 * A set latch means: stop, reload (flags looked at above), or
+			 * look at the catalog, which the batch does before it applies
+			 * (sv_apply).  Reset it here, before that look: left set while
+			 * batches keep coming, it would end every later wait for a fetch
+			 * at once, and cut a replay's batches to what each fetch brings.
+			 * Idle, the latch is left for sv_wait_for_messages to see.
+			 */
+			ResetLatch(MyLatch);
 			if (!sv_apply(events, n))
 				sv_reload_and_assign();
 			if (worker.kind == SV_WORKER_REPLAY)
