@@ -273,6 +273,13 @@ sv_assign(void)
 	streamview_kafka_assign(worker.kafka, worker.nparts, start);
 	worker.src->assigned_at = GetCurrentTimestamp();
 	pfree(start);
+
+	/*
+	 * The first batch after an assignment is one round: a new view (or a
+	 * worker that starts) shows its first rows at once, not after a whole
+	 * batch of its backlog (streamview.batch_max_time).
+	 */
+	worker.one_round_left = Max(worker.one_round_left, 1);
 }
 
 static void
