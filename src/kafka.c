@@ -311,16 +311,16 @@ sv_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 	}
 }
 
-/* A librdkafka property counted in kilobytes, in bytes; 0 if unknown. */
+/* A numeric librdkafka property as configured; 0 if unknown. */
 static int64
-sv_conf_kbytes(rd_kafka_conf_t *conf, const char *name)
+sv_conf_number(rd_kafka_conf_t *conf, const char *name)
 {
 	char		value[64];
 	size_t		size = sizeof(value);
 
 	if (rd_kafka_conf_get(conf, name, value, &size) != RD_KAFKA_CONF_OK)
 		return 0;
-	return strtoll(value, NULL, 10) * 1024;
+	return strtoll(value, NULL, 10);
 }
 
 /*
@@ -333,16 +333,12 @@ sv_conf_kbytes(rd_kafka_conf_t *conf, const char *name)
 static void
 sv_bound_fetch(rd_kafka_conf_t *conf, const SvSource *src)
 {
-	char		value[64];
-	size_t		size = sizeof(value);
-	int64		bytes = 1024 * 1024;
+	int64		bytes = Max(1024 * 1024, sv_conf_number(conf, "message.max.bytes"));
 	ListCell   *n;
 
 	foreach(n, src->option_names)
 		if (strcmp(lfirst(n), "fetch.max.bytes") == 0)
 			return;
-	if (rd_kafka_conf_get(conf, "message.max.bytes", value, &size) == RD_KAFKA_CONF_OK)
-		bytes = Max(bytes, strtoll(value, NULL, 10));
 	sv_conf_set(conf, "fetch.max.bytes", psprintf(INT64_FORMAT, bytes), src->name);
 }
 
@@ -378,7 +374,7 @@ streamview_kafka_open(const SvSource *src, const char *group_id)
 	rd_kafka_conf_set_closesocket_cb(conf, sv_closesocket_cb);
 	rd_kafka_conf_set_opaque(conf, k);
 	pthread_mutex_init(&k->sockets_lock, NULL);
-	k->queue_bound = sv_conf_kbytes(conf, "queued.max.messages.kbytes");
+	k->queue_bound = sv_conf_number(conf, "queued.max.messages.kbytes") * 1024;
 	k->last_partition = -1;
 
 	if (pipe(k->pipefd) != 0)
