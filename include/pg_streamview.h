@@ -433,9 +433,10 @@ extern void streamview_worker_context_event(int32 partition, int64 offset);
 /* ------------------------------------------------------------- in replay.c */
 extern void streamview_replay_start(const SvSource *src, SvVersion *v, SvKafka *kafka, int nparts);
 extern int	streamview_replay_batch_limit(SvVersion *v, int capacity);
+extern bool streamview_replay_more_rounds(SvVersion *v, SvKafka *kafka, int n);
 extern int	streamview_replay_consume(SvVersion *v, SvKafka *kafka, SvEvent *events, int capacity,
 									  int64 max_bytes, int timeout_ms);
-extern void streamview_replay_throttle(SvVersion *v);
+extern void streamview_replay_after_batch(SvVersion *v);
 extern bool streamview_replay_check_caught_up(SvVersion *v);
 extern void streamview_replay_done(SvVersion *v) pg_attribute_noreturn();
 

@@ -174,7 +174,6 @@ streamview_replay_archive_batch(SvVersion *v, const SvSource *src, SvEvent *out,
 			{
 				/* counted as taken, as streamview_replay_consume counts Kafka's */
 				sv_replayed += n;
-				sv_replay_batches++;
 				return n;
 			}
 		}
@@ -229,7 +228,18 @@ sv_replay_behind(SvVersion *v, SvKafka *kafka)
 }
 
 /*
- * A replay's batch.  A source worker applies what its queue has ready as
+ * Does the log go on beyond the n messages in hand (taken, not applied
+ * yet), as the replay's fetches last saw it?  Then its batch takes another
+ * round (source_worker.c); not under max_rate, which paces batches.
+ */
+bool
+streamview_replay_more_rounds(SvVersion *v, SvKafka *kafka, int n)
+{
+	return v->max_rate <= 0 && sv_replay_behind(v, kafka) > n;
+}
+
+/*
+ * A replay's round.  A source worker applies what its queue has ready as
  * soon as the queue is drained, for freshness; a replay is not read by
  * anyone until it catches up, so it fills its batches instead: until the
  * batch is full or holds every message up to the log end (as its fetches
@@ -270,26 +280,23 @@ streamview_replay_consume(SvVersion *v, SvKafka *kafka, SvEvent *events, int cap
 		if (sv_replay_behind(v, kafka) <= n)
 			break;				/* the batch holds the log up to its end: at the end */
 	}
-	if (n > 0)
-	{
-		sv_replayed += n;
-		sv_replay_batches++;
-	}
+	sv_replayed += n;
 	return n;
 }
 
 /*
- * Keep to max_rate events per second (counted as they are taken, by
- * streamview_replay_consume) by sleeping on the latch (so SIGTERM still
- * ends the wait at once).
+ * After each batch applied: count it, and keep to max_rate events per
+ * second (counted as they are taken, by streamview_replay_consume) by
+ * sleeping on the latch (so SIGTERM still ends the wait at once).
  */
 void
-streamview_replay_throttle(SvVersion *v)
+streamview_replay_after_batch(SvVersion *v)
 {
 	int64		due_us;
 	long		secs;
 	int			usecs;
 
+	sv_replay_batches++;
 	if (v->max_rate <= 0)
 		return;
 	due_us = sv_replayed * USECS_PER_SEC / v->max_rate;

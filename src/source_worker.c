@@ -96,6 +96,7 @@ typedef struct SvWorker
 	TimestampTz last_housekeeping;
 	int			capacity;		/* of the events array: streamview.batch_size */
 	int64		one_round_left; /* messages to read one round a batch (a merge failed) */
+	bool		reading_archive;	/* a replay worker reading the archive, not Kafka */
 } SvWorker;
 
 static SvWorker worker;
@@ -479,6 +480,44 @@ sv_next_round(SvEvent *events)
 }
 
 /*
+ * A replay worker's next round, in the batch's memory as sv_next_round's:
+ * a full one (streamview_replay_consume waits for it), or what is left up
+ * to the log end.
+ */
+static int
+sv_next_replay_round(SvEvent *events)
+{
+	MemoryContext old;
+	int			n;
+
+	MemoryContextReset(worker.batch_cxt);
+	old = MemoryContextSwitchTo(worker.batch_cxt);
+	n = streamview_replay_consume(sv_replayed_version(), worker.kafka, events, worker.capacity,
+								  (int64) streamview_batch_max_bytes_kb * 1024,
+								  streamview_batch_timeout_ms);
+	MemoryContextSwitchTo(old);
+	return n;
+}
+
+/*
+ * Is there more for this batch than the round in hand (n messages, not
+ * applied yet)?  A source worker: the queue has more ready, or the fetcher
+ * has seen more.  A replay worker: the log goes on beyond the round, as
+ * its fetches last saw it; not from the archive, whose batches are read in
+ * a transaction of their own, and not under max_rate, which paces batches.
+ */
+static bool
+sv_more_rounds(int n)
+{
+	if (streamview_batch_max_time_ms <= 0 || worker.one_round_left > 0)
+		return false;
+	if (worker.kind == SV_WORKER_SOURCE)
+		return !streamview_kafka_drained(worker.kafka) || streamview_kafka_behind(worker.kafka);
+	return !worker.reading_archive &&
+		streamview_replay_more_rounds(sv_replayed_version(), worker.kafka, n);
+}
+
+/*
  * Roll back a batch whose merge failed, and read its messages again one
  * round a batch: a round that is a batch of its own upserts its events
  * directly, and an event that fails is found and dead-lettered there
@@ -515,8 +554,11 @@ sv_roll_back_batch(int64 consumed)
  * each (window, keys) once, and commits the offsets with them.  A round
  * that drained the queue at once, with nothing more fetched, is a batch by
  * itself, upserted directly: a modest stream is applied as soon as it
- * arrives.  A replay worker's
- * batch is one round (replay.c paces it).
+ * arrives.  A replay worker's batch takes rounds alike, each a full one
+ * (streamview_replay_consume), until the round that reaches the log end
+ * or the limits above, so that a replay pre-aggregates as the live
+ * version's backlog does; under max_rate, or from the archive, a batch is
+ * one round.
  */
 static bool
 sv_apply(SvEvent *events, int n)
@@ -549,9 +591,7 @@ sv_apply(SvEvent *events, int n)
 			streamview_note_log_end(lfirst(lc), p, end);
 		}
 	}
-	rounds = worker.kind == SV_WORKER_SOURCE && streamview_batch_max_time_ms > 0 &&
-		worker.one_round_left <= 0 &&
-		(!streamview_kafka_drained(worker.kafka) || streamview_kafka_behind(worker.kafka));
+	rounds = sv_more_rounds(n);
 	for (;;)
 	{
 		streamview_apply_round(worker.src, worker.versions, events, n,
@@ -569,9 +609,10 @@ sv_apply(SvEvent *events, int n)
 		consumed += n;
 		if (!rounds || streamview_stop_requested() ||
 			streamview_partial_rows(worker.versions) >= streamview_batch_max_groups ||
-			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), streamview_batch_max_time_ms))
+			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), streamview_batch_max_time_ms) ||
+			(worker.kind == SV_WORKER_REPLAY && !sv_more_rounds(0)))
 			break;
-		n = sv_next_round(events);
+		n = worker.kind == SV_WORKER_REPLAY ? sv_next_replay_round(events) : sv_next_round(events);
 		if (n == 0)
 			break;
 		pgstat_report_activity(STATE_RUNNING, "applying batch");
@@ -696,6 +737,7 @@ sv_replay_archive(void)
 	int			capacity = streamview_batch_size;
 	SvEvent    *events = MemoryContextAlloc(TopMemoryContext, capacity * sizeof(SvEvent));
 
+	worker.reading_archive = true;
 	do
 	{
 		for (;;)
@@ -715,11 +757,12 @@ sv_replay_archive(void)
 				break;
 			if (!sv_apply(events, n))
 				sv_reload_and_assign();
-			streamview_replay_throttle(sv_replayed_version());
+			streamview_replay_after_batch(sv_replayed_version());
 		}
 	} while (streamview_replay_archive_recheck(sv_replayed_version(), worker.src, worker.kafka,
 											   worker.nparts));
 	pfree(events);
+	worker.reading_archive = false;
 	sv_assign();
 }
 
@@ -799,7 +842,7 @@ sv_main_loop(void)
 			if (!sv_apply(events, n))
 				sv_reload_and_assign();
 			if (worker.kind == SV_WORKER_REPLAY)
-				streamview_replay_throttle(sv_replayed_version());
+				streamview_replay_after_batch(sv_replayed_version());
 			if (TimestampDifferenceExceeds(worker.last_housekeeping, GetCurrentTimestamp(),
 										   SV_IDLE_WAIT_MS))
 				sv_housekeeping();
