@@ -13,9 +13,10 @@
  * with that batch, reading again what it lacks, so nothing is skipped and
  * nothing is applied twice.
  *
- * Its batches fill up (streamview_replay_consume): nobody reads a replay
- * before it catches up, so it has no freshness to keep, and a batch's fixed
- * cost is paid once per batch_size messages rather than once per fetch.
+ * Its rounds fill up (streamview_replay_consume), and its batches take
+ * rounds until the log end (source_worker.c): nobody reads a replay before
+ * it catches up, so it has no freshness to keep, and a batch's fixed cost
+ * is paid once per batch rather than once per fetch.
  *
  * Offsets the brokers no longer keep are read from the source's archive
  * (archive.c) first, partition by partition, up to the first offset the
