@@ -40,6 +40,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/plancache.h"
+#include "utils/resowner.h"
 #include "utils/tuplestore.h"
 
 /*
@@ -308,9 +309,19 @@ streamview_keep_partials(SvVersion *v, SPITupleTable *tt, uint64 n)
 	if (v->partials == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(v->partial_cxt);
+		ResourceOwner owner = CurrentResourceOwner;
 
-		/* beyond work_mem (or 32 MB), the rows go to a temporary file */
+		/*
+		 * Beyond work_mem (or 32 MB), the rows go to a temporary file,
+		 * which belongs to the resource owner current here.  Here is a
+		 * round's subtransaction (apply.c), which would close the file
+		 * when it commits, and is freed: the rows of the rounds before
+		 * were silently lost.  The rows live as long as the batch's
+		 * transaction, and so must their file.
+		 */
+		CurrentResourceOwner = TopTransactionResourceOwner;
 		v->partials = tuplestore_begin_heap(false, false, Max(work_mem, SV_BATCH_ROWS_MEMORY_KB));
+		CurrentResourceOwner = owner;
 		MemoryContextSwitchTo(old);
 	}
 	for (uint64 i = 0; i < n; i++)
@@ -330,10 +341,15 @@ streamview_partial_rows(List *versions)
 	return n;
 }
 
-/* The batch ended (merged, failed or rolled back): forget its partial rows. */
+/*
+ * The batch ends (merged, or its merge failed), in its transaction: forget
+ * its partial rows, closing their temporary file if they spilled to one.
+ */
 void
 streamview_drop_partials(SvVersion *v)
 {
+	if (v->partials)
+		tuplestore_end(v->partials);
 	v->partials = NULL;
 	v->npartials = 0;
 	if (v->partial_cxt)

@@ -18,6 +18,10 @@
 #     once and applied in a few batches, not in one batch per fetch: the
 #     fetcher is woken when the queue runs dry, and a round that finds the
 #     queue empty while the fetcher has seen more waits for the next fetch.
+#  5. A batch whose partial rows outgrow memory (32 MB) spills them to a
+#     temporary file and still merges every one: the file belongs to the
+#     batch's transaction, not to the round's subtransaction that closed it
+#     (and so lost the rows of a whole batch, silently).
 use strict;
 use warnings;
 
@@ -28,9 +32,9 @@ use JSON::PP;
 use IPC::Run;
 use StreamViewTest;
 
-my $broker = broker_start('b026', { one => 1, poison => 1, rounds => 3, backlog => 1 });
+my $broker = broker_start('b026', { one => 1, poison => 1, rounds => 3, backlog => 1, wide => 1 });
 my $node = new_node('n026', batch_size => 1,
-	conf => "streamview.batch_max_time = 60000\nstreamview.batch_max_groups = 1000000\n");
+	conf => "streamview.batch_max_time = 60000\nstreamview.batch_max_groups = 1000000\nlog_temp_files = 0\n");
 my $B = $broker->{addr};
 
 sub ev
@@ -222,6 +226,36 @@ is($node->safe_psql('postgres', 'SELECT n, s FROM backlog_n'), "$n4|" . ($n4 * (
 # one batch per fetch would upsert the row hundreds of times
 my $upserts = upserts('backlog', 'backlog_n_v1');
 cmp_ok($upserts, '<', 50, "small fetches: the row was upserted $upserts times, in a few batches");
+
+######################################################################
+# 5. partial rows beyond memory
+######################################################################
+# 20,000 groups of a 4 kB key each: 80 MB of partial rows, in batches of
+# rounds of 1,000 (lz4 makes the log small, the rows stay wide)
+set_conf(batch_size => 1000);
+my $n5 = 20000;
+my $pad = 'x' x 4000;
+{
+	my $in = join '', map { "\t" . JSON::PP->new->canonical->encode({ u => "u$_$pad", a => $_, ts => $ts + $_ }) . "\n" } 1 .. $n5;
+	my ($out, $err);
+	IPC::Run::run([ 'kcat', '-P', '-b', $B, '-t', 'wide', '-p', 0, '-K', "\t", '-z', 'lz4' ],
+		'<', \$in, '>', \$out, '2>', \$err)
+	  or die "kcat failed: $err";
+}
+$log_at = -s $node->logfile;
+$node->safe_psql('postgres', qq{
+	SELECT streamview.create_source('wide', '$B', 'wide', '{"ts":"timestamptz","u":"text","a":"int8"}', 'ts');
+	SELECT streamview.create_view('public.wide_n', \$\$
+	  SELECT streamview.tumble(ts, '1 hour') AS window_start, u, count(*) AS n, sum(a) AS s
+	    FROM wide GROUP BY 1, 2 \$\$);
+});
+ok(wait_consumed($node, 'wide_n', $n5), "wide partial rows: the $n5 events are read");
+is($node->safe_psql('postgres', 'SELECT count(*) || \' \' || sum(n) || \' \' || sum(s) || \' \' || min(length(u)) FROM wide_n'),
+	"$n5 $n5 " . ($n5 * ($n5 + 1) / 2) . " 4002", 'wide partial rows: every group merged, once');
+my @spills = slurp_file($node->logfile, $log_at) =~ /temporary file: path "[^"]*", size (\d+)/g;
+ok((grep { $_ > 32 * 1024 * 1024 } @spills),
+	'wide partial rows: a batch did spill them to a temporary file beyond 32 MB (sizes: '
+	  . join(', ', @spills) . ')');
 
 broker_stop($broker);
 $node->stop;
