@@ -470,6 +470,11 @@ def run_pg_streamview(conn, w, n):
     pids = sv_workers(conn)
     before = {p: proc_usage(p) for p in pids}
     views = ['bench_v%d' % i for i in range(len(w['windows']))]
+    # batches: each writes its version's stats row once (version_stats)
+    stats_sql = ("SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables "
+                 "WHERE relid = 'streamview.version_stats'::regclass")
+    q(conn, "SELECT pg_stat_clear_snapshot()")
+    stats_before = q1(conn, stats_sql) or 0
     t0 = time.monotonic()
     for i, v in enumerate(views):
         q(conn, "SELECT streamview.create_view(%s, %s)", (v, view_sql(w, i)))
@@ -497,6 +502,9 @@ def run_pg_streamview(conn, w, n):
     time.sleep(0.2)
     tables = ', '.join("'%s_v1'::regclass" % v for v in views)
     rows = q1(conn, "SELECT sum(n_tup_ins + n_tup_upd) FROM pg_stat_user_tables WHERE relid IN (%s)" % tables)
+    batches = ((q1(conn, stats_sql) or 0) - stats_before) // len(views)
+    log('pg_streamview: %d events in about %d batches, %.0f events a batch'
+        % (n, batches, n / max(batches, 1)))
     sel = ' UNION ALL '.join("SELECT %d AS view_no, window_start, %s AS k, n, %s AS s FROM %s"
                              % (i, "k::text" if w['key'] else "''", 's::numeric' if w['agg'] != 'none'
                                 else 'NULL::numeric', v) for i, v in enumerate(views))
