@@ -377,6 +377,7 @@ extern int	streamview_batch_timeout_ms;
 extern int	streamview_batch_max_bytes_kb;
 extern int	streamview_batch_max_groups;
 extern int	streamview_batch_max_time_ms;
+extern int	streamview_max_partition_skew_ms;
 extern char *streamview_archive_tablespace;
 extern int	streamview_launcher_naptime_ms;
 extern int	streamview_restart_delay_s;
@@ -549,6 +550,11 @@ extern void streamview_protobuf_free(void *schema);
 extern void streamview_protobuf_decode(const SvSource *src, void *schema, const char *body,
 									   int len, SvFields *fields, SvEvent *ev);
 
+/* ----------------------------- in align.c: reading a backlog's partitions in step */
+extern void streamview_align_reset(int nparts);
+extern void streamview_align_note(const SvEvent *events, int n);
+extern void streamview_align(SvKafka *k, const SvSource *src, bool got_messages, bool pays);
+
 /* ----------------------------- in kafka.c: the only file that knows librdkafka */
 
 extern SvKafka *streamview_kafka_open(const SvSource *src, const char *group_id);
@@ -564,6 +570,9 @@ extern int	streamview_kafka_consume(SvKafka *k, SvEvent *out, int max, int64 max
 									 int timeout_ms);
 extern bool streamview_kafka_drained(SvKafka *k);
 extern bool streamview_kafka_behind(SvKafka *k);
+extern void streamview_kafka_pause(SvKafka *k, int32 p, bool pause);
+extern bool streamview_kafka_paused(SvKafka *k, int32 p);
+extern bool streamview_kafka_partition_behind(SvKafka *k, int32 p);
 extern int	streamview_kafka_wait_fd(SvKafka *k);
 extern void streamview_kafka_drain_fd(SvKafka *k);
 extern int64 streamview_kafka_log_end(SvKafka *k, int32 partition);
@@ -619,6 +628,7 @@ extern void streamview_apply_version_events(const SvSource *src, SvVersion *v, S
 											SvVersionBatch *vb);
 extern void streamview_apply_round(const SvSource *src, List *versions, SvEvent *events,
 								   int nevents, bool record_unreadable, bool pre_aggregate);
+extern int64 streamview_merged_rows(void);
 extern bool streamview_end_batch(const SvSource *src, List *versions);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);

@@ -488,6 +488,15 @@ typedef struct SvMergeArgs
 } SvMergeArgs;
 
 /* Merge the version's partial rows into its table, as its owner. */
+/* Rows the last batch's merges upserted, in all its versions. */
+static int64 sv_merged_rows = 0;
+
+int64
+streamview_merged_rows(void)
+{
+	return sv_merged_rows;
+}
+
 static void
 sv_merge(void *arg)
 {
@@ -507,6 +516,7 @@ sv_merge(void *arg)
 		if (rc < 0)
 			elog(ERROR, "SPI_execute_plan failed for view \"%s\": %s", v->view_name,
 				 SPI_result_code_string(rc));
+		sv_merged_rows += SPI_processed;
 	}
 	PG_FINALLY();
 	{
@@ -533,6 +543,7 @@ streamview_end_batch(const SvSource *src, List *versions)
 	ListCell   *lc;
 	bool		merged = true;
 
+	sv_merged_rows = 0;
 	foreach(lc, versions)
 	{
 		SvVersion  *v = lfirst(lc);

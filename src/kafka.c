@@ -100,6 +100,7 @@ struct SvKafka
 	int64		wake_us;		/* how long the last wake took, in µs */
 	int64	   *next_offset;	/* per assigned partition, or -1: see
 								 * streamview_kafka_behind */
+	bool	   *paused;			/* per partition: streamview_kafka_pause */
 };
 
 /* Defaults that differ from librdkafka's, before the user's options. */
@@ -474,6 +475,13 @@ streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 			rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
 				start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
 	err = rd_kafka_assign(k->rk, nparts > 0 ? list : NULL);
+	/*
+	 * A partition's pause outlives an assignment in librdkafka (it is a
+	 * flag of the partition's object): whatever was paused before, read
+	 * every assigned partition now.
+	 */
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && nparts > 0)
+		(void) rd_kafka_resume_partitions(k->rk, list);
 	rd_kafka_topic_partition_list_destroy(list);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		ereport(ERROR,
@@ -484,11 +492,17 @@ streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 	{
 		if (k->next_offset)
 			pfree(k->next_offset);
+		if (k->paused)
+			pfree(k->paused);
 		k->next_offset = MemoryContextAlloc(GetMemoryChunkContext(k), nparts * sizeof(int64));
+		k->paused = MemoryContextAlloc(GetMemoryChunkContext(k), nparts * sizeof(bool));
 		k->nparts = nparts;
 	}
 	for (int p = 0; p < k->nparts; p++)
+	{
 		k->next_offset[p] = (nparts > 0 && start_offsets[p] >= 0) ? start_offsets[p] : -1;
+		k->paused[p] = false;
+	}
 }
 
 static char *
@@ -750,12 +764,73 @@ streamview_kafka_drain_fd(SvKafka *k)
 }
 
 /*
+ * Stop (pause) or start again fetching partition p, which must be assigned.
+ * librdkafka drops p's messages still in the queue and, on resume, fetches
+ * again from the offset after the last message taken: nothing is skipped
+ * or read twice (align.c reads a backlog's partitions in step with it).
+ */
+void
+streamview_kafka_pause(SvKafka *k, int32 p, bool pause)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+
+	rd_kafka_topic_partition_list_add(list, k->topic_name, p);
+	if ((pause ? rd_kafka_pause_partitions(k->rk, list) : rd_kafka_resume_partitions(k->rk, list)) ==
+		RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		k->paused[p] = pause;
+	rd_kafka_topic_partition_list_destroy(list);
+
+	/*
+	 * Either way the fetcher has work: a pause empties the queue of p's
+	 * messages (and the fetcher, stopped by a full queue, looks again only
+	 * when its thread wakes: sv_wake_fetcher), a resume wants p fetched.
+	 * Wake p's broker now, unless it is far (then the next consume does).
+	 */
+	if (k->wake_us <= SV_KAFKA_WAKE_FAR_US)
+	{
+		int64_t		lo,
+					hi;
+		TimestampTz start = GetCurrentTimestamp();
+
+		(void) rd_kafka_query_watermark_offsets(k->rk, k->topic_name, p, &lo, &hi, SV_KAFKA_STEP_MS);
+		k->wake_us = GetCurrentTimestamp() - start;
+	}
+	else
+		k->taken_since_wake = Max(k->queue_bound, SV_KAFKA_WAKE_BUSY_BYTES);
+}
+
+bool
+streamview_kafka_paused(SvKafka *k, int32 p)
+{
+	return p < k->nparts && k->paused[p];
+}
+
+/*
+ * Whether partition p has a backlog: the fetcher has seen its log end
+ * beyond the next offset taken.  A partition not read from yet has one if
+ * its log end is beyond its start (or the start is not known yet).
+ */
+bool
+streamview_kafka_partition_behind(SvKafka *k, int32 p)
+{
+	int64_t		lo,
+				hi;
+
+	if (p >= k->nparts ||
+		rd_kafka_get_watermark_offsets(k->rk, k->topic_name, p, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return false;
+	if (k->next_offset[p] >= 0)
+		return hi > k->next_offset[p];
+	return hi > 0 && hi > lo;
+}
+
+/*
  * Whether the fetcher has seen messages of an assigned partition that have
  * not been taken from the queue: the log end it last saw lies beyond the
  * partition's next offset.  A source worker whose queue runs dry while this
  * holds waits a moment for the next fetch rather than end its batch
  * (source_worker.c).  A partition not read from yet, at a logical offset,
- * does not count.
+ * does not count, nor does a paused one, which the fetcher does not read.
  */
 bool
 streamview_kafka_behind(SvKafka *k)
@@ -765,7 +840,7 @@ streamview_kafka_behind(SvKafka *k)
 		int64_t		lo,
 					hi;
 
-		if (k->next_offset[p] < 0)
+		if (k->next_offset[p] < 0 || k->paused[p])
 			continue;
 		if (rd_kafka_get_watermark_offsets(k->rk, k->topic_name, p, &lo, &hi) ==
 			RD_KAFKA_RESP_ERR_NO_ERROR && hi > k->next_offset[p])

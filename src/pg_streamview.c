@@ -120,6 +120,14 @@ _PG_init(void)
 							"Past it they fail with lock_not_available instead of waiting on; 0 waits for ever.",
 							&streamview_lock_timeout_ms, 10000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("streamview.max_partition_skew",
+							"How far ahead, in event time, a worker reads one partition of a backlog beyond the slowest.",
+							"A partition read further ahead than this of the slowest partition that has a backlog "
+							"is paused until that one comes within half of it, so that partitions are read in "
+							"step and each window and keys is upserted about once per batch (docs/architecture.md). "
+							"Partitions at their log end are never paused.  0 reads partitions as the brokers send them.",
+							&streamview_max_partition_skew_ms, 600000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.max_restart_delay",
 							"Longest back-off before restarting a failed source worker.",
 							NULL, &streamview_max_restart_delay_s, 60, 1, 86400,

@@ -97,6 +97,7 @@ typedef struct SvWorker
 	int			capacity;		/* of the events array: streamview.batch_size */
 	int64		one_round_left; /* messages to read one round a batch (a merge failed) */
 	bool		reading_archive;	/* a replay worker reading the archive, not Kafka */
+	bool		align_pays;		/* read a backlog's partitions in step: sv_note_align */
 } SvWorker;
 
 static SvWorker worker;
@@ -236,6 +237,7 @@ sv_assign(void)
 	if (worker.versions == NIL)
 	{
 		streamview_kafka_assign(worker.kafka, 0, NULL);
+		streamview_align_reset(0);
 		return;
 	}
 
@@ -272,6 +274,7 @@ sv_assign(void)
 		}
 	}
 	streamview_kafka_assign(worker.kafka, worker.nparts, start);
+	streamview_align_reset(worker.nparts);
 	worker.src->assigned_at = GetCurrentTimestamp();
 	pfree(start);
 
@@ -518,6 +521,25 @@ sv_more_rounds(int n)
 }
 
 /*
+ * Does reading a backlog's partitions in step pay (align.c)?  It costs the
+ * fetcher: a paused partition's messages already in the queue are dropped
+ * and fetched again (make bench's workload (b), 100 users, read 20% slower
+ * with it).  It saves upserts of (window, keys) whose events lie in
+ * several partitions (workload (a), 10,000 users: half of them).  So it is
+ * done while the last backlog batch (a batch of several rounds, of at
+ * least a round's worth of messages) upserted at least a row per
+ * SV_ALIGN_EVENTS_PER_ROW events, merged.  A new worker starts with it on.
+ */
+#define SV_ALIGN_EVENTS_PER_ROW 20
+
+static void
+sv_note_align(int64 consumed)
+{
+	if (consumed >= worker.capacity)
+		worker.align_pays = streamview_merged_rows() * SV_ALIGN_EVENTS_PER_ROW >= consumed;
+}
+
+/*
  * Roll back a batch whose merge failed, and read its messages again one
  * round a batch: a round that is a batch of its own upserts its events
  * directly, and an event that fails is found and dead-lettered there
@@ -606,6 +628,12 @@ sv_apply(SvEvent *events, int n)
 			streamview_archive_store(worker.src, events, n);	/* archive.c */
 			sv_record_marks();
 		}
+		/* read the partitions of a backlog in step (align.c) */
+		if (!worker.reading_archive)
+		{
+			streamview_align_note(events, n);
+			streamview_align(worker.kafka, worker.src, true, worker.align_pays);
+		}
 		consumed += n;
 		if (!rounds || streamview_stop_requested() ||
 			streamview_partial_rows(worker.versions) >= streamview_batch_max_groups ||
@@ -624,6 +652,8 @@ sv_apply(SvEvent *events, int n)
 		sv_roll_back_batch(consumed);
 		return true;
 	}
+	if (rounds)
+		sv_note_align(consumed);
 	caught_up = worker.kind == SV_WORKER_REPLAY && streamview_replay_check_caught_up(sv_replayed_version());
 	streamview_commit_batch();
 	sv_note_error(NULL);		/* a batch went through: the source is fine */
@@ -848,6 +878,7 @@ sv_main_loop(void)
 				sv_housekeeping();
 			continue;
 		}
+		streamview_align(worker.kafka, worker.src, false, worker.align_pays);
 		sv_housekeeping();
 		if (sv_wait_for_messages(wes) && !streamview_stop_requested())
 			sv_housekeeping();
@@ -947,6 +978,7 @@ streamview_worker_main(Datum arg)
 
 	memcpy(&params, MyBgworkerEntry->bgw_extra, sizeof(params));
 	worker.kind = params.kind;
+	worker.align_pays = true;
 	worker.source_id = params.source_id;
 	worker.replay_version_id = params.replay_version_id;
 	worker.worker_index = params.kind == SV_WORKER_SOURCE ? params.worker_index : 0;
