@@ -51,6 +51,15 @@
  */
 #define SV_BATCH_ROWS_MEMORY_KB (32 * 1024)
 
+/*
+ * A batch of several rounds keeps its partial rows in memory up to this
+ * (or work_mem), beyond in a temporary file: up to batch_max_groups
+ * (1,000,000) rows of ~80 bytes would otherwise take most of a worker's
+ * memory budget (docs/architecture.md, "Memory"), and they are written
+ * once and read once, by the merge.
+ */
+#define SV_PARTIAL_ROWS_MEMORY_KB (8 * 1024)
+
 /* The events the worker is applying now; version NULL when none. */
 typedef struct SvBatchFeed
 {
@@ -312,7 +321,7 @@ streamview_keep_partials(SvVersion *v, SPITupleTable *tt, uint64 n)
 		ResourceOwner owner = CurrentResourceOwner;
 
 		/*
-		 * Beyond work_mem (or 32 MB), the rows go to a temporary file,
+		 * Beyond work_mem (or 8 MB), the rows go to a temporary file,
 		 * which belongs to the resource owner current here.  Here is a
 		 * round's subtransaction (apply.c), which would close the file
 		 * when it commits, and is freed: the rows of the rounds before
@@ -320,7 +329,7 @@ streamview_keep_partials(SvVersion *v, SPITupleTable *tt, uint64 n)
 		 * transaction, and so must their file.
 		 */
 		CurrentResourceOwner = TopTransactionResourceOwner;
-		v->partials = tuplestore_begin_heap(false, false, Max(work_mem, SV_BATCH_ROWS_MEMORY_KB));
+		v->partials = tuplestore_begin_heap(false, false, Max(work_mem, SV_PARTIAL_ROWS_MEMORY_KB));
 		CurrentResourceOwner = owner;
 		MemoryContextSwitchTo(old);
 	}

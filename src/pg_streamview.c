@@ -23,8 +23,8 @@ char	   *streamview_database = NULL;
 int			streamview_batch_size = 10000;
 int			streamview_batch_timeout_ms = 100;
 int			streamview_batch_max_bytes_kb = 16384;
-int			streamview_batch_max_groups = 100000;
-int			streamview_batch_max_time_ms = 1000;
+int			streamview_batch_max_groups = 1000000;
+int			streamview_batch_max_time_ms = 5000;
 char	   *streamview_archive_tablespace = NULL;
 int			streamview_launcher_naptime_ms = 1000;
 int			streamview_max_restart_delay_s = 60;
@@ -75,13 +75,13 @@ _PG_init(void)
 							"partial rows (one per window and keys of the round), and upserts each window "
 							"and keys once at its end; it ends when the queue is drained, or at this many "
 							"partial rows, or at batch_max_time.",
-							&streamview_batch_max_groups, 100000, 1, 10000000,
+							&streamview_batch_max_groups, 1000000, 1, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_max_time",
 							"Longest a source worker's batch of several rounds takes in rounds before it ends.",
 							"Under load, what is read is visible at most this long (plus the time to apply "
 							"it) after the batch began; a batch also ends when the queue is drained.",
-							&streamview_batch_max_time_ms, 1000, 0, 60000,
+							&streamview_batch_max_time_ms, 5000, 0, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("streamview.batch_size",
 							"Most messages a source worker holds in memory at once: one round of a batch.",

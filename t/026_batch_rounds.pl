@@ -18,7 +18,7 @@
 #     once and applied in a few batches, not in one batch per fetch: the
 #     fetcher is woken when the queue runs dry, and a round that finds the
 #     queue empty while the fetcher has seen more waits for the next fetch.
-#  5. A batch whose partial rows outgrow memory (32 MB) spills them to a
+#  5. A batch whose partial rows outgrow memory (8 MB) spills them to a
 #     temporary file and still merges every one: the file belongs to the
 #     batch's transaction, not to the round's subtransaction that closed it
 #     (and so lost the rows of a whole batch, silently).
@@ -254,7 +254,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) || \' \' || sum(n) || \' \' || 
 	"$n5 $n5 " . ($n5 * ($n5 + 1) / 2) . " 4002", 'wide partial rows: every group merged, once');
 my @spills = slurp_file($node->logfile, $log_at) =~ /temporary file: path "[^"]*", size (\d+)/g;
 ok((grep { $_ > 32 * 1024 * 1024 } @spills),
-	'wide partial rows: a batch did spill them to a temporary file beyond 32 MB (sizes: '
+	'wide partial rows: a batch did spill them to a temporary file, of more than 32 MB (sizes: '
 	  . join(', ', @spills) . ')');
 
 broker_stop($broker);
