@@ -474,14 +474,18 @@ streamview_kafka_assign(SvKafka *k, int nparts, const int64 *start_offsets)
 		if (start_offsets[p] != SV_NOT_ASSIGNED)
 			rd_kafka_topic_partition_list_add(list, k->topic_name, p)->offset =
 				start_offsets[p] < 0 ? RD_KAFKA_OFFSET_BEGINNING : start_offsets[p];
-	err = rd_kafka_assign(k->rk, nparts > 0 ? list : NULL);
 	/*
-	 * A partition's pause outlives an assignment in librdkafka (it is a
-	 * flag of the partition's object): whatever was paused before, read
-	 * every assigned partition now.
+	 * A pause outlives an assignment in librdkafka (it is a flag of the
+	 * partition's object): resume what align.c paused, first.  Not after
+	 * the assignment, nor of every partition: a resume also outdates the
+	 * partition's operations in flight, and one right after rd_kafka_assign
+	 * could outdate the fetch start, leaving the partition never fetched
+	 * (seen under load: a replay that read nothing more).
 	 */
-	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && nparts > 0)
-		(void) rd_kafka_resume_partitions(k->rk, list);
+	for (int p = 0; p < k->nparts; p++)
+		if (k->paused[p])
+			streamview_kafka_pause(k, p, false);
+	err = rd_kafka_assign(k->rk, nparts > 0 ? list : NULL);
 	rd_kafka_topic_partition_list_destroy(list);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		ereport(ERROR,
