@@ -639,15 +639,22 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
  * fetch.queue.backoff.ms for this).  Meanwhile the worker empties the queue
  * and waits, which is why a small bound used to cost a third of the
  * throughput.  Any request through the broker wakes its thread: ask for the
- * watermarks of the partition last read, whose leader is the broker that
- * filled the queue (it also refreshes the log end the worker reports).
+ * latest offset of the partition last read (rd_kafka_offsets_for_times),
+ * whose leader is the broker that filled the queue.
  *
- * The request waits for its answer.  A near broker answers in well under a
+ * The request waits for its answer, at most SV_KAFKA_WAKE_TIMEOUT_MS: the
+ * wake is in the sending, and an answer later than that is dropped.  (Not
+ * rd_kafka_query_watermark_offsets, which in 2.0.2 waits without the
+ * timeout it is given, up to socket.timeout.ms, 60 s, when a broker hangs:
+ * a worker asked to stop meanwhile would not, and t/015_shutdown.pl saw a
+ * fast shutdown time out so.)  A near broker answers in well under a
  * millisecond, and the fetcher is woken before the queue runs dry; a far
  * one (an answer slower than SV_KAFKA_WAKE_FAR_US) is woken only once the
  * queue is empty (idle), when the worker has nothing else to do; so is one
- * behind a queue bound so small that half of it is a few messages.
+ * behind a queue bound so small that half of it is a few messages.  While
+ * a broker is known to be gone, it is not asked at all.
  */
+#define SV_KAFKA_WAKE_TIMEOUT_MS 20
 #define SV_KAFKA_WAKE_FAR_US 2000
 /* and, before the queue is empty, at most once per this many bytes taken */
 #define SV_KAFKA_WAKE_BUSY_BYTES (256 * 1024)
@@ -655,29 +662,23 @@ sv_take_messages(SvKafka *k, rd_kafka_message_t **msgs, ssize_t got, SvEvent *ou
 static void
 sv_wake_fetcher(SvKafka *k, bool idle)
 {
-	int64_t		lo,
-				hi;
+	rd_kafka_topic_partition_list_t *list;
 	TimestampTz start;
 
 	if (k->queue_bound <= 0 || k->last_partition < 0 ||
-		k->taken_since_wake < k->queue_bound / 2)
-		return;
-	/*
-	 * Not while a broker is known to be gone: librdkafka 2.0.2 waits for
-	 * the answer to a watermark request without the timeout it is given,
-	 * until socket.timeout.ms (60 s), and a worker asked to stop meanwhile
-	 * would not (t/015_shutdown.pl saw a fast shutdown time out so).
-	 */
-	if (k->problem[0] != '\0')
+		k->taken_since_wake < k->queue_bound / 2 || k->problem[0] != '\0')
 		return;
 	if (!idle && (k->wake_us > SV_KAFKA_WAKE_FAR_US ||
 				  k->taken_since_wake < SV_KAFKA_WAKE_BUSY_BYTES))
 		return;
 	k->taken_since_wake = 0;
+	list = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(list, k->topic_name, k->last_partition)->offset =
+		RD_KAFKA_OFFSET_END;
 	start = GetCurrentTimestamp();
-	(void) rd_kafka_query_watermark_offsets(k->rk, k->topic_name, k->last_partition,
-											&lo, &hi, SV_KAFKA_STEP_MS);
+	(void) rd_kafka_offsets_for_times(k->rk, list, SV_KAFKA_WAKE_TIMEOUT_MS);
 	k->wake_us = GetCurrentTimestamp() - start;
+	rd_kafka_topic_partition_list_destroy(list);
 }
 
 /*
