@@ -628,7 +628,7 @@ extern void streamview_apply_version_events(const SvSource *src, SvVersion *v, S
 											SvVersionBatch *vb);
 extern void streamview_apply_round(const SvSource *src, List *versions, SvEvent *events,
 								   int nevents, bool record_unreadable, bool pre_aggregate);
-extern int64 streamview_merged_rows(void);
+extern int64 streamview_upserted_rows(void);
 extern bool streamview_end_batch(const SvSource *src, List *versions);
 extern bool streamview_transient_error(int sqlerrcode);
 extern ErrorData *streamview_in_subtransaction(void (*fn) (void *), void *arg);

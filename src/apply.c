@@ -105,6 +105,18 @@ static bool sv_timed_out = false;
 static bool sv_partial_round = false;
 
 /*
+ * Rows upserted so far, by rounds applied directly and by merges, in all
+ * versions (a running count: the caller takes differences).
+ */
+static int64 sv_upserted_rows = 0;
+
+int64
+streamview_upserted_rows(void)
+{
+	return sv_upserted_rows;
+}
+
+/*
  * Run the version's compiled statement over events idx[0..n), which it reads
  * from the worker's memory (batch.c), as the view's owner, for at most
  * streamview.statement_timeout: a view whose function sleeps or loops must
@@ -158,6 +170,8 @@ sv_run_statement(const SvSource *src, SvVersion *v, SvEvent *events, const int *
 		streamview_keep_partials(v, SPI_tuptable, SPI_processed);
 		SPI_freetuptable(SPI_tuptable);
 	}
+	else
+		sv_upserted_rows += SPI_processed;
 }
 
 /*
@@ -488,15 +502,6 @@ typedef struct SvMergeArgs
 } SvMergeArgs;
 
 /* Merge the version's partial rows into its table, as its owner. */
-/* Rows the last batch's merges upserted, in all its versions. */
-static int64 sv_merged_rows = 0;
-
-int64
-streamview_merged_rows(void)
-{
-	return sv_merged_rows;
-}
-
 static void
 sv_merge(void *arg)
 {
@@ -516,7 +521,7 @@ sv_merge(void *arg)
 		if (rc < 0)
 			elog(ERROR, "SPI_execute_plan failed for view \"%s\": %s", v->view_name,
 				 SPI_result_code_string(rc));
-		sv_merged_rows += SPI_processed;
+		sv_upserted_rows += SPI_processed;
 	}
 	PG_FINALLY();
 	{
@@ -543,7 +548,6 @@ streamview_end_batch(const SvSource *src, List *versions)
 	ListCell   *lc;
 	bool		merged = true;
 
-	sv_merged_rows = 0;
 	foreach(lc, versions)
 	{
 		SvVersion  *v = lfirst(lc);

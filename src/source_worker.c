@@ -525,18 +525,22 @@ sv_more_rounds(int n)
  * fetcher: a paused partition's messages already in the queue are dropped
  * and fetched again (make bench's workload (b), 100 users, read 20% slower
  * with it).  It saves upserts of (window, keys) whose events lie in
- * several partitions (workload (a), 10,000 users: half of them).  So it is
- * done while the last backlog batch (a batch of several rounds, of at
- * least a round's worth of messages) upserted at least a row per
- * SV_ALIGN_EVENTS_PER_ROW events, merged.  A new worker starts with it on.
+ * several partitions (workload (a), 10,000 users: half of them), and pays
+ * where upserts are a large part of the work: while the last batch of at
+ * least SV_ALIGN_MIN_EVENTS messages upserted a row per
+ * SV_ALIGN_EVENTS_PER_ROW events or more.  The first batch after an
+ * assignment is one round, so a backlog is judged by its first round:
+ * (a) upserts 0.9 rows per event there, (b) 0.05.  A worker starts with it
+ * on.
  */
-#define SV_ALIGN_EVENTS_PER_ROW 20
+#define SV_ALIGN_EVENTS_PER_ROW 5
+#define SV_ALIGN_MIN_EVENTS 1000
 
 static void
-sv_note_align(int64 consumed)
+sv_note_align(int64 consumed, int64 upserted)
 {
-	if (consumed >= worker.capacity)
-		worker.align_pays = streamview_merged_rows() * SV_ALIGN_EVENTS_PER_ROW >= consumed;
+	if (consumed >= Min(worker.capacity, SV_ALIGN_MIN_EVENTS))
+		worker.align_pays = upserted * SV_ALIGN_EVENTS_PER_ROW >= consumed;
 }
 
 /*
@@ -590,6 +594,7 @@ sv_apply(SvEvent *events, int n)
 	TimestampTz start = GetCurrentTimestamp();
 	bool		rounds;
 	int64		consumed = 0;
+	int64		upserted_before = streamview_upserted_rows();
 
 	streamview_begin_batch("applying batch");
 	sig = sv_signature();
@@ -652,8 +657,7 @@ sv_apply(SvEvent *events, int n)
 		sv_roll_back_batch(consumed);
 		return true;
 	}
-	if (rounds)
-		sv_note_align(consumed);
+	sv_note_align(consumed, streamview_upserted_rows() - upserted_before);
 	caught_up = worker.kind == SV_WORKER_REPLAY && streamview_replay_check_caught_up(sv_replayed_version());
 	streamview_commit_batch();
 	sv_note_error(NULL);		/* a batch went through: the source is fine */
